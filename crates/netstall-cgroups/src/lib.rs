@@ -1,0 +1,62 @@
+//! Dying ("zombie") cgroups: removed directories the kernel still keeps
+//! because something (page cache, for memory) is charged to them.
+//!
+//! Pure parsers of `/proc/self/mountinfo` ([`mounts`]) and `/proc/cgroups`
+//! ([`proc_cgroups`]) plus the live-directory walk that together give the v1
+//! count: `num_cgroups − live directories`.
+
+pub mod mounts;
+pub mod proc_cgroups;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Counts the cgroup directories under `mount`, the root included.
+///
+/// Only directories are walked and symlinks are not followed; a directory
+/// that vanishes during the walk (a cgroup removed meanwhile) is skipped.
+pub fn count_live_dirs(mount: &Path) -> Result<u64> {
+    let mut count = 1;
+    let mut stack = vec![mount.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if dir != mount && e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                count += 1;
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// Dying memory cgroups on a cgroup-v1 host, measured now:
+/// `num_cgroups` of `memory` in /proc/cgroups minus the live directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MemoryV1Count {
+    pub total: u64,
+    pub live: u64,
+    pub dying: u64,
+}
+
+/// Measures [`MemoryV1Count`] from the running system.
+pub fn memory_v1_count() -> Result<MemoryV1Count> {
+    let mount = mounts::memory_v1_mount()?;
+    let table = proc_cgroups::read()?;
+    let total = table
+        .iter()
+        .find(|c| c.subsys == "memory")
+        .map(|c| c.num_cgroups)
+        .context("/proc/cgroups has no memory controller line")?;
+    let live = count_live_dirs(&mount)?;
+    Ok(MemoryV1Count {
+        total,
+        live,
+        dying: total.saturating_sub(live),
+    })
+}

@@ -1,0 +1,138 @@
+//! Which cgroup hierarchies are mounted where, from `/proc/self/mountinfo`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+/// One mounted cgroup hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupMount {
+    pub path: PathBuf,
+    /// 1 or 2.
+    pub version: u8,
+    /// v1: the controllers bound to this hierarchy (`memory`, `cpu,cpuacct`, `name=systemd`).
+    pub controllers: Vec<String>,
+}
+
+/// Parses mountinfo text (see proc(5)), keeping the cgroup and cgroup2 mounts.
+pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = left.split(' ').nth(4)?;
+            let mut right = right.split(' ');
+            let fstype = right.next()?;
+            let _source = right.next()?;
+            let super_options = right.next().unwrap_or("");
+            let version = match fstype {
+                "cgroup" => 1,
+                "cgroup2" => 2,
+                _ => return None,
+            };
+            let controllers = if version == 1 {
+                super_options
+                    .split(',')
+                    .filter(|o| {
+                        !matches!(*o, "rw" | "ro")
+                            && !o.contains("relatime")
+                            && !o.starts_with("release_agent")
+                    })
+                    .filter(|o| {
+                        !matches!(
+                            *o,
+                            "noprefix"
+                                | "clone_children"
+                                | "xattr"
+                                | "cpuset_v2_mode"
+                                | "favordynmods"
+                        )
+                    })
+                    .map(str::to_owned)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Some(CgroupMount {
+                path: PathBuf::from(unescape(mount_point)),
+                version,
+                controllers,
+            })
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(value);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads this process's mountinfo.
+pub fn read() -> Result<Vec<CgroupMount>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .context("cannot read /proc/self/mountinfo")?;
+    Ok(parse_mountinfo(&text))
+}
+
+/// Where the cgroup-v1 memory hierarchy is mounted, or a one-line reason it is not.
+pub fn memory_v1_mount() -> Result<PathBuf> {
+    let mounts = read()?;
+    if let Some(m) = mounts
+        .iter()
+        .find(|m| m.version == 1 && m.controllers.iter().any(|c| c == "memory"))
+    {
+        return Ok(m.path.clone());
+    }
+    if mounts.iter().any(|m| m.version == 2) {
+        bail!(
+            "the cgroup v1 memory hierarchy is not mounted (this host uses cgroup v2 for memory)"
+        );
+    }
+    bail!(
+        "the cgroup v1 memory hierarchy is not mounted (no cgroup mount in /proc/self/mountinfo)"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+33 31 0:30 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
+42 23 0:39 / /mnt/with\\040space rw - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn hybrid_mounts_are_found() {
+        let mounts = parse_mountinfo(HYBRID);
+        assert_eq!(mounts.len(), 5);
+        assert_eq!(mounts[0].path, PathBuf::from("/sys/fs/cgroup/memory"));
+        assert_eq!(mounts[0].controllers, vec!["memory"]);
+        assert_eq!(mounts[1].controllers, vec!["cpu", "cpuacct"]);
+        assert_eq!(mounts[2].controllers, vec!["name=systemd"]);
+        assert_eq!(mounts[3].version, 2);
+        assert_eq!(mounts[4].path, PathBuf::from("/mnt/with space"));
+    }
+}

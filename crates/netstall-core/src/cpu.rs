@@ -1,0 +1,114 @@
+//! CPU numbers and lists (`0`, `0-3,6`) checked against the CPUs that exist.
+
+use anyhow::{bail, Context, Result};
+
+/// CPUs that are online now, from `/sys/devices/system/cpu/online`.
+pub fn online() -> Result<Vec<u32>> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .context("cannot read /sys/devices/system/cpu/online")?;
+    parse_list(text.trim())
+}
+
+/// Parses a kernel-style CPU list: `0`, `0-3`, `0,2-3`. Sorted, without duplicates.
+pub fn parse_list(text: &str) -> Result<Vec<u32>> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let range = match part.split_once('-') {
+            Some((a, b)) => parse_one(a)?..=parse_one(b)?,
+            None => {
+                let n = parse_one(part)?;
+                n..=n
+            }
+        };
+        if range.is_empty() {
+            bail!("invalid CPU range '{part}'");
+        }
+        cpus.extend(range);
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+fn parse_one(text: &str) -> Result<u32> {
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("invalid CPU number '{text}'"))
+}
+
+/// Parses a CPU list and checks every CPU is online.
+pub fn parse_online_list(text: &str) -> Result<Vec<u32>> {
+    let cpus = parse_list(text)?;
+    check_online(&cpus)?;
+    Ok(cpus)
+}
+
+/// Fails with a one-line reason naming the first CPU that is not online.
+pub fn check_online(cpus: &[u32]) -> Result<()> {
+    let online = online()?;
+    if let Some(missing) = cpus.iter().find(|c| !online.contains(c)) {
+        bail!(
+            "CPU {missing} does not exist or is offline (online CPUs: {})",
+            format_list(&online)
+        );
+    }
+    Ok(())
+}
+
+/// The hexadecimal mask the kernel takes in `rps_cpus` and affinity files.
+pub fn mask_hex(cpus: &[u32]) -> String {
+    let mut words = vec![0u32; cpus.iter().max().map_or(1, |m| *m as usize / 32 + 1)];
+    for &c in cpus {
+        words[c as usize / 32] |= 1 << (c % 32);
+    }
+    words
+        .iter()
+        .rev()
+        .map(|w| format!("{w:08x}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Formats CPUs back into the compact kernel form (`0-3,6`).
+pub fn format_list(cpus: &[u32]) -> String {
+    let mut parts = Vec::new();
+    let mut iter = cpus.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end = iter.next().unwrap_or(end);
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_parse_and_format() {
+        assert_eq!(parse_list("0").unwrap(), vec![0]);
+        assert_eq!(parse_list("3,0-1").unwrap(), vec![0, 1, 3]);
+        assert_eq!(format_list(&[0, 1, 2, 5]), "0-2,5");
+        assert!(parse_list("2-1").is_err());
+        assert!(parse_list("x").is_err());
+    }
+
+    #[test]
+    fn masks_are_kernel_style() {
+        assert_eq!(mask_hex(&[1]), "00000002");
+        assert_eq!(mask_hex(&[0, 1]), "00000003");
+        assert_eq!(mask_hex(&[33]), "00000002,00000000");
+    }
+
+    #[test]
+    fn a_cpu_that_does_not_exist_is_named() {
+        let err = parse_online_list("4095").unwrap_err().to_string();
+        assert!(err.contains("CPU 4095 does not exist"), "{err}");
+    }
+}

@@ -1,0 +1,651 @@
+//! `lab up | down | status`: the story's data path in network namespaces.
+//!
+//! Every link is created directly inside its namespaces, so a lab leaves
+//! nothing in the root namespace and deleting its namespaces removes every
+//! link, address, route and nftables rule it made. Names carry the lab's
+//! prefix, so labs (and parallel tests) coexist.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{run, run_with_input};
+use crate::netns;
+
+/// NodePort ports on node1, as kube-proxy would program them.
+pub const NODEPORT_TCP: u16 = 30080;
+pub const NODEPORT_UDP: u16 = 30081;
+/// Ports of the responders in every lab host but the client.
+pub const RESPONDER_TCP: u16 = 8080;
+pub const RESPONDER_UDP: u16 = 9000;
+
+const CLIENT_ADDR: &str = "192.168.50.2";
+const NODE1_EXT_ADDR: &str = "192.168.50.1";
+const NODE1_UNDERLAY_ADDR: &str = "172.31.0.1";
+const NODE2_UNDERLAY_ADDR: &str = "172.31.0.2";
+const OUTSIDE_ADDR: &str = "172.31.0.3";
+const NODE1_OVERLAY_ADDR: &str = "10.245.0.1";
+const NODE2_OVERLAY_ADDR: &str = "10.245.0.2";
+const NODE2_POD_GW: &str = "10.244.2.1";
+const POD_ADDR: &str = "10.244.2.10";
+const POD_CIDR: &str = "10.244.2.0/24";
+const VXLAN_PORT: &str = "8472";
+
+/// The hosts of a lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Client,
+    Node1,
+    Node2,
+    Pod,
+    Outside,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Client,
+        Role::Node1,
+        Role::Node2,
+        Role::Pod,
+        Role::Outside,
+    ];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Role::Client => "cli",
+            Role::Node1 => "n1",
+            Role::Node2 => "n2",
+            Role::Pod => "pod",
+            Role::Outside => "out",
+        }
+    }
+
+    /// Interfaces on which this host receives, and whether they belong to a
+    /// node (steered to the RX CPUs) or to a machine outside the nodes.
+    fn rx_interfaces(self) -> &'static [&'static str] {
+        match self {
+            Role::Client => &["c0"],
+            Role::Node1 => &["n1ext", "n1u", "vx0"],
+            Role::Node2 => &["n2u", "n2o", "vx0", "vethpod"],
+            Role::Pod => &["eth0"],
+            Role::Outside => &["o0"],
+        }
+    }
+
+    fn is_node_side(self) -> bool {
+        matches!(self, Role::Node1 | Role::Node2 | Role::Pod)
+    }
+
+    fn addrs(self) -> &'static [&'static str] {
+        match self {
+            Role::Client => &[CLIENT_ADDR],
+            Role::Node1 => &[NODE1_EXT_ADDR, NODE1_UNDERLAY_ADDR, NODE1_OVERLAY_ADDR],
+            Role::Node2 => &[NODE2_UNDERLAY_ADDR, NODE2_OVERLAY_ADDR, NODE2_POD_GW],
+            Role::Pod => &[POD_ADDR],
+            Role::Outside => &[OUTSIDE_ADDR],
+        }
+    }
+}
+
+/// The namespace name of `role` in the lab `prefix`.
+pub fn netns_name(prefix: &str, role: Role) -> String {
+    format!("{prefix}-{}", role.suffix())
+}
+
+/// Checks a lab prefix: 1–12 characters, lowercase letters, digits, starting with a letter.
+pub fn validate_prefix(prefix: &str) -> Result<()> {
+    let ok = (1..=12).contains(&prefix.len())
+        && prefix.starts_with(|c: char| c.is_ascii_lowercase())
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !ok {
+        bail!("invalid lab prefix '{prefix}': use 1-12 lowercase letters and digits, starting with a letter");
+    }
+    Ok(())
+}
+
+/// How to build a lab.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    pub prefix: String,
+    /// CPUs that the nodes' receive processing is steered to (RPS).
+    pub rx_cpus: Vec<u32>,
+    /// The `netstall` executable, started as `responder` in the lab hosts.
+    pub responder_exe: PathBuf,
+}
+
+/// What `lab status` reports; also kept on disk while the lab is up.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LabStatus {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub prefix: String,
+    /// The first RX CPU (the usual single-CPU setup); all of them in `rx_cpus`.
+    pub rx_cpu: u32,
+    pub rx_cpus: Vec<u32>,
+    pub hosts: Vec<Host>,
+    pub nodeport: Endpoint,
+    pub pod: Endpoint,
+    /// Responder processes, by PID, that `lab down` stops.
+    pub responders: Vec<Responder>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Host {
+    pub role: Role,
+    pub netns: String,
+    pub addrs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Endpoint {
+    pub addr: String,
+    pub tcp: u16,
+    pub udp: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Responder {
+    pub role: Role,
+    pub pid: u32,
+}
+
+impl LabStatus {
+    /// The namespace of `role`.
+    pub fn netns(&self, role: Role) -> &str {
+        self.hosts
+            .iter()
+            .find(|h| h.role == role)
+            .map(|h| h.netns.as_str())
+            .unwrap_or_default()
+    }
+}
+
+fn state_dir() -> PathBuf {
+    PathBuf::from("/run/netstall/lab")
+}
+
+fn state_file(prefix: &str) -> PathBuf {
+    state_dir().join(format!("{prefix}.json"))
+}
+
+/// Reads the status of the lab `prefix`, or explains that there is none.
+pub fn status(prefix: &str) -> Result<LabStatus> {
+    validate_prefix(prefix)?;
+    let path = state_file(prefix);
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        anyhow::anyhow!("no lab '{prefix}' is up (run `netstall lab up --prefix {prefix}`)")
+    })?;
+    let status: LabStatus = serde_json::from_str(&text)
+        .with_context(|| format!("corrupt lab state {}", path.display()))?;
+    if let Some(missing) = Role::ALL
+        .iter()
+        .map(|r| netns_name(prefix, *r))
+        .find(|n| !netns::exists(n))
+    {
+        bail!("lab '{prefix}' is broken: namespace {missing} is gone (run `netstall lab down --prefix {prefix}`)");
+    }
+    Ok(status)
+}
+
+/// Whether anything of the lab `prefix` exists (state or any namespace).
+pub fn exists(prefix: &str) -> bool {
+    state_file(prefix).exists()
+        || Role::ALL
+            .iter()
+            .any(|r| netns::exists(&netns_name(prefix, *r)))
+}
+
+/// Builds the lab. On any failure, everything built so far is removed: a
+/// half-built lab is never left behind.
+pub fn up(config: &LabConfig) -> Result<LabStatus> {
+    validate_prefix(&config.prefix)?;
+    netstall_core::privilege::require_root("lab up")?;
+    if config.rx_cpus.is_empty() {
+        bail!("--rx-cpu needs at least one CPU");
+    }
+    netstall_core::cpu::check_online(&config.rx_cpus)?;
+    if exists(&config.prefix) {
+        bail!(
+            "lab '{p}' already exists (use `netstall lab status --prefix {p}`, or `netstall lab down --prefix {p}` first)",
+            p = config.prefix
+        );
+    }
+    match build(config) {
+        Ok(status) => Ok(status),
+        Err(e) => {
+            let _ = teardown(&config.prefix);
+            Err(e.context(format!(
+                "lab '{}' could not be built and was removed",
+                config.prefix
+            )))
+        }
+    }
+}
+
+fn build(config: &LabConfig) -> Result<LabStatus> {
+    let p = &config.prefix;
+    let ns = |role| netns_name(p, role);
+    let (cli, n1, n2, pod, out) = (
+        ns(Role::Client),
+        ns(Role::Node1),
+        ns(Role::Node2),
+        ns(Role::Pod),
+        ns(Role::Outside),
+    );
+    for name in [&cli, &n1, &n2, &pod, &out] {
+        run("ip", &["netns", "add", name])?;
+        run("ip", &["-n", name, "link", "set", "lo", "up"])?;
+    }
+
+    // client <-> node1: the "external" network of the NodePort.
+    veth(
+        &cli,
+        "c0",
+        &format!("{CLIENT_ADDR}/24"),
+        &n1,
+        "n1ext",
+        &format!("{NODE1_EXT_ADDR}/24"),
+    )?;
+    run(
+        "ip",
+        &["-n", &cli, "route", "add", "default", "via", NODE1_EXT_ADDR],
+    )?;
+
+    // Underlay: node1 <-> a bridge in node2 that the outside host also plugs into.
+    run("ip", &["-n", &n2, "link", "add", "ul0", "type", "bridge"])?;
+    run(
+        "ip",
+        &[
+            "-n",
+            &n2,
+            "addr",
+            "add",
+            &format!("{NODE2_UNDERLAY_ADDR}/24"),
+            "dev",
+            "ul0",
+        ],
+    )?;
+    run("ip", &["-n", &n2, "link", "set", "ul0", "up"])?;
+    veth(
+        &n1,
+        "n1u",
+        &format!("{NODE1_UNDERLAY_ADDR}/24"),
+        &n2,
+        "n2u",
+        "",
+    )?;
+    veth(&out, "o0", &format!("{OUTSIDE_ADDR}/24"), &n2, "n2o", "")?;
+    for port in ["n2u", "n2o"] {
+        run("ip", &["-n", &n2, "link", "set", port, "master", "ul0"])?;
+    }
+
+    // VXLAN overlay, flannel style: VNI 1 on UDP 8472.
+    vxlan(
+        &n1,
+        NODE1_UNDERLAY_ADDR,
+        NODE2_UNDERLAY_ADDR,
+        "n1u",
+        NODE1_OVERLAY_ADDR,
+    )?;
+    vxlan(
+        &n2,
+        NODE2_UNDERLAY_ADDR,
+        NODE1_UNDERLAY_ADDR,
+        "ul0",
+        NODE2_OVERLAY_ADDR,
+    )?;
+
+    // The pod on node2.
+    veth(
+        &pod,
+        "eth0",
+        &format!("{POD_ADDR}/24"),
+        &n2,
+        "vethpod",
+        &format!("{NODE2_POD_GW}/24"),
+    )?;
+    run(
+        "ip",
+        &["-n", &pod, "route", "add", "default", "via", NODE2_POD_GW],
+    )?;
+
+    // Routing: pods through the overlay from node1, straight over the underlay from outside.
+    run(
+        "ip",
+        &[
+            "-n",
+            &n1,
+            "route",
+            "add",
+            POD_CIDR,
+            "via",
+            NODE2_OVERLAY_ADDR,
+            "dev",
+            "vx0",
+        ],
+    )?;
+    run(
+        "ip",
+        &[
+            "-n",
+            &n2,
+            "route",
+            "add",
+            "192.168.50.0/24",
+            "via",
+            NODE1_UNDERLAY_ADDR,
+        ],
+    )?;
+    run(
+        "ip",
+        &[
+            "-n",
+            &out,
+            "route",
+            "add",
+            POD_CIDR,
+            "via",
+            NODE2_UNDERLAY_ADDR,
+        ],
+    )?;
+    for node in [&n1, &n2] {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                node,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ],
+        )?;
+    }
+
+    // kube-proxy: NodePort DNAT to the pod, masquerade into the overlay.
+    let rules = format!(
+        "table ip kube {{
+  chain prerouting {{ type nat hook prerouting priority dstnat; policy accept;
+    tcp dport {NODEPORT_TCP} dnat to {POD_ADDR}:{RESPONDER_TCP}
+    udp dport {NODEPORT_UDP} dnat to {POD_ADDR}:{RESPONDER_UDP}
+  }}
+  chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;
+    oifname \"vx0\" masquerade
+  }}
+}}
+"
+    );
+    run_with_input(
+        "ip",
+        &["netns", "exec", &n1, "nft", "-f", "-"],
+        Some(&rules),
+    )
+    .context("programming the NodePort with nftables")?;
+
+    steer_rx(p, &config.rx_cpus)?;
+
+    let mut responders = Vec::new();
+    for role in [Role::Node1, Role::Node2, Role::Pod, Role::Outside] {
+        let pid = start_responder(&config.responder_exe, &ns(role), p, role)?;
+        responders.push(Responder { role, pid });
+    }
+
+    let status = LabStatus {
+        kind: "lab".into(),
+        prefix: p.clone(),
+        rx_cpu: config.rx_cpus[0],
+        rx_cpus: config.rx_cpus.clone(),
+        hosts: Role::ALL
+            .iter()
+            .map(|&role| Host {
+                role,
+                netns: ns(role),
+                addrs: role.addrs().iter().map(|a| a.to_string()).collect(),
+            })
+            .collect(),
+        nodeport: Endpoint {
+            addr: NODE1_EXT_ADDR.into(),
+            tcp: NODEPORT_TCP,
+            udp: NODEPORT_UDP,
+        },
+        pod: Endpoint {
+            addr: POD_ADDR.into(),
+            tcp: RESPONDER_TCP,
+            udp: RESPONDER_UDP,
+        },
+        responders,
+    };
+    save(&status)?;
+    Ok(status)
+}
+
+/// Records the lab's state (for `status`, `down` and re-steering).
+pub fn save(status: &LabStatus) -> Result<()> {
+    std::fs::create_dir_all(state_dir())?;
+    std::fs::write(
+        state_file(&status.prefix),
+        serde_json::to_vec_pretty(status)?,
+    )?;
+    Ok(())
+}
+
+fn veth(ns_a: &str, a: &str, addr_a: &str, ns_b: &str, b: &str, addr_b: &str) -> Result<()> {
+    run(
+        "ip",
+        &[
+            "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b,
+        ],
+    )?;
+    for (ns, dev, addr) in [(ns_a, a, addr_a), (ns_b, b, addr_b)] {
+        if !addr.is_empty() {
+            run("ip", &["-n", ns, "addr", "add", addr, "dev", dev])?;
+        }
+        run("ip", &["-n", ns, "link", "set", dev, "up"])?;
+    }
+    Ok(())
+}
+
+fn vxlan(ns: &str, local: &str, remote: &str, dev: &str, overlay_addr: &str) -> Result<()> {
+    run(
+        "ip",
+        &[
+            "-n", ns, "link", "add", "vx0", "type", "vxlan", "id", "1", "local", local, "remote",
+            remote, "dstport", VXLAN_PORT, "dev", dev,
+        ],
+    )?;
+    run(
+        "ip",
+        &[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{overlay_addr}/24"),
+            "dev",
+            "vx0",
+        ],
+    )?;
+    run("ip", &["-n", ns, "link", "set", "vx0", "up"])
+}
+
+/// Steers the nodes' (and the pod's) receive processing to `rx_cpus` with
+/// RPS, and the client's and outside host's to the other CPUs, so the
+/// machines that probe are not stalled with the nodes they probe.
+pub fn steer_rx(prefix: &str, rx_cpus: &[u32]) -> Result<()> {
+    let online = netstall_core::cpu::online()?;
+    let others: Vec<u32> = online
+        .iter()
+        .copied()
+        .filter(|c| !rx_cpus.contains(c))
+        .collect();
+    for role in Role::ALL {
+        let cpus = if role.is_node_side() {
+            rx_cpus
+        } else {
+            &others[..]
+        };
+        let mask = if cpus.is_empty() {
+            "0".to_owned()
+        } else {
+            netstall_core::cpu::mask_hex(cpus)
+        };
+        let script = role
+            .rx_interfaces()
+            .iter()
+            .map(|dev| format!("echo {mask} > /sys/class/net/{dev}/queues/rx-0/rps_cpus"))
+            .collect::<Vec<_>>()
+            .join(" && ");
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &netns_name(prefix, role),
+                "sh",
+                "-c",
+                &script,
+            ],
+        )
+        .with_context(|| format!("steering RX of {} with RPS", role.suffix()))?;
+    }
+    Ok(())
+}
+
+fn start_responder(exe: &Path, netns: &str, prefix: &str, role: Role) -> Result<u32> {
+    let log_dir = state_dir().join(prefix);
+    std::fs::create_dir_all(&log_dir)?;
+    let log = std::fs::File::create(log_dir.join(format!("responder-{}.log", role.suffix())))?;
+    let mut child = Command::new(exe)
+        .args(["responder", "--netns", netns, "--tcp"])
+        .arg(RESPONDER_TCP.to_string())
+        .arg("--udp")
+        .arg(RESPONDER_UDP.to_string())
+        .arg("--ready-line")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        // Its own process group: outlives `lab up`, untouched by the terminal's ^C.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start the responder {}", exe.display()))?;
+    wait_ready(&mut child, netns)?;
+    Ok(child.id())
+}
+
+fn wait_ready(child: &mut Child, netns: &str) -> Result<()> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().context("responder stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the responder in {netns} did not start (see /run/netstall/lab/*/responder-*.log)");
+    }
+    Ok(())
+}
+
+/// Removes the lab: stops its responders by PID, deletes its namespaces
+/// (and with them every link, address, route and rule), and its state.
+pub fn down(prefix: &str) -> Result<()> {
+    validate_prefix(prefix)?;
+    netstall_core::privilege::require_root("lab down")?;
+    if !exists(prefix) {
+        bail!("no lab '{prefix}' to remove");
+    }
+    teardown(prefix)
+}
+
+fn teardown(prefix: &str) -> Result<()> {
+    if let Ok(text) = std::fs::read_to_string(state_file(prefix)) {
+        if let Ok(status) = serde_json::from_str::<LabStatus>(&text) {
+            for r in &status.responders {
+                stop_responder(r.pid);
+            }
+        }
+    }
+    let mut failures = Vec::new();
+    for role in Role::ALL {
+        let name = netns_name(prefix, role);
+        if netns::exists(&name) {
+            if let Err(e) = run("ip", &["netns", "del", &name]) {
+                failures.push(e.to_string());
+            }
+        }
+    }
+    let _ = std::fs::remove_file(state_file(prefix));
+    let _ = std::fs::remove_dir_all(state_dir().join(prefix));
+    if let Some(first) = failures.first() {
+        bail!("lab '{prefix}' was not fully removed: {first}");
+    }
+    Ok(())
+}
+
+/// Stops a responder we started, after checking the PID still is one.
+fn stop_responder(pid: u32) {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !cmdline.split(|b| *b == 0).any(|arg| arg == b"responder") {
+        return;
+    }
+    // SAFETY: plain kill(2) on a PID we verified runs our responder.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        reap(pid);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if Path::new(&format!("/proc/{pid}")).exists() {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        reap(pid);
+    }
+}
+
+/// Reaps the responder if it is our child (when up and down run in one process).
+fn reap(pid: u32) {
+    let mut status = 0;
+    // SAFETY: WNOHANG waitpid on a specific pid; harmless if it is not our child.
+    unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+}
+
+/// Prefixes of all labs on this host.
+pub fn list() -> Vec<String> {
+    let mut prefixes: Vec<String> = std::fs::read_dir(state_dir())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter_map(|n| n.strip_suffix(".json").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    prefixes.sort();
+    prefixes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert!(validate_prefix("lab1").is_ok());
+        assert!(validate_prefix("").is_err());
+        assert!(validate_prefix("1lab").is_err());
+        assert!(validate_prefix("Lab").is_err());
+        assert!(validate_prefix("a-b").is_err());
+        assert!(validate_prefix("abcdefghijklm").is_err());
+    }
+
+    #[test]
+    fn namespace_names_carry_the_prefix() {
+        assert_eq!(netns_name("x1", Role::Node2), "x1-n2");
+        assert_eq!(netns_name("x1", Role::Outside), "x1-out");
+    }
+}

@@ -1,0 +1,269 @@
+//! `netstall lab`: the incident lab and its injectors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Subcommand;
+use netstall_core::duration;
+use netstall_core::output::Output;
+use netstall_lab::{clean, poller, topology, zombies};
+
+const DEFAULT_PREFIX: &str = "nst";
+
+#[derive(clap::Args)]
+#[command(
+    about = "Build, inspect and break the incident lab",
+    long_about = "The story's mini-Kubernetes path in network namespaces:\n\n  \
+        client -> node1 (nftables DNAT NodePort 30080/tcp 30081/udp + masquerade)\n         \
+        -> VXLAN overlay (UDP 8472) -> node2 -> pod, plus an outside host on node2's underlay.\n\n\
+        Node RX is steered to --rx-cpu with RPS. Injectors reproduce the incident for real:\n\
+        dying memory cgroups (zombies), a cadvisor-like memory.stat reader (poller), and a\n\
+        test-only BPF busy-wait in a softirq (spin). All need root."
+)]
+pub struct Args {
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(clap::Args)]
+struct PrefixArg {
+    /// Name prefix of the lab's namespaces and cgroups (1-12 lowercase letters/digits).
+    #[arg(long, default_value = DEFAULT_PREFIX)]
+    prefix: String,
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Build the lab (error if a lab with this prefix exists).
+    Up {
+        #[command(flatten)]
+        prefix: PrefixArg,
+        /// CPU(s) the nodes' RX processing is steered to with RPS, e.g. 0 or 0-1.
+        #[arg(long, default_value = "0")]
+        rx_cpu: String,
+    },
+    /// Remove the lab: responders, namespaces, links, routes and rules.
+    Down {
+        #[command(flatten)]
+        prefix: PrefixArg,
+    },
+    /// Print the lab's hosts, addresses and ports.
+    Status {
+        #[command(flatten)]
+        prefix: PrefixArg,
+    },
+    /// Re-steer the nodes' RX processing to other CPUs.
+    Rps {
+        #[command(flatten)]
+        prefix: PrefixArg,
+        /// CPU(s), e.g. 0 or 0-1.
+        #[arg(long)]
+        rx_cpu: String,
+    },
+    /// Make real dying memory cgroups (cgroup v1), each pinned by page cache.
+    Zombies {
+        #[command(flatten)]
+        prefix: PrefixArg,
+        /// How many to make.
+        #[arg(long)]
+        count: u32,
+    },
+    /// A cadvisor-like reader of memory.stat that keeps the zombies' stats dirty.
+    Poller {
+        #[command(flatten)]
+        prefix: PrefixArg,
+        /// Time between reads.
+        #[arg(long, default_value = "1s", value_parser = duration::parse_nonzero)]
+        interval: Duration,
+        /// Pin the poller to this CPU (put it on the RX CPU to stall it).
+        #[arg(long)]
+        cpu: Option<u32>,
+        /// Process name, as tracers will see it.
+        #[arg(long, default_value = "cadvisor")]
+        comm: String,
+        /// How long to run.
+        #[arg(short = 'w', long = "duration", value_parser = duration::parse_nonzero)]
+        duration: Duration,
+        /// The file to read (default: the memory hierarchy's root memory.stat).
+        #[arg(long)]
+        path: Option<PathBuf>,
+    },
+    /// Test-only: busy-wait inside a non-NET_RX softirq on one CPU (a deterministic stall).
+    Spin {
+        /// CPU to stall.
+        #[arg(long)]
+        cpu: u32,
+        /// Length of each stall in milliseconds.
+        #[arg(long)]
+        ms: u64,
+        /// Time between stalls.
+        #[arg(long, default_value = "1s", value_parser = duration::parse_nonzero)]
+        every: Duration,
+        /// How long to keep injecting.
+        #[arg(short = 'w', long = "duration", value_parser = duration::parse_nonzero)]
+        duration: Duration,
+    },
+    /// Release the lab's dying cgroups (remove their data, drop caches level 1).
+    Clean {
+        #[command(flatten)]
+        prefix: PrefixArg,
+    },
+}
+
+pub fn run(args: Args, out: Output) -> Result<ExitCode> {
+    match args.command {
+        LabCommand::Up { prefix, rx_cpu } => {
+            let config = topology::LabConfig {
+                prefix: prefix.prefix,
+                rx_cpus: netstall_core::cpu::parse_list(&rx_cpu)?,
+                responder_exe: std::env::current_exe()?,
+            };
+            out.progress(format!("building lab '{}'...", config.prefix));
+            let status = topology::up(&config)?;
+            print_status(&status, out);
+        }
+        LabCommand::Down { prefix } => {
+            topology::down(&prefix.prefix)?;
+            out.text(format!("lab '{}' removed", prefix.prefix));
+            out.json(&serde_json::json!({"type": "lab-down", "prefix": prefix.prefix}));
+        }
+        LabCommand::Status { prefix } => print_status(&topology::status(&prefix.prefix)?, out),
+        LabCommand::Rps { prefix, rx_cpu } => {
+            netstall_core::privilege::require_root("lab rps")?;
+            let mut status = topology::status(&prefix.prefix)?;
+            let cpus = netstall_core::cpu::parse_online_list(&rx_cpu)?;
+            topology::steer_rx(&prefix.prefix, &cpus)?;
+            status.rx_cpu = cpus[0];
+            status.rx_cpus = cpus;
+            topology::save(&status)?;
+            print_status(&status, out);
+        }
+        LabCommand::Zombies { prefix, count } => {
+            let paths = zombies::ZombiePaths::for_host(&prefix.prefix)?;
+            out.progress(format!(
+                "making {count} dying memory cgroups under {}...",
+                paths.parent.display()
+            ));
+            let report = zombies::create(&paths, count, |done| {
+                if done > 0 && done % 2000 == 0 {
+                    out.progress(format!("  {done}/{count}"));
+                }
+            })?;
+            out.json(&report);
+            out.text(format!(
+                "created {} dying memory cgroups in {:.1} s ({} failed); dying now {} (was {})",
+                report.created,
+                report.elapsed_ms as f64 / 1e3,
+                report.failed,
+                report.dying_after,
+                report.dying_before
+            ));
+        }
+        LabCommand::Poller {
+            prefix,
+            interval,
+            cpu,
+            comm,
+            duration,
+            path,
+        } => {
+            netstall_core::privilege::require_root("lab poller")?;
+            let paths = zombies::ZombiePaths::for_host(&prefix.prefix)?;
+            let mount = netstall_cgroups::mounts::memory_v1_mount()?;
+            let config = poller::PollerConfig {
+                stat_path: path.unwrap_or_else(|| mount.join("memory.stat")),
+                touch_dir: paths.data_dir.exists().then_some(paths.data_dir),
+                interval,
+                duration,
+                cpu,
+                comm,
+            };
+            poller::run(&config, |read| {
+                out.json(read);
+                out.text(format!(
+                    "{} [{}] read {} in {:.2} ms (touched {} files)",
+                    config.comm,
+                    read.pid,
+                    read.path.display(),
+                    read.read_ms,
+                    read.touched_files
+                ));
+            })?;
+        }
+        LabCommand::Spin {
+            cpu,
+            ms,
+            every,
+            duration,
+        } => {
+            let config = netstall_kernel::spin::SpinConfig {
+                cpu,
+                spin: Duration::from_millis(ms),
+                every,
+                duration,
+            };
+            out.progress(format!(
+                "stalling CPU {cpu} for {ms} ms every {every:?} during {duration:?}"
+            ));
+            let stalls = netstall_kernel::spin::run(&config, |stall| {
+                out.json(&serde_json::json!({"type": "spin", "cpu": stall.cpu, "start_ns": stall.start_ns,
+                    "duration_ms": (stall.end_ns - stall.start_ns) as f64 / 1e6, "vec": stall.vec}));
+                out.text(format!(
+                    "stalled CPU {} for {:.1} ms (softirq vector {})",
+                    stall.cpu,
+                    (stall.end_ns - stall.start_ns) as f64 / 1e6,
+                    stall.vec
+                ));
+            })?;
+            out.progress(format!("{} stalls injected", stalls.len()));
+        }
+        LabCommand::Clean { prefix } => {
+            let paths = zombies::ZombiePaths::for_host(&prefix.prefix)?;
+            let report = clean::clean(&paths)?;
+            out.json(&report);
+            out.text(format!(
+                "removed {} files; dying memory cgroups {} -> {} in {:.1} s",
+                report.files_removed,
+                report.dying_before,
+                report.dying_after,
+                report.elapsed_ms as f64 / 1e3
+            ));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(status: &topology::LabStatus, out: Output) {
+    out.json(status);
+    out.text(format!(
+        "lab '{}': node RX on CPU {}",
+        status.prefix,
+        netstall_core::cpu::format_list(&status.rx_cpus)
+    ));
+    for host in &status.hosts {
+        out.text(format!(
+            "  {:<8} netns {:<12} {}",
+            format!("{:?}", host.role).to_lowercase(),
+            host.netns,
+            host.addrs.join(", ")
+        ));
+    }
+    out.text(format!(
+        "  NodePort {}:{}/tcp {}:{}/udp -> pod {}:{}/tcp {}/udp",
+        status.nodeport.addr,
+        status.nodeport.tcp,
+        status.nodeport.addr,
+        status.nodeport.udp,
+        status.pod.addr,
+        status.pod.tcp,
+        status.pod.udp
+    ));
+    out.text(format!(
+        "  try: ip netns exec {} curl -s http://{}:{}/",
+        status.netns(topology::Role::Client),
+        status.nodeport.addr,
+        status.nodeport.tcp
+    ));
+}

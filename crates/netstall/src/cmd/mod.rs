@@ -1,0 +1,5 @@
+//! One module per command: argument definitions and the glue to the crate
+//! that does the work. Nothing here should be more than a few lines per command.
+
+pub mod lab;
+pub mod responder;

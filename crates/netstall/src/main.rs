@@ -1,0 +1,62 @@
+//! `netstall`: find, explain and fix sporadic network stalls on Linux and
+//! Kubernetes nodes. This binary is thin: it parses the command line and
+//! hands each command to the crate that does the work.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use netstall_core::output::Output;
+
+#[derive(Parser)]
+#[command(
+    name = "netstall",
+    version,
+    about = "Find, explain and fix sporadic network stalls on Linux and Kubernetes nodes",
+    long_about = "Find, explain and fix sporadic network stalls on Linux and Kubernetes nodes.\n\n\
+        Exit codes: 0 ok, 1 a finding (stalls found / node unhealthy) for checks, \
+        2 usage or environment error.",
+    propagate_version = true
+)]
+struct Cli {
+    /// Print one JSON object per line (each with a "type") instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build, inspect and break the incident lab (network namespaces, injectors).
+    Lab(cmd::lab::Args),
+    /// Run the TCP/HTTP and UDP echo responders used by the lab and by your own tests.
+    Responder(cmd::responder::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let out = Output::new(cli.json);
+    let result = match cli.command {
+        Command::Lab(args) => cmd::lab::run(args, out),
+        Command::Responder(args) => cmd::responder::run(args, out),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line, whatever the chain of causes: `a: b: c`.
+            let message = format!("{e:#}").replace('\n', " ");
+            eprintln!("netstall: error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
