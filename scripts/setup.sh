@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what netstall needs to build, test and run its lab on Debian, then builds it.
+# Idempotent: packages already present are not reinstalled. Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# Build: clang (BPF CO-RE), libelf/zlib (libbpf), pkg-config, make.
+# Lab and tests: iproute2, nftables, iputils-ping, procps.
+# Side-by-side benchmarks and comparisons: hping3, fping, iperf3, linux-perf.
+PACKAGES=(
+  clang llvm libelf-dev zlib1g-dev pkg-config make gcc
+  iproute2 nftables iputils-ping procps util-linux
+  hping3 fping iperf3 linux-perf
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: run as root (apt-get install, network namespaces, BPF)" >&2
+  exit 2
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest" >&2
+  cargo install --locked cargo-nextest >/dev/null
+fi
