@@ -1,0 +1,160 @@
+//! What a probe session measures: one [`ProbeResult`] per probe (the fields
+//! of the `{"type":"probe",...}` line of the JSON contract) with the reply's
+//! details for the hping3-style text line.
+
+use std::net::Ipv4Addr;
+
+use serde::{Serialize, Serializer};
+
+/// The protocol probes are sent with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Icmp,
+    Tcp,
+    Udp,
+    Http,
+}
+
+/// Where a probe's RTT timestamps come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TsSource {
+    /// Both ends stamped by the kernel (SO_TIMESTAMPING software TX and RX):
+    /// the prober's own scheduling never shows in the RTT.
+    Kernel,
+    /// At least one end stamped in user space (fallback, or the HTTP path).
+    User,
+}
+
+/// The reply to one probe, for the text line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Reply {
+    /// ICMP echo reply.
+    Echo {
+        ip: Ipv4Addr,
+        len: u16,
+        ttl: u8,
+        ip_id: u16,
+        icmp_seq: u16,
+    },
+    /// TCP SYN-ACK or RST to our SYN.
+    Tcp {
+        ip: Ipv4Addr,
+        len: u16,
+        ttl: u8,
+        ip_id: u16,
+        sport: u16,
+        flags: u8,
+        win: u16,
+    },
+    /// UDP datagram echoed back.
+    Udp { ip: Ipv4Addr, len: u16, sport: u16 },
+    /// ICMP destination unreachable for a probe. For UDP, port unreachable
+    /// (code 3) is the answer of a closed port and counts as a reply.
+    Unreachable { ip: Ipv4Addr, code: u8 },
+    /// HTTP response: connect time and time to first byte, measured apart so
+    /// a stalled SYN-ACK is told from a slow server.
+    Http {
+        status: u16,
+        connect_us: f64,
+        ttfb_us: f64,
+    },
+}
+
+impl Reply {
+    /// Whether the reply proves the path works (an unreachable does not,
+    /// except a UDP port unreachable, which a closed port sends by design).
+    pub fn answers(&self, proto: Proto) -> bool {
+        match self {
+            Reply::Unreachable { code, .. } => proto == Proto::Udp && *code == 3,
+            _ => true,
+        }
+    }
+}
+
+/// One probe and what became of it. Times are CLOCK_REALTIME nanoseconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeResult {
+    pub seq: u64,
+    /// Index of the flow (source port / ICMP id) among the session's flows.
+    pub flow: u16,
+    pub proto: Proto,
+    /// Source port of the flow (TCP, UDP); null for ICMP and HTTP.
+    pub src_port: Option<u16>,
+    /// When the probe left: the kernel's TX timestamp when there is one.
+    pub sent_ns: u64,
+    /// When the schedule said it should leave.
+    pub scheduled_ns: u64,
+    /// How late the send was against the schedule (a late send is recorded,
+    /// never skipped: no coordinated omission).
+    #[serde(rename = "late_us", serialize_with = "ns_as_us")]
+    pub late_ns: u64,
+    /// Round-trip time; null when lost.
+    #[serde(rename = "rtt_us", serialize_with = "opt_ns_as_us")]
+    pub rtt_ns: Option<u64>,
+    /// How long after the kernel received the reply the prober read it
+    /// (user-space wake-up delay, excluded from `rtt_us`).
+    #[serde(rename = "wake_us", serialize_with = "opt_ns_as_us")]
+    pub wake_ns: Option<u64>,
+    #[serde(rename = "ts")]
+    pub timestamps: TsSource,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Reply>,
+}
+
+impl ProbeResult {
+    /// When the reply arrived (REALTIME ns), if it did.
+    pub fn arrival_ns(&self) -> Option<u64> {
+        self.rtt_ns.map(|rtt| self.sent_ns + rtt)
+    }
+}
+
+fn ns_as_us<S: Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(round3(*ns as f64 / 1e3))
+}
+
+fn opt_ns_as_us<S: Serializer>(ns: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match ns {
+        Some(ns) => ns_as_us(ns, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// Rounds to three decimals (nanosecond precision for a value in µs).
+pub(crate) fn round3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_serializes_to_the_contract() {
+        let p = ProbeResult {
+            seq: 7,
+            flow: 2,
+            proto: Proto::Tcp,
+            src_port: Some(40002),
+            sent_ns: 1_000_000_000,
+            scheduled_ns: 999_990_000,
+            late_ns: 10_000,
+            rtt_ns: Some(127_100_500),
+            wake_ns: Some(3_000),
+            timestamps: TsSource::Kernel,
+            reply: None,
+        };
+        let v: serde_json::Value = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["proto"], "tcp");
+        assert_eq!(v["src_port"], 40002);
+        assert_eq!(v["rtt_us"], 127100.5);
+        assert_eq!(v["late_us"], 10.0);
+        assert_eq!(v["ts"], "kernel");
+        let lost = ProbeResult { rtt_ns: None, ..p };
+        let v: serde_json::Value = serde_json::to_value(&lost).unwrap();
+        assert!(v["rtt_us"].is_null());
+        assert_eq!(lost.arrival_ns(), None);
+    }
+}

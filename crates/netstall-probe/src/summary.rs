@@ -1,0 +1,224 @@
+//! Summary statistics of a session (loss, RTT percentiles from an HDR
+//! histogram, send-schedule deviation), overall and per flow. Pure.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::episodes::Episode;
+use crate::model::{round3, ProbeResult};
+
+/// RTTs are recorded in nanoseconds from 1 ns to 1 hour, 3 significant digits.
+const HIST_MAX_NS: u64 = 3_600_000_000_000;
+
+/// An HDR histogram of nanosecond values with the quantiles we report, and
+/// the exact extremes (the histogram keeps 3 significant digits).
+#[derive(Debug, Clone)]
+pub struct NsHistogram {
+    hist: Histogram<u64>,
+    min: u64,
+    max: u64,
+}
+
+impl Default for NsHistogram {
+    fn default() -> Self {
+        Self {
+            hist: Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("valid histogram bounds"),
+            min: u64::MAX,
+            max: 0,
+        }
+    }
+}
+
+impl NsHistogram {
+    pub fn record(&mut self, ns: u64) {
+        self.hist.saturating_record(ns.clamp(1, HIST_MAX_NS));
+        self.min = self.min.min(ns);
+        self.max = self.max.max(ns);
+    }
+
+    pub fn len(&self) -> u64 {
+        self.hist.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hist.is_empty()
+    }
+
+    /// The value at quantile `q` (0..=1) in µs, `None` when empty.
+    pub fn quantile_us(&self, q: f64) -> Option<f64> {
+        (!self.is_empty()).then(|| round3(self.hist.value_at_quantile(q) as f64 / 1e3))
+    }
+
+    pub fn min_us(&self) -> Option<f64> {
+        (!self.is_empty()).then(|| round3(self.min as f64 / 1e3))
+    }
+
+    pub fn max_us(&self) -> Option<f64> {
+        (!self.is_empty()).then(|| round3(self.max as f64 / 1e3))
+    }
+}
+
+/// The final `{"type":"summary",...}` line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub sent: u64,
+    pub received: u64,
+    pub loss_pct: f64,
+    pub min_us: Option<f64>,
+    pub p50_us: Option<f64>,
+    pub p90_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub p999_us: Option<f64>,
+    pub max_us: Option<f64>,
+    pub episodes: usize,
+    /// How far sends were from the absolute schedule: p50, p99 and max, µs.
+    pub send_late_p50_us: Option<f64>,
+    pub send_late_p99_us: Option<f64>,
+    pub send_late_max_us: Option<f64>,
+    /// Probes with both ends stamped by the kernel.
+    pub kernel_timestamps: u64,
+    /// Replies that came after their probe had been given up as lost.
+    pub late_replies: u64,
+    pub flows: Vec<FlowSummary>,
+}
+
+/// One flow's share of the session.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlowSummary {
+    pub flow: u16,
+    pub src_port: Option<u16>,
+    pub sent: u64,
+    pub received: u64,
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub max_us: Option<f64>,
+    /// Episodes that held or lost a probe of this flow.
+    pub episodes: usize,
+}
+
+/// Summarizes a session's results and episodes.
+pub fn summarize(probes: &[ProbeResult], episodes: &[Episode], late_replies: u64) -> Summary {
+    let mut rtt = NsHistogram::default();
+    let mut late = NsHistogram::default();
+    let mut kernel_timestamps = 0;
+    let mut flows: std::collections::BTreeMap<u16, (Option<u16>, u64, NsHistogram)> =
+        Default::default();
+    for p in probes {
+        late.record(p.late_ns);
+        let flow = flows
+            .entry(p.flow)
+            .or_insert_with(|| (p.src_port, 0, NsHistogram::default()));
+        flow.1 += 1;
+        if let Some(ns) = p.rtt_ns {
+            rtt.record(ns);
+            flow.2.record(ns);
+            if p.timestamps == crate::model::TsSource::Kernel {
+                kernel_timestamps += 1;
+            }
+        }
+    }
+    let sent = probes.len() as u64;
+    let received = rtt.len();
+    Summary {
+        sent,
+        received,
+        loss_pct: if sent == 0 {
+            0.0
+        } else {
+            round3(100.0 * (sent - received) as f64 / sent as f64)
+        },
+        min_us: rtt.min_us(),
+        p50_us: rtt.quantile_us(0.5),
+        p90_us: rtt.quantile_us(0.9),
+        p99_us: rtt.quantile_us(0.99),
+        p999_us: rtt.quantile_us(0.999),
+        max_us: rtt.max_us(),
+        episodes: episodes.len(),
+        send_late_p50_us: late.quantile_us(0.5),
+        send_late_p99_us: late.quantile_us(0.99),
+        send_late_max_us: late.max_us(),
+        kernel_timestamps,
+        late_replies,
+        flows: flows
+            .into_iter()
+            .map(|(flow, (src_port, sent, hist))| FlowSummary {
+                flow,
+                src_port,
+                sent,
+                received: hist.len(),
+                p50_us: hist.quantile_us(0.5),
+                p99_us: hist.quantile_us(0.99),
+                max_us: hist.max_us(),
+                episodes: episodes.iter().filter(|e| e.flows.contains(&flow)).count(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::episodes::EpisodeKind;
+    use crate::model::{Proto, TsSource};
+
+    fn probe(seq: u64, flow: u16, rtt_us: Option<u64>) -> ProbeResult {
+        ProbeResult {
+            seq,
+            flow,
+            proto: Proto::Udp,
+            src_port: Some(40000 + flow),
+            sent_ns: seq * 10_000_000,
+            scheduled_ns: seq * 10_000_000,
+            late_ns: seq * 1_000,
+            rtt_ns: rtt_us.map(|us| us * 1_000),
+            wake_ns: None,
+            timestamps: TsSource::Kernel,
+            reply: None,
+        }
+    }
+
+    #[test]
+    fn quantiles_loss_and_flows() {
+        // 1000 probes over 2 flows, RTT = seq µs + 1, every 10th lost.
+        let probes: Vec<ProbeResult> = (0..1000)
+            .map(|i| probe(i, (i % 2) as u16, (i % 10 != 9).then_some(i + 1)))
+            .collect();
+        let episode = Episode {
+            kind: EpisodeKind::Loss,
+            start_ns: 0,
+            end_ns: 1,
+            duration_ms: 0.0,
+            probes: 1,
+            flows_affected: 1,
+            flows_total: 2,
+            flows: vec![1],
+            first_seq: 9,
+            last_seq: 9,
+            max_rtt_us: None,
+        };
+        let s = summarize(&probes, &[episode], 3);
+        assert_eq!((s.sent, s.received), (1000, 900));
+        assert_eq!(s.loss_pct, 10.0);
+        assert_eq!(s.min_us, Some(1.0));
+        assert_eq!(s.max_us, Some(999.0));
+        // The median of 1..=999 without every 10th is near 500 (3 significant digits).
+        let p50 = s.p50_us.unwrap();
+        assert!((495.0..=505.0).contains(&p50), "{p50}");
+        assert!(s.p99_us.unwrap() >= 985.0);
+        assert_eq!(s.send_late_max_us, Some(999.0));
+        assert_eq!(s.kernel_timestamps, 900);
+        assert_eq!(s.late_replies, 3);
+        assert_eq!(s.flows.len(), 2);
+        assert_eq!(s.flows[0].received, 500);
+        assert_eq!(s.flows[1].received, 400);
+        assert_eq!(s.flows[1].src_port, Some(40001));
+        assert_eq!((s.flows[0].episodes, s.flows[1].episodes), (0, 1));
+    }
+
+    #[test]
+    fn an_empty_session_has_no_quantiles() {
+        let s = summarize(&[], &[], 0);
+        assert_eq!((s.sent, s.received, s.loss_pct), (0, 0, 0.0));
+        assert_eq!(s.p50_us, None);
+    }
+}
