@@ -1,12 +1,29 @@
 //! Dying ("zombie") cgroups: removed directories the kernel still keeps
-//! because something (page cache, for memory) is charged to them.
+//! because something (page cache, for memory) is charged to them. Tens of
+//! thousands of dying memory cgroups made every memory.stat read stall a CPU
+//! in the story; this crate counts them, names who makes them, times one
+//! read, and proves (or disproves) a remedy.
 //!
-//! Pure parsers of `/proc/self/mountinfo` ([`mounts`]) and `/proc/cgroups`
-//! ([`proc_cgroups`]) plus the live-directory walk that together give the v1
-//! count: `num_cgroups − live directories`.
+//! * [`report::report`]: the typed report (per controller and hierarchy, v1,
+//!   v2 and hybrid; kernel-era advice), printing nothing: the doctor calls it.
+//! * [`canary`]: one timed memory.stat read, only on request.
+//! * [`watch`]: churn per parent from the cgroup tracepoints (or polling).
+//! * [`remediate`]: the guarded drop_caches ladder with before/after counts.
+//! * Parsers ([`mounts`], [`proc_cgroups`], [`stat`]) and [`advice`] are pure;
+//!   every read goes through [`host::Host`], so all of it runs on recordings.
 
+pub mod advice;
+pub mod canary;
+pub mod host;
 pub mod mounts;
 pub mod proc_cgroups;
+pub mod remediate;
+pub mod report;
+pub mod stat;
+pub mod watch;
+
+pub use host::Host;
+pub use report::{report, Report};
 
 use std::path::Path;
 

@@ -8,10 +8,26 @@ use anyhow::{bail, Context, Result};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupMount {
     pub path: PathBuf,
+    /// Which directory of the hierarchy is mounted there: `/` for the whole
+    /// hierarchy; a sub-tree in containers and bind mounts, where the cgroups
+    /// outside it cannot be seen (nor counted).
+    pub root: String,
     /// 1 or 2.
     pub version: u8,
     /// v1: the controllers bound to this hierarchy (`memory`, `cpu,cpuacct`, `name=systemd`).
     pub controllers: Vec<String>,
+}
+
+impl CgroupMount {
+    /// Whether the whole hierarchy is visible here (not a sub-tree mount).
+    pub fn is_whole_hierarchy(&self) -> bool {
+        self.root == "/"
+    }
+
+    /// Whether this v1 hierarchy carries `controller`.
+    pub fn has_controller(&self, controller: &str) -> bool {
+        self.controllers.iter().any(|c| c == controller)
+    }
 }
 
 /// Parses mountinfo text (see proc(5)), keeping the cgroup and cgroup2 mounts.
@@ -19,7 +35,9 @@ pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
     text.lines()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
-            let mount_point = left.split(' ').nth(4)?;
+            let mut left = left.split(' ').skip(3);
+            let root = left.next()?;
+            let mount_point = left.next()?;
             let mut right = right.split(' ');
             let fstype = right.next()?;
             let _source = right.next()?;
@@ -54,6 +72,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
             };
             Some(CgroupMount {
                 path: PathBuf::from(unescape(mount_point)),
+                root: unescape(root),
                 version,
                 controllers,
             })
@@ -95,10 +114,12 @@ pub fn read() -> Result<Vec<CgroupMount>> {
 /// Where the cgroup-v1 memory hierarchy is mounted, or a one-line reason it is not.
 pub fn memory_v1_mount() -> Result<PathBuf> {
     let mounts = read()?;
-    if let Some(m) = mounts
+    let mut memory = mounts
         .iter()
-        .find(|m| m.version == 1 && m.controllers.iter().any(|c| c == "memory"))
-    {
+        .filter(|m| m.version == 1 && m.has_controller("memory"))
+        .collect::<Vec<_>>();
+    memory.sort_by_key(|m| !m.is_whole_hierarchy());
+    if let Some(m) = memory.first() {
         return Ok(m.path.clone());
     }
     if mounts.iter().any(|m| m.version == 2) {
@@ -133,6 +154,7 @@ mod tests {
         assert_eq!(mounts[1].controllers, vec!["cpu", "cpuacct"]);
         assert_eq!(mounts[2].controllers, vec!["name=systemd"]);
         assert_eq!(mounts[3].version, 2);
+        assert!(mounts.iter().all(|m| m.root == "/"));
         assert_eq!(mounts[4].path, PathBuf::from("/mnt/with space"));
     }
 }

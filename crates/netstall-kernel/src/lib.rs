@@ -5,10 +5,14 @@
 //! ABI, and on locked-down kernels (no kprobes, fentry refused) they are all
 //! that loads.
 
+pub mod cgwatch;
 pub mod spin;
 
 mod skel {
     #![allow(clippy::all, clippy::pedantic, dead_code, non_camel_case_types)]
+    pub mod cgwatch {
+        include!(concat!(env!("OUT_DIR"), "/cgwatch.skel.rs"));
+    }
     pub mod spin {
         include!(concat!(env!("OUT_DIR"), "/spin.skel.rs"));
     }

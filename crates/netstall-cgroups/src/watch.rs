@@ -1,0 +1,430 @@
+//! Who makes the dying cgroups: cgroup churn over a window, per hierarchy
+//! and per parent, from the kernel's cgroup mkdir/rmdir/release tracepoints,
+//! or (where tracing is unavailable) from counts taken at both ends.
+//!
+//! Rates: `created` (mkdir), `removed` (rmdir: each one becomes dying),
+//! `released` (freed for good). `net_dying_per_s` = removed − released: how
+//! fast dying cgroups accumulate. A crash-looping pod shows up as its pod
+//! cgroup at the top, with a steady creation rate.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use netstall_kernel::cgwatch::{CgroupEvent, CgroupOp};
+use serde::Serialize;
+
+use crate::host::Host;
+use crate::mounts::CgroupMount;
+use crate::proc_cgroups::ControllerLine;
+
+/// How many parents the report names.
+pub const TOP_PARENTS: usize = 10;
+
+/// Churn over the window on one hierarchy, or under one parent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Churn {
+    pub created: u64,
+    pub removed: u64,
+    pub released: u64,
+    pub created_per_s: f64,
+    pub removed_per_s: f64,
+    pub released_per_s: f64,
+    /// removed − released per second: how fast dying cgroups pile up.
+    pub net_dying_per_s: f64,
+}
+
+impl Churn {
+    fn count(&mut self, op: CgroupOp) {
+        match op {
+            CgroupOp::Mkdir => self.created += 1,
+            CgroupOp::Rmdir => self.removed += 1,
+            CgroupOp::Release => self.released += 1,
+        }
+    }
+
+    fn with_rates(mut self, seconds: f64) -> Self {
+        let per_s = |n: u64| {
+            if seconds > 0.0 {
+                n as f64 / seconds
+            } else {
+                0.0
+            }
+        };
+        self.created_per_s = per_s(self.created);
+        self.removed_per_s = per_s(self.removed);
+        self.released_per_s = per_s(self.released);
+        self.net_dying_per_s = self.removed_per_s - self.released_per_s;
+        self
+    }
+
+    fn activity(&self) -> u64 {
+        self.created + self.removed + self.released
+    }
+}
+
+/// One hierarchy's churn.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HierarchyChurn {
+    /// `/proc/cgroups` hierarchy id; 0 is cgroup v2.
+    pub hierarchy_id: u32,
+    /// Its controllers, e.g. `memory` or `cpu,cpuacct`; `cgroup2` for v2.
+    pub controllers: String,
+    #[serde(flatten)]
+    pub churn: Churn,
+}
+
+/// One parent cgroup's churn (its children come and go).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParentChurn {
+    /// The parent, relative to the hierarchy root (`/kubepods/burstable/pod1`).
+    pub cgroup: String,
+    /// The parent's directory, where the hierarchy is mounted here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    pub hierarchy_id: u32,
+    pub controllers: String,
+    #[serde(flatten)]
+    pub churn: Churn,
+}
+
+/// What `--watch` saw.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WatchReport {
+    /// `tracepoints` or `polling`.
+    pub source: &'static str,
+    pub seconds: f64,
+    pub hierarchies: Vec<HierarchyChurn>,
+    /// Parents by churn, busiest first (tracepoints only).
+    pub top_parents: Vec<ParentChurn>,
+    /// Dying memory cgroups at the start and end of the window.
+    pub memory_dying_start: u64,
+    pub memory_dying_end: u64,
+    /// Events lost (the ring buffer was full).
+    pub dropped: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Names hierarchies (by id) after their controllers and mounts.
+#[derive(Debug, Clone, Default)]
+pub struct HierarchyNames {
+    names: HashMap<u32, String>,
+    mounts: HashMap<u32, PathBuf>,
+}
+
+impl HierarchyNames {
+    /// From /proc/cgroups (id → controllers) and the mounts (controllers → mount point).
+    pub fn new(table: &[ControllerLine], mounts: &[CgroupMount]) -> Self {
+        let mut by_id: HashMap<u32, Vec<&str>> = HashMap::new();
+        for line in table.iter().filter(|l| l.enabled && l.hierarchy != 0) {
+            by_id.entry(line.hierarchy).or_default().push(&line.subsys);
+        }
+        let mut names = HashMap::from([(0, "cgroup2".to_owned())]);
+        let mut mount_of = HashMap::new();
+        if let Some(v2) = whole(mounts.iter().filter(|m| m.version == 2)) {
+            mount_of.insert(0, v2.path.clone());
+        }
+        for (id, controllers) in by_id {
+            names.insert(id, controllers.join(","));
+            if let Some(m) = whole(
+                mounts
+                    .iter()
+                    .filter(|m| m.version == 1 && m.has_controller(controllers[0])),
+            ) {
+                mount_of.insert(id, m.path.clone());
+            }
+        }
+        Self {
+            names,
+            mounts: mount_of,
+        }
+    }
+
+    fn name(&self, id: u32) -> String {
+        self.names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("hierarchy {id} (named v1 hierarchy)"))
+    }
+
+    /// The directory of `cgroup` (hierarchy-relative) on this host, if mounted.
+    fn dir(&self, id: u32, cgroup: &str) -> Option<PathBuf> {
+        let mount = self.mounts.get(&id)?;
+        Some(mount.join(cgroup.trim_start_matches('/')))
+    }
+}
+
+fn whole<'a>(mut mounts: impl Iterator<Item = &'a CgroupMount>) -> Option<&'a CgroupMount> {
+    mounts.find(|m| m.is_whole_hierarchy())
+}
+
+/// The parent of a hierarchy-relative cgroup path (`/a/b` → `/a`, `/a` → `/`).
+pub fn parent_of(path: &str) -> &str {
+    match path.trim_end_matches('/').rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// Adds events up; pure, so it is tested on recorded events.
+#[derive(Debug, Default)]
+pub struct ChurnCounter {
+    hierarchies: HashMap<u32, Churn>,
+    parents: HashMap<(u32, String), Churn>,
+}
+
+impl ChurnCounter {
+    pub fn add(&mut self, event: &CgroupEvent) {
+        self.hierarchies
+            .entry(event.hierarchy_id)
+            .or_default()
+            .count(event.op);
+        self.parents
+            .entry((event.hierarchy_id, parent_of(&event.path).to_owned()))
+            .or_default()
+            .count(event.op);
+    }
+
+    /// Rates over `elapsed`; parents ranked by churn (created + removed +
+    /// released), then by name for a stable order.
+    pub fn finish(
+        self,
+        elapsed: Duration,
+        names: &HierarchyNames,
+    ) -> (Vec<HierarchyChurn>, Vec<ParentChurn>) {
+        let seconds = elapsed.as_secs_f64();
+        let mut hierarchies: Vec<HierarchyChurn> = self
+            .hierarchies
+            .into_iter()
+            .map(|(id, churn)| HierarchyChurn {
+                hierarchy_id: id,
+                controllers: names.name(id),
+                churn: churn.with_rates(seconds),
+            })
+            .collect();
+        hierarchies.sort_by_key(|h| (std::cmp::Reverse(h.churn.activity()), h.hierarchy_id));
+        let mut parents: Vec<ParentChurn> = self
+            .parents
+            .into_iter()
+            .map(|((id, cgroup), churn)| ParentChurn {
+                path: names.dir(id, &cgroup),
+                controllers: names.name(id),
+                hierarchy_id: id,
+                cgroup,
+                churn: churn.with_rates(seconds),
+            })
+            .collect();
+        parents.sort_by(|a, b| {
+            b.churn
+                .activity()
+                .cmp(&a.churn.activity())
+                .then(a.hierarchy_id.cmp(&b.hierarchy_id))
+                .then(a.cgroup.cmp(&b.cgroup))
+        });
+        parents.truncate(TOP_PARENTS);
+        (hierarchies, parents)
+    }
+}
+
+/// Watches for `duration`: tracepoints when BPF is available, else polling.
+pub fn watch(host: &Host, duration: Duration) -> Result<WatchReport> {
+    let table = host.proc_cgroups()?;
+    let names = HierarchyNames::new(&table, &host.mounts()?);
+    let memory_dying_start = crate::report::memory_count(host)?.dying;
+    let mut counter = ChurnCounter::default();
+    let traced = if host.is_live() {
+        netstall_kernel::cgwatch::watch(duration, |event| counter.add(&event))
+    } else {
+        Err(anyhow::anyhow!("not the live host"))
+    };
+    match traced {
+        Ok(stats) => {
+            let memory_dying_end = crate::report::memory_count(host)?.dying;
+            let (hierarchies, top_parents) = counter.finish(stats.elapsed, &names);
+            Ok(WatchReport {
+                source: "tracepoints",
+                seconds: stats.elapsed.as_secs_f64(),
+                hierarchies,
+                top_parents,
+                memory_dying_start,
+                memory_dying_end,
+                dropped: stats.dropped,
+                note: (stats.dropped > 0).then(|| {
+                    format!(
+                        "{} events were lost (ring buffer full): rates are low",
+                        stats.dropped
+                    )
+                }),
+            })
+        }
+        Err(why) => {
+            let why = format!("{why:#}");
+            poll(host, &table, &names, duration, memory_dying_start, &why)
+        }
+    }
+}
+
+/// The fallback: counts at both ends of the window. Gives the net rate per
+/// hierarchy (dying cgroups piling up or going away), but not who makes them.
+fn poll(
+    host: &Host,
+    table: &[ControllerLine],
+    names: &HierarchyNames,
+    duration: Duration,
+    memory_dying_start: u64,
+    why: &str,
+) -> Result<WatchReport> {
+    let start = dying_by_hierarchy(host, table)?;
+    let started = Instant::now();
+    std::thread::sleep(duration);
+    let end = dying_by_hierarchy(host, table)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let hierarchies = end
+        .iter()
+        .map(|(&id, &after)| {
+            let before = start.get(&id).copied().unwrap_or(after);
+            HierarchyChurn {
+                hierarchy_id: id,
+                controllers: names.name(id),
+                churn: Churn {
+                    net_dying_per_s: (after as f64 - before as f64) / seconds,
+                    ..Churn::default()
+                },
+            }
+        })
+        .collect();
+    Ok(WatchReport {
+        source: "polling",
+        seconds,
+        hierarchies,
+        top_parents: Vec::new(),
+        memory_dying_start,
+        memory_dying_end: crate::report::memory_count(host)?.dying,
+        dropped: 0,
+        note: Some(format!(
+            "cgroup tracepoints unavailable ({why}): only net rates from counts at both ends; \
+             naming the creators needs tracing (CAP_BPF, CAP_PERFMON, kernel BTF)"
+        )),
+    })
+}
+
+/// Dying cgroups per hierarchy id (v2: the cgroups themselves).
+fn dying_by_hierarchy(host: &Host, table: &[ControllerLine]) -> Result<BTreeMap<u32, u64>> {
+    let mut dying = BTreeMap::new();
+    for row in crate::report::count_hierarchies(host)? {
+        let id = match row.version {
+            2 if row.controller == "cgroup" => 0,
+            2 => continue,
+            _ => match table.iter().find(|l| l.subsys == row.controller) {
+                Some(line) => line.hierarchy,
+                None => continue,
+            },
+        };
+        if let Some(n) = row.dying {
+            dying.insert(id, n);
+        }
+    }
+    Ok(dying)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{mounts, proc_cgroups};
+
+    fn event(op: CgroupOp, hierarchy_id: u32, path: &str) -> CgroupEvent {
+        CgroupEvent {
+            op,
+            hierarchy_id,
+            level: path.matches('/').count() as u32,
+            path: path.to_owned(),
+            truncated: false,
+            ts_ns: 0,
+        }
+    }
+
+    fn names() -> HierarchyNames {
+        let table = proc_cgroups::parse(
+            "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t1\t1\t1\ncpuacct\t1\t1\t1\n\
+             memory\t4\t12031\t1\nhugetlb\t0\t1\t1\n",
+        )
+        .unwrap();
+        let mounts = mounts::parse_mountinfo(
+            "33 31 0:30 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+             35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+             41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
+        );
+        HierarchyNames::new(&table, &mounts)
+    }
+
+    #[test]
+    fn parents_of_paths() {
+        assert_eq!(parent_of("/netstall-x/z12"), "/netstall-x");
+        assert_eq!(
+            parent_of("/kubepods/burstable/pod1/c1"),
+            "/kubepods/burstable/pod1"
+        );
+        assert_eq!(parent_of("/a"), "/");
+        assert_eq!(parent_of("/"), "/");
+    }
+
+    #[test]
+    fn a_crash_looping_pod_tops_the_parents_with_its_rate() {
+        let mut counter = ChurnCounter::default();
+        // 10 s: a crash-looping pod's container cgroup made and removed 50
+        // times on memory and on cpu,cpuacct; one release; background churn.
+        for i in 0..50 {
+            for hierarchy in [4, 1] {
+                let path = format!("/kubepods/burstable/pod1/c{i}");
+                counter.add(&event(CgroupOp::Mkdir, hierarchy, &path));
+                counter.add(&event(CgroupOp::Rmdir, hierarchy, &path));
+            }
+        }
+        counter.add(&event(CgroupOp::Release, 4, "/kubepods/burstable/pod1/c0"));
+        counter.add(&event(CgroupOp::Mkdir, 4, "/system.slice/cron.service"));
+        counter.add(&event(CgroupOp::Mkdir, 7, "/user.slice"));
+        let (hierarchies, parents) = counter.finish(Duration::from_secs(10), &names());
+
+        let top = &parents[0];
+        assert_eq!(top.cgroup, "/kubepods/burstable/pod1");
+        assert_eq!(top.controllers, "memory");
+        assert_eq!(
+            top.path.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/memory/kubepods/burstable/pod1"))
+        );
+        assert_eq!(
+            (top.churn.created, top.churn.removed, top.churn.released),
+            (50, 50, 1)
+        );
+        assert_eq!(top.churn.created_per_s, 5.0);
+        assert_eq!(top.churn.net_dying_per_s, 4.9);
+        assert_eq!(parents[1].controllers, "cpu,cpuacct");
+        assert_eq!(parents[1].churn.net_dying_per_s, 5.0);
+        assert!(parents.iter().any(|p| p.cgroup == "/system.slice"));
+        let named = parents.iter().find(|p| p.hierarchy_id == 7).unwrap();
+        assert!(named.controllers.contains("named"), "{named:?}");
+        assert_eq!(named.path, None);
+
+        assert_eq!(hierarchies[0].hierarchy_id, 4);
+        assert_eq!(hierarchies[0].churn.created, 51);
+    }
+
+    #[test]
+    fn at_most_the_top_parents_are_named() {
+        let mut counter = ChurnCounter::default();
+        for i in 0..25 {
+            for _ in 0..i {
+                counter.add(&event(CgroupOp::Mkdir, 0, &format!("/p{i:02}/c")));
+            }
+        }
+        let (_, parents) = counter.finish(Duration::from_secs(1), &names());
+        assert_eq!(parents.len(), TOP_PARENTS);
+        assert_eq!(parents[0].cgroup, "/p24");
+        assert_eq!(parents[0].controllers, "cgroup2");
+        assert_eq!(parents[9].cgroup, "/p15");
+    }
+}
