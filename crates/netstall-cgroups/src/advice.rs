@@ -162,7 +162,8 @@ fn advise_counts(state: &MemoryState, era: StatEra, mut advice: Vec<String>) -> 
     }
     advice.push(era.explain().to_owned());
     if let Some(ms) = state.canary_ms {
-        let per = (dying > 0).then(|| ms * 1e3 / dying as f64);
+        // The per-memcg cost only means something when the read did flush.
+        let per = (dying > 0 && ms >= 1.0).then(|| ms * 1e3 / dying as f64);
         let measured = match per {
             Some(us) => format!(" (≈{us:.2} us per dying memcg)"),
             None => String::new(),

@@ -30,6 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Dying cgroups: counts, who makes them, a memory.stat canary, advice, verified remediation.
+    Cgroups(cmd::cgroups::Args),
     /// Build, inspect and break the incident lab (network namespaces, injectors).
     Lab(cmd::lab::Args),
     /// Run the TCP/HTTP and UDP echo responders used by the lab and by your own tests.
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
     };
     let out = Output::new(cli.json);
     let result = match cli.command {
+        Command::Cgroups(args) => cmd::cgroups::run(args, out),
         Command::Lab(args) => cmd::lab::run(args, out),
         Command::Responder(args) => cmd::responder::run(args, out),
     };

@@ -1,5 +1,6 @@
 //! One module per command: argument definitions and the glue to the crate
 //! that does the work. Nothing here should be more than a few lines per command.
 
+pub mod cgroups;
 pub mod lab;
 pub mod responder;
