@@ -566,9 +566,7 @@ pub fn down(prefix: &str) -> Result<()> {
 fn teardown(prefix: &str) -> Result<()> {
     if let Ok(text) = std::fs::read_to_string(state_file(prefix)) {
         if let Ok(status) = serde_json::from_str::<LabStatus>(&text) {
-            for r in &status.responders {
-                stop_responder(r.pid);
-            }
+            stop_responders(&status.responders.iter().map(|r| r.pid).collect::<Vec<_>>());
         }
     }
     let mut failures = Vec::new();
@@ -588,31 +586,45 @@ fn teardown(prefix: &str) -> Result<()> {
     Ok(())
 }
 
-/// Stops a responder we started, after checking the PID still is one.
-fn stop_responder(pid: u32) {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !cmdline.split(|b| *b == 0).any(|arg| arg == b"responder") {
-        return;
+/// Stops the responders we started, after checking each PID still runs one:
+/// SIGTERM to all, then SIGKILL to any still running after a grace period.
+fn stop_responders(pids: &[u32]) {
+    let ours: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.split(|b| *b == 0).any(|arg| arg == b"responder")
+        })
+        .collect();
+    for &pid in &ours {
+        // SAFETY: plain kill(2) on a PID verified to run our responder.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     }
-    // SAFETY: plain kill(2) on a PID we verified runs our responder.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(2);
-    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-        reap(pid);
-        std::thread::sleep(Duration::from_millis(10));
+    while ours.iter().any(|&pid| is_running(pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
     }
-    if Path::new(&format!("/proc/{pid}")).exists() {
+    for &pid in ours.iter().filter(|&&pid| is_running(pid)) {
         // SAFETY: as above.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        reap(pid);
     }
 }
 
-/// Reaps the responder if it is our child (when up and down run in one process).
-fn reap(pid: u32) {
+/// Whether `pid` exists and has not exited. An exited process stays a
+/// zombie until its parent (init, once `lab up` has returned) reaps it.
+fn is_running(pid: u32) -> bool {
+    // Reap it ourselves if it is our child (up and down in one process).
     let mut status = 0;
     // SAFETY: WNOHANG waitpid on a specific pid; harmless if it is not our child.
     unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    !matches!(state, Some('Z') | Some('X') | None)
 }
 
 /// Prefixes of all labs on this host.

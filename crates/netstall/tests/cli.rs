@@ -1,0 +1,156 @@
+//! The command line: help everywhere, and bad input gives one line and exit 2.
+
+use std::process::{Command, Output};
+
+use netstall_testkit::privileged;
+
+const NETSTALL: &str = env!("CARGO_BIN_EXE_netstall");
+
+fn netstall(args: &[&str]) -> Output {
+    Command::new(NETSTALL)
+        .args(args)
+        .output()
+        .expect("run netstall")
+}
+
+/// Asserts exit code 2 and a one-line reason containing `needle`.
+fn assert_usage_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(last.contains(needle), "expected '{needle}' in: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["lab", "--help"],
+        vec!["lab", "up", "--help"],
+        vec!["lab", "down", "--help"],
+        vec!["lab", "status", "--help"],
+        vec!["lab", "rps", "--help"],
+        vec!["lab", "zombies", "--help"],
+        vec!["lab", "poller", "--help"],
+        vec!["lab", "spin", "--help"],
+        vec!["lab", "clean", "--help"],
+        vec!["responder", "--help"],
+    ] {
+        let out = netstall(&args);
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage: netstall"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_subcommand_is_a_usage_error() {
+    let out = netstall(&["lab", "explode"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand 'explode'"));
+}
+
+#[test]
+fn durations_need_units() {
+    let out = netstall(&["lab", "spin", "--cpu", "0", "--ms", "5", "-w", "10"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a unit"));
+}
+
+#[test]
+fn a_cpu_that_does_not_exist_is_named() {
+    if !privileged("a_cpu_that_does_not_exist_is_named") {
+        return;
+    }
+    assert_usage_error(
+        &netstall(&["lab", "up", "--prefix", "nocpu", "--rx-cpu", "999"]),
+        "CPU 999 does not exist",
+    );
+    assert_usage_error(
+        &netstall(&["lab", "spin", "--cpu", "999", "--ms", "5", "-w", "1s"]),
+        "CPU 999 does not exist",
+    );
+    assert_usage_error(
+        &netstall(&["lab", "poller", "--cpu", "999", "-w", "1s"]),
+        "CPU 999 does not exist",
+    );
+    assert!(
+        !netstall_lab::netns::exists("nocpu-cli"),
+        "a refused lab leaves nothing behind"
+    );
+}
+
+#[test]
+fn bad_prefix_is_refused() {
+    assert_usage_error(
+        &netstall(&["lab", "status", "--prefix", "Bad-Name"]),
+        "invalid lab prefix",
+    );
+}
+
+/// Runs netstall as `nobody` with no capabilities.
+fn as_nobody(args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            NETSTALL,
+        ])
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
+#[test]
+fn missing_root_is_named() {
+    if !privileged("missing_root_is_named") {
+        return;
+    }
+    assert_usage_error(
+        &as_nobody(&["lab", "up", "--prefix", "noroot"]),
+        "needs root",
+    );
+    assert_usage_error(
+        &as_nobody(&["lab", "zombies", "--count", "1"]),
+        "needs root",
+    );
+    assert_usage_error(
+        &as_nobody(&["lab", "spin", "--cpu", "0", "--ms", "5", "-w", "1s"]),
+        "needs CAP_BPF",
+    );
+}
+
+#[test]
+fn missing_cgroup_v1_memory_hierarchy_is_named() {
+    if !privileged("missing_cgroup_v1_memory_hierarchy_is_named") {
+        return;
+    }
+    // A private mount namespace without the memory hierarchy: the host's stays as it is.
+    let mount =
+        netstall_cgroups::mounts::memory_v1_mount().expect("this host has cgroup v1 memory");
+    let script = format!("umount -l {} && exec \"$@\"", mount.display());
+    let out = Command::new("unshare")
+        .args([
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+            NETSTALL,
+            "lab",
+            "zombies",
+            "--count",
+            "1",
+        ])
+        .output()
+        .expect("unshare (util-linux)");
+    assert_usage_error(&out, "cgroup v1 memory hierarchy is not mounted");
+}
