@@ -36,6 +36,8 @@ enum Command {
     Lab(cmd::lab::Args),
     /// Run the TCP/HTTP and UDP echo responders used by the lab and by your own tests.
     Responder(cmd::responder::Args),
+    /// Fold `perf script` output into stacks: aggregated (as stackcollapse-perf.pl) or in time order.
+    Collapse(cmd::collapse::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Cgroups(args) => cmd::cgroups::run(args, out),
         Command::Lab(args) => cmd::lab::run(args, out),
         Command::Responder(args) => cmd::responder::run(args, out),
+        Command::Collapse(args) => cmd::collapse::run(args, out),
     };
     match result {
         Ok(code) => code,

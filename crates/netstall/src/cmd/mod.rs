@@ -2,5 +2,6 @@
 //! that does the work. Nothing here should be more than a few lines per command.
 
 pub mod cgroups;
+pub mod collapse;
 pub mod lab;
 pub mod responder;

@@ -1,0 +1,389 @@
+//! `perf script` text to folded stacks: aggregated (what FlameGraph's
+//! `stackcollapse-perf.pl` prints, streamed and folded in parallel) or
+//! ordered (one line per sample, in input order, which is time order).
+//!
+//! Input is read in parts that end right after a blank line. Every sample
+//! ends at a blank line and the folding state is empty there, so parts fold
+//! independently; only the kept event (the first one seen, unless given) is
+//! decided up front, by the reader. Memory stays bounded by the part size
+//! and the number of distinct stacks, whatever the input size.
+
+use std::io::{self, Read, Write};
+use std::thread;
+
+use rustc_hash::FxHashMap;
+
+use crate::fold::{first_event, FoldOptions, FoldStats, Folder};
+
+/// How to collapse.
+#[derive(Debug, Clone)]
+pub struct CollapseOptions {
+    pub fold: FoldOptions,
+    /// Fold a last sample that has no blank line after it.
+    /// `stackcollapse-perf.pl` drops it, so the default is false.
+    pub flush_at_eof: bool,
+    /// Folding threads for the aggregated mode (the reader is one more).
+    pub threads: usize,
+}
+
+impl Default for CollapseOptions {
+    fn default() -> Self {
+        Self {
+            fold: FoldOptions::default(),
+            flush_at_eof: false,
+            threads: thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// What was folded and what was not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CollapseStats {
+    pub fold: FoldStats,
+    /// The event whose samples were kept.
+    pub kept_event: Option<Vec<u8>>,
+    /// The input ended inside a sample (no blank line after its last frame).
+    pub unterminated_last_sample: bool,
+    /// That sample was folded anyway (`flush_at_eof`).
+    pub flushed_last_sample: bool,
+}
+
+/// Aggregated folded stacks, sorted bytewise as the Perl script sorts them.
+#[derive(Debug, Clone, Default)]
+pub struct Collapsed {
+    pub stacks: Vec<(Vec<u8>, u64)>,
+    pub stats: CollapseStats,
+}
+
+impl Collapsed {
+    /// Writes `stack count` lines.
+    pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        for (stack, count) in &self.stacks {
+            out.write_all(stack)?;
+            writeln!(out, " {count}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes read per part; a part grows past this only to reach a blank line.
+const PART_BYTES: usize = 4 << 20;
+
+/// Splits a byte stream into parts that end just after a blank line.
+struct Parts<R> {
+    reader: R,
+    carry: Vec<u8>,
+    eof: bool,
+}
+
+impl<R: Read> Parts<R> {
+    fn new(reader: R) -> Self {
+        Self {
+            reader,
+            carry: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// Fills `buf` with the next part; `Ok(None)` at the end. The returned
+    /// flag says whether this is the last part.
+    fn next_part(&mut self, mut buf: Vec<u8>) -> io::Result<Option<(Vec<u8>, bool)>> {
+        buf.clear();
+        buf.append(&mut self.carry);
+        let mut want = PART_BYTES;
+        let mut searched = 0usize;
+        loop {
+            while !self.eof && buf.len() < want {
+                let room = (want - buf.len()) as u64;
+                if (&mut self.reader).take(room).read_to_end(&mut buf)? == 0 {
+                    self.eof = true;
+                }
+            }
+            if self.eof {
+                return Ok((!buf.is_empty()).then_some((buf, true)));
+            }
+            // Look again only at what is new (and the byte before it).
+            let from = searched.saturating_sub(1);
+            if let Some(pos) = memchr::memmem::rfind(&buf[from..], b"\n\n") {
+                let split = from + pos + 2;
+                self.carry.extend_from_slice(&buf[split..]);
+                buf.truncate(split);
+                return Ok(Some((buf, false)));
+            }
+            searched = buf.len();
+            want *= 2;
+        }
+    }
+}
+
+/// Calls `f` on every line of `buf` (without its `\n`); a last line without
+/// a newline counts too.
+fn for_each_line(buf: &[u8], mut f: impl FnMut(&[u8])) {
+    let mut start = 0;
+    for newline in memchr::memchr_iter(b'\n', buf) {
+        f(&buf[start..newline]);
+        start = newline + 1;
+    }
+    if start < buf.len() {
+        f(&buf[start..]);
+    }
+}
+
+/// The first event named by a header line in `buf`.
+fn scan_first_event(buf: &[u8]) -> Option<Vec<u8>> {
+    let mut start = 0;
+    while start < buf.len() {
+        let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |i| start + i);
+        if let Some(event) = first_event(&buf[start..end]) {
+            return Some(event.to_vec());
+        }
+        start = end + 1;
+    }
+    None
+}
+
+/// Ends the input: a sample still open is dropped (as Perl does) or folded.
+fn finish_input(
+    folder: &mut Folder,
+    flush_at_eof: bool,
+    stats: &mut CollapseStats,
+    emit: &mut impl FnMut(&[u8], u64),
+) {
+    if folder.in_sample() {
+        stats.unterminated_last_sample = true;
+        if flush_at_eof {
+            folder.finish_sample(emit);
+            stats.flushed_last_sample = true;
+        }
+    }
+}
+
+struct Job {
+    index: usize,
+    buf: Vec<u8>,
+    event: Option<Vec<u8>>,
+    last: bool,
+}
+
+/// What one folding thread returns.
+#[derive(Default)]
+struct WorkerResult {
+    stacks: FxHashMap<Box<[u8]>, u64>,
+    /// Per part: its index and counters, to number lines globally.
+    parts: Vec<(usize, FoldStats)>,
+    end: CollapseStats,
+}
+
+/// Folds `reader` and aggregates identical stacks, summing their weights:
+/// the output of `stackcollapse-perf.pl` for the same input and options.
+pub fn aggregate(reader: impl Read, opts: &CollapseOptions) -> io::Result<Collapsed> {
+    let threads = opts.threads.max(1);
+    let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(threads * 2);
+    let (free_tx, free_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
+    let mut kept_event = opts.fold.event_filter.clone();
+    let results = thread::scope(|scope| -> io::Result<Vec<WorkerResult>> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let job_rx = job_rx.clone();
+                let free_tx = free_tx.clone();
+                scope.spawn(move || fold_jobs(job_rx, free_tx, opts))
+            })
+            .collect();
+        drop(job_rx);
+        let mut parts = Parts::new(reader);
+        let mut index = 0;
+        let read_result = loop {
+            let buf = free_rx.try_recv().unwrap_or_default();
+            let (buf, last) = match parts.next_part(buf) {
+                Ok(Some(part)) => part,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            };
+            if kept_event.is_none() {
+                kept_event = scan_first_event(&buf);
+            }
+            let job = Job {
+                index,
+                buf,
+                event: kept_event.clone(),
+                last,
+            };
+            index += 1;
+            if job_tx.send(job).is_err() {
+                break Ok(());
+            }
+        };
+        drop(job_tx);
+        let results = workers
+            .into_iter()
+            .map(|w| w.join().expect("a folding thread panicked"))
+            .collect();
+        read_result.map(|()| results)
+    })?;
+
+    let mut stacks: FxHashMap<Box<[u8]>, u64> = FxHashMap::default();
+    let mut parts = Vec::new();
+    let mut stats = CollapseStats {
+        kept_event,
+        ..CollapseStats::default()
+    };
+    for result in results {
+        if stacks.len() < result.stacks.len() {
+            let smaller = std::mem::replace(&mut stacks, result.stacks);
+            merge_into(&mut stacks, smaller);
+        } else {
+            merge_into(&mut stacks, result.stacks);
+        }
+        parts.extend(result.parts);
+        stats.unterminated_last_sample |= result.end.unterminated_last_sample;
+        stats.flushed_last_sample |= result.end.flushed_last_sample;
+    }
+    parts.sort_by_key(|(index, _)| *index);
+    let mut line_offset = 0;
+    for (_, part) in &parts {
+        stats.fold.merge(part, line_offset);
+        line_offset += part.lines;
+    }
+    let mut stacks: Vec<(Vec<u8>, u64)> = stacks
+        .into_iter()
+        .map(|(stack, count)| (stack.into_vec(), count))
+        .collect();
+    stacks.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(Collapsed { stacks, stats })
+}
+
+fn merge_into(into: &mut FxHashMap<Box<[u8]>, u64>, from: FxHashMap<Box<[u8]>, u64>) {
+    for (stack, count) in from {
+        let total = into.entry(stack).or_insert(0);
+        *total = total.saturating_add(count);
+    }
+}
+
+fn fold_jobs(
+    jobs: crossbeam_channel::Receiver<Job>,
+    free: crossbeam_channel::Sender<Vec<u8>>,
+    opts: &CollapseOptions,
+) -> WorkerResult {
+    let mut result = WorkerResult::default();
+    let mut folder = Folder::new(opts.fold.clone());
+    let stacks = &mut result.stacks;
+    let mut emit = |stack: &[u8], weight: u64| match stacks.get_mut(stack) {
+        Some(total) => *total = total.saturating_add(weight),
+        None => {
+            stacks.insert(stack.into(), weight);
+        }
+    };
+    for job in jobs {
+        folder.set_event_filter(job.event);
+        for_each_line(&job.buf, |line| folder.line(line, &mut emit));
+        if job.last {
+            finish_input(&mut folder, opts.flush_at_eof, &mut result.end, &mut emit);
+        }
+        result.parts.push((job.index, folder.take_stats()));
+        // The reader may be gone already; then the buffer is simply freed.
+        let _ = free.send(job.buf);
+    }
+    result
+}
+
+/// Folds `reader` in order, calling `emit` with each sample's stack: one
+/// line per sample, in input order (`perf script` prints samples in time order).
+pub fn ordered(
+    reader: impl Read,
+    opts: &CollapseOptions,
+    mut emit: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<CollapseStats> {
+    let mut folder = Folder::new(opts.fold.clone());
+    let mut stats = CollapseStats::default();
+    let mut parts = Parts::new(reader);
+    let mut buf = Vec::new();
+    let mut error = None;
+    while let Some((part, last)) = parts.next_part(buf)? {
+        let mut sink = |stack: &[u8], _weight: u64| {
+            if error.is_none() {
+                error = emit(stack).err();
+            }
+        };
+        for_each_line(&part, |line| folder.line(line, &mut sink));
+        if last {
+            finish_input(&mut folder, opts.flush_at_eof, &mut stats, &mut sink);
+        }
+        buf = part;
+        if error.is_some() {
+            break;
+        }
+    }
+    if let Some(e) = error {
+        return Err(e);
+    }
+    stats.kept_event = folder.event_filter().map(<[u8]>::to_vec);
+    stats.fold = folder.take_stats();
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collapse(input: &str, opts: &CollapseOptions) -> String {
+        let collapsed = aggregate(input.as_bytes(), opts).expect("in-memory input");
+        let mut out = Vec::new();
+        collapsed.write_to(&mut out).expect("write to a Vec");
+        String::from_utf8(out).expect("utf-8 test data")
+    }
+
+    const TWO_SAMPLES: &str = "\
+aa 1 [000] 1.0: 10 cpu-clock:
+\tff leaf+0x1 ([kernel.kallsyms])
+\tfe root (/bin/a)
+
+bb 2 [000] 1.1: 10 cpu-clock:
+\tff leaf ([kernel.kallsyms])
+";
+
+    #[test]
+    fn last_sample_without_blank_line_is_dropped_like_perl() {
+        let opts = CollapseOptions::default();
+        assert_eq!(collapse(TWO_SAMPLES, &opts), "aa;root;leaf 10\n");
+        let stats = aggregate(TWO_SAMPLES.as_bytes(), &opts).unwrap().stats;
+        assert!(stats.unterminated_last_sample && !stats.flushed_last_sample);
+    }
+
+    #[test]
+    fn flush_at_eof_keeps_the_last_sample() {
+        let opts = CollapseOptions {
+            flush_at_eof: true,
+            ..CollapseOptions::default()
+        };
+        assert_eq!(
+            collapse(TWO_SAMPLES, &opts),
+            "aa;root;leaf 10\nbb;leaf 10\n"
+        );
+    }
+
+    #[test]
+    fn parts_split_only_after_blank_lines() {
+        let sample = "t 1 1.0: 1 ev:\n\tff f (m)\n\n";
+        let input = sample.repeat(PART_BYTES / sample.len() * 3);
+        let mut parts = Parts::new(input.as_bytes());
+        let mut total = 0;
+        let mut buf = Vec::new();
+        while let Some((part, _)) = parts.next_part(buf).unwrap() {
+            assert!(part.ends_with(b"\n\n"));
+            total += part.len();
+            buf = part;
+        }
+        assert_eq!(total, input.len());
+    }
+
+    #[test]
+    fn unrecognized_lines_are_counted_with_their_line_number() {
+        let input = "t 1 1.0: 1 ev:\n\tff f (m)\ngarbage\n\n";
+        let stats = aggregate(input.as_bytes(), &CollapseOptions::default())
+            .unwrap()
+            .stats;
+        assert_eq!(stats.fold.unrecognized_lines, 1);
+        assert_eq!(stats.fold.first_unrecognized_line, Some(3));
+        assert_eq!(stats.fold.samples, 1);
+    }
+}

@@ -1,0 +1,13 @@
+//! netstall xray: what a CPU ran, in time order.
+//!
+//! * [`collapse`]: `perf script` text to folded stacks, aggregated exactly as
+//!   FlameGraph's `stackcollapse-perf.pl` does (streamed and parallel), or
+//!   ordered, one line per sample, so the samples before an event can be cut
+//!   out with [`window`].
+//! * [`fold`] and [`perf_script`]: the pure line-level parser and folding
+//!   state machine underneath.
+
+pub mod collapse;
+pub mod fold;
+pub mod perf_script;
+pub mod window;

@@ -1,0 +1,229 @@
+//! `netstall collapse`: `perf script` text to folded stacks.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use netstall_core::output::Output;
+use netstall_xray::collapse::{self, CollapseOptions, CollapseStats};
+use netstall_xray::fold::FoldOptions;
+use netstall_xray::window::BeforeWindow;
+use regex::bytes::Regex;
+use serde::Serialize;
+
+#[derive(clap::Args)]
+#[command(
+    long_about = "Fold `perf script` output into stacks (`comm;root;...;leaf COUNT`).\n\n\
+    By default the output is what FlameGraph's stackcollapse-perf.pl prints for the same input \
+    and options, byte for byte: identical stacks summed (by period where perf printed one) and \
+    sorted. --ordered prints one line per sample instead, in time order, each with count 1; \
+    --before PATTERN keeps only the --samples lines before each line matching PATTERN, as \
+    `grep PATTERN -B N` would, without the `--` separators.\n\n\
+    Like the Perl script, a last sample with no blank line after it is dropped (--flush-eof \
+    keeps it), only the first event type seen is kept (or --event-filter's), and a task name \
+    ending in a space and digits (`worker 1`) loses the digits to the TID."
+)]
+pub struct Args {
+    /// A file of `perf script` output, or `-` for standard input.
+    #[arg(default_value = "-")]
+    input: PathBuf,
+    /// One line per sample, in time order, instead of aggregated stacks.
+    #[arg(long)]
+    ordered: bool,
+    /// Print only the samples before each sample matching this regular
+    /// expression (and that sample); implies --ordered.
+    #[arg(long, value_name = "PATTERN")]
+    before: Option<String>,
+    /// How many samples --before keeps before each match.
+    #[arg(long, default_value_t = 100, requires = "before")]
+    samples: usize,
+    /// Include the PID with the process name (`comm-PID`).
+    #[arg(long)]
+    pid: bool,
+    /// Include PID and TID with the process name (`comm-PID/TID`).
+    #[arg(long)]
+    tid: bool,
+    /// Annotate kernel frames with `_[k]`.
+    #[arg(long)]
+    kernel: bool,
+    /// Annotate JIT frames (`/tmp/perf-PID.map`) with `_[j]`.
+    #[arg(long)]
+    jit: bool,
+    /// All annotations: --kernel and --jit.
+    #[arg(long)]
+    all: bool,
+    /// Keep the address of frames without a symbol: `[unknown <addr>]`.
+    #[arg(long)]
+    addrs: bool,
+    /// Keep only samples of this event (default: the first event in the input).
+    #[arg(long, value_name = "EVENT")]
+    event_filter: Option<String>,
+    /// Fold a last sample that has no blank line after it (the Perl script drops it).
+    #[arg(long)]
+    flush_eof: bool,
+    /// Folding threads for aggregated output (default: one per CPU).
+    #[arg(short = 'j', long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+}
+
+#[derive(Serialize)]
+struct StackLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    stack: &'a str,
+    count: u64,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    samples: u64,
+    kept_event: Option<String>,
+    filtered_samples: u64,
+    unrecognized_lines: u64,
+    first_unrecognized_line: Option<u64>,
+    unterminated_last_sample: bool,
+}
+
+pub fn run(args: Args, out: Output) -> Result<ExitCode> {
+    let opts = CollapseOptions {
+        fold: FoldOptions {
+            include_pid: args.pid,
+            include_tid: args.tid,
+            annotate_kernel: args.kernel || args.all,
+            annotate_jit: args.jit || args.all,
+            include_addrs: args.addrs,
+            event_filter: args.event_filter.clone().map(String::into_bytes),
+        },
+        flush_at_eof: args.flush_eof,
+        threads: args
+            .threads
+            .map_or_else(|| CollapseOptions::default().threads, usize::from),
+    };
+    let before = args
+        .before
+        .as_deref()
+        .map(|p| Regex::new(p).with_context(|| format!("invalid --before pattern '{p}'")))
+        .transpose()?;
+    let name = args.input.display().to_string();
+    let input: Box<dyn Read> = if name == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(&args.input).with_context(|| format!("cannot read {name}"))?)
+    };
+    let mut sink = Sink::new(out);
+    let stats = if args.ordered || before.is_some() {
+        let mut window = before.map(|re| (re, BeforeWindow::new(args.samples)));
+        let mut line = Vec::new();
+        collapse::ordered(input, &opts, |stack| {
+            line.clear();
+            line.extend_from_slice(stack);
+            line.extend_from_slice(b" 1");
+            match &mut window {
+                None => sink.stack(stack, 1),
+                Some((re, window)) => match window.push(stack.to_vec(), re.is_match(&line)) {
+                    Some(lines) => lines.iter().try_for_each(|s| sink.stack(s, 1)),
+                    None => Ok(()),
+                },
+            }
+        })
+    } else {
+        collapse::aggregate(input, &opts).and_then(|collapsed| {
+            for (stack, count) in &collapsed.stacks {
+                sink.stack(stack, *count)?;
+            }
+            Ok(collapsed.stats)
+        })
+    };
+    let stats = match stats.and_then(|s| sink.flush().map(|()| s)) {
+        Ok(stats) => stats,
+        // `netstall collapse big.txt | head` is not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        Err(e) => return Err(e).with_context(|| format!("cannot collapse {name}")),
+    };
+    report(&stats, &name, out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Folded lines to stdout, as text or JSON.
+struct Sink {
+    out: Output,
+    writer: BufWriter<io::StdoutLock<'static>>,
+}
+
+impl Sink {
+    fn new(out: Output) -> Self {
+        Self {
+            out,
+            writer: BufWriter::with_capacity(1 << 16, io::stdout().lock()),
+        }
+    }
+
+    fn stack(&mut self, stack: &[u8], count: u64) -> io::Result<()> {
+        if self.out.is_json() {
+            let line = StackLine {
+                kind: "stack",
+                stack: &String::from_utf8_lossy(stack),
+                count,
+            };
+            serde_json::to_writer(&mut self.writer, &line)?;
+            self.writer.write_all(b"\n")
+        } else {
+            self.writer.write_all(stack)?;
+            writeln!(self.writer, " {count}")
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+/// Says what was skipped (stderr in text mode, a summary object in JSON),
+/// and fails when the input held no samples at all but did hold other text.
+fn report(stats: &CollapseStats, name: &str, out: Output) -> Result<()> {
+    let fold = &stats.fold;
+    if fold.samples == 0 && fold.unrecognized_lines > 0 {
+        bail!(
+            "no perf script samples in {name}: line {} is not `perf script` output",
+            fold.first_unrecognized_line.unwrap_or(1)
+        );
+    }
+    let lossy = |b: &Option<Vec<u8>>| {
+        b.as_deref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
+    if let Some(line) = fold.first_unrecognized_line {
+        out.progress(format!(
+            "netstall: skipped {} unrecognized line(s), the first at line {line}",
+            fold.unrecognized_lines
+        ));
+    }
+    if fold.filtered_samples > 0 {
+        out.progress(format!(
+            "netstall: kept only {} samples; skipped {} samples of other events such as {} (see --event-filter)",
+            lossy(&stats.kept_event).unwrap_or_default(),
+            fold.filtered_samples,
+            lossy(&fold.filtered_event).unwrap_or_default()
+        ));
+    }
+    if stats.unterminated_last_sample && !stats.flushed_last_sample {
+        out.progress(
+            "netstall: the last sample has no blank line after it and was dropped, \
+             as stackcollapse-perf.pl drops it (--flush-eof keeps it)",
+        );
+    }
+    out.json(&Summary {
+        kind: "collapse",
+        samples: fold.samples,
+        kept_event: lossy(&stats.kept_event),
+        filtered_samples: fold.filtered_samples,
+        unrecognized_lines: fold.unrecognized_lines,
+        first_unrecognized_line: fold.first_unrecognized_line,
+        unterminated_last_sample: stats.unterminated_last_sample,
+    });
+    Ok(())
+}
