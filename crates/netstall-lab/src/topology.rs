@@ -46,6 +46,24 @@ pub enum Role {
     Outside,
 }
 
+impl std::str::FromStr for Role {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        Role::ALL
+            .into_iter()
+            .find(|r| {
+                serde_json::to_value(r)
+                    .ok()
+                    .and_then(|v| v.as_str().map(|s| s == text))
+                    .unwrap_or(false)
+            })
+            .ok_or_else(|| {
+                anyhow::anyhow!("unknown lab host '{text}' (client, node1, node2, pod, outside)")
+            })
+    }
+}
+
 impl Role {
     pub const ALL: [Role; 5] = [
         Role::Client,
@@ -141,6 +159,8 @@ pub struct Host {
     pub role: Role,
     pub netns: String,
     pub addrs: Vec<String>,
+    /// CPUs its receive processing is steered to (empty: not steered).
+    pub rx_cpus: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -389,7 +409,7 @@ fn build(config: &LabConfig) -> Result<LabStatus> {
     )
     .context("programming the NodePort with nftables")?;
 
-    steer_rx(p, &config.rx_cpus)?;
+    let host_rx_cpus = steer_rx(p, &config.rx_cpus)?;
 
     let mut responders = Vec::new();
     for role in [Role::Node1, Role::Node2, Role::Pod, Role::Outside] {
@@ -404,10 +424,12 @@ fn build(config: &LabConfig) -> Result<LabStatus> {
         rx_cpus: config.rx_cpus.clone(),
         hosts: Role::ALL
             .iter()
-            .map(|&role| Host {
+            .zip(host_rx_cpus)
+            .map(|(&role, rx_cpus)| Host {
                 role,
                 netns: ns(role),
                 addrs: role.addrs().iter().map(|a| a.to_string()).collect(),
+                rx_cpus,
             })
             .collect(),
         nodeport: Endpoint {
@@ -478,44 +500,54 @@ fn vxlan(ns: &str, local: &str, remote: &str, dev: &str, overlay_addr: &str) -> 
 /// Steers the nodes' (and the pod's) receive processing to `rx_cpus` with
 /// RPS, and the client's and outside host's to the other CPUs, so the
 /// machines that probe are not stalled with the nodes they probe.
-pub fn steer_rx(prefix: &str, rx_cpus: &[u32]) -> Result<()> {
+/// Returns the CPUs each host now receives on, in [`Role::ALL`] order.
+pub fn steer_rx(prefix: &str, rx_cpus: &[u32]) -> Result<Vec<Vec<u32>>> {
     let online = netstall_core::cpu::online()?;
     let others: Vec<u32> = online
         .iter()
         .copied()
         .filter(|c| !rx_cpus.contains(c))
         .collect();
-    for role in Role::ALL {
-        let cpus = if role.is_node_side() {
-            rx_cpus
-        } else {
-            &others[..]
-        };
-        let mask = if cpus.is_empty() {
-            "0".to_owned()
-        } else {
-            netstall_core::cpu::mask_hex(cpus)
-        };
-        let script = role
-            .rx_interfaces()
-            .iter()
-            .map(|dev| format!("echo {mask} > /sys/class/net/{dev}/queues/rx-0/rps_cpus"))
-            .collect::<Vec<_>>()
-            .join(" && ");
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &netns_name(prefix, role),
-                "sh",
-                "-c",
-                &script,
-            ],
-        )
-        .with_context(|| format!("steering RX of {} with RPS", role.suffix()))?;
-    }
-    Ok(())
+    Role::ALL
+        .iter()
+        .map(|&role| {
+            let cpus = if role.is_node_side() {
+                rx_cpus.to_vec()
+            } else {
+                others.clone()
+            };
+            steer_host(prefix, role, &cpus)?;
+            Ok(cpus)
+        })
+        .collect()
+}
+
+/// Steers one host's receive processing to `cpus` (empty: no RPS, each
+/// packet is processed on the CPU that received it).
+pub fn steer_host(prefix: &str, role: Role, cpus: &[u32]) -> Result<()> {
+    let mask = if cpus.is_empty() {
+        "0".to_owned()
+    } else {
+        netstall_core::cpu::mask_hex(cpus)
+    };
+    let script = role
+        .rx_interfaces()
+        .iter()
+        .map(|dev| format!("echo {mask} > /sys/class/net/{dev}/queues/rx-0/rps_cpus"))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &netns_name(prefix, role),
+            "sh",
+            "-c",
+            &script,
+        ],
+    )
+    .with_context(|| format!("steering RX of {} with RPS", role.suffix()))
 }
 
 fn start_responder(exe: &Path, netns: &str, prefix: &str, role: Role) -> Result<u32> {

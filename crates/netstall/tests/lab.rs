@@ -227,6 +227,25 @@ fn nodeport_tcp_and_udp_reach_the_pod_across_vxlan() {
     assert_eq!(rps(&lab.netns("n2"), "vx0"), 1);
     assert_eq!(rps(&lab.netns("pod"), "eth0"), 1);
     assert_eq!(rps(&lab.netns("cli"), "c0") & 1, 0);
+
+    // One host can be re-steered on its own, and status says so.
+    let out = netstall(&[
+        "lab",
+        "rps",
+        "--prefix",
+        &lab.prefix,
+        "--rx-cpu",
+        "0-1",
+        "--host",
+        "node2",
+        "--json",
+    ]);
+    assert!(out.status.success(), "lab rps: {}", stderr(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["hosts"][2]["rx_cpus"], serde_json::json!([0, 1]));
+    assert_eq!(status["hosts"][1]["rx_cpus"], serde_json::json!([0]));
+    assert_eq!(rps(&lab.netns("n2"), "vx0"), 3);
+    assert_eq!(rps(&lab.netns("n1"), "vx0"), 1);
 }
 
 #[test]

@@ -54,13 +54,16 @@ enum LabCommand {
         #[command(flatten)]
         prefix: PrefixArg,
     },
-    /// Re-steer the nodes' RX processing to other CPUs.
+    /// Re-steer RX processing: the nodes' (default) or one host's.
     Rps {
         #[command(flatten)]
         prefix: PrefixArg,
         /// CPU(s), e.g. 0 or 0-1.
         #[arg(long)]
         rx_cpu: String,
+        /// Steer only this host (client, node1, node2, pod, outside).
+        #[arg(long)]
+        host: Option<topology::Role>,
     },
     /// Make real dying memory cgroups (cgroup v1), each pinned by page cache.
     Zombies {
@@ -130,13 +133,30 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             out.json(&serde_json::json!({"type": "lab-down", "prefix": prefix.prefix}));
         }
         LabCommand::Status { prefix } => print_status(&topology::status(&prefix.prefix)?, out),
-        LabCommand::Rps { prefix, rx_cpu } => {
+        LabCommand::Rps {
+            prefix,
+            rx_cpu,
+            host,
+        } => {
             netstall_core::privilege::require_root("lab rps")?;
             let mut status = topology::status(&prefix.prefix)?;
             let cpus = netstall_core::cpu::parse_online_list(&rx_cpu)?;
-            topology::steer_rx(&prefix.prefix, &cpus)?;
-            status.rx_cpu = cpus[0];
-            status.rx_cpus = cpus;
+            match host {
+                Some(role) => {
+                    topology::steer_host(&prefix.prefix, role, &cpus)?;
+                    if let Some(h) = status.hosts.iter_mut().find(|h| h.role == role) {
+                        h.rx_cpus = cpus;
+                    }
+                }
+                None => {
+                    let per_host = topology::steer_rx(&prefix.prefix, &cpus)?;
+                    for (h, host_cpus) in status.hosts.iter_mut().zip(per_host) {
+                        h.rx_cpus = host_cpus;
+                    }
+                    status.rx_cpu = cpus[0];
+                    status.rx_cpus = cpus;
+                }
+            }
             topology::save(&status)?;
             print_status(&status, out);
         }
@@ -244,9 +264,10 @@ fn print_status(status: &topology::LabStatus, out: Output) {
     ));
     for host in &status.hosts {
         out.text(format!(
-            "  {:<8} netns {:<12} {}",
+            "  {:<8} netns {:<12} rx cpu {:<4} {}",
             format!("{:?}", host.role).to_lowercase(),
             host.netns,
+            netstall_core::cpu::format_list(&host.rx_cpus),
             host.addrs.join(", ")
         ));
     }
