@@ -1,12 +1,78 @@
 //! `netstall probe`: precise multi-protocol probing with backlog-episode detection.
 //!
-//! * [`episodes`]: pure analysis of a probe series (backlog release, spike,
-//!   loss burst), reused by the doctor and bisect.
+//! Probes leave on an absolute schedule (a late send is recorded late, never
+//! skipped), RTTs come from kernel timestamps, and the series is read for
+//! stall *episodes*: the backlog-release sawtooth, lone spikes, loss bursts.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use netstall_probe::{run, Mode, ProbeConfig};
+//!
+//! let mut config = ProbeConfig::new([192, 168, 50, 1].into(), Mode::Syn { port: 30080 }, Duration::from_millis(10));
+//! config.count = Some(500);
+//! config.flows = 16;
+//! let report = run(&config, |probe| println!("{probe:?}"))?;
+//! for episode in &report.episodes {
+//!     println!("{:?} {:.1} ms, flows {:?}", episode.kind, episode.duration_ms, episode.flows);
+//! }
+//! # anyhow::Ok(())
+//! ```
+//!
+//! * [`session`]: [`run`] a session (sockets, schedule, collection).
+//! * [`episodes`]: pure analysis of a probe series, reused by the doctor and bisect.
 //! * [`summary`]: loss and RTT quantiles (HDR histogram), overall and per flow.
-//! * [`model`]: what a probe produced.
-//! * [`packet`]: ICMP / TCP packet building and parsing.
+//! * [`model`]: what a probe produced; [`packet`]: ICMP / TCP bytes;
+//!   [`wire`]: the raw-socket and UDP probers; [`http`]: the L7 prober.
 
 pub mod episodes;
+pub mod http;
 pub mod model;
 pub mod packet;
+pub mod session;
 pub mod summary;
+pub mod sys;
+pub mod wire;
+
+use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
+
+use anyhow::{bail, Result};
+
+pub use episodes::{detect, DetectorConfig, Episode, EpisodeKind};
+pub use model::{ProbeResult, Proto, Reply, TsSource};
+pub use session::{run, Mode, ProbeConfig, Report, SessionInfo};
+pub use summary::Summary;
+
+/// Resolves a probe target (an IPv4 address or a host name) to an IPv4 address.
+pub fn resolve(host: &str) -> Result<Ipv4Addr> {
+    if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        return Ok(ip);
+    }
+    if host.parse::<IpAddr>().is_ok() {
+        bail!("'{host}' is IPv6; netstall probe speaks IPv4 only");
+    }
+    let addrs = (host, 0)
+        .to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("unknown host '{host}': {e}"))?;
+    addrs
+        .filter_map(|a| match a.ip() {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        })
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("unknown host '{host}': it has no IPv4 address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_localhost_resolve() {
+        assert_eq!(
+            resolve("192.168.50.1").unwrap(),
+            Ipv4Addr::new(192, 168, 50, 1)
+        );
+        assert_eq!(resolve("localhost").unwrap(), Ipv4Addr::LOCALHOST);
+        assert!(resolve("::1").unwrap_err().to_string().contains("IPv6"));
+    }
+}

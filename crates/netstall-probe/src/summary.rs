@@ -46,7 +46,9 @@ impl NsHistogram {
 
     /// The value at quantile `q` (0..=1) in µs, `None` when empty.
     pub fn quantile_us(&self, q: f64) -> Option<f64> {
-        (!self.is_empty()).then(|| round3(self.hist.value_at_quantile(q) as f64 / 1e3))
+        // Capped at the exact maximum: the histogram rounds up within its precision.
+        (!self.is_empty())
+            .then(|| round3(self.hist.value_at_quantile(q).min(self.max) as f64 / 1e3))
     }
 
     pub fn min_us(&self) -> Option<f64> {

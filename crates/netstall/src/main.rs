@@ -36,6 +36,8 @@ enum Command {
     Lab(cmd::lab::Args),
     /// Run the TCP/HTTP and UDP echo responders used by the lab and by your own tests.
     Responder(cmd::responder::Args),
+    /// Probe a target precisely (ICMP, TCP SYN, UDP, HTTP) and find stall episodes.
+    Probe(cmd::probe::Args),
     /// Fold `perf script` output into stacks: aggregated (as stackcollapse-perf.pl) or in time order.
     Collapse(cmd::collapse::Args),
 }
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Cgroups(args) => cmd::cgroups::run(args, out),
         Command::Lab(args) => cmd::lab::run(args, out),
         Command::Responder(args) => cmd::responder::run(args, out),
+        Command::Probe(args) => cmd::probe::run(args, out),
         Command::Collapse(args) => cmd::collapse::run(args, out),
     };
     match result {

@@ -4,4 +4,5 @@
 pub mod cgroups;
 pub mod collapse;
 pub mod lab;
+pub mod probe;
 pub mod responder;

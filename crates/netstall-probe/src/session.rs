@@ -1,0 +1,711 @@
+//! A probe session: a sender on an absolute schedule, a receiver reading
+//! replies and TX timestamps, and a collector (the caller's thread) that joins
+//! them into [`ProbeResult`]s, then finds episodes and summarizes.
+//!
+//! The sender and receiver run in the target network namespace, pinned to
+//! the chosen CPU; the caller's thread is never moved.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use netstall_core::clock::{monotonic_ns, ClockOffset};
+use serde::Serialize;
+
+use crate::episodes::{self, DetectorConfig, Episode};
+use crate::http::{self, HttpUrl};
+use crate::model::{ProbeResult, Proto, Reply, TsSource};
+use crate::summary::{self, Summary};
+use crate::sys::{self, Stamping};
+use crate::wire::{IcmpWire, SynWire, UdpWire, Wire, WireConfig};
+
+/// Below this much time to the next send the sender spins instead of sleeping:
+/// a timer wake-up is late by tens of µs, a spin by a few hundred ns.
+const SPIN_NS: u64 = 50_000;
+/// How often the receiver and collector look at their stop conditions.
+const POLL_MS: i32 = 10;
+/// HTTP requests in flight at most; beyond it a probe is recorded as lost
+/// rather than piling up threads.
+const MAX_HTTP_IN_FLIGHT: usize = 512;
+
+/// What to probe with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Icmp,
+    Syn { port: u16 },
+    Udp { port: u16 },
+    Http(HttpUrl),
+}
+
+impl Mode {
+    pub fn proto(&self) -> Proto {
+        match self {
+            Mode::Icmp => Proto::Icmp,
+            Mode::Syn { .. } => Proto::Tcp,
+            Mode::Udp { .. } => Proto::Udp,
+            Mode::Http(_) => Proto::Http,
+        }
+    }
+
+    /// The destination port (TCP, UDP, HTTP).
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Mode::Icmp => None,
+            Mode::Syn { port } | Mode::Udp { port } => Some(*port),
+            Mode::Http(url) => Some(url.port),
+        }
+    }
+}
+
+/// A probe session's settings.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    pub target: Ipv4Addr,
+    pub mode: Mode,
+    /// Time between consecutive probes (of any flow).
+    pub interval: Duration,
+    /// Stop after this many probes.
+    pub count: Option<u64>,
+    /// Stop sending after this long. With neither limit, runs until `stop`.
+    pub duration: Option<Duration>,
+    /// Source ports (TCP, UDP) or echo identifiers (ICMP) to rotate over.
+    pub flows: u16,
+    /// How long to wait for a reply before calling the probe lost.
+    pub timeout: Duration,
+    /// Named network namespace to probe from (`/run/netns/NAME`).
+    pub netns: Option<String>,
+    /// CPU to pin the sender and receiver to.
+    pub cpu: Option<u32>,
+    /// Set to stop sending early (Ctrl-C); outstanding replies are still awaited.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl ProbeConfig {
+    /// A config with the defaults: one flow, 1 s timeout, no namespace or pinning.
+    pub fn new(target: Ipv4Addr, mode: Mode, interval: Duration) -> Self {
+        Self {
+            target,
+            mode,
+            interval,
+            count: None,
+            duration: None,
+            flows: 1,
+            timeout: Duration::from_secs(1),
+            netns: None,
+            cpu: None,
+            stop: None,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.interval.is_zero() {
+            bail!("the probe interval must be greater than zero");
+        }
+        if self.flows == 0 {
+            bail!("--flows must be at least 1");
+        }
+        if matches!(self.mode, Mode::Http(_)) && self.flows > 1 {
+            bail!("--flows does not apply to --http: every request is a new connection");
+        }
+        if self.count.is_none() && self.duration.is_none() && self.stop.is_none() {
+            bail!("a probe session needs a count, a duration or a stop flag");
+        }
+        Ok(())
+    }
+}
+
+/// What a session is, for the header line and the `{"type":"session"}` record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionInfo {
+    pub target: Ipv4Addr,
+    pub proto: Proto,
+    pub port: Option<u16>,
+    pub interval_us: f64,
+    pub flows_total: u16,
+    /// Source port of each flow (null for ICMP and HTTP).
+    pub src_ports: Vec<Option<u16>>,
+    /// Which timestamps the RTTs come from.
+    pub timestamps: &'static str,
+}
+
+/// Everything a session measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub info: SessionInfo,
+    /// Every probe, in sequence order.
+    pub probes: Vec<ProbeResult>,
+    pub episodes: Vec<Episode>,
+    pub summary: Summary,
+    /// The first send error, if any send failed.
+    pub send_error: Option<String>,
+}
+
+impl Report {
+    /// Why the target must be called unreachable: no probe was answered.
+    pub fn unreachable_reason(&self) -> Option<String> {
+        if self.summary.sent == 0 || self.summary.received > 0 {
+            return None;
+        }
+        let target = self.info.target;
+        if let Some(error) = &self.send_error {
+            return Some(format!("cannot send to {target}: {error}"));
+        }
+        let unreachable = self.probes.iter().find_map(|p| match p.reply {
+            Some(Reply::Unreachable { ip, code }) => Some((ip, code)),
+            _ => None,
+        });
+        Some(match unreachable {
+            Some((from, code)) => format!(
+                "target {target} is unreachable: ICMP {} from {from}",
+                unreachable_text(code)
+            ),
+            None => format!(
+                "target {target} is unreachable: no reply to any of {} probes",
+                self.summary.sent
+            ),
+        })
+    }
+}
+
+/// The name of an ICMP destination-unreachable code.
+pub fn unreachable_text(code: u8) -> &'static str {
+    match code {
+        0 => "net unreachable",
+        1 => "host unreachable",
+        2 => "protocol unreachable",
+        3 => "port unreachable",
+        9 | 10 | 13 => "administratively prohibited",
+        _ => "destination unreachable",
+    }
+}
+
+enum Event {
+    Sent(Sent),
+    SendFailed {
+        sent: Sent,
+        error: io::Error,
+    },
+    TxStamp {
+        socket: usize,
+        key: u32,
+        kernel_ns: u64,
+    },
+    Reply {
+        seq: u64,
+        reply: Reply,
+        kernel_ns: Option<u64>,
+        read_mono_ns: u64,
+    },
+    /// An HTTP request that failed (refused, reset, timed out).
+    Failed {
+        seq: u64,
+    },
+    Done,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    seq: u64,
+    flow: u16,
+    /// Socket index and OPT_ID key of the TX timestamp to expect, if any.
+    tx_key: Option<(usize, u32)>,
+    scheduled_mono_ns: u64,
+    sent_mono_ns: u64,
+}
+
+/// Runs a probe session to its end, calling `on_probe` for every probe as
+/// soon as it is answered or given up; returns everything measured.
+pub fn run(config: &ProbeConfig, mut on_probe: impl FnMut(&ProbeResult)) -> Result<Report> {
+    config.check()?;
+    let (events_tx, events) = mpsc::channel();
+    let finished = Arc::new(AtomicBool::new(false));
+    let (info, sender) = start(config, events_tx, Arc::clone(&finished))?;
+    let mut collector = Collector::new(config, &info);
+    let result = collector.collect(&events, &mut on_probe);
+    finished.store(true, Ordering::Relaxed);
+    sender
+        .join()
+        .map_err(|_| anyhow!("the probe sender thread panicked"))?;
+    result?;
+
+    let mut probes = collector.results;
+    probes.sort_by_key(|p| p.seq);
+    let detector = DetectorConfig::new(config.interval, config.flows);
+    let episodes = episodes::detect(&probes, &detector);
+    let summary = summary::summarize(&probes, &episodes, collector.late_replies);
+    Ok(Report {
+        info,
+        probes,
+        episodes,
+        summary,
+        send_error: collector.send_error,
+    })
+}
+
+/// Starts the sender (which starts the receiver) and waits until both are
+/// set up, so setup errors come back here as one-line reasons.
+fn start(
+    config: &ProbeConfig,
+    events: Sender<Event>,
+    finished: Arc<AtomicBool>,
+) -> Result<(SessionInfo, JoinHandle<()>)> {
+    let (setup_tx, setup_rx) = mpsc::channel::<Result<SessionInfo>>();
+    let config = config.clone();
+    let handle = std::thread::Builder::new()
+        .name("probe-sender".into())
+        .spawn(move || {
+            let wire = match set_up(&config) {
+                Ok(wire) => wire,
+                Err(e) => {
+                    let _ = setup_tx.send(Err(e));
+                    return;
+                }
+            };
+            let receiver = wire.as_ref().map(|wire| {
+                let wire = Arc::clone(wire);
+                let events = events.clone();
+                std::thread::Builder::new()
+                    .name("probe-receiver".into())
+                    .spawn(move || receive(wire.as_ref(), &events, &finished))
+            });
+            let receiver = match receiver.transpose() {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = setup_tx.send(Err(anyhow!("cannot start the receiver thread: {e}")));
+                    return;
+                }
+            };
+            let _ = setup_tx.send(Ok(session_info(&config, wire.as_deref())));
+            send_all(&config, wire.as_deref(), &events);
+            let _ = events.send(Event::Done);
+            if let Some(receiver) = receiver {
+                let _ = receiver.join();
+            }
+        })
+        .context("cannot start the probe sender thread")?;
+    match setup_rx.recv() {
+        Ok(Ok(info)) => Ok((info, handle)),
+        Ok(Err(e)) => {
+            let _ = handle.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = handle.join();
+            bail!("the probe sender stopped during setup")
+        }
+    }
+}
+
+/// In the sender thread: namespace, pinning, sockets.
+fn set_up(config: &ProbeConfig) -> Result<Option<Arc<dyn Wire>>> {
+    if let Some(netns) = &config.netns {
+        sys::enter_netns(netns)?;
+    }
+    if let Some(cpu) = config.cpu {
+        netstall_core::cpu::check_online(&[cpu])?;
+        sys::pin_to_cpu(cpu)?;
+    }
+    sys::tighten_timer_slack();
+    let wire_config = WireConfig {
+        target: config.target,
+        port: config.mode.port().unwrap_or(0),
+        flows: config.flows,
+        token: session_token(),
+    };
+    Ok(match &config.mode {
+        Mode::Icmp => {
+            sys::route_source(config.target)?;
+            Some(Arc::new(IcmpWire::open(wire_config)?))
+        }
+        Mode::Syn { .. } => Some(Arc::new(SynWire::open(wire_config)?)),
+        Mode::Udp { .. } => Some(Arc::new(UdpWire::open(wire_config)?)),
+        Mode::Http(_) => {
+            sys::route_source(config.target)?;
+            None
+        }
+    })
+}
+
+/// A per-session random token: replies to other probers' packets never match.
+fn session_token() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n == bytes.len() as isize {
+        u64::from_ne_bytes(bytes)
+    } else {
+        // Good enough uniqueness without the syscall: time and pid mixed.
+        monotonic_ns() ^ ((std::process::id() as u64) << 40)
+    }
+}
+
+fn session_info(config: &ProbeConfig, wire: Option<&dyn Wire>) -> SessionInfo {
+    SessionInfo {
+        target: config.target,
+        proto: config.mode.proto(),
+        port: config.mode.port(),
+        interval_us: config.interval.as_nanos() as f64 / 1e3,
+        flows_total: config.flows,
+        src_ports: (0..config.flows)
+            .map(|f| wire.and_then(|w| w.src_port(f)))
+            .collect(),
+        timestamps: wire.map_or("user space (HTTP)", |w| w.stamping().describe()),
+    }
+}
+
+/// Waits until CLOCK_MONOTONIC reaches `target_ns`: sleeps on an absolute
+/// deadline, then spins the last few µs.
+fn wait_until(target_ns: u64) {
+    let now = monotonic_ns();
+    if target_ns > now + SPIN_NS {
+        sys::sleep_until_monotonic(target_ns - SPIN_NS);
+    }
+    while monotonic_ns() < target_ns {
+        std::hint::spin_loop();
+    }
+}
+
+/// Sends every probe on the absolute schedule `start + seq × interval`.
+/// A late send goes out at once and is recorded late; none is skipped.
+fn send_all(config: &ProbeConfig, wire: Option<&dyn Wire>, events: &Sender<Event>) {
+    let interval = config.interval.as_nanos() as u64;
+    // A short lead so the first probe, too, leaves on its schedule.
+    let start = monotonic_ns() + 1_000_000;
+    let end = config.duration.map(|d| start + d.as_nanos() as u64);
+    let mut tx_keys: Vec<u32> = vec![0; wire.map_or(0, |w| w.fds().len())];
+    let http_in_flight = Arc::new(AtomicUsize::new(0));
+    for seq in 0u64.. {
+        let scheduled = start + seq * interval;
+        if config.count.is_some_and(|c| seq >= c)
+            || end.is_some_and(|e| scheduled >= e)
+            || config
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
+            break;
+        }
+        wait_until(scheduled);
+        let flow = (seq % config.flows as u64) as u16;
+        let mut sent = Sent {
+            seq,
+            flow,
+            tx_key: None,
+            scheduled_mono_ns: scheduled,
+            sent_mono_ns: monotonic_ns(),
+        };
+        let outcome = match (wire, &config.mode) {
+            (Some(wire), _) => wire.send(seq, flow).map(|socket| {
+                if wire.stamping() == Stamping::TxRx {
+                    sent.tx_key = Some((socket, tx_keys[socket]));
+                    tx_keys[socket] = tx_keys[socket].wrapping_add(1);
+                }
+            }),
+            (None, Mode::Http(url)) => spawn_http(config, url, seq, &http_in_flight, events),
+            (None, _) => unreachable!("every mode but HTTP has a wire"),
+        };
+        let event = match outcome {
+            Ok(()) => Event::Sent(sent),
+            Err(error) => Event::SendFailed { sent, error },
+        };
+        if events.send(event).is_err() {
+            break;
+        }
+    }
+}
+
+fn spawn_http(
+    config: &ProbeConfig,
+    url: &HttpUrl,
+    seq: u64,
+    in_flight: &Arc<AtomicUsize>,
+    events: &Sender<Event>,
+) -> io::Result<()> {
+    if in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_HTTP_IN_FLIGHT {
+        in_flight.fetch_sub(1, Ordering::Relaxed);
+        return Err(io::Error::other("too many HTTP requests in flight"));
+    }
+    let addr = SocketAddrV4::new(config.target, url.port);
+    let (url, timeout) = (url.clone(), config.timeout);
+    let (events, in_flight) = (events.clone(), Arc::clone(in_flight));
+    std::thread::Builder::new()
+        .name("probe-http".into())
+        .spawn(move || {
+            let event = match http::request(addr, &url, timeout) {
+                Ok(t) => Event::Reply {
+                    seq,
+                    reply: Reply::Http {
+                        status: t.status,
+                        connect_us: t.connect_ns as f64 / 1e3,
+                        ttfb_us: t.ttfb_ns as f64 / 1e3,
+                    },
+                    kernel_ns: None,
+                    read_mono_ns: t.first_byte_mono_ns,
+                },
+                Err(_) => Event::Failed { seq },
+            };
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            let _ = events.send(event);
+        })
+        .map(drop)
+}
+
+/// Reads replies and TX timestamps until the session is finished.
+fn receive(wire: &dyn Wire, events: &Sender<Event>, finished: &AtomicBool) {
+    let fds = wire.fds();
+    let mut buf = vec![0u8; 65536];
+    while !finished.load(Ordering::Relaxed) {
+        let Ok(ready) = sys::poll(&fds, POLL_MS) else {
+            break;
+        };
+        for (socket, (&fd, (readable, errors))) in fds.iter().zip(ready).enumerate() {
+            // The error queue first: a probe's TX timestamp is always queued
+            // before its reply can arrive.
+            if errors || readable {
+                while let Ok(Some(msg)) = sys::recv(fd, &mut buf, true) {
+                    let Some(error) = msg.error else { continue };
+                    if error.origin == sys::ORIGIN_TIMESTAMPING {
+                        if let Some(kernel_ns) = msg.kernel_ns {
+                            let _ = events.send(Event::TxStamp {
+                                socket,
+                                key: error.data,
+                                kernel_ns,
+                            });
+                        }
+                    } else if let Some((seq, reply)) =
+                        wire.icmp_error(socket, &error, &buf[..msg.len])
+                    {
+                        let _ = events.send(Event::Reply {
+                            seq,
+                            reply,
+                            kernel_ns: msg.kernel_ns,
+                            read_mono_ns: monotonic_ns(),
+                        });
+                    }
+                }
+            }
+            if readable {
+                while let Ok(Some(msg)) = sys::recv(fd, &mut buf, false) {
+                    let read_mono_ns = monotonic_ns();
+                    if let Some((seq, reply)) = wire.reply(socket, &buf[..msg.len]) {
+                        let _ = events.send(Event::Reply {
+                            seq,
+                            reply,
+                            kernel_ns: msg.kernel_ns,
+                            read_mono_ns,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Joins sends, TX timestamps and replies into results.
+struct Collector {
+    proto: Proto,
+    src_ports: Vec<Option<u16>>,
+    timeout_ns: u64,
+    offset: ClockOffset,
+    pending: HashMap<u64, Pending>,
+    tx_stamps: HashMap<(usize, u32), u64>,
+    /// The highest sequence number sent so far, plus one.
+    next_seq: u64,
+    results: Vec<ProbeResult>,
+    late_replies: u64,
+    send_error: Option<String>,
+}
+
+#[derive(Default)]
+struct Pending {
+    sent: Option<Sent>,
+    reply: Option<(Reply, Option<u64>, u64)>,
+}
+
+impl Collector {
+    fn new(config: &ProbeConfig, info: &SessionInfo) -> Self {
+        Self {
+            proto: info.proto,
+            src_ports: info.src_ports.clone(),
+            timeout_ns: config.timeout.as_nanos() as u64,
+            offset: ClockOffset::sample(),
+            pending: HashMap::new(),
+            tx_stamps: HashMap::new(),
+            next_seq: 0,
+            results: Vec::new(),
+            late_replies: 0,
+            send_error: None,
+        }
+    }
+
+    fn collect(
+        &mut self,
+        events: &Receiver<Event>,
+        on_probe: &mut impl FnMut(&ProbeResult),
+    ) -> Result<()> {
+        let mut done = false;
+        loop {
+            match events.recv_timeout(Duration::from_millis(POLL_MS as u64)) {
+                Ok(Event::Done) => done = true,
+                Ok(event) => self.handle(event, on_probe),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => done = true,
+            }
+            self.expire(on_probe);
+            if done && self.pending.values().all(|p| p.sent.is_none()) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event, on_probe: &mut impl FnMut(&ProbeResult)) {
+        match event {
+            Event::Sent(sent) => {
+                self.next_seq = self.next_seq.max(sent.seq + 1);
+                self.pending.entry(sent.seq).or_default().sent = Some(sent);
+                self.try_finish(sent.seq, on_probe);
+            }
+            Event::SendFailed { sent, error } => {
+                self.next_seq = self.next_seq.max(sent.seq + 1);
+                self.send_error.get_or_insert_with(|| error.to_string());
+                self.pending.remove(&sent.seq);
+                let result = self.result(&sent, None);
+                self.emit(result, on_probe);
+            }
+            Event::TxStamp {
+                socket,
+                key,
+                kernel_ns,
+            } => {
+                self.tx_stamps.insert((socket, key), kernel_ns);
+            }
+            Event::Reply {
+                seq,
+                reply,
+                kernel_ns,
+                read_mono_ns,
+            } => {
+                let known = self.pending.get(&seq).is_some_and(|p| p.reply.is_none());
+                if !known && seq < self.next_seq {
+                    // Given up already, or a duplicate.
+                    self.late_replies += 1;
+                    return;
+                }
+                self.pending.entry(seq).or_default().reply = Some((reply, kernel_ns, read_mono_ns));
+                self.try_finish(seq, on_probe);
+            }
+            Event::Failed { seq } => {
+                if let Some(Pending {
+                    sent: Some(sent), ..
+                }) = self.pending.remove(&seq)
+                {
+                    let result = self.result(&sent, None);
+                    self.emit(result, on_probe);
+                }
+            }
+            Event::Done => {}
+        }
+    }
+
+    fn try_finish(&mut self, seq: u64, on_probe: &mut impl FnMut(&ProbeResult)) {
+        let complete = self
+            .pending
+            .get(&seq)
+            .is_some_and(|p| p.sent.is_some() && p.reply.is_some());
+        if complete {
+            let Some(Pending {
+                sent: Some(sent),
+                reply,
+            }) = self.pending.remove(&seq)
+            else {
+                return;
+            };
+            let result = self.result(&sent, reply);
+            self.emit(result, on_probe);
+        }
+    }
+
+    /// Gives up on probes unanswered for longer than the timeout.
+    fn expire(&mut self, on_probe: &mut impl FnMut(&ProbeResult)) {
+        let now = monotonic_ns();
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                p.reply.is_none()
+                    && p.sent
+                        .is_some_and(|s| now > s.sent_mono_ns + self.timeout_ns)
+            })
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in expired {
+            if let Some(Pending {
+                sent: Some(sent), ..
+            }) = self.pending.remove(&seq)
+            {
+                let result = self.result(&sent, None);
+                self.emit(result, on_probe);
+            }
+        }
+    }
+
+    fn emit(&mut self, result: ProbeResult, on_probe: &mut impl FnMut(&ProbeResult)) {
+        on_probe(&result);
+        self.results.push(result);
+    }
+
+    /// The result of probe `sent` given its reply (reply, kernel RX ns, read time).
+    fn result(&mut self, sent: &Sent, reply: Option<(Reply, Option<u64>, u64)>) -> ProbeResult {
+        let tx_kernel = sent.tx_key.and_then(|key| self.tx_stamps.remove(&key));
+        let user_sent_ns = self.offset.to_realtime(sent.sent_mono_ns);
+        let (mut sent_ns, mut rtt_ns, mut wake_ns, mut timestamps) =
+            (user_sent_ns, None, None, TsSource::User);
+        let mut shown = None;
+        if let Some((reply, rx_kernel, read_mono)) = reply {
+            let read_ns = self.offset.to_realtime(read_mono);
+            if let Reply::Http {
+                connect_us,
+                ttfb_us,
+                ..
+            } = reply
+            {
+                // Timed inside the request: connect start to first byte.
+                let rtt = ((connect_us + ttfb_us) * 1e3) as u64;
+                rtt_ns = Some(rtt);
+                sent_ns = read_ns.saturating_sub(rtt);
+            } else if reply.answers(self.proto) {
+                if let Some(tx) = tx_kernel {
+                    sent_ns = tx;
+                }
+                let rx = rx_kernel.unwrap_or(read_ns);
+                rtt_ns = Some(rx.saturating_sub(sent_ns));
+                wake_ns = rx_kernel.map(|rx| read_ns.saturating_sub(rx));
+                if tx_kernel.is_some() && rx_kernel.is_some() {
+                    timestamps = TsSource::Kernel;
+                }
+            }
+            shown = Some(reply);
+        } else if let Some(tx) = tx_kernel {
+            sent_ns = tx;
+        }
+        ProbeResult {
+            seq: sent.seq,
+            flow: sent.flow,
+            proto: self.proto,
+            src_port: self.src_ports.get(sent.flow as usize).copied().flatten(),
+            sent_ns,
+            scheduled_ns: self.offset.to_realtime(sent.scheduled_mono_ns),
+            late_ns: sent.sent_mono_ns.saturating_sub(sent.scheduled_mono_ns),
+            rtt_ns,
+            wake_ns,
+            timestamps,
+            reply: shown,
+        }
+    }
+}
