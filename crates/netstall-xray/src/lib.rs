@@ -6,8 +6,10 @@
 //!   out with [`window`].
 //! * [`fold`] and [`perf_script`]: the pure line-level parser and folding
 //!   state machine underneath.
+//! * [`flame`]: folded stacks to an SVG flame graph or flame chart (inferno).
 
 pub mod collapse;
+pub mod flame;
 pub mod fold;
 pub mod perf_script;
 pub mod window;

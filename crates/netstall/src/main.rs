@@ -40,6 +40,8 @@ enum Command {
     Probe(cmd::probe::Args),
     /// Fold `perf script` output into stacks: aggregated (as stackcollapse-perf.pl) or in time order.
     Collapse(cmd::collapse::Args),
+    /// Draw an SVG flame graph, or a flame chart (time on the x axis), from folded stacks or perf script text.
+    Flame(cmd::flame::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Responder(args) => cmd::responder::run(args, out),
         Command::Probe(args) => cmd::probe::run(args, out),
         Command::Collapse(args) => cmd::collapse::run(args, out),
+        Command::Flame(args) => cmd::flame::run(args, out),
     };
     match result {
         Ok(code) => code,

@@ -3,6 +3,7 @@
 
 pub mod cgroups;
 pub mod collapse;
+pub mod flame;
 pub mod lab;
 pub mod probe;
 pub mod responder;
