@@ -2,6 +2,10 @@
 //! when the user confirmed (`--yes`), then the count is taken again (and the
 //! canary re-timed) and the tool reports what actually happened.
 //!
+//! `sync` runs first, as the kernel documentation advises: drop_caches frees
+//! only clean pages, and recently written page cache (what the youngest
+//! dying memcgs hold) is still dirty.
+//!
 //! Which level releases dying memcgs depends on what pins them: page cache
 //! (level 1) on current kernels, slab objects (level 2) on kernels before
 //! objcg reparenting. Measured on 6.18: level 1 releases them, level 2 does
@@ -90,7 +94,7 @@ pub struct Remediation {
     /// Whether at least 90% of the dying memcgs were released; `None` when
     /// nothing was applied or there was nothing to release.
     pub worked: Option<bool>,
-    /// How long the write took (the kernel frees synchronously).
+    /// How long sync and the write took (the kernel frees synchronously).
     pub write_ms: Option<f64>,
     /// How long the count took to settle afterwards.
     pub settle_ms: Option<f64>,
@@ -144,6 +148,9 @@ pub fn apply(
     }
     netstall_core::privilege::require_root("cgroups --remediate")?;
     let started = Instant::now();
+    // SAFETY: sync has no preconditions; it flushes dirty data so the
+    // drop below can free it.
+    unsafe { libc::sync() };
     std::fs::write(DROP_CACHES, level.number().to_string())
         .with_context(|| format!("cannot write {DROP_CACHES}"))?;
     let write_ms = started.elapsed().as_secs_f64() * 1e3;

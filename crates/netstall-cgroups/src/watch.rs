@@ -94,6 +94,9 @@ pub struct ParentChurn {
 pub struct WatchReport {
     /// `tracepoints` or `polling`.
     pub source: &'static str,
+    /// The window, CLOCK_REALTIME.
+    pub start_ns: u64,
+    pub end_ns: u64,
     pub seconds: f64,
     pub hierarchies: Vec<HierarchyChurn>,
     /// Parents by churn, busiest first (tracepoints only).
@@ -245,6 +248,8 @@ pub fn watch(host: &Host, duration: Duration) -> Result<WatchReport> {
             let (hierarchies, top_parents) = counter.finish(stats.elapsed, &names);
             Ok(WatchReport {
                 source: "tracepoints",
+                start_ns: stats.start_ns,
+                end_ns: stats.start_ns + stats.elapsed.as_nanos() as u64,
                 seconds: stats.elapsed.as_secs_f64(),
                 hierarchies,
                 top_parents,
@@ -277,9 +282,11 @@ fn poll(
     why: &str,
 ) -> Result<WatchReport> {
     let start = dying_by_hierarchy(host, table)?;
+    let start_ns = netstall_core::clock::realtime_ns();
     let started = Instant::now();
     std::thread::sleep(duration);
     let end = dying_by_hierarchy(host, table)?;
+    let end_ns = netstall_core::clock::realtime_ns();
     let seconds = started.elapsed().as_secs_f64();
     let hierarchies = end
         .iter()
@@ -297,6 +304,8 @@ fn poll(
         .collect();
     Ok(WatchReport {
         source: "polling",
+        start_ns,
+        end_ns,
         seconds,
         hierarchies,
         top_parents: Vec::new(),

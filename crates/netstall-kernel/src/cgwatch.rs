@@ -45,6 +45,8 @@ pub struct CgroupEvent {
 /// How a watch went.
 #[derive(Debug, Clone, Copy)]
 pub struct WatchStats {
+    /// CLOCK_REALTIME when the programs were attached.
+    pub start_ns: u64,
     /// From attach to detach: the window the events were seen in.
     pub elapsed: Duration,
     /// Events lost because the ring buffer was full.
@@ -74,6 +76,7 @@ pub fn watch(duration: Duration, mut on_event: impl FnMut(CgroupEvent)) -> Resul
         0
     })?;
     let ring = builder.build()?;
+    let start_ns = netstall_core::clock::realtime_ns();
     let started = Instant::now();
     let deadline = started + duration;
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -88,7 +91,11 @@ pub fn watch(duration: Duration, mut on_event: impl FnMut(CgroupEvent)) -> Resul
         .as_deref()
         .map(|bss| bss.dropped)
         .unwrap_or(0);
-    Ok(WatchStats { elapsed, dropped })
+    Ok(WatchStats {
+        start_ns,
+        elapsed,
+        dropped,
+    })
 }
 
 fn decode(data: &[u8], offset: &ClockOffset) -> Option<CgroupEvent> {
