@@ -12,3 +12,4 @@ pub mod cpu;
 pub mod duration;
 pub mod output;
 pub mod privilege;
+pub mod stall;

@@ -7,6 +7,7 @@
 
 pub mod cgwatch;
 pub mod spin;
+pub mod trace;
 
 mod skel {
     #![allow(clippy::all, clippy::pedantic, dead_code, non_camel_case_types)]
@@ -15,6 +16,9 @@ mod skel {
     }
     pub mod spin {
         include!(concat!(env!("OUT_DIR"), "/spin.skel.rs"));
+    }
+    pub mod trace {
+        include!(concat!(env!("OUT_DIR"), "/trace.skel.rs"));
     }
 }
 

@@ -1,0 +1,554 @@
+//! Loading, attaching and running the tracer (the I/O half of `trace`).
+//!
+//! A detector whose tracepoint this kernel lacks is left out with a reason
+//! (one failing program must not fail the whole load); the tracer fails
+//! only when what the user asked for cannot load at all.
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBufferBuilder};
+use netstall_core::clock::{realtime_ns, ClockOffset};
+use netstall_core::privilege::{self, Capability};
+use netstall_core::stall::{IcmpEcho, SlowSyscall};
+
+use super::assemble::Assembler;
+use super::event::{decode, raw_from_bytes, KernelEvent};
+use super::symbols::{cgroup_of, symbol_range, KernelSymbols};
+use super::{
+    syscall_names, Histogram, ProgramCost, Stop, TraceConfig, TraceEvent, TraceReport, TraceStart,
+    Unavailable,
+};
+use crate::skel::trace::{OpenTraceSkel, TraceSkel, TraceSkelBuilder};
+
+/// The programs each detector needs (a program may serve several).
+const DETECTORS: &[(&str, &[&str])] = &[
+    (
+        "rx-backlog",
+        &[
+            "on_netif_rx",
+            "on_napi_gro_receive_entry",
+            "on_netif_receive_skb_entry",
+            "on_netif_receive_skb_list_entry",
+            "on_netif_receive_skb",
+        ],
+    ),
+    (
+        "softirq-delay",
+        &["on_softirq_raise", "on_softirq_entry", "on_softirq_exit"],
+    ),
+    ("irqs-off", &["on_local_timer_entry", "on_sched_switch"]),
+    (
+        "ksoftirqd",
+        &["on_sched_switch", "on_softirq_raise", "on_softirq_entry"],
+    ),
+    (
+        "rstat-hold",
+        &["on_rstat_locked", "on_rstat_unlock", "on_memcg_flush_stats"],
+    ),
+    ("syscalls", &["on_sys_enter", "on_sys_exit"]),
+    ("icmp", &["on_icmp_consume"]),
+];
+
+const STALL_DETECTORS: [&str; 5] = [
+    "rx-backlog",
+    "softirq-delay",
+    "irqs-off",
+    "ksoftirqd",
+    "rstat-hold",
+];
+
+const COUNTER_RING_DROPS: u32 = 0;
+const COUNTER_PACKETS: u32 = 1;
+const COUNTER_PACKETS_WAITED: u32 = 2;
+const COUNTER_KSOFTIRQD: u32 = 3;
+const HIST_SLOTS: u32 = 32;
+const MAX_CPUS: usize = 1024;
+
+/// Values written into the BPF object's read-only data before load.
+struct Params {
+    threshold_ns: u64,
+    tick_ns: u64,
+    packet_floor_ns: u64,
+    syscall_threshold_ns: u64,
+    cpu_mask: Option<[u64; MAX_CPUS / 64]>,
+    fd_syscalls: [u64; 8],
+    icmp_rcv: (u64, u64),
+}
+
+fn detector_of(program: &str) -> &'static str {
+    DETECTORS
+        .iter()
+        .find(|(_, progs)| progs.contains(&program))
+        .map_or("?", |(d, _)| d)
+}
+
+fn open_skel<'o>(
+    storage: &'o mut MaybeUninit<OpenObject>,
+    params: &Params,
+    enabled: &dyn Fn(&str) -> bool,
+) -> Result<OpenTraceSkel<'o>> {
+    let mut open = TraceSkelBuilder::default()
+        .open(storage)
+        .context("open the trace BPF object")?;
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .context("trace BPF object has no .rodata")?;
+    rodata.threshold_ns = params.threshold_ns;
+    rodata.tick_ns = params.tick_ns;
+    rodata.packet_floor_ns = params.packet_floor_ns;
+    rodata.syscall_threshold_ns = params.syscall_threshold_ns;
+    rodata.filter_cpus = params.cpu_mask.is_some();
+    rodata.cpu_mask = params.cpu_mask.unwrap_or_default();
+    rodata.fd_syscalls = params.fd_syscalls;
+    rodata.icmp_rcv_start = params.icmp_rcv.0;
+    rodata.icmp_rcv_end = params.icmp_rcv.1;
+    for mut prog in open.open_object_mut().progs_mut() {
+        let name = prog.name().to_string_lossy().into_owned();
+        prog.set_autoload(enabled(&name));
+    }
+    Ok(open)
+}
+
+/// Why `program` alone does not load, if it does not.
+fn probe_program(params: &Params, program: &str) -> Option<String> {
+    let mut storage = MaybeUninit::uninit();
+    let result = open_skel(&mut storage, params, &|p| p == program).and_then(|open| {
+        let section = open
+            .open_object()
+            .progs()
+            .find(|p| p.name() == program)
+            .map(|p| p.section().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        open.load()
+            .map(drop)
+            .with_context(|| format!("{section} does not load"))
+    });
+    result.err().map(|e| format!("{e:#}"))
+}
+
+/// Loads the wanted detectors, leaving out those this kernel cannot load.
+fn load<'o>(
+    first: &'o mut MaybeUninit<OpenObject>,
+    second: &'o mut MaybeUninit<OpenObject>,
+    params: &Params,
+    wanted: &[&'static str],
+) -> Result<(TraceSkel<'o>, Vec<&'static str>, Vec<Unavailable>)> {
+    let programs_of = |detectors: &[&'static str]| -> Vec<&'static str> {
+        let mut progs: Vec<&'static str> = DETECTORS
+            .iter()
+            .filter(|(d, _)| detectors.contains(d))
+            .flat_map(|(_, p)| p.iter().copied())
+            .collect();
+        progs.sort_unstable();
+        progs.dedup();
+        progs
+    };
+    let all = programs_of(wanted);
+    let error = match open_skel(first, params, &|p| all.contains(&p))?.load() {
+        Ok(skel) => return Ok((skel, all, Vec::new())),
+        Err(e) => e,
+    };
+
+    let failures: Vec<(&str, String)> = all
+        .iter()
+        .filter_map(|p| probe_program(params, p).map(|why| (*p, why)))
+        .collect();
+    if failures.is_empty() {
+        return Err(error).context("load the trace BPF programs");
+    }
+    let mut unavailable = Vec::new();
+    let mut usable = Vec::new();
+    for detector in wanted {
+        let (_, progs) = DETECTORS.iter().find(|(d, _)| d == detector).unwrap();
+        match failures.iter().find(|(p, _)| progs.contains(p)) {
+            Some((_, why)) => unavailable.push(Unavailable {
+                detector,
+                reason: why.clone(),
+            }),
+            None => usable.push(*detector),
+        }
+    }
+    if let Some(u) = unavailable.iter().find(|u| u.detector == "icmp") {
+        bail!("--icmp-seq needs tracepoint skb:consume_skb: {}", u.reason);
+    }
+    if !usable.iter().any(|d| STALL_DETECTORS.contains(d)) {
+        bail!(
+            "no stall detector loads on this kernel: {}",
+            unavailable[0].reason
+        );
+    }
+    let progs = programs_of(&usable);
+    let skel = open_skel(second, params, &|p| progs.contains(&p))?
+        .load()
+        .context("load the trace BPF programs")?;
+    Ok((skel, progs, unavailable))
+}
+
+/// Kernel BPF run-time statistics, on while the returned fd is open.
+fn enable_bpf_stats() -> Result<OwnedFd> {
+    // SAFETY: plain syscall wrapper; a non-negative return is a new fd we own.
+    let fd = unsafe {
+        libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
+    };
+    if fd < 0 {
+        bail!(
+            "--self-cost cannot enable BPF stats: {}",
+            std::io::Error::from_raw_os_error(-fd)
+        );
+    }
+    // SAFETY: fd was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// (run count, run time ns) of a loaded program.
+fn program_stats(prog: &libbpf_rs::Program<'_>) -> Result<(u64, u64)> {
+    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info is a valid bpf_prog_info of `len` bytes; the fd is the program's.
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(
+            prog.as_fd().as_raw_fd(),
+            &mut info,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "bpf_prog_get_info_by_fd: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok((info.run_cnt, info.run_time_ns))
+}
+
+fn sum_counter(map: &dyn MapCore, index: u32) -> Result<u64> {
+    let values = map
+        .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)?
+        .unwrap_or_default();
+    Ok(values
+        .iter()
+        .map(|v| u64::from_ne_bytes(v[..8].try_into().expect("u64 counter")))
+        .sum())
+}
+
+fn read_histograms(
+    map: &dyn MapCore,
+    detector: &'static str,
+    cpus: &Option<Vec<u32>>,
+) -> Result<Vec<Histogram>> {
+    let mut per_cpu: Vec<Vec<(u64, u64)>> = Vec::new();
+    for slot in 0..HIST_SLOTS {
+        let values = map
+            .lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY)?
+            .unwrap_or_default();
+        per_cpu.resize(values.len(), Vec::new());
+        for (cpu, v) in values.iter().enumerate() {
+            let n = u64::from_ne_bytes(v[..8].try_into().expect("u64 bucket"));
+            if n > 0 {
+                per_cpu[cpu].push((1u64 << (slot + 1), n));
+            }
+        }
+    }
+    Ok(per_cpu
+        .into_iter()
+        .enumerate()
+        .filter(|(cpu, b)| {
+            !b.is_empty() && cpus.as_ref().is_none_or(|c| c.contains(&(*cpu as u32)))
+        })
+        .map(|(cpu, buckets)| Histogram {
+            kind: "histogram",
+            detector,
+            cpu: cpu as u32,
+            buckets,
+        })
+        .collect())
+}
+
+/// The local timer's period (1 / CONFIG_HZ). Without a readable kernel
+/// config, 10 ms (HZ=100), the longest in use: a longer period only makes
+/// the irqs-off detector less eager.
+fn tick_period_ns() -> u64 {
+    let config = std::process::Command::new("zcat")
+        .arg("/proc/config.gz")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    kernel_hz(&config).map_or(10_000_000, |hz| 1_000_000_000 / hz)
+}
+
+/// `CONFIG_HZ=250` → 250.
+fn kernel_hz(config: &str) -> Option<u64> {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("CONFIG_HZ="))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&hz| hz > 0)
+}
+
+fn cpu_mask(cpus: &[u32]) -> Result<[u64; MAX_CPUS / 64]> {
+    let mut mask = [0u64; MAX_CPUS / 64];
+    for &cpu in cpus {
+        if cpu as usize >= MAX_CPUS {
+            bail!("--cpus: CPU {cpu} is beyond the {MAX_CPUS} the tracer supports");
+        }
+        mask[cpu as usize / 64] |= 1 << (cpu % 64);
+    }
+    Ok(mask)
+}
+
+/// Traces until `stop`, calling `on_event` for each stall (and ICMP echo or
+/// slow syscall when asked for), then reports what else it saw.
+pub fn run(
+    config: &TraceConfig,
+    stop: &Stop,
+    mut on_event: impl FnMut(TraceEvent),
+) -> Result<TraceReport> {
+    if config.threshold < Duration::from_micros(100) {
+        bail!("--threshold must be at least 100us");
+    }
+    if let Some(cpus) = &config.cpus {
+        netstall_core::cpu::check_online(cpus)?;
+    }
+    crate::require_bpf("netstall trace")?;
+    privilege::require(&[Capability::Syslog], "netstall trace (kernel symbols)")?;
+    let icmp_rcv = if config.icmp {
+        let kallsyms =
+            std::fs::read_to_string("/proc/kallsyms").context("cannot read /proc/kallsyms")?;
+        symbol_range(&kallsyms, "icmp_rcv").context("--icmp-seq")?
+    } else {
+        (0, 0)
+    };
+    let params = Params {
+        threshold_ns: config.threshold.as_nanos() as u64,
+        tick_ns: tick_period_ns(),
+        packet_floor_ns: config.packet_floor.as_nanos() as u64,
+        syscall_threshold_ns: config.syscalls.map_or(u64::MAX, |d| d.as_nanos() as u64),
+        cpu_mask: config.cpus.as_deref().map(cpu_mask).transpose()?,
+        fd_syscalls: syscall_names::fd_syscall_bitmap(),
+        icmp_rcv,
+    };
+    let mut wanted: Vec<&'static str> = STALL_DETECTORS.to_vec();
+    if config.syscalls.is_some() {
+        wanted.push("syscalls");
+    }
+    if config.icmp {
+        wanted.push("icmp");
+    }
+
+    let stats = config.self_cost.then(enable_bpf_stats).transpose()?;
+    // libbpf narrates failures (verifier logs) on stderr; errors are reported
+    // as one line instead. NETSTALL_BPF_LOG=1 keeps the narration.
+    if std::env::var_os("NETSTALL_BPF_LOG").is_none() {
+        libbpf_rs::set_print(None);
+    }
+    let mut first = MaybeUninit::uninit();
+    let mut second = MaybeUninit::uninit();
+    let (skel, programs, unavailable) = load(&mut first, &mut second, &params, &wanted)?;
+    let links: Vec<Link> = skel
+        .object()
+        .progs_mut()
+        .filter(|p| programs.iter().any(|name| p.name() == *name))
+        .map(|p| {
+            p.attach()
+                .with_context(|| format!("attach {}", p.section().to_string_lossy()))
+        })
+        .collect::<Result<_>>()?;
+
+    on_event(TraceEvent::Started(TraceStart {
+        kind: "trace-start",
+        ts_ns: realtime_ns(),
+        detectors: wanted
+            .iter()
+            .copied()
+            .filter(|d| !unavailable.iter().any(|u| u.detector == *d))
+            .collect(),
+        unavailable: unavailable.clone(),
+    }));
+    let started = Instant::now();
+    let clock = ClockOffset::sample();
+    let mut symbols = KernelSymbols::new();
+    let mut assembler = Assembler::new(config.settle.as_nanos() as u64);
+    let mut stalls = 0u64;
+    let raws = RefCell::new(Vec::new());
+    let mut builder = RingBufferBuilder::new();
+    builder.add(&skel.maps.events, |data: &[u8]| {
+        if let Some(raw) = raw_from_bytes(data) {
+            raws.borrow_mut().push(raw);
+        }
+        0
+    })?;
+    let ring = builder.build()?;
+
+    loop {
+        let stopping = stop.should_stop(started);
+        let polled = if stopping {
+            ring.consume()
+        } else {
+            ring.poll(Duration::from_millis(100))
+        };
+        if let Err(e) = polled {
+            // A signal (Ctrl-C) interrupts the wait; anything else is real.
+            if e.kind() != libbpf_rs::ErrorKind::Interrupted {
+                return Err(e).context("read the trace ring buffer");
+            }
+        }
+        let batch = std::mem::take(&mut *raws.borrow_mut());
+        for raw in &batch {
+            let Some(event) = decode(
+                raw,
+                &clock,
+                &mut |addrs| symbols.frames(addrs),
+                &syscall_names::name,
+            ) else {
+                continue;
+            };
+            match event {
+                KernelEvent::IcmpEcho {
+                    cpu,
+                    seq,
+                    id,
+                    ref task,
+                    ts_ns,
+                } => on_event(TraceEvent::Icmp(IcmpEcho {
+                    kind: "icmp",
+                    seq,
+                    id,
+                    cpu,
+                    comm: task.comm.clone(),
+                    pid: task.pid,
+                    tid: task.tid,
+                    ksoftirqd: task.is_ksoftirqd(),
+                    ts_ns,
+                })),
+                KernelEvent::Syscall {
+                    cpu,
+                    ref task,
+                    ref syscall,
+                    end_ns,
+                    ret,
+                    ..
+                } => {
+                    let start_ns = syscall.start_ns.unwrap_or(end_ns);
+                    let duration_ns = end_ns.saturating_sub(start_ns);
+                    if config
+                        .syscalls
+                        .is_some_and(|t| duration_ns >= t.as_nanos() as u64)
+                    {
+                        on_event(TraceEvent::Syscall(SlowSyscall {
+                            kind: "syscall",
+                            comm: task.comm.clone(),
+                            pid: task.pid,
+                            tid: task.tid,
+                            cpu,
+                            syscall: syscall.name.clone(),
+                            path: syscall.path.clone(),
+                            start_ns,
+                            duration_ms: duration_ns as f64 / 1e6,
+                            ret,
+                        }));
+                    }
+                    assembler.push(event);
+                }
+                _ => assembler.push(event),
+            }
+        }
+        let now = if stopping { u64::MAX } else { realtime_ns() };
+        for mut stall in assembler.drain(now) {
+            if let Some(c) = stall.culprit.as_mut().filter(|c| c.pid != 0) {
+                c.cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", c.pid))
+                    .ok()
+                    .and_then(|text| cgroup_of(&text));
+            }
+            stalls += 1;
+            on_event(TraceEvent::Stall(stall));
+        }
+        if stopping {
+            break;
+        }
+    }
+    drop(ring);
+
+    let self_cost = if stats.is_some() {
+        skel.object()
+            .progs()
+            .filter(|p| programs.iter().any(|name| p.name() == *name))
+            .map(|p| {
+                let (run_count, run_time_ns) = program_stats(&p)?;
+                let name = p.name().to_string_lossy().into_owned();
+                Ok(ProgramCost {
+                    kind: "self-cost",
+                    detector: detector_of(&name),
+                    program: name,
+                    run_count,
+                    run_time_ns,
+                    ns_per_event: (run_count > 0).then(|| run_time_ns as f64 / run_count as f64),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    drop(links);
+
+    let counters = &skel.maps.counters;
+    let mut histograms = read_histograms(&skel.maps.backlog_hist, "rx-backlog", &config.cpus)?;
+    histograms.extend(read_histograms(
+        &skel.maps.softirq_delay_hist,
+        "softirq-delay",
+        &config.cpus,
+    )?);
+    Ok(TraceReport {
+        kind: "trace-summary",
+        duration_ms: started.elapsed().as_millis() as u64,
+        stalls,
+        ring_drops: sum_counter(counters, COUNTER_RING_DROPS)?,
+        packets: sum_counter(counters, COUNTER_PACKETS)?,
+        packets_waited: sum_counter(counters, COUNTER_PACKETS_WAITED)?,
+        ksoftirqd_takeovers: sum_counter(counters, COUNTER_KSOFTIRQD)?,
+        unavailable,
+        histograms,
+        self_cost,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_hz_comes_from_the_config() {
+        assert_eq!(
+            kernel_hz("# CONFIG_HZ_100 is not set\nCONFIG_HZ_250=y\nCONFIG_HZ=250\n"),
+            Some(250)
+        );
+        assert_eq!(kernel_hz("CONFIG_HZ_1000=y\n"), None);
+    }
+
+    #[test]
+    fn cpu_mask_sets_bits_and_rejects_huge_cpus() {
+        let mask = cpu_mask(&[0, 65]).unwrap();
+        assert_eq!(mask[0], 1);
+        assert_eq!(mask[1], 2);
+        assert!(cpu_mask(&[5000]).is_err());
+    }
+
+    #[test]
+    fn every_program_belongs_to_a_detector() {
+        for name in [
+            "on_netif_receive_skb",
+            "on_sched_switch",
+            "on_rstat_unlock",
+            "on_icmp_consume",
+        ] {
+            assert_ne!(detector_of(name), "?");
+        }
+    }
+}

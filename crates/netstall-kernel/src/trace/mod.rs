@@ -1,0 +1,185 @@
+//! `netstall trace`: every RX stall on every CPU, how long, which packets
+//! waited, who drained them and who held the CPU (task, syscall, file,
+//! kernel stack); optionally every ICMP echo request with its processing
+//! context, and slow syscalls.
+//!
+//! * `src/bpf/trace.bpf.c`: the detectors (tracepoints only), aggregating
+//!   in per-CPU maps and sending only over-threshold events.
+//! * [`event`]: typed events and their decoding (pure).
+//! * [`assemble`]: events on one CPU that overlap in time become one
+//!   [`Stall`] with its culprit (pure).
+//! * [`format`]: one-line text (pure).
+//! * [`run`]: load, attach, stream [`TraceEvent`]s until stopped, report.
+//!
+//! Library use (the doctor): build a [`TraceConfig`], call [`run`] with a
+//! [`Stop`] (deadline and/or flag) and a callback; every timestamp is
+//! CLOCK_REALTIME ns.
+
+pub mod assemble;
+pub mod event;
+pub mod format;
+pub mod syscall_names;
+
+mod load;
+mod symbols;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use netstall_core::stall::{IcmpEcho, SlowSyscall, Stall};
+use serde::Serialize;
+
+pub use load::run;
+
+/// What to trace.
+#[derive(Debug, Clone)]
+pub struct TraceConfig {
+    /// Report stalls at least this long.
+    pub threshold: Duration,
+    /// A packet "waited" if its backlog wait was at least this long.
+    pub packet_floor: Duration,
+    /// Only these CPUs (all when `None`).
+    pub cpus: Option<Vec<u32>>,
+    /// Report every ICMP echo request processed.
+    pub icmp: bool,
+    /// Trace syscalls and report those at least this long; culprits' syscalls then
+    /// also get their duration. Without it, a culprit's syscall and file are read
+    /// from its registers at the stall, at no per-syscall cost.
+    pub syscalls: Option<Duration>,
+    /// Measure each BPF program's run count and time (kernel BPF stats).
+    pub self_cost: bool,
+    /// How long a stall stays open for more evidence before it is reported.
+    pub settle: Duration,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        Self {
+            threshold: Duration::from_millis(10),
+            packet_floor: Duration::from_millis(1),
+            cpus: None,
+            icmp: false,
+            syscalls: None,
+            self_cost: false,
+            settle: Duration::from_millis(500),
+        }
+    }
+}
+
+/// When to stop tracing: after a duration (counted from when the detectors
+/// are attached), when a flag is set, or on Ctrl-C once
+/// [`stop_on_interrupt`] was called. With none of them, it runs forever.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    pub duration: Option<Duration>,
+    pub flag: Option<Arc<AtomicBool>>,
+}
+
+impl Stop {
+    /// Stop after tracing for `duration`.
+    pub fn after(duration: Duration) -> Self {
+        Self {
+            duration: Some(duration),
+            flag: None,
+        }
+    }
+
+    fn should_stop(&self, started: Instant) -> bool {
+        self.duration.is_some_and(|d| started.elapsed() >= d)
+            || self
+                .flag
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Relaxed))
+            || INTERRUPTED.load(Ordering::Relaxed)
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Makes SIGINT and SIGTERM end tracing cleanly (report, detach) instead of
+/// killing the process.
+pub fn stop_on_interrupt() {
+    let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+/// What the tracer streams.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TraceEvent {
+    /// The detectors are attached: from now on, stalls are seen.
+    Started(TraceStart),
+    Stall(Stall),
+    Icmp(IcmpEcho),
+    Syscall(SlowSyscall),
+}
+
+/// Tracing has begun (every detector attached).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceStart {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub ts_ns: u64,
+    pub detectors: Vec<&'static str>,
+    /// Detectors that could not be loaded on this kernel, with the reason.
+    pub unavailable: Vec<Unavailable>,
+}
+
+/// One BPF program's cost, from the kernel's BPF stats.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProgramCost {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub program: String,
+    pub detector: &'static str,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+    pub ns_per_event: Option<f64>,
+}
+
+/// Per-CPU log2 histogram: `buckets[cpu][i]` counts values in [2^i, 2^(i+1)) ns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Histogram {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub detector: &'static str,
+    pub cpu: u32,
+    /// `[upper bound ns, count]` for each non-empty log2 bucket.
+    pub buckets: Vec<(u64, u64)>,
+}
+
+/// What a finished trace saw, beyond the streamed events.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceReport {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub duration_ms: u64,
+    pub stalls: u64,
+    /// Events lost because the ring buffer was full (never silently).
+    pub ring_drops: u64,
+    /// Packets whose backlog wait was measured, and those that waited.
+    pub packets: u64,
+    pub packets_waited: u64,
+    pub ksoftirqd_takeovers: u64,
+    /// Detectors that could not be loaded on this kernel, with the reason.
+    pub unavailable: Vec<Unavailable>,
+    #[serde(skip)]
+    pub histograms: Vec<Histogram>,
+    #[serde(skip)]
+    pub self_cost: Vec<ProgramCost>,
+}
+
+/// A detector this kernel could not load.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Unavailable {
+    pub detector: &'static str,
+    pub reason: String,
+}
