@@ -1,0 +1,14 @@
+//! `netstall doctor`: one verdict, with evidence, from everything netstall
+//! measures on a node.
+//!
+//! * [`findings`]: what the sources measured, on one REALTIME time base.
+//! * [`diagnose`]: the catalogue of causes and the rules that rank them (pure).
+//! * [`report`]: the self-contained HTML report.
+
+pub mod diagnose;
+pub mod findings;
+pub mod report;
+pub mod run;
+
+pub use diagnose::{diagnose, Cause, CauseId, Verdict};
+pub use findings::Findings;

@@ -1,0 +1,419 @@
+//! Runs the sources together on this node, on one time base: the kernel
+//! tracer, probes to the targets, CPU sampling, and the dying-cgroup count;
+//! then correlates them into a [`Verdict`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use netstall_core::clock;
+use netstall_core::stall::Stall;
+use netstall_kernel::trace::{self, Stop, TraceConfig, TraceEvent};
+use netstall_probe::{Mode, ProbeConfig};
+use netstall_xray::sampler::{self, SamplerConfig};
+use netstall_xray::timeline::{self, StallKind, StallRules};
+
+use crate::findings::{Findings, MemcgFindings, SampleGap, TargetFindings, TracerState};
+use crate::report::Extras;
+use crate::{diagnose, Verdict};
+
+/// A probe target: `HOST` (ICMP echo) or `HOST:PORT` (TCP SYN).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub text: String,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (host, port) = match text.rsplit_once(':') {
+            Some((host, port)) => {
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| format!("invalid port in target '{text}'"))?;
+                (host, Some(port))
+            }
+            None => (text, None),
+        };
+        if host.is_empty() {
+            return Err(format!("invalid target '{text}': use HOST or HOST:PORT"));
+        }
+        Ok(Target {
+            text: text.to_owned(),
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// How to run the doctor.
+#[derive(Debug, Clone)]
+pub struct DoctorConfig {
+    pub duration: Duration,
+    pub targets: Vec<Target>,
+    /// Probe interval per target.
+    pub interval: Duration,
+    /// TCP flows (source ports) per target, to spread over RX queues/CPUs.
+    pub flows: u16,
+    /// Probe from this network namespace, pinned to this CPU (a prober on
+    /// the stalled CPU could not send during the stall).
+    pub probe_netns: Option<String>,
+    pub probe_cpu: Option<u32>,
+    /// Kernel stalls at least this long are reported.
+    pub threshold: Duration,
+    /// Sample CPUs (xray) for gaps and the pre-stall flame chart.
+    pub sample: bool,
+    /// Trace every ICMP echo request (the seq / processing context table).
+    pub icmp_seq: bool,
+}
+
+impl Default for DoctorConfig {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(20),
+            targets: Vec::new(),
+            interval: Duration::from_millis(10),
+            flows: 4,
+            probe_netns: None,
+            probe_cpu: None,
+            threshold: Duration::from_millis(10),
+            sample: true,
+            icmp_seq: false,
+        }
+    }
+}
+
+/// What happened while the doctor ran, as it happened.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Started {
+        tracing: bool,
+        targets: usize,
+        sampling: bool,
+    },
+    Stall(Box<Stall>),
+    TracerUnavailable(String),
+    SamplerUnavailable(String),
+    Finished,
+}
+
+/// A finished run.
+#[derive(Debug, Clone)]
+pub struct DoctorRun {
+    pub verdict: Verdict,
+    pub findings: Findings,
+    pub extras: Extras,
+}
+
+/// How many samples before each stall the flame chart shows (the story's `grep -B 100`).
+const SAMPLES_BEFORE: usize = 100;
+const SAMPLE_HZ: u64 = 999;
+
+/// Runs every source for `config.duration` and returns the verdict.
+pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<DoctorRun> {
+    if config.duration < Duration::from_secs(1) {
+        bail!("-w must be at least 1s");
+    }
+    let targets: Vec<(Target, std::net::Ipv4Addr)> = config
+        .targets
+        .iter()
+        .map(|t| Ok((t.clone(), netstall_probe::resolve(&t.host)?)))
+        .collect::<Result<_>>()?;
+    let started = Instant::now();
+    let start_ns = clock::realtime_ns();
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let memcg = memcg_findings();
+
+    // The tracer streams stalls back as they are assembled.
+    let (events_tx, events_rx) = mpsc::channel::<TraceEvent>();
+    let trace_config = TraceConfig {
+        threshold: config.threshold,
+        icmp: config.icmp_seq,
+        ..TraceConfig::default()
+    };
+    let trace_stop = Stop {
+        duration: None,
+        flag: Some(stop.clone()),
+    };
+    let tracer = thread::Builder::new()
+        .name("doctor-trace".into())
+        .spawn(move || {
+            trace::run(&trace_config, &trace_stop, |event| {
+                let _ = events_tx.send(event);
+            })
+        })?;
+
+    // Probe and sample only once the detectors are attached, so every
+    // stall the probes see could be seen by the tracer too.
+    let mut early = Vec::new();
+    let attach_deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < attach_deadline {
+        match events_rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(TraceEvent::Started(_)) => break,
+            Ok(event) => early.push(event),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+
+    let sampling = config.sample;
+    let sampler = sampling.then(|| {
+        let stop = stop.clone();
+        let duration = config.duration;
+        thread::Builder::new()
+            .name("doctor-xray".into())
+            .spawn(move || {
+                let cpus = netstall_core::cpu::online()?;
+                sampler::record(
+                    &SamplerConfig {
+                        cpus,
+                        frequency: SAMPLE_HZ,
+                    },
+                    duration,
+                    &stop,
+                )
+            })
+    });
+
+    let probers: Vec<_> = targets
+        .iter()
+        .map(|(target, ip)| {
+            let mode = match target.port {
+                Some(port) => Mode::Syn { port },
+                None => Mode::Icmp,
+            };
+            let mut probe = ProbeConfig::new(*ip, mode, config.interval);
+            probe.duration = Some(config.duration);
+            probe.flows = if target.port.is_some() {
+                config.flows
+            } else {
+                1
+            };
+            probe.netns = config.probe_netns.clone();
+            probe.cpu = config.probe_cpu;
+            probe.stop = Some(stop.clone());
+            let text = target.text.clone();
+            thread::Builder::new()
+                .name(format!("doctor-probe-{text}"))
+                .spawn(move || (text, netstall_probe::run(&probe, |_| {})))
+        })
+        .collect::<std::io::Result<_>>()?;
+    progress(Progress::Started {
+        tracing: true,
+        targets: targets.len(),
+        sampling,
+    });
+
+    let mut findings = Findings {
+        start_ns,
+        memcg,
+        ..Findings::default()
+    };
+    for event in early {
+        collect(event, &mut findings, &mut progress);
+    }
+    let deadline = Instant::now() + config.duration;
+    while Instant::now() < deadline {
+        match events_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(event) => collect(event, &mut findings, &mut progress),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // The tracer ended early: it could not load. Keep probing.
+            Err(mpsc::RecvTimeoutError::Disconnected) => thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+
+    match tracer.join() {
+        Ok(Ok(_report)) => {}
+        Ok(Err(e)) => {
+            let reason = format!("{e:#}");
+            progress(Progress::TracerUnavailable(reason.clone()));
+            findings.tracer = TracerState::Unavailable { reason };
+        }
+        Err(_) => {
+            findings.tracer = TracerState::Unavailable {
+                reason: "the tracer thread panicked".into(),
+            }
+        }
+    }
+    // Stalls assembled while the tracer wound down.
+    for event in events_rx.try_iter() {
+        collect(event, &mut findings, &mut progress);
+    }
+    findings.end_ns = clock::realtime_ns();
+
+    for prober in probers {
+        let (text, result) = prober
+            .join()
+            .map_err(|_| anyhow::anyhow!("a prober thread panicked"))?;
+        findings.targets.push(target_findings(text, result));
+    }
+
+    let mut extras = Extras {
+        host: host_line(),
+        ..Extras::default()
+    };
+    if let Some(handle) = sampler {
+        match handle.context("start the sampler")?.join() {
+            Ok(Ok(recording)) => {
+                let (gaps, chart) = read_samples(&recording.samples, &findings.stalls);
+                findings.gaps = gaps;
+                extras.flame_chart_svg = chart;
+            }
+            Ok(Err(e)) => progress(Progress::SamplerUnavailable(format!("{e:#}"))),
+            Err(_) => progress(Progress::SamplerUnavailable(
+                "the sampler thread panicked".into(),
+            )),
+        }
+    }
+    findings.stalls.sort_by_key(|s| (s.start_ns, s.cpu));
+
+    let mut verdict = diagnose(&findings);
+    let now_ns = clock::realtime_ns();
+    verdict.time_to_verdict_s = Some(round1(started.elapsed().as_secs_f64()));
+    verdict.from_first_stall_s = verdict
+        .first_stall_ns
+        .map(|first| round1(now_ns.saturating_sub(first) as f64 / 1e9));
+    progress(Progress::Finished);
+    Ok(DoctorRun {
+        verdict,
+        findings,
+        extras,
+    })
+}
+
+fn collect(event: TraceEvent, findings: &mut Findings, progress: &mut impl FnMut(Progress)) {
+    match event {
+        TraceEvent::Stall(stall) => {
+            progress(Progress::Stall(Box::new(stall.clone())));
+            findings.stalls.push(stall);
+        }
+        TraceEvent::Icmp(echo) => findings.icmp.push(echo),
+        TraceEvent::Started(_) | TraceEvent::Syscall(_) => {}
+    }
+}
+
+fn memcg_findings() -> Option<MemcgFindings> {
+    let report = netstall_cgroups::report::report(&netstall_cgroups::host::Host::live()).ok()?;
+    Some(MemcgFindings {
+        kernel: report.kernel.clone(),
+        live: report.memory.live,
+        dying: report.memory.dying,
+        worst_stall_ms: report.worst_stall_ms,
+    })
+}
+
+fn target_findings(text: String, result: Result<netstall_probe::Report>) -> TargetFindings {
+    match result {
+        Ok(report) => {
+            let proto = report.info.proto.to_string();
+            TargetFindings {
+                target: text,
+                proto,
+                sent: report.summary.sent,
+                received: report.summary.received,
+                p50_us: report.summary.p50_us,
+                p99_us: report.summary.p99_us,
+                max_us: report.summary.max_us,
+                rtts: report
+                    .probes
+                    .iter()
+                    .map(|p| (p.sent_ns, p.rtt_ns.map(|ns| ns as f64 / 1e3)))
+                    .collect(),
+                error: report.unreachable_reason(),
+                episodes: report.episodes,
+            }
+        }
+        Err(e) => TargetFindings {
+            target: text,
+            proto: String::new(),
+            sent: 0,
+            received: 0,
+            p50_us: None,
+            p99_us: None,
+            max_us: None,
+            episodes: Vec::new(),
+            rtts: Vec::new(),
+            error: Some(format!("{e:#}")),
+        },
+    }
+}
+
+/// Sample gaps (IRQs off) with where sampling resumed, and a flame chart of
+/// the samples before each kernel stall on its CPU (or before each gap when
+/// the tracer saw none).
+fn read_samples(
+    samples: &[timeline::Sample],
+    stalls: &[Stall],
+) -> (Vec<SampleGap>, Option<String>) {
+    let found = timeline::stalls(samples, StallRules::for_frequency(SAMPLE_HZ));
+    let gaps: Vec<SampleGap> = found
+        .iter()
+        .filter(|s| s.kind == StallKind::IrqsOff)
+        .map(|s| SampleGap {
+            cpu: s.cpu,
+            start_ns: s.start_ns,
+            duration_ms: s.duration_ms,
+            comm: samples[s.last].comm.clone(),
+            resumed_in: samples[s.last].stack.iter().rev().cloned().collect(),
+        })
+        .collect();
+    let anchors: Vec<(u32, u64)> = if stalls.is_empty() {
+        gaps.iter().map(|g| (g.cpu, g.start_ns)).collect()
+    } else {
+        stalls.iter().map(|s| (s.cpu, s.start_ns)).collect()
+    };
+    let mut lines = Vec::new();
+    for (cpu, at) in anchors.iter().take(20) {
+        let before: Vec<&timeline::Sample> = samples
+            .iter()
+            .filter(|s| s.cpu == *cpu && s.time_ns <= *at + 1_000_000)
+            .collect();
+        let from = before.len().saturating_sub(SAMPLES_BEFORE);
+        lines.extend(before[from..].iter().map(|s| format!("{} 1", s.folded())));
+    }
+    if lines.is_empty() {
+        return (gaps, None);
+    }
+    let mut svg = Vec::new();
+    let options = netstall_xray::flame::FlameOptions {
+        chart: true,
+        title: Some(format!(
+            "The {SAMPLES_BEFORE} samples before each stall, in time order"
+        )),
+    };
+    let chart = netstall_xray::flame::render(lines.iter().map(String::as_str), &options, &mut svg)
+        .ok()
+        .and_then(|_| String::from_utf8(svg).ok());
+    (gaps, chart)
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn host_line() -> String {
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname fills the struct we own.
+    unsafe { libc::uname(&mut uts) };
+    let field = |f: &[libc::c_char]| {
+        // SAFETY: uname NUL-terminates each field.
+        unsafe { std::ffi::CStr::from_ptr(f.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    format!(
+        "host {} · kernel {} · {} CPUs",
+        field(&uts.nodename),
+        field(&uts.release),
+        netstall_core::cpu::online().map(|c| c.len()).unwrap_or(0)
+    )
+}

@@ -1,0 +1,160 @@
+//! `netstall doctor`: tracer, probes, CPU sampling and cgroup counts
+//! together, correlated into one verdict with evidence.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use netstall_core::duration;
+use netstall_core::output::Output;
+use netstall_doctor::run::{self, DoctorConfig, Progress, Target};
+use netstall_doctor::{report, Verdict};
+
+#[derive(clap::Args)]
+#[command(
+    long_about = "Runs the eBPF stall tracer on every CPU, probes the given targets, samples the \
+    CPUs (sample gaps = IRQs off; the samples before each stall), and counts dying memory cgroups \
+    (never reading memory.stat), all on one time base; then prints a verdict: the ranked causes, each \
+    with confidence, CPU, culprit, evidence and remediation.\n\n\
+    Exit codes: 0 healthy, 1 findings, 2 error. Needs root (CAP_BPF, CAP_PERFMON, CAP_SYSLOG, CAP_NET_RAW)."
+)]
+pub struct Args {
+    /// How long to watch.
+    #[arg(short = 'w', long = "duration", default_value = "20s", value_parser = duration::parse_nonzero)]
+    duration: Duration,
+    /// Probe this target while watching: HOST (ICMP echo) or HOST:PORT (TCP SYN). Repeatable.
+    #[arg(long = "target", value_name = "HOST[:PORT]")]
+    targets: Vec<Target>,
+    /// Time between probes to each target.
+    #[arg(short = 'i', long, default_value = "10ms", value_parser = duration::parse_nonzero)]
+    interval: Duration,
+    /// TCP source ports per target, spread over RX queues/CPUs like real connections.
+    #[arg(long, default_value_t = 4)]
+    flows: u16,
+    /// Probe from this network namespace (from `ip netns`).
+    #[arg(long)]
+    netns: Option<String>,
+    /// Pin the probers to this CPU (keep them off the CPU that stalls).
+    #[arg(long)]
+    cpu: Option<u32>,
+    /// Report kernel stalls at least this long.
+    #[arg(long, default_value = "10ms", value_parser = duration::parse_nonzero)]
+    threshold: Duration,
+    /// Do not sample CPUs (no sample gaps, no pre-stall flame chart).
+    #[arg(long)]
+    no_sample: bool,
+    /// Also record which context processed every ICMP echo request.
+    #[arg(long)]
+    icmp_seq: bool,
+    /// Write a self-contained HTML report here.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
+}
+
+pub fn run(args: Args, out: Output) -> Result<ExitCode> {
+    let config = DoctorConfig {
+        duration: args.duration,
+        targets: args.targets,
+        interval: args.interval,
+        flows: args.flows,
+        probe_netns: args.netns,
+        probe_cpu: args.cpu,
+        threshold: args.threshold,
+        sample: !args.no_sample,
+        icmp_seq: args.icmp_seq,
+    };
+    let run = diagnose(&config, out)?;
+    if let Some(path) = &args.report {
+        let html = report::render(&run.verdict, &run.findings, &run.extras);
+        std::fs::write(path, html)
+            .with_context(|| format!("cannot write the report {}", path.display()))?;
+        out.progress(format!("report written to {}", path.display()));
+    }
+    Ok(if run.verdict.healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Runs the doctor with live progress, prints the verdict, and returns the run.
+pub fn diagnose(config: &DoctorConfig, out: Output) -> Result<run::DoctorRun> {
+    let run = run::run(config, |progress| match progress {
+        Progress::Started {
+            targets, sampling, ..
+        } => out.progress(format!(
+            "doctor: tracing every CPU{}{} for {:?}...",
+            if targets > 0 {
+                format!(", probing {targets} target(s)")
+            } else {
+                String::new()
+            },
+            if sampling { ", sampling CPUs" } else { "" },
+            config.duration
+        )),
+        Progress::Stall(stall) => {
+            out.json(&*stall);
+            out.progress(format!(
+                "  {}",
+                netstall_kernel::trace::format::stall_line(&stall)
+            ));
+        }
+        Progress::TracerUnavailable(reason) => {
+            out.progress(format!("doctor: the kernel tracer could not run: {reason}"))
+        }
+        Progress::SamplerUnavailable(reason) => {
+            out.progress(format!("doctor: CPU sampling could not run: {reason}"))
+        }
+        Progress::Finished => {}
+    })?;
+    for target in &run.findings.targets {
+        if let Some(error) = &target.error {
+            out.progress(format!("doctor: {}: {error}", target.target));
+        }
+    }
+    out.json(&run.verdict);
+    print_verdict(&run.verdict, out);
+    Ok(run)
+}
+
+/// The verdict for people.
+pub fn print_verdict(verdict: &Verdict, out: Output) {
+    if verdict.healthy {
+        out.text("VERDICT: healthy: no RX stall over the threshold, no probe episode");
+    } else {
+        out.text(format!(
+            "VERDICT: {} cause(s); {} kernel stall(s), {} probe episode(s), worst {:.1} ms",
+            verdict.causes.len(),
+            verdict.stalls,
+            verdict.episodes,
+            verdict.worst_ms
+        ));
+    }
+    for (rank, cause) in verdict.causes.iter().enumerate() {
+        out.text(format!(
+            "{}. {} (confidence {:.0}%{}): {}",
+            rank + 1,
+            cause.id.as_str(),
+            cause.confidence * 100.0,
+            cause.cpu.map(|c| format!(", CPU {c}")).unwrap_or_default(),
+            cause.title
+        ));
+        for e in &cause.evidence {
+            out.text(format!("   - {e}"));
+        }
+        out.text("   remediation:");
+        for (i, r) in cause.remediation.iter().enumerate() {
+            out.text(format!("     {}. {r}", i + 1));
+        }
+    }
+    if let Some(t) = verdict.time_to_verdict_s {
+        out.text(format!(
+            "time to verdict: {t:.1} s from start{}",
+            verdict
+                .from_first_stall_s
+                .map(|f| format!(", {f:.1} s from the first stall"))
+                .unwrap_or_default()
+        ));
+    }
+}
