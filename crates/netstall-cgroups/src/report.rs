@@ -76,8 +76,11 @@ pub struct Report {
     pub memory: MemoryHierarchy,
     /// How memory.stat reads cost on this kernel; `None` if the release is unparsable.
     pub stat_era: Option<StatEra>,
-    /// Worst IRQs-off time of one memory.stat read at the current count.
+    /// IRQs-off time of one memory.stat read at the current count with all
+    /// dying memcgs dirty (typical per-memcg cost), `None` where reads do not scale with it.
     pub worst_stall_ms: Option<f64>,
+    /// The same at the highest per-memcg cost measured (a busy CPU).
+    pub worst_stall_ms_high: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary: Option<Canary>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,14 +110,15 @@ pub fn report(host: &Host) -> Result<Report> {
     let hierarchies = count_hierarchies(host)?;
     let memory = memory_of(&hierarchies)?;
     let stat_era = KernelVersion::parse(&kernel).map(StatEra::of);
-    let worst_stall_ms = stat_era.and_then(|era| advice::worst_stall_ms(era, memory.dying));
+    let worst = stat_era.and_then(|era| advice::worst_stall(era, memory.dying));
     let mut report = Report {
         kind: "cgroups",
         kernel,
         hierarchies,
         memory,
         stat_era,
-        worst_stall_ms,
+        worst_stall_ms: worst.map(|w| w.ms),
+        worst_stall_ms_high: worst.map(|w| w.high_ms),
         canary: None,
         watch: None,
         remediation: None,

@@ -137,6 +137,7 @@ fn older_v2_kernels_bound_dying_memcgs_by_dying_cgroups() {
     );
     assert_eq!(report.memory.dying, 3000);
     assert_eq!(report.worst_stall_ms, Some(6.0), "5.15 is in the rstat era");
+    assert_eq!(report.worst_stall_ms_high, Some(15.0));
     assert!(report.advice[0].contains("3000 dying memory cgroups against 120 live"));
 }
 

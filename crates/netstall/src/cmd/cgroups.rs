@@ -121,9 +121,9 @@ fn print_text(report: &Report, out: Output) {
             out.text(format!("{:>16}note: {note}", ""));
         }
     }
-    if let Some(ms) = report.worst_stall_ms {
+    if let (Some(ms), Some(high)) = (report.worst_stall_ms, report.worst_stall_ms_high) {
         out.text(format!(
-            "worst memory.stat stall at {} dying memcgs: ≈{ms:.1} ms",
+            "worst memory.stat stall at {} dying memcgs: ≈{ms:.1} ms (up to {high:.1} ms on a busy CPU)",
             memory.dying
         ));
     }
