@@ -41,6 +41,10 @@ pub struct Episode {
     /// Estimated end of the stall.
     pub end_ns: u64,
     pub duration_ms: f64,
+    /// How far off `start_ns` (and so the duration) may be: the stall began
+    /// somewhere between the last probe that got through and the first held
+    /// one, and the estimate is the middle (half an interval with one flow).
+    pub uncertainty_ms: f64,
     /// Probes held (or lost) by the episode.
     pub probes: u32,
     pub flows_affected: u16,
@@ -135,53 +139,67 @@ fn delays(sorted: &[&ProbeResult], baseline: Baseline, config: &DetectorConfig) 
         .collect();
     by_arrival.sort_by_key(|p| (p.arrival_ns(), p.seq));
 
-    let mut episodes = Vec::new();
-    let mut cluster: Vec<&ProbeResult> = Vec::new();
-    let mut flush = |cluster: &mut Vec<&ProbeResult>| {
-        let mut held: Vec<&ProbeResult> = cluster
-            .drain(..)
-            .filter(|p| excess(p) >= hold_floor)
-            .collect();
-        held.sort_by_key(|p| p.seq);
-        match held.len() {
-            0 => {}
-            1 if excess(held[0]) < spike_floor => {}
-            n => {
-                let kind = if n == 1 {
-                    EpisodeKind::Spike
-                } else {
-                    EpisodeKind::BacklogRelease
-                };
-                episodes.push(delay_episode(kind, &held, sorted, baseline, config));
-            }
-        }
-    };
+    // Clusters of probes that arrived together...
+    let mut clusters: Vec<Vec<&ProbeResult>> = Vec::new();
     for p in by_arrival {
-        let joins = cluster
+        let joins = clusters
             .last()
+            .and_then(|c| c.last())
             .and_then(|last| Some(p.arrival_ns()? - last.arrival_ns()?))
             .is_some_and(|gap| gap <= collapse_gap);
-        if !joins {
-            flush(&mut cluster);
+        match clusters.last_mut() {
+            Some(cluster) if joins => cluster.push(p),
+            _ => clusters.push(vec![p]),
         }
-        cluster.push(p);
     }
-    flush(&mut cluster);
-    episodes
+    // ...keeping the probes that were held: two or more make a release, a
+    // lone one delayed past the spike floor a spike.
+    let groups: Vec<Vec<&ProbeResult>> = clusters
+        .into_iter()
+        .map(|cluster| {
+            let mut held: Vec<&ProbeResult> = cluster
+                .into_iter()
+                .filter(|p| excess(p) >= hold_floor)
+                .collect();
+            held.sort_by_key(|p| p.seq);
+            held
+        })
+        .filter(|held| held.len() > 1 || held.first().is_some_and(|p| excess(p) >= spike_floor))
+        .collect();
+
+    // Flows that go through the stalled CPU: every flow held by some release.
+    let stalled_flows: BTreeSet<u16> = groups
+        .iter()
+        .filter(|held| held.len() > 1)
+        .flat_map(|held| held.iter().map(|p| p.flow))
+        .collect();
+    groups
+        .iter()
+        .map(|held| {
+            let kind = if held.len() == 1 {
+                EpisodeKind::Spike
+            } else {
+                EpisodeKind::BacklogRelease
+            };
+            delay_episode(kind, held, sorted, baseline, config, &stalled_flows)
+        })
+        .collect()
 }
 
 /// An episode from its held probes (ascending seq, at least one).
 ///
 /// The stall ended when the first held probe was released: its arrival less
-/// the return half of a normal RTT. It began after the previous probe of the
-/// same flows got through and before the first held one arrived, so the
-/// estimate takes the middle of that gap: the error is at most half of it.
+/// the return half of a normal RTT. It began after the previous probe of a
+/// flow that goes through the stalled CPU got through, and before the first
+/// held one reached it, so the estimate takes the middle of that gap: the
+/// error is at most half of it (half an interval with one flow).
 fn delay_episode(
     kind: EpisodeKind,
     held: &[&ProbeResult],
     sorted: &[&ProbeResult],
     baseline: Baseline,
     config: &DetectorConfig,
+    stalled_flows: &BTreeSet<u16>,
 ) -> Episode {
     let first = held[0];
     let flows: BTreeSet<u16> = held.iter().map(|p| p.flow).collect();
@@ -189,7 +207,7 @@ fn delay_episode(
     let previous_sent = sorted[..first_index]
         .iter()
         .rev()
-        .find(|p| flows.contains(&p.flow))
+        .find(|p| flows.contains(&p.flow) || stalled_flows.contains(&p.flow))
         .map(|p| p.sent_ns);
     let interval = config.interval.as_nanos() as u64;
     let gap = previous_sent
@@ -204,6 +222,7 @@ fn delay_episode(
         start_ns,
         end_ns,
         duration_ms: end_ns.saturating_sub(start_ns) as f64 / 1e6,
+        uncertainty_ms: (gap / 2) as f64 / 1e6,
         probes: held.len() as u32,
         flows_affected: flows.len() as u16,
         flows_total: config.flows_total,
@@ -229,6 +248,7 @@ fn losses(sorted: &[&ProbeResult], config: &DetectorConfig) -> Vec<Episode> {
                 start_ns,
                 end_ns,
                 duration_ms: (end_ns - start_ns) as f64 / 1e6,
+                uncertainty_ms: interval as f64 / 1e6,
                 probes: run.len() as u32,
                 flows_affected: flows.len() as u16,
                 flows_total: config.flows_total,

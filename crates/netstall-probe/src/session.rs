@@ -33,6 +33,9 @@ const POLL_MS: i32 = 10;
 /// HTTP requests in flight at most; beyond it a probe is recorded as lost
 /// rather than piling up threads.
 const MAX_HTTP_IN_FLIGHT: usize = 512;
+/// From this interval up, the sender sleeps far more than it spins, so it may
+/// run at real-time priority without taking a CPU from anyone.
+const REALTIME_MIN_INTERVAL: Duration = Duration::from_micros(500);
 
 /// What to probe with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +135,9 @@ pub struct SessionInfo {
     pub src_ports: Vec<Option<u16>>,
     /// Which timestamps the RTTs come from.
     pub timestamps: &'static str,
+    /// Whether the sender runs at real-time priority (SCHED_FIFO 1), keeping
+    /// its schedule under load; it does when permitted and the interval is ≥ 500 µs.
+    pub realtime_sender: bool,
 }
 
 /// Everything a session measured.
@@ -281,7 +287,8 @@ fn start(
                     return;
                 }
             };
-            let _ = setup_tx.send(Ok(session_info(&config, wire.as_deref())));
+            let realtime = config.interval >= REALTIME_MIN_INTERVAL && sys::make_realtime();
+            let _ = setup_tx.send(Ok(session_info(&config, wire.as_deref(), realtime)));
             send_all(&config, wire.as_deref(), &events);
             let _ = events.send(Event::Done);
             if let Some(receiver) = receiver {
@@ -345,8 +352,9 @@ fn session_token() -> u64 {
     }
 }
 
-fn session_info(config: &ProbeConfig, wire: Option<&dyn Wire>) -> SessionInfo {
+fn session_info(config: &ProbeConfig, wire: Option<&dyn Wire>, realtime: bool) -> SessionInfo {
     SessionInfo {
+        realtime_sender: realtime,
         target: config.target,
         proto: config.mode.proto(),
         port: config.mode.port(),

@@ -190,6 +190,7 @@ mod tests {
             start_ns: 0,
             end_ns: 1,
             duration_ms: 0.0,
+            uncertainty_ms: 0.0,
             probes: 1,
             flows_affected: 1,
             flows_total: 2,

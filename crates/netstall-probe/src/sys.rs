@@ -365,3 +365,14 @@ pub fn sleep_until_monotonic(deadline_ns: u64) {
         )
     };
 }
+
+/// Gives the calling thread the lowest real-time priority (SCHED_FIFO 1), so
+/// ordinary load on its CPU cannot delay its sends; threads it spawns later
+/// go back to normal scheduling. Returns false where that is not permitted.
+pub fn make_realtime() -> bool {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: plain syscall on the calling thread with a valid sched_param.
+    unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) == 0
+    }
+}

@@ -170,7 +170,7 @@ fn ms(ns: u64) -> String {
 }
 
 /// The hping3-style line of a reply; `None` for a lost probe.
-fn probe_line(probe: &ProbeResult, show_flow: bool) -> Option<String> {
+pub(crate) fn probe_line(probe: &ProbeResult, show_flow: bool) -> Option<String> {
     let reply = probe.reply.as_ref()?;
     let flow = if show_flow {
         format!(" flow={}", probe.flow)
@@ -203,7 +203,7 @@ fn probe_line(probe: &ProbeResult, show_flow: bool) -> Option<String> {
     })
 }
 
-fn print_report(report: &Report, out: Output) {
+pub(crate) fn print_report(report: &Report, out: Output) {
     out.json(&Typed {
         kind: "session",
         value: &report.info,
