@@ -254,3 +254,31 @@ fn environment_errors_are_one_line_reasons() {
     assert!(error_of(&host).contains("memory controller is not enabled"));
     std::fs::remove_dir_all(root).unwrap();
 }
+
+#[test]
+fn watching_a_recording_falls_back_to_polling_and_says_why() {
+    let host = recorded("hybrid");
+    let watch =
+        netstall_cgroups::watch::watch(&host, std::time::Duration::from_millis(200)).unwrap();
+    assert_eq!(watch.source, "polling");
+    assert!(watch
+        .note
+        .as_deref()
+        .unwrap()
+        .contains("tracepoints unavailable"));
+    assert!(watch.top_parents.is_empty());
+    assert_eq!(
+        (watch.memory_dying_start, watch.memory_dying_end),
+        (817, 817)
+    );
+    let memory = watch
+        .hierarchies
+        .iter()
+        .find(|h| h.controllers == "memory")
+        .expect("memory hierarchy");
+    assert_eq!(
+        (memory.hierarchy_id, memory.churn.net_dying_per_s),
+        (4, 0.0)
+    );
+    assert!(watch.seconds >= 0.2 && watch.end_ns > watch.start_ns);
+}

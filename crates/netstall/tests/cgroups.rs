@@ -330,6 +330,84 @@ fn missing_cgroups_unreadable_files_and_odd_mounts_are_one_line_errors() {
     assert!(line.contains("only the sub-tree /netstall-"), "{line}");
 }
 
+/// `cgroup.stat` of the live cgroup v2 mount, parsed here independently.
+fn live_v2() -> Option<(PathBuf, Vec<(String, u64)>)> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = mountinfo
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .map(|l| PathBuf::from(l.split(' ').nth(4).unwrap()))?;
+    let stat = std::fs::read_to_string(mount.join("cgroup.stat")).unwrap();
+    let pairs = stat
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
+        .collect();
+    Some((mount, pairs))
+}
+
+#[test]
+fn the_live_hybrid_host_reports_v1_memory_and_v2_rows_from_cgroup_stat() {
+    let report = json_of(&netstall(&["--json", "cgroups"]));
+    let rows = report["hierarchies"].as_array().unwrap();
+    let memory = rows.iter().find(|h| h["controller"] == "memory").unwrap();
+    assert_eq!(memory["version"], 1, "memory is on v1 here");
+    assert_eq!(memory["mount"], memory_mount().to_str().unwrap());
+    assert_eq!(report["memory"]["mount"], memory_mount().to_str().unwrap());
+    let Some((mount, stat)) = live_v2() else {
+        return;
+    };
+    let get = |key: &str| stat.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
+    let v2: Vec<&Value> = rows.iter().filter(|h| h["version"] == 2).collect();
+    assert!(!v2.is_empty(), "the hybrid's cgroup2 side is listed");
+    for row in v2 {
+        assert_eq!(row["mount"], mount.to_str().unwrap());
+        let controller = row["controller"].as_str().unwrap();
+        let (live, dying) = if controller == "cgroup" {
+            (
+                get("nr_descendants").unwrap() + 1,
+                get("nr_dying_descendants").unwrap(),
+            )
+        } else {
+            (
+                get(&format!("nr_subsys_{controller}")).unwrap(),
+                get(&format!("nr_dying_subsys_{controller}")).unwrap(),
+            )
+        };
+        // Counts can move between the two reads only if something churns on v2.
+        assert!(row["live"].as_u64().unwrap().abs_diff(live) <= 2, "{row}");
+        assert!(row["dying"].as_u64().unwrap().abs_diff(dying) <= 2, "{row}");
+    }
+}
+
+#[test]
+fn without_bpf_the_watch_polls_and_says_why() {
+    if !privileged("without_bpf_the_watch_polls_and_says_why") {
+        return;
+    }
+    let drop_caps = "-bpf,-perfmon,-sys_admin";
+    let out = Command::new("setpriv")
+        .args([
+            "--bounding-set",
+            drop_caps,
+            "--inh-caps",
+            drop_caps,
+            NETSTALL,
+        ])
+        .args(["--json", "cgroups", "--watch", "1s"])
+        .output()
+        .expect("setpriv");
+    let report = json_of(&out);
+    let w = &report["watch"];
+    assert_eq!(w["source"], "polling");
+    assert!(w["note"].as_str().unwrap().contains("CAP_BPF"), "{w}");
+    assert!(w["hierarchies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["controllers"] == "memory"));
+}
+
 #[test]
 fn remediate_needs_a_valid_level_and_yes_needs_remediate() {
     let out = netstall(&["cgroups", "--remediate", "4"]);
