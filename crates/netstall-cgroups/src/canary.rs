@@ -23,6 +23,9 @@ pub struct Canary {
     /// The CPU the read ran on, when pinned.
     pub cpu: Option<u32>,
     pub bytes: usize,
+    /// What this read does to an affected node (also in JSON, where no
+    /// progress lines are printed).
+    pub warning: String,
 }
 
 /// The warning printed before the read.
@@ -60,6 +63,7 @@ pub fn read_once(host: &Host, path: &Path, cpu: Option<u32>) -> Result<Canary> {
         read_ms,
         cpu,
         bytes: buf.len(),
+        warning: warning(path, cpu),
     })
 }
 
@@ -129,6 +133,7 @@ mod tests {
         let canary = read_once(&host, Path::new("/cg/memory.stat"), Some(cpu)).unwrap();
         assert_eq!(canary.bytes, 17);
         assert_eq!(canary.cpu, Some(cpu));
+        assert!(canary.warning.contains(&format!("stalls CPU {cpu}")));
         assert!(canary.read_ms >= 0.0);
         assert_eq!(allowed_cpus(), allowed_before, "affinity restored");
         let missing = read_once(&host, Path::new("/nope/memory.stat"), None).unwrap_err();
