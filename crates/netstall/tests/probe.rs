@@ -1,0 +1,565 @@
+//! `netstall probe` for real, in the lab: the healthy floor against ping and
+//! hping3, injected stalls found as backlog releases, TCP flows vs ICMP under
+//! per-CPU stalls, and bad input.
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Output, Stdio};
+
+use netstall_testkit::{privileged, unique_prefix, MachineLock};
+use serde_json::Value;
+
+const NETSTALL: &str = env!("CARGO_BIN_EXE_netstall");
+
+fn netstall(args: &[&str]) -> Output {
+    Command::new(NETSTALL)
+        .args(args)
+        .output()
+        .expect("run netstall")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A lab that is removed when the test ends, however it ends.
+struct Lab {
+    prefix: String,
+}
+
+impl Lab {
+    fn up(rx_cpu: &str) -> Lab {
+        let prefix = unique_prefix();
+        let out = netstall(&[
+            "lab", "up", "--prefix", &prefix, "--rx-cpu", rx_cpu, "--json",
+        ]);
+        assert!(out.status.success(), "lab up: {}", text(&out.stderr));
+        Lab { prefix }
+    }
+
+    fn netns(&self, role: &str) -> String {
+        format!("{}-{}", self.prefix, role)
+    }
+
+    fn rps(&self, host: Option<&str>, rx_cpu: &str) {
+        let mut args = vec!["lab", "rps", "--prefix", &self.prefix, "--rx-cpu", rx_cpu];
+        if let Some(host) = host {
+            args.extend(["--host", host]);
+        }
+        let out = netstall(&args);
+        assert!(out.status.success(), "lab rps: {}", text(&out.stderr));
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = netstall(&["lab", "down", "--prefix", &self.prefix]);
+    }
+}
+
+/// A background netstall, killed (by its pid) if the test ends before it does.
+struct Background(Option<Child>);
+
+impl Background {
+    fn start(args: &[&str]) -> Background {
+        Background(Some(
+            Command::new(NETSTALL)
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start netstall"),
+        ))
+    }
+
+    /// Waits for it to end by itself and returns its JSON lines.
+    fn finish(mut self) -> Vec<Value> {
+        let child = self.0.take().expect("still running");
+        json_lines(&child.wait_with_output().expect("wait").stdout)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn json_lines(stdout: &[u8]) -> Vec<Value> {
+    text(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// One `netstall --json probe` run, split by record type.
+struct Session {
+    probes: Vec<Value>,
+    episodes: Vec<Value>,
+    summary: Value,
+}
+
+fn probe(args: &[&str]) -> Session {
+    let mut all = vec!["--json", "probe"];
+    all.extend(args);
+    let out = netstall(&all);
+    assert!(
+        out.status.success(),
+        "probe {args:?}: {}",
+        text(&out.stderr)
+    );
+    let lines = json_lines(&out.stdout);
+    let of = |kind: &str| -> Vec<Value> {
+        lines
+            .iter()
+            .filter(|v| v["type"] == kind)
+            .cloned()
+            .collect()
+    };
+    let summary = of("summary").pop().expect("a summary line");
+    Session {
+        probes: of("probe"),
+        episodes: of("episode"),
+        summary,
+    }
+}
+
+/// Injected stalls as (start_ns, duration_ms).
+fn stalls(spin: Vec<Value>) -> Vec<(u64, f64)> {
+    spin.iter()
+        .filter(|v| v["type"] == "spin")
+        .map(|v| {
+            (
+                v["start_ns"].as_u64().unwrap(),
+                v["duration_ms"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    assert!(!values.is_empty());
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// RTTs (ms) from ping- or hping3-style lines: `time=0.052 ms` / `rtt=0.5 ms`.
+fn rtts_ms(output: &str, key: &str) -> Vec<f64> {
+    output
+        .lines()
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix(key)))
+        .filter_map(|v| v.parse().ok())
+        .collect()
+}
+
+/// Runs a tool in a lab namespace, pinned to CPU 1.
+fn tool_in(netns: &str, tool: &[&str]) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "taskset", "-c", "1"])
+        .args(tool)
+        .output()
+        .ok()?;
+    Some(text(&out.stdout))
+}
+
+/// Background ICMP from the lab's outside host to node2 every 1.3 ms: it
+/// wakes the RX CPU at times unrelated to the probes, so `lab spin` (which
+/// starts its wait at the next softirq on that CPU) does not start each
+/// stall right when a probe arrives.
+fn decorrelate_stalls(lab: &Lab, seconds: u32) -> Background {
+    let netns = lab.netns("out");
+    let duration = format!("{seconds}s");
+    Background::start(&[
+        "probe",
+        "--netns",
+        &netns,
+        "--cpu",
+        "1",
+        "172.31.0.2",
+        "-i",
+        "1300us",
+        "-w",
+        &duration,
+        "--slow",
+        "1h",
+    ])
+}
+
+fn inject_stalls(ms: u32, seconds: u32) -> Background {
+    let (ms, duration) = (ms.to_string(), format!("{seconds}s"));
+    let spin = Background::start(&[
+        "--json", "lab", "spin", "--cpu", "0", "--ms", &ms, "--every", "1s", "-w", &duration,
+    ]);
+    // Let the injector attach before probing starts.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    spin
+}
+
+#[test]
+fn healthy_path_rtt_floor_is_pings_and_no_episode_in_60s() {
+    if !privileged("healthy_path_rtt_floor_is_pings_and_no_episode_in_60s") {
+        return;
+    }
+    let _lock = MachineLock::acquire();
+    let lab = Lab::up("0");
+    let client = lab.netns("cli");
+    let pod = "10.244.2.10";
+
+    let ping =
+        tool_in(&client, &["ping", "-n", "-i", "0.01", "-c", "300", pod]).expect("ping runs");
+    let ping_p50 = median(rtts_ms(&ping, "time="));
+    let hping3 = tool_in(
+        &client,
+        &["hping3", "--icmp", "-i", "u10000", "-c", "300", pod],
+    )
+    .map(|out| rtts_ms(&out, "rtt="))
+    .filter(|rtts| !rtts.is_empty());
+
+    let session = probe(&[
+        "--netns", &client, "--cpu", "1", pod, "-i", "10ms", "-w", "60s",
+    ]);
+    let p50 = session.summary["p50_us"].as_f64().unwrap() / 1e3;
+    eprintln!(
+        "p50 RTT: netstall {p50:.3} ms, ping {ping_p50:.3} ms, hping3 {:?}",
+        hping3.clone().map(median)
+    );
+    assert!(
+        p50 <= 1.5 * ping_p50,
+        "netstall p50 {p50:.3} ms vs ping {ping_p50:.3} ms"
+    );
+    match hping3 {
+        Some(rtts) => {
+            let hping_p50 = median(rtts);
+            assert!(
+                p50 <= 0.5 * hping_p50,
+                "netstall p50 {p50:.3} ms vs hping3 {hping_p50:.3} ms"
+            );
+        }
+        None if std::env::var_os("CI").is_some() => {
+            panic!("hping3 is missing (scripts/setup.sh installs it)")
+        }
+        None => eprintln!("hping3 not installed: comparison skipped"),
+    }
+    assert!(session.episodes.is_empty(), "{:#?}", session.episodes);
+    assert_eq!(session.summary["sent"], 6000);
+    assert_eq!(session.summary["received"], 6000, "{}", session.summary);
+    // The JSON contract of a probe line.
+    let p = &session.probes[0];
+    for field in [
+        "seq", "flow", "proto", "src_port", "sent_ns", "rtt_us", "ts",
+    ] {
+        assert!(p.get(field).is_some(), "probe line lacks {field}: {p}");
+    }
+    assert_eq!(p["proto"], "icmp");
+    assert!(session.probes.iter().all(|p| p["ts"] == "kernel"));
+}
+
+/// Runs a session under injected stalls and checks every stall is one
+/// backlog release within ±10% of its length.
+fn stalls_are_found(lab: &Lab, interval: &str, stall_ms: u32, seconds: u32) {
+    let _trigger = decorrelate_stalls(lab, seconds + 2);
+    let spin = inject_stalls(stall_ms, seconds + 1);
+    let duration = format!("{seconds}s");
+    let session = probe(&[
+        "--netns",
+        &lab.netns("cli"),
+        "--cpu",
+        "1",
+        "192.168.50.1",
+        "-i",
+        interval,
+        "-w",
+        &duration,
+    ]);
+    let injected = stalls(spin.finish());
+    let first = session.probes.first().unwrap()["sent_ns"].as_u64().unwrap();
+    let last = session.probes.last().unwrap()["sent_ns"].as_u64().unwrap();
+    let inside: Vec<_> = injected
+        .iter()
+        .filter(|(start, ms)| *start > first && start + (ms * 1e6) as u64 + 5_000_000 < last)
+        .collect();
+    assert!(
+        inside.len() + 1 >= seconds as usize,
+        "stalls injected: {injected:?}"
+    );
+    for (start, ms) in &inside {
+        let matching: Vec<&Value> = session
+            .episodes
+            .iter()
+            .filter(|e| e["start_ns"].as_u64().unwrap().abs_diff(*start) < (*ms * 1e6) as u64)
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "stall at {start} ({ms} ms): {:#?}",
+            session.episodes
+        );
+        let e = matching[0];
+        assert_eq!(e["kind"], "backlog-release", "{e}");
+        let found = e["duration_ms"].as_f64().unwrap();
+        assert!(
+            (found - ms).abs() <= 0.1 * ms,
+            "{interval}: found {found:.2} ms for an injected {ms:.2} ms"
+        );
+    }
+    // Nothing else: every episode is one of the injected stalls.
+    assert!(
+        session.episodes.len() <= injected.len(),
+        "{} episodes for {} stalls: {:#?}",
+        session.episodes.len(),
+        injected.len(),
+        session.episodes
+    );
+}
+
+#[test]
+fn every_injected_stall_is_one_backlog_release() {
+    if !privileged("every_injected_stall_is_one_backlog_release") {
+        return;
+    }
+    let _lock = MachineLock::acquire();
+    let lab = Lab::up("0");
+    stalls_are_found(&lab, "10ms", 50, 6);
+    stalls_are_found(&lab, "2ms", 20, 5);
+
+    // Text mode, the story's way: `egrep 'rtt=[0-9]{3}\.'` finds the stalled probes.
+    let _trigger = decorrelate_stalls(&lab, 5);
+    let _spin = inject_stalls(150, 4);
+    let out = netstall(&[
+        "probe",
+        "--netns",
+        &lab.netns("cli"),
+        "--cpu",
+        "1",
+        "192.168.50.1",
+        "-w",
+        "3s",
+        "--slow",
+        "20ms",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let replies: Vec<&str> = stdout.lines().filter(|l| l.starts_with("len=")).collect();
+    assert!(!replies.is_empty(), "{stdout}");
+    assert!(
+        replies
+            .iter()
+            .all(|l| l.contains(" icmp_seq=") && l.ends_with(" ms")),
+        "{stdout}"
+    );
+    let over_100ms = replies
+        .iter()
+        .filter(|l| {
+            l.split("rtt=")
+                .nth(1)
+                .is_some_and(|v| v.split('.').next().is_some_and(|int| int.len() == 3))
+        })
+        .count();
+    assert!(
+        over_100ms >= 2,
+        "a 150 ms stall leaves RTTs of 100 ms and more: {stdout}"
+    );
+    assert!(stdout.contains("backlog-release"), "{stdout}");
+    assert!(stdout.contains("rtt min/p50/p90/p99/p99.9/max"), "{stdout}");
+}
+
+#[test]
+fn tcp_flows_stall_by_rx_hash_and_icmp_all_or_nothing() {
+    if !privileged("tcp_flows_stall_by_rx_hash_and_icmp_all_or_nothing") {
+        return;
+    }
+    let _lock = MachineLock::acquire();
+    // Node RX on CPU 1, the pod's RX spread over CPUs 0-1 by RPS hash: a
+    // stall on CPU 0 holds the flows that hash there. (Only the receiving
+    // host is spread: replies carry the server socket's random TX hash, which
+    // RPS would reuse on the way back, unlike a NIC's RSS.)
+    let lab = Lab::up("1");
+    lab.rps(Some("pod"), "0-1");
+    let client = lab.netns("cli");
+
+    let spin = inject_stalls(50, 8);
+    let tcp = probe(&[
+        "--netns",
+        &client,
+        "--cpu",
+        "1",
+        "192.168.50.1",
+        "--syn",
+        "-p",
+        "30080",
+        "--flows",
+        "16",
+        "-i",
+        "4ms",
+        "-w",
+        "7s",
+    ]);
+    let injected = stalls(spin.finish());
+    assert!(injected.len() >= 6, "{injected:?}");
+    assert!(!tcp.episodes.is_empty(), "stalls on CPU 0 hold some flows");
+    let stalled: BTreeSet<u64> = tcp
+        .episodes
+        .iter()
+        .flat_map(|e| {
+            e["flows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_u64().unwrap())
+        })
+        .collect();
+    assert!(
+        stalled.len() < 16,
+        "only the flows hashed to CPU 0 stall: {stalled:?}"
+    );
+    for e in &tcp.episodes {
+        assert_eq!(e["kind"], "backlog-release", "{e}");
+        assert_eq!(e["flows_total"], 16);
+    }
+    // The other flows never waited; the stalled ones waited in every stall.
+    for p in &tcp.probes {
+        let flow = p["flow"].as_u64().unwrap();
+        let rtt_ms = p["rtt_us"].as_f64().expect("every SYN answered") / 1e3;
+        if !stalled.contains(&flow) {
+            assert!(rtt_ms < 2.0, "flow {flow} is not on the stalled CPU: {p}");
+        }
+    }
+    for (start, ms) in &injected {
+        let end = start + (ms * 1e6) as u64;
+        // A stalled flow's probe sent well inside a stall was held by it.
+        for p in &tcp.probes {
+            let sent = p["sent_ns"].as_u64().unwrap();
+            if stalled.contains(&p["flow"].as_u64().unwrap())
+                && sent > start + 1_000_000
+                && sent + 5_000_000 < end
+            {
+                assert!(p["rtt_us"].as_f64().unwrap() > 4_000.0, "{p}");
+            }
+        }
+    }
+
+    // ICMP is hashed on addresses only: every echo id takes the same CPU.
+    let spin = inject_stalls(50, 6);
+    let icmp = probe(&[
+        "--netns",
+        &client,
+        "--cpu",
+        "1",
+        "10.244.2.10",
+        "--flows",
+        "16",
+        "-i",
+        "2ms",
+        "-w",
+        "5s",
+    ]);
+    let injected = stalls(spin.finish());
+    let first = icmp.probes.first().unwrap()["sent_ns"].as_u64().unwrap();
+    let last = icmp.probes.last().unwrap()["sent_ns"].as_u64().unwrap();
+    let inside = injected
+        .iter()
+        .filter(|(s, _)| *s > first && *s + 60_000_000 < last)
+        .count();
+    let full: Vec<&Value> = icmp
+        .episodes
+        .iter()
+        .filter(|e| e["flows_affected"] == 16)
+        .collect();
+    eprintln!(
+        "ICMP: {} episodes for {inside} stalls inside the run",
+        icmp.episodes.len()
+    );
+    assert!(
+        icmp.episodes.is_empty() || full.len() >= inside,
+        "ICMP stalls all together or not at all: {:#?}",
+        icmp.episodes
+    );
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    if !privileged("bad_input_is_one_line_and_exit_2") {
+        return;
+    }
+    let one_line_exit_2 = |out: &Output, needle: &str| {
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr:?}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    };
+    // In a fresh network namespace there is no route and no resolver: both
+    // fail fast and nothing leaves the machine.
+    let isolated = |args: &[&str]| {
+        Command::new("unshare")
+            .arg("--net")
+            .arg(NETSTALL)
+            .args(args)
+            .output()
+            .expect("unshare --net")
+    };
+    one_line_exit_2(
+        &isolated(&["probe", "no-such-host.invalid", "-c", "1"]),
+        "unknown host 'no-such-host.invalid'",
+    );
+    one_line_exit_2(
+        &isolated(&["probe", "10.1.2.3", "-c", "1"]),
+        "10.1.2.3 is unreachable",
+    );
+    // A usage error: clap's one-line reason, then its pointer to --help.
+    let zero = netstall(&["probe", "127.0.0.1", "-i", "0ms", "-c", "1"]);
+    assert_eq!(zero.status.code(), Some(2));
+    let first_line = text(&zero.stderr)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        first_line.contains("must be greater than zero"),
+        "{first_line}"
+    );
+    one_line_exit_2(
+        &netstall(&[
+            "probe",
+            "127.0.0.1",
+            "--netns",
+            "no-such-netns-x",
+            "-c",
+            "1",
+        ]),
+        "does not exist",
+    );
+    let no_raw = Command::new("setpriv")
+        .args([
+            "--inh-caps=-net_raw",
+            "--bounding-set=-net_raw",
+            NETSTALL,
+            "probe",
+            "127.0.0.1",
+            "-c",
+            "1",
+        ])
+        .output()
+        .expect("setpriv");
+    one_line_exit_2(&no_raw, "CAP_NET_RAW");
+
+    // A target the network answers for with ICMP net unreachable (node1 has
+    // no route to it), inside the lab.
+    let lab = Lab::up("1");
+    let out = netstall(&[
+        "probe",
+        "--netns",
+        &lab.netns("cli"),
+        "10.99.0.1",
+        "-c",
+        "3",
+        "-i",
+        "10ms",
+    ]);
+    one_line_exit_2(
+        &out,
+        "10.99.0.1 is unreachable: ICMP net unreachable from 192.168.50.1",
+    );
+}
