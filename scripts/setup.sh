@@ -11,7 +11,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 PACKAGES=(
   clang llvm libelf-dev zlib1g-dev pkg-config make gcc
   iproute2 nftables iputils-ping procps util-linux
-  hping3 fping iperf3 linux-perf
+  hping3 fping iperf3 linux-perf jq
 )
 
 if [ "$(id -u)" -ne 0 ]; then

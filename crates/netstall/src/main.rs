@@ -38,6 +38,8 @@ enum Command {
     Responder(cmd::responder::Args),
     /// Probe a target precisely (ICMP, TCP SYN, UDP, HTTP) and find stall episodes.
     Probe(cmd::probe::Args),
+    /// Trace every RX stall on every CPU and name its culprit (eBPF).
+    Trace(cmd::trace::Args),
     /// Fold `perf script` output into stacks: aggregated (as stackcollapse-perf.pl) or in time order.
     Collapse(cmd::collapse::Args),
     /// Draw an SVG flame graph, or a flame chart (time on the x axis), from folded stacks or perf script text.
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Lab(args) => cmd::lab::run(args, out),
         Command::Responder(args) => cmd::responder::run(args, out),
         Command::Probe(args) => cmd::probe::run(args, out),
+        Command::Trace(args) => cmd::trace::run(args, out),
         Command::Collapse(args) => cmd::collapse::run(args, out),
         Command::Flame(args) => cmd::flame::run(args, out),
     };

@@ -69,7 +69,7 @@ fn culprit_text(c: &Culprit) -> String {
 
 /// The stack from the first frame that says what the code was doing: the
 /// lock primitives and tracing glue at the top say nothing about the culprit.
-fn meaningful_frames(stack: &[String]) -> Vec<&str> {
+pub fn meaningful_frames(stack: &[String]) -> Vec<&str> {
     let glue = |f: &str| {
         f.starts_with("_raw_spin")
             || f.starts_with("__css_rstat_unlock")

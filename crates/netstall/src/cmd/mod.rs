@@ -7,3 +7,4 @@ pub mod flame;
 pub mod lab;
 pub mod probe;
 pub mod responder;
+pub mod trace;
