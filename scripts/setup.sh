@@ -8,10 +8,12 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # Build: clang (BPF CO-RE), libelf/zlib (libbpf), pkg-config, make.
 # Lab and tests: iproute2, nftables, iputils-ping, procps.
 # Side-by-side benchmarks and comparisons: hping3, fping, iperf3, linux-perf.
+# The agent's tests: a real Prometheus and promtool (prometheus).
 PACKAGES=(
   clang llvm libelf-dev zlib1g-dev pkg-config make gcc
   iproute2 nftables iputils-ping procps util-linux
   hping3 fping iperf3 linux-perf jq
+  prometheus
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -27,6 +29,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# deploy/'s manifests are validated offline against the official Kubernetes schemas.
+if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+  echo "setup: installing kubernetes-validate (PyPI)" >&2
+  python3 -m pip install -q kubernetes-validate 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages kubernetes-validate
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

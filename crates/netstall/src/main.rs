@@ -44,6 +44,10 @@ enum Command {
     Collapse(cmd::collapse::Args),
     /// Draw an SVG flame graph, or a flame chart (time on the x axis), from folded stacks or perf script text.
     Flame(cmd::flame::Args),
+    /// Always-on node agent: stall histograms, peer mesh probing, Prometheus /metrics, /healthz.
+    Agent(cmd::agent::Args),
+    /// node-problem-detector plugin: the agent's verdict in one line; exit 0 OK, 1 problem, 2 unknown.
+    Check(cmd::check::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +68,8 @@ fn main() -> ExitCode {
         Command::Trace(args) => cmd::trace::run(args, out),
         Command::Collapse(args) => cmd::collapse::run(args, out),
         Command::Flame(args) => cmd::flame::run(args, out),
+        Command::Agent(args) => cmd::agent::run(args, out),
+        Command::Check(args) => cmd::check::run(args, out),
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,8 @@
 //! that does the work. Nothing here should be more than a few lines per command.
 
 pub mod cgroups;
+pub mod agent;
+pub mod check;
 pub mod collapse;
 pub mod flame;
 pub mod lab;

@@ -1,0 +1,70 @@
+//! Cheap periodic dying-memcg counts: /proc/cgroups and a directory walk on
+//! cgroup v1, the root's cgroup.stat on v2. Never memory.stat: reading it
+//! is what stalls a CPU on a node with many dying memory cgroups.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use netstall_cgroups::{report, Host};
+use serde::Serialize;
+
+use crate::State;
+
+/// The `{"type":"memcg-dying"}` event, sent when the count crosses the limit.
+#[derive(Debug, Serialize)]
+struct DyingEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    node: &'a str,
+    dying: u64,
+    limit: u64,
+    over_limit: bool,
+}
+
+/// Counts every `interval` until `stop`.
+pub fn run(interval: Duration, limit: u64, state: &State, stop: &AtomicBool) {
+    let host = Host::live();
+    let mut over_limit = false;
+    let mut reported_error = false;
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() >= next {
+            next += interval;
+            match report::memory_count(&host) {
+                Ok(memory) => {
+                    let metrics = &state.metrics;
+                    metrics
+                        .memcg_dying
+                        .get_or_create(&Vec::new())
+                        .set(memory.dying as i64);
+                    metrics
+                        .memcg_cgroups
+                        .get_or_create(&Vec::new())
+                        .set(memory.total as i64);
+                    state
+                        .health
+                        .lock()
+                        .expect("health lock")
+                        .dying_memcgs(memory.dying);
+                    if (memory.dying > limit) != over_limit {
+                        over_limit = !over_limit;
+                        state.event(&DyingEvent {
+                            kind: "memcg-dying",
+                            node: &state.node,
+                            dying: memory.dying,
+                            limit,
+                            over_limit,
+                        });
+                    }
+                }
+                // Counting keeps being retried; the reason is told once.
+                Err(e) if !reported_error => {
+                    reported_error = true;
+                    eprintln!("netstall agent: cannot count dying cgroups: {e:#}");
+                }
+                Err(_) => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

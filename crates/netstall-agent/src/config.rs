@@ -1,0 +1,269 @@
+//! The agent's settings: a TOML file whose keys are the flags' names
+//! (`listen = "…"`, `probe-rate = 10`), every key also a flag; a flag wins
+//! over the file, the file over the defaults.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use netstall_core::duration;
+use serde::{Deserialize, Deserializer};
+
+/// Every setting, each optional: what the file or the command line gave.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AgentOptions {
+    /// Address to serve /metrics and /healthz on [default: 127.0.0.1:9977].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// This node's name in events and /healthz [default: the host name].
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Peers to probe: ADDR or NAME=ADDR (IPv4), comma-separated or repeated.
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Option<Vec<String>>,
+    /// Probes per second to each peer [default: 10].
+    #[arg(long)]
+    pub probe_rate: Option<u32>,
+    /// Probe at most this many peers, chosen by rendezvous hashing [default: 10].
+    #[arg(long)]
+    pub max_peers: Option<usize>,
+    /// A probe this much slower than the peer's normal RTT, or a kernel RX
+    /// stall this long, counts as a stall [default: 10ms].
+    #[arg(long, value_parser = duration::parse_nonzero)]
+    #[serde(default, deserialize_with = "some_duration")]
+    pub stall_threshold: Option<Duration>,
+    /// How often dying cgroups are counted (never by reading memory.stat) [default: 30s].
+    #[arg(long, value_parser = duration::parse_nonzero)]
+    #[serde(default, deserialize_with = "some_duration")]
+    pub cgroup_interval: Option<Duration>,
+    /// More dying memory cgroups than this make the node unhealthy [default: 10000].
+    #[arg(long)]
+    pub dying_memcg_limit: Option<u64>,
+    /// How long a stall keeps the node unhealthy in /healthz and `netstall check` [default: 5m].
+    #[arg(long, value_parser = duration::parse_nonzero)]
+    #[serde(default, deserialize_with = "some_duration")]
+    pub problem_window: Option<Duration>,
+    /// Trace RX stalls in the kernel (eBPF): true or false [default: true].
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub tracer: Option<bool>,
+    /// Append the JSON event log to this file ("-": standard output) [default: -].
+    #[arg(long)]
+    pub event_log: Option<PathBuf>,
+}
+
+fn some_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    duration::parse_nonzero(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+impl AgentOptions {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// Parses TOML config text.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        // toml's messages span several lines (a caret under the bad key); one is enough.
+        toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}",
+                e.message().lines().next().unwrap_or("invalid TOML").trim()
+            )
+        })
+    }
+
+    /// These options, with any left unset taken from `fallback`.
+    pub fn or(self, fallback: AgentOptions) -> AgentOptions {
+        AgentOptions {
+            listen: self.listen.or(fallback.listen),
+            node_name: self.node_name.or(fallback.node_name),
+            peers: self.peers.or(fallback.peers),
+            probe_rate: self.probe_rate.or(fallback.probe_rate),
+            max_peers: self.max_peers.or(fallback.max_peers),
+            stall_threshold: self.stall_threshold.or(fallback.stall_threshold),
+            cgroup_interval: self.cgroup_interval.or(fallback.cgroup_interval),
+            dying_memcg_limit: self.dying_memcg_limit.or(fallback.dying_memcg_limit),
+            problem_window: self.problem_window.or(fallback.problem_window),
+            tracer: self.tracer.or(fallback.tracer),
+            event_log: self.event_log.or(fallback.event_log),
+        }
+    }
+
+    /// The settings with defaults filled in, checked.
+    pub fn resolve(self) -> Result<AgentConfig> {
+        let peers = self
+            .peers
+            .unwrap_or_default()
+            .iter()
+            .map(|p| Peer::parse(p))
+            .collect::<Result<Vec<_>>>()?;
+        let probe_rate = self.probe_rate.unwrap_or(10);
+        if !(1..=100).contains(&probe_rate) {
+            bail!("--probe-rate must be 1 to 100 probes per second per peer, not {probe_rate}");
+        }
+        let max_peers = self.max_peers.unwrap_or(10);
+        if !(1..=1000).contains(&max_peers) {
+            bail!("--max-peers must be 1 to 1000, not {max_peers}");
+        }
+        let stall_threshold = self.stall_threshold.unwrap_or(Duration::from_millis(10));
+        if stall_threshold < Duration::from_millis(1) {
+            bail!("--stall-threshold must be at least 1ms");
+        }
+        let node_name = match self.node_name {
+            Some(name) if name.trim().is_empty() => bail!("--node-name must not be empty"),
+            Some(name) => name,
+            None => host_name(),
+        };
+        Ok(AgentConfig {
+            listen: self
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9977))),
+            node_name,
+            peers,
+            probe_rate,
+            max_peers,
+            stall_threshold,
+            cgroup_interval: self.cgroup_interval.unwrap_or(Duration::from_secs(30)),
+            dying_memcg_limit: self.dying_memcg_limit.unwrap_or(10_000),
+            problem_window: self.problem_window.unwrap_or(Duration::from_secs(300)),
+            tracer: self.tracer.unwrap_or(true),
+            event_log: self.event_log.filter(|p| p.as_os_str() != "-"),
+        })
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// A peer to probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The name in metrics' `peer` label (the address when none was given).
+    pub name: String,
+    pub addr: Ipv4Addr,
+}
+
+impl Peer {
+    /// Parses `ADDR` or `NAME=ADDR`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let text = text.trim();
+        let (name, addr) = match text.split_once('=') {
+            Some((name, addr)) => (name.trim(), addr.trim()),
+            None => (text, text),
+        };
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| anyhow::anyhow!("peer '{text}': '{addr}' is not an IPv4 address"))?;
+        if name.is_empty() {
+            bail!("peer '{text}': empty name");
+        }
+        Ok(Peer {
+            name: name.to_string(),
+            addr,
+        })
+    }
+}
+
+/// The agent's settings, complete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    pub listen: SocketAddr,
+    pub node_name: String,
+    /// Every known peer; the agent probes a rendezvous subset of them.
+    pub peers: Vec<Peer>,
+    pub probe_rate: u32,
+    pub max_peers: usize,
+    pub stall_threshold: Duration,
+    pub cgroup_interval: Duration,
+    pub dying_memcg_limit: u64,
+    pub problem_window: Duration,
+    pub tracer: bool,
+    /// `None`: standard output.
+    pub event_log: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_keys_are_the_flag_names_and_flags_win() {
+        let file = AgentOptions::from_toml(
+            r#"
+            listen = "0.0.0.0:9977"
+            node-name = "node1"
+            peers = ["node2=172.31.0.2", "172.31.0.3"]
+            probe-rate = 20
+            stall-threshold = "5ms"
+            tracer = false
+            "#,
+        )
+        .unwrap();
+        let flags = AgentOptions {
+            probe_rate: Some(5),
+            ..Default::default()
+        };
+        let config = flags.or(file).resolve().unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9977".parse().unwrap());
+        assert_eq!(config.node_name, "node1");
+        assert_eq!(config.probe_rate, 5);
+        assert_eq!(config.stall_threshold, Duration::from_millis(5));
+        assert!(!config.tracer);
+        assert_eq!(
+            config.peers,
+            vec![
+                Peer {
+                    name: "node2".into(),
+                    addr: Ipv4Addr::new(172, 31, 0, 2)
+                },
+                Peer {
+                    name: "172.31.0.3".into(),
+                    addr: Ipv4Addr::new(172, 31, 0, 3)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_are_loopback_and_ten_peers_at_ten_hertz() {
+        let config = AgentOptions::default().resolve().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9977".parse().unwrap());
+        assert_eq!((config.probe_rate, config.max_peers), (10, 10));
+        assert!(config.tracer);
+        assert_eq!(config.event_log, None);
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let err = AgentOptions::from_toml("probe-rat = 3").unwrap_err();
+        assert!(err.to_string().contains("probe-rat"), "{err}");
+        let err = AgentOptions::from_toml("stall-threshold = \"soon\"").unwrap_err();
+        assert!(err.to_string().contains("soon"), "{err}");
+        let bad_peer = AgentOptions {
+            peers: Some(vec!["node9=nowhere".into()]),
+            ..Default::default()
+        };
+        assert!(bad_peer
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("nowhere"));
+        let bad_rate = AgentOptions {
+            probe_rate: Some(0),
+            ..Default::default()
+        };
+        assert!(bad_rate.resolve().is_err());
+    }
+}

@@ -1,0 +1,267 @@
+//! Is this node healthy? What the agent saw recently, judged: the answer of
+//! `/healthz` and, through it, of `netstall check` (node-problem-detector).
+//!
+//! Pure: events go in with their times, the verdict comes out for a given
+//! "now"; nothing here reads a clock.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Recent events kept for the verdict, at most (older ones are forgotten
+/// first; a node with that many stalls is unhealthy either way).
+const MAX_RECENT: usize = 1000;
+
+/// What the agent's tracing source is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TracerState {
+    Off,
+    Running,
+    Unavailable(String),
+}
+
+impl TracerState {
+    /// `off`, `running` or `unavailable: <why>`.
+    pub fn describe(&self) -> String {
+        match self {
+            TracerState::Off => "off".into(),
+            TracerState::Running => "running".into(),
+            TracerState::Unavailable(why) => format!("unavailable: {why}"),
+        }
+    }
+}
+
+/// The node's recent history.
+#[derive(Debug)]
+pub struct Health {
+    node: String,
+    window_ns: u64,
+    dying_limit: u64,
+    /// (time ns, CPU, duration ms) of kernel-seen RX stalls.
+    stalls: VecDeque<(u64, u32, f64)>,
+    /// (time ns, peer) of probe episodes.
+    episodes: VecDeque<(u64, String)>,
+    dying: Option<u64>,
+    peers: usize,
+    pub tracer: TracerState,
+}
+
+/// The `/healthz` body (`{"type":"health",...}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthReport {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub node: String,
+    /// `ok` or `problem`.
+    pub status: String,
+    /// One short sentence per problem, worst first.
+    pub problems: Vec<String>,
+    pub tracer: String,
+    pub dying_memcgs: Option<u64>,
+    /// Kernel-seen RX stalls over the threshold within the window.
+    pub stalls: usize,
+    pub worst_stall_ms: Option<f64>,
+    pub peers: usize,
+    /// Peers toward which probes saw episodes within the window.
+    pub peers_with_episodes: Vec<String>,
+    pub window_s: u64,
+}
+
+impl Health {
+    pub fn new(node: &str, window: Duration, dying_limit: u64) -> Self {
+        Self {
+            node: node.to_string(),
+            window_ns: window.as_nanos() as u64,
+            dying_limit,
+            stalls: VecDeque::new(),
+            episodes: VecDeque::new(),
+            dying: None,
+            peers: 0,
+            tracer: TracerState::Off,
+        }
+    }
+
+    pub fn stall(&mut self, at_ns: u64, cpu: u32, duration_ms: f64) {
+        push_bounded(&mut self.stalls, (at_ns, cpu, duration_ms));
+    }
+
+    pub fn episode(&mut self, at_ns: u64, peer: &str) {
+        push_bounded(&mut self.episodes, (at_ns, peer.to_string()));
+    }
+
+    pub fn dying_memcgs(&mut self, dying: u64) {
+        self.dying = Some(dying);
+    }
+
+    pub fn peers(&mut self, peers: usize) {
+        self.peers = peers;
+    }
+
+    /// The verdict as of `now_ns` (REALTIME).
+    pub fn report(&self, now_ns: u64) -> HealthReport {
+        let since = now_ns.saturating_sub(self.window_ns);
+        let recent_stalls: Vec<&(u64, u32, f64)> =
+            self.stalls.iter().filter(|s| s.0 >= since).collect();
+        let worst = recent_stalls
+            .iter()
+            .copied()
+            .max_by(|a, b| a.2.total_cmp(&b.2));
+        let mut peers_with_episodes: Vec<String> = self
+            .episodes
+            .iter()
+            .filter(|e| e.0 >= since)
+            .map(|e| e.1.clone())
+            .collect();
+        peers_with_episodes.sort();
+        peers_with_episodes.dedup();
+
+        let window = humanize(self.window_ns);
+        let mut problems = Vec::new();
+        if let Some(&(_, cpu, ms)) = worst {
+            problems.push(format!(
+                "{} RX stalls in {window}, worst {ms:.0} ms on CPU {cpu}",
+                recent_stalls.len()
+            ));
+        }
+        // This node's own RX stalling delays the replies to all of its probes.
+        let stalled_peers = peers_with_episodes.len();
+        if stalled_peers >= 2 && 2 * stalled_peers >= self.peers {
+            problems.push(format!(
+                "probes to {stalled_peers} of {} peers stalled in {window}",
+                self.peers
+            ));
+        }
+        if let Some(dying) = self.dying.filter(|&d| d > self.dying_limit) {
+            problems.push(format!(
+                "{dying} dying memory cgroups (limit {})",
+                self.dying_limit
+            ));
+        }
+        HealthReport {
+            kind: "health".into(),
+            node: self.node.clone(),
+            status: if problems.is_empty() { "ok" } else { "problem" }.into(),
+            problems,
+            tracer: self.tracer.describe(),
+            dying_memcgs: self.dying,
+            stalls: recent_stalls.len(),
+            worst_stall_ms: worst.map(|s| s.2),
+            peers: self.peers,
+            peers_with_episodes,
+            window_s: self.window_ns / 1_000_000_000,
+        }
+    }
+}
+
+fn push_bounded<T>(queue: &mut VecDeque<T>, item: T) {
+    if queue.len() == MAX_RECENT {
+        queue.pop_front();
+    }
+    queue.push_back(item);
+}
+
+fn humanize(ns: u64) -> String {
+    let s = ns / 1_000_000_000;
+    if s >= 60 && s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// node-problem-detector's plugin exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckStatus {
+    Ok = 0,
+    Problem = 1,
+    Unknown = 2,
+}
+
+/// `netstall check`'s verdict and its one short line from a health report.
+pub fn check_verdict(report: &HealthReport) -> (CheckStatus, String) {
+    match report.problems.as_slice() {
+        [] => {
+            let dying = report
+                .dying_memcgs
+                .map_or(String::new(), |d| format!(", {d} dying memcgs"));
+            (
+                CheckStatus::Ok,
+                format!("OK: no RX stalls in {}s{dying}", report.window_s),
+            )
+        }
+        [first] => (CheckStatus::Problem, format!("NetStall: {first}")),
+        [first, rest @ ..] => (
+            CheckStatus::Problem,
+            format!("NetStall: {first} (+{} more)", rest.len()),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+    const NOW: u64 = 1_800_000_000 * S;
+
+    fn health() -> Health {
+        let mut h = Health::new("node2", Duration::from_secs(300), 10_000);
+        h.peers(4);
+        h
+    }
+
+    #[test]
+    fn a_quiet_node_is_ok() {
+        let mut h = health();
+        h.dying_memcgs(12);
+        let r = h.report(NOW);
+        assert_eq!(r.status, "ok");
+        let (status, line) = check_verdict(&r);
+        assert_eq!(status, CheckStatus::Ok);
+        assert_eq!(line, "OK: no RX stalls in 300s, 12 dying memcgs");
+    }
+
+    #[test]
+    fn recent_stalls_make_a_problem_and_old_ones_expire() {
+        let mut h = health();
+        h.stall(NOW - 10 * S, 0, 52.0);
+        h.stall(NOW - 5 * S, 0, 117.0);
+        let (status, line) = check_verdict(&h.report(NOW));
+        assert_eq!(status, CheckStatus::Problem);
+        assert_eq!(line, "NetStall: 2 RX stalls in 5m, worst 117 ms on CPU 0");
+        assert_eq!(h.report(NOW + 400 * S).status, "ok");
+    }
+
+    #[test]
+    fn episodes_toward_most_peers_point_at_this_node() {
+        let mut h = health();
+        h.episode(NOW - S, "node1");
+        assert_eq!(
+            h.report(NOW).status,
+            "ok",
+            "one peer is that peer's problem"
+        );
+        h.episode(NOW - S, "node3");
+        h.dying_memcgs(50_000);
+        let r = h.report(NOW);
+        assert_eq!(r.peers_with_episodes, ["node1", "node3"]);
+        let (status, line) = check_verdict(&r);
+        assert_eq!(status, CheckStatus::Problem);
+        assert_eq!(
+            line,
+            "NetStall: probes to 2 of 4 peers stalled in 5m (+1 more)"
+        );
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut h = health();
+        for i in 0..10 * MAX_RECENT as u64 {
+            h.stall(NOW + i, 1, 20.0);
+            h.episode(NOW + i, "p");
+        }
+        assert_eq!(h.stalls.len(), MAX_RECENT);
+        assert_eq!(h.episodes.len(), MAX_RECENT);
+    }
+}

@@ -1,0 +1,270 @@
+//! The agent's Prometheus metrics (prometheus-client), node_exporter style:
+//! base units in the names, `_total` counters, per-node histograms.
+//!
+//! Cardinality is bounded by design, so a fleet of 10k nodes stays near
+//! 0.5M series: a healthy node exports about 25 series; per-peer series
+//! exist only for peers toward which an episode was seen, per-CPU stall
+//! series only for CPUs that stalled, and culprits are capped at
+//! [`MAX_CULPRITS`] label sets (the rest count as `other`).
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Probe RTT buckets (seconds): 100 µs to 1 s, dense where stalls show.
+const RTT_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+/// Stall duration buckets (seconds): only over-threshold stalls are observed.
+const STALL_BUCKETS: [f64; 8] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+/// Distinct (comm, syscall) culprit label sets kept before folding into `other`.
+pub const MAX_CULPRITS: usize = 20;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtoLabels {
+    pub proto: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EpisodeLabels {
+    pub peer: String,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StallLabels {
+    pub cpu: String,
+    pub detector: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CulpritLabels {
+    pub comm: String,
+    pub syscall: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InfoLabels {
+    pub node: String,
+    pub version: &'static str,
+}
+
+fn rtt_histogram() -> Histogram {
+    Histogram::new(RTT_BUCKETS)
+}
+
+fn stall_histogram() -> Histogram {
+    Histogram::new(STALL_BUCKETS)
+}
+
+/// Every metric the agent exports, registered once.
+pub struct Metrics {
+    registry: Registry,
+    pub probe_rtt: Family<ProtoLabels, Histogram, fn() -> Histogram>,
+    pub probes_sent: Family<ProtoLabels, Counter>,
+    pub probes_lost: Family<ProtoLabels, Counter>,
+    pub episodes: Family<EpisodeLabels, Counter>,
+    pub peers_probed: Gauge,
+    pub rx_stall: Family<StallLabels, Histogram, fn() -> Histogram>,
+    culprit_seconds: Family<CulpritLabels, Counter<f64, AtomicU64>>,
+    /// The culprit label sets created so far (the family cannot be asked).
+    culprits_known: Mutex<HashSet<CulpritLabels>>,
+    pub tracer_up: Gauge,
+    pub ring_drops: Counter,
+    /// Absent until the first count succeeds: an unknown count is not zero.
+    pub memcg_dying: Family<NoLabels, Gauge>,
+    pub memcg_cgroups: Family<NoLabels, Gauge>,
+}
+
+/// The label set of a series that has none, in a family (so that the
+/// series can be absent until its value is known).
+pub type NoLabels = Vec<(&'static str, &'static str)>;
+
+impl Metrics {
+    pub fn new(node: &str) -> Self {
+        let mut registry = Registry::default();
+        let info = Family::<InfoLabels, Gauge>::default();
+        info.get_or_create(&InfoLabels {
+            node: node.to_string(),
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .set(1);
+        registry.register(
+            "netstall_agent_info",
+            "The agent's node name and version (always 1)",
+            info,
+        );
+        let m = Self {
+            probe_rtt: Family::new_with_constructor(rtt_histogram),
+            probes_sent: Family::default(),
+            probes_lost: Family::default(),
+            episodes: Family::default(),
+            peers_probed: Gauge::default(),
+            rx_stall: Family::new_with_constructor(stall_histogram),
+            culprit_seconds: Family::default(),
+            culprits_known: Mutex::default(),
+            tracer_up: Gauge::default(),
+            ring_drops: Counter::default(),
+            memcg_dying: Family::default(),
+            memcg_cgroups: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "netstall_probe_rtt_seconds",
+            "Round-trip time of mesh probes to this node's peers, all peers together",
+            m.probe_rtt.clone(),
+        );
+        registry.register(
+            "netstall_probe_sent",
+            "Mesh probes sent",
+            m.probes_sent.clone(),
+        );
+        registry.register(
+            "netstall_probe_lost",
+            "Mesh probes that got no reply within the timeout",
+            m.probes_lost.clone(),
+        );
+        registry.register(
+            "netstall_probe_episodes",
+            "Stall episodes (backlog release, spike, loss) seen in probes toward a peer",
+            m.episodes.clone(),
+        );
+        registry.register(
+            "netstall_probe_peers",
+            "Peers this node probes (its rendezvous subset)",
+            m.peers_probed.clone(),
+        );
+        registry.register(
+            "netstall_rx_stall_seconds",
+            "RX stalls over the threshold seen by the in-kernel detectors, by CPU and detector",
+            m.rx_stall.clone(),
+        );
+        registry.register(
+            "netstall_stall_culprit_seconds",
+            "Stall time attributed to the task (comm) and syscall holding the CPU",
+            m.culprit_seconds.clone(),
+        );
+        registry.register(
+            "netstall_tracer_up",
+            "1 when the in-kernel stall tracer runs, 0 when it is off or unavailable",
+            m.tracer_up.clone(),
+        );
+        registry.register(
+            "netstall_tracer_ring_drops",
+            "Kernel events dropped because the tracer's ring buffer was full",
+            m.ring_drops.clone(),
+        );
+        registry.register(
+            "netstall_memcg_dying",
+            "Dying (removed but still charged) memory cgroups",
+            m.memcg_dying.clone(),
+        );
+        registry.register(
+            "netstall_memcg_cgroups",
+            "Memory cgroups the kernel holds, live and dying",
+            m.memcg_cgroups.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Counts `seconds` of stall against a culprit, folding new label sets
+    /// into `other` once [`MAX_CULPRITS`] exist.
+    pub fn add_culprit_time(&self, comm: &str, syscall: &str, seconds: f64) {
+        let labels = CulpritLabels {
+            comm: comm.to_string(),
+            syscall: syscall.to_string(),
+        };
+        let mut known = self.culprits_known.lock().expect("culprit set lock");
+        let labels = if known.contains(&labels) || known.len() < MAX_CULPRITS - 1 {
+            known.insert(labels.clone());
+            labels
+        } else {
+            CulpritLabels {
+                comm: "other".into(),
+                syscall: "other".into(),
+            }
+        };
+        self.culprit_seconds.get_or_create(&labels).inc_by(seconds);
+    }
+
+    /// The Prometheus text format (0.0.4), what `promtool check metrics` reads.
+    pub fn encode_prometheus(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// The OpenMetrics text format, for scrapers that ask for it.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(text: &str) -> usize {
+        text.lines().filter(|l| !l.starts_with('#')).count()
+    }
+
+    #[test]
+    fn a_healthy_node_exports_few_series() {
+        let m = Metrics::new("node1");
+        let icmp = ProtoLabels { proto: "icmp" };
+        m.probe_rtt.get_or_create(&icmp).observe(0.00006);
+        m.probes_sent.get_or_create(&icmp).inc();
+        m.probes_lost.get_or_create(&icmp).inc_by(0);
+        m.peers_probed.set(10);
+        let text = m.encode_prometheus();
+        assert!(
+            !text.contains("netstall_memcg_dying "),
+            "unknown is not 0: {text}"
+        );
+        m.memcg_dying.get_or_create(&Vec::new()).set(7);
+        let text = m.encode_prometheus();
+        assert!(text.contains("\nnetstall_memcg_dying 7\n"), "{text}");
+        assert!(series(&text) <= 50, "{} series:\n{text}", series(&text));
+        assert!(
+            text.contains("netstall_probe_sent_total{proto=\"icmp\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netstall_agent_info{node=\"node1\""),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"));
+        assert!(m.encode_openmetrics().ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn culprit_label_sets_are_capped() {
+        let m = Metrics::new("n");
+        for i in 0..100 {
+            m.add_culprit_time(&format!("task{i}"), "read", 0.5);
+        }
+        let text = m.encode_prometheus();
+        let culprit_series = text
+            .lines()
+            .filter(|l| l.starts_with("netstall_stall_culprit_seconds_total{"))
+            .count();
+        assert_eq!(culprit_series, MAX_CULPRITS);
+        assert!(
+            text.contains(
+                "netstall_stall_culprit_seconds_total{comm=\"other\",syscall=\"other\"} 40.5"
+            ),
+            "{text}"
+        );
+    }
+}

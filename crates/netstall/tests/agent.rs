@@ -1,0 +1,527 @@
+//! `netstall agent` and `netstall check`, for real: agents in lab
+//! namespaces probing each other, a real Prometheus scraping them and
+//! evaluating deploy/'s rules, promtool on the metrics, and
+//! node-problem-detector's exit-code protocol.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use netstall_testkit::{privileged, unique_prefix, MachineLock};
+use serde_json::Value;
+
+const NETSTALL: &str = env!("CARGO_BIN_EXE_netstall");
+
+fn netstall(args: &[&str]) -> Output {
+    Command::new(NETSTALL)
+        .args(args)
+        .output()
+        .expect("run netstall")
+}
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+/// A scratch directory removed at the end.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("netstall-agent-test-{}", unique_prefix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Processes this test started, stopped (SIGTERM, then SIGKILL) by PID at the end.
+#[derive(Default)]
+struct Children(Vec<Child>);
+
+impl Children {
+    fn spawn(&mut self, command: &mut Command) -> u32 {
+        let child = command
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+        let pid = child.id();
+        self.0.push(child);
+        pid
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            // SAFETY: kill(2) on the PID of a child we started and have not reaped.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        for child in &mut self.0 {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A lab removed when the test ends.
+struct Lab {
+    prefix: String,
+}
+
+impl Lab {
+    fn up(rx_cpu: &str) -> Lab {
+        let prefix = unique_prefix();
+        let out = netstall(&["lab", "up", "--prefix", &prefix, "--rx-cpu", rx_cpu]);
+        assert!(
+            out.status.success(),
+            "lab up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Lab { prefix }
+    }
+
+    fn netns(&self, role: &str) -> String {
+        format!("{}-{}", self.prefix, role)
+    }
+
+    fn rps(&self, host: &str, cpu: &str) {
+        let out = netstall(&[
+            "lab",
+            "rps",
+            "--prefix",
+            &self.prefix,
+            "--rx-cpu",
+            cpu,
+            "--host",
+            host,
+        ]);
+        assert!(out.status.success(), "lab rps: {out:?}");
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = netstall(&["lab", "down", "--prefix", &self.prefix]);
+    }
+}
+
+/// Runs `f` on a thread inside the named network namespace.
+fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let netns = netns.to_owned();
+    std::thread::spawn(move || {
+        netstall_lab::netns::enter(&netns).expect("enter netns");
+        f()
+    })
+    .join()
+    .expect("thread in netns")
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An instant query against the Prometheus in `netns`; the result vector.
+fn query(netns: &str, prometheus: SocketAddr, expr: &str) -> Vec<Value> {
+    let path = format!("/api/v1/query?query={}", url_encode(expr));
+    let body = in_netns(netns, move || {
+        netstall_agent::http::get(prometheus, &path, Duration::from_secs(5))
+    })
+    .unwrap_or_else(|e| panic!("query {expr}: {e:#}"));
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "success", "{expr}: {v}");
+    v["data"]["result"].as_array().cloned().unwrap_or_default()
+}
+
+fn label(sample: &Value, name: &str) -> String {
+    sample["metric"][name].as_str().unwrap_or("").to_string()
+}
+
+fn promtool_check_metrics(text: &str) -> Output {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The PromQL of every panel of the Grafana dashboard.
+fn dashboard_queries() -> Vec<String> {
+    let text =
+        std::fs::read_to_string(repo_file("deploy/grafana/netstall-dashboard.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect()
+}
+
+const NODES: [(&str, &str, &str); 3] = [
+    ("node1", "n1", "172.31.0.1"),
+    ("node2", "n2", "172.31.0.2"),
+    ("outside", "out", "172.31.0.3"),
+];
+
+#[test]
+fn prometheus_names_the_stalled_node_and_fires_the_alert_within_60s() {
+    if !privileged("prometheus_names_the_stalled_node_and_fires_the_alert_within_60s") {
+        return;
+    }
+    let _lock = MachineLock::acquire();
+    let tmp = TempDir::new();
+    // Every node's RX on CPU 1 but node1's, which goes to CPU 0 where the
+    // stall is injected. (node1, not node2: the lab's underlay bridge lives
+    // in node2's namespace, so stalling node2 would stall every path.)
+    let lab = Lab::up("1");
+    for host in ["client", "outside"] {
+        lab.rps(host, "1");
+    }
+    lab.rps("node1", "0");
+
+    let mut children = Children::default();
+    let peers = NODES
+        .iter()
+        .map(|(name, _, addr)| format!("{name}={addr}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    for (name, role, addr) in NODES {
+        let log = tmp.0.join(format!("{name}.jsonl"));
+        children.spawn(
+            Command::new("taskset")
+                .args(["-c", "1", NETSTALL, "agent", "--netns", &lab.netns(role)])
+                .args(["--listen", &format!("{addr}:9977"), "--node-name", name])
+                .args(["--peers", &peers, "--tracer", "false"])
+                .arg("--event-log")
+                .arg(&log),
+        );
+    }
+
+    let rules = repo_file("deploy/prometheus/netstall-rules.yml");
+    let config = tmp.0.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             rule_files: ['{}']\n\
+             scrape_configs:\n  - job_name: netstall\n    static_configs:\n      \
+             - targets: ['172.31.0.1:9977', '172.31.0.2:9977', '172.31.0.3:9977']\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let prom_ns = lab.netns("out");
+    let prometheus: SocketAddr = "127.0.0.1:9090".parse().unwrap();
+    children.spawn(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &prom_ns,
+                "taskset",
+                "-c",
+                "1",
+                "prometheus",
+            ])
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                tmp.0.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={prometheus}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+
+    // Prometheus needs ~5 s before its first scrape; then all three are up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let up = std::panic::catch_unwind(|| query(&prom_ns, prometheus, "up == 1"));
+        if up.as_ref().is_ok_and(|u| u.len() == 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agents not all up in Prometheus: {up:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Healthy mesh: probes flow, nobody is named.
+    std::thread::sleep(Duration::from_secs(3));
+    let sent = query(&prom_ns, prometheus, "sum(netstall_probe_sent_total)");
+    assert!(
+        sent[0]["value"][1]
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+            > 20.0
+    );
+    let named = query(
+        &prom_ns,
+        prometheus,
+        "netstall:target_observers_stalled:count2m",
+    );
+    assert!(
+        named.is_empty(),
+        "a healthy mesh names a bad target: {named:?}"
+    );
+
+    let injected = Instant::now();
+    children.spawn(
+        Command::new(NETSTALL)
+            .args([
+                "lab", "spin", "--cpu", "0", "--ms", "50", "--every", "1s", "-w", "75s",
+            ])
+            .stdout(Stdio::null()),
+    );
+    let (mut named_after, mut fired_after) = (None, None);
+    while Instant::now() < injected + Duration::from_secs(60)
+        && (named_after.is_none() || fired_after.is_none())
+    {
+        std::thread::sleep(Duration::from_secs(1));
+        let bad = query(
+            &prom_ns,
+            prometheus,
+            "netstall:target_observers_stalled:count2m >= 2",
+        );
+        if named_after.is_none() && !bad.is_empty() {
+            let peers: Vec<String> = bad.iter().map(|s| label(s, "peer")).collect();
+            assert_eq!(peers, ["node1"], "the wrong target was named: {bad:?}");
+            named_after = Some(injected.elapsed());
+        }
+        let alerts = query(
+            &prom_ns,
+            prometheus,
+            "ALERTS{alertname=\"NetstallTargetStalledForManyPeers\",alertstate=\"firing\"}",
+        );
+        if fired_after.is_none() && !alerts.is_empty() {
+            let peers: Vec<String> = alerts.iter().map(|s| label(s, "peer")).collect();
+            assert_eq!(
+                peers,
+                ["node1"],
+                "the alert names the wrong target: {alerts:?}"
+            );
+            fired_after = Some(injected.elapsed());
+        }
+    }
+    let named_after = named_after.expect("no recording rule named node1 within 60 s");
+    let fired_after = fired_after.expect("the alert did not fire within 60 s");
+    eprintln!("node1 named after {named_after:?}, alert firing after {fired_after:?}");
+
+    // The unstalled nodes are never the named target.
+    let others = query(
+        &prom_ns,
+        prometheus,
+        "netstall:target_observers_stalled:count2m{peer!=\"node1\"} >= 2",
+    );
+    assert!(others.is_empty(), "{others:?}");
+    // Every dashboard query runs against the live data.
+    for expr in dashboard_queries() {
+        query(&prom_ns, prometheus, &expr);
+    }
+    // The observers logged their episodes toward node1.
+    let log = std::fs::read_to_string(tmp.0.join("node2.jsonl")).unwrap();
+    let episode = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["type"] == "episode")
+        .expect("node2 logged an episode");
+    assert_eq!(episode["peer"], "node1");
+    assert_eq!(episode["node"], "node2");
+    // And each agent's metrics pass promtool's lint.
+    for (_, role, addr) in NODES {
+        let addr: SocketAddr = format!("{addr}:9977").parse().unwrap();
+        let text = in_netns(&lab.netns(role), move || {
+            netstall_agent::http::get(addr, "/metrics", Duration::from_secs(5))
+        })
+        .unwrap();
+        let lint = promtool_check_metrics(&text);
+        assert!(lint.status.success(), "promtool: {lint:?}\n{text}");
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits for an agent's /healthz to answer.
+fn wait_serving(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while netstall_agent::http::get(addr, "/healthz", Duration::from_secs(1)).is_err() {
+        assert!(Instant::now() < deadline, "agent at {addr} never served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn agent_metrics_pass_promtool_and_stay_under_50_series() {
+    if !privileged("agent_metrics_pass_promtool_and_stay_under_50_series") {
+        return;
+    }
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let mut children = Children::default();
+    // Ten loopback peers (127/8 answers on every address) at 10 Hz each.
+    let peers: Vec<String> = (2..12).map(|i| format!("p{i}=127.0.0.{i}")).collect();
+    children.spawn(
+        Command::new(NETSTALL)
+            .args([
+                "agent",
+                "--listen",
+                &addr.to_string(),
+                "--node-name",
+                "lint",
+            ])
+            .args(["--peers", &peers.join(","), "--cgroup-interval", "1s"])
+            .args(["--tracer", "false", "--event-log", "/dev/null"]),
+    );
+    wait_serving(addr);
+    std::thread::sleep(Duration::from_secs(3));
+    let text = netstall_agent::http::get(addr, "/metrics", Duration::from_secs(5)).unwrap();
+    let lint = promtool_check_metrics(&text);
+    assert!(
+        lint.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    let series = text.lines().filter(|l| !l.starts_with('#')).count();
+    assert!(series <= 50, "{series} series:\n{text}");
+    assert!(text.contains("netstall_probe_peers 10"), "{text}");
+    assert!(text.contains("netstall_memcg_dying "), "{text}");
+    let sent: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("netstall_probe_sent_total{proto=\"icmp\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(sent >= 200.0, "10 peers at 10 Hz for 3 s sent only {sent}");
+}
+
+/// A one-shot HTTP server answering /healthz with `body`.
+fn fake_agent(body: String) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{body}"
+            );
+        }
+    });
+    addr
+}
+
+fn check(agent: SocketAddr) -> (i32, String) {
+    let out = netstall(&["check", "--agent", &agent.to_string(), "--timeout", "2s"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "one line for node-problem-detector: {text:?}"
+    );
+    (out.status.code().unwrap(), text.trim().to_string())
+}
+
+#[test]
+fn check_speaks_the_node_problem_detector_protocol() {
+    let problem = serde_json::json!({
+        "type": "health", "node": "node1", "status": "problem",
+        "problems": ["14 RX stalls in 5m, worst 52 ms on CPU 0"],
+        "tracer": "running", "dying_memcgs": 3, "stalls": 14, "worst_stall_ms": 52.0,
+        "peers": 2, "peers_with_episodes": [], "window_s": 300
+    });
+    let (code, line) = check(fake_agent(problem.to_string()));
+    assert_eq!(
+        (code, line.as_str()),
+        (1, "NetStall: 14 RX stalls in 5m, worst 52 ms on CPU 0")
+    );
+
+    let (code, line) = check(fake_agent("<html>not an agent</html>".into()));
+    assert_eq!(code, 2, "{line}");
+    assert!(line.starts_with("Unknown: "), "{line}");
+
+    let (code, line) = check(SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())));
+    assert_eq!(code, 2, "{line}");
+    assert!(line.contains("cannot connect"), "{line}");
+}
+
+#[test]
+fn check_reports_ok_from_a_real_healthy_agent() {
+    if !privileged("check_reports_ok_from_a_real_healthy_agent") {
+        return;
+    }
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let mut children = Children::default();
+    children.spawn(
+        Command::new(NETSTALL)
+            .args([
+                "agent",
+                "--listen",
+                &addr.to_string(),
+                "--peers",
+                "127.0.0.2",
+            ])
+            .args(["--tracer", "false", "--event-log", "/dev/null"]),
+    );
+    wait_serving(addr);
+    let (code, line) = check(addr);
+    assert_eq!(code, 0, "{line}");
+    assert!(line.starts_with("OK: "), "{line}");
+}
+
+#[test]
+fn agent_bad_input_is_one_line_and_exit_2() {
+    let tmp = TempDir::new();
+    let config = tmp.0.join("agent.toml");
+    std::fs::write(&config, "probe-rate = \"fast\"\n").unwrap();
+    for args in [
+        vec!["agent", "--config", config.to_str().unwrap()],
+        vec!["agent", "--config", "/nonexistent/agent.toml"],
+        vec!["agent", "--peers", "node9=nowhere"],
+        vec!["agent", "--probe-rate", "0"],
+    ] {
+        let out = netstall(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+}
