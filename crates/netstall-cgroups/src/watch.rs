@@ -75,6 +75,14 @@ pub struct HierarchyChurn {
     pub churn: Churn,
 }
 
+/// A task that created cgroups under a parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Creator {
+    pub comm: String,
+    /// Cgroups it created in the window.
+    pub created: u64,
+}
+
 /// One parent cgroup's churn (its children come and go).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ParentChurn {
@@ -87,7 +95,12 @@ pub struct ParentChurn {
     pub controllers: String,
     #[serde(flatten)]
     pub churn: Churn,
+    /// Who created its children (mkdir), busiest first: containerd, kubelet, systemd...
+    pub creators: Vec<Creator>,
 }
+
+/// How many creators a parent names.
+pub const TOP_CREATORS: usize = 3;
 
 /// What `--watch` saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -175,7 +188,7 @@ pub fn parent_of(path: &str) -> &str {
 #[derive(Debug, Default)]
 pub struct ChurnCounter {
     hierarchies: HashMap<u32, Churn>,
-    parents: HashMap<(u32, String), Churn>,
+    parents: HashMap<(u32, String), (Churn, HashMap<String, u64>)>,
 }
 
 impl ChurnCounter {
@@ -184,10 +197,14 @@ impl ChurnCounter {
             .entry(event.hierarchy_id)
             .or_default()
             .count(event.op);
-        self.parents
+        let (churn, creators) = self
+            .parents
             .entry((event.hierarchy_id, parent_of(&event.path).to_owned()))
-            .or_default()
-            .count(event.op);
+            .or_default();
+        churn.count(event.op);
+        if event.op == CgroupOp::Mkdir {
+            *creators.entry(event.comm.clone()).or_default() += 1;
+        }
     }
 
     /// Rates over `elapsed`; parents ranked by churn (created + removed +
@@ -211,12 +228,13 @@ impl ChurnCounter {
         let mut parents: Vec<ParentChurn> = self
             .parents
             .into_iter()
-            .map(|((id, cgroup), churn)| ParentChurn {
+            .map(|((id, cgroup), (churn, creators))| ParentChurn {
                 path: names.dir(id, &cgroup),
                 controllers: names.name(id),
                 hierarchy_id: id,
                 cgroup,
                 churn: churn.with_rates(seconds),
+                creators: top_creators(creators),
             })
             .collect();
         parents.sort_by(|a, b| {
@@ -229,6 +247,16 @@ impl ChurnCounter {
         parents.truncate(TOP_PARENTS);
         (hierarchies, parents)
     }
+}
+
+fn top_creators(creators: HashMap<String, u64>) -> Vec<Creator> {
+    let mut creators: Vec<Creator> = creators
+        .into_iter()
+        .map(|(comm, created)| Creator { comm, created })
+        .collect();
+    creators.sort_by(|a, b| b.created.cmp(&a.created).then(a.comm.cmp(&b.comm)));
+    creators.truncate(TOP_CREATORS);
+    creators
 }
 
 /// Watches for `duration`: tracepoints when BPF is available, else polling.
@@ -352,6 +380,11 @@ mod tests {
             level: path.matches('/').count() as u32,
             path: path.to_owned(),
             truncated: false,
+            pid: 1,
+            comm: match op {
+                CgroupOp::Release => "kworker/0:1".to_owned(),
+                _ => "containerd-shim".to_owned(),
+            },
             ts_ns: 0,
         }
     }

@@ -38,6 +38,9 @@ pub struct CgroupEvent {
     pub path: String,
     /// The kernel cut the path at the program's buffer size.
     pub truncated: bool,
+    /// The task that did it (for releases, the kernel worker that freed it).
+    pub pid: u32,
+    pub comm: String,
     /// CLOCK_REALTIME.
     pub ts_ns: u64,
 }
@@ -113,12 +116,20 @@ fn decode(data: &[u8], offset: &ClockOffset) -> Option<CgroupEvent> {
     };
     let len = (raw.path_len as usize).min(raw.path.len());
     let bytes: Vec<u8> = raw.path[..len].iter().map(|&c| c as u8).collect();
+    let comm: Vec<u8> = raw
+        .comm
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
     Some(CgroupEvent {
         op,
         hierarchy_id: raw.hierarchy_id.max(0) as u32,
         level: raw.level.max(0) as u32,
         path: String::from_utf8_lossy(&bytes).into_owned(),
         truncated: len + 1 >= raw.path.len(),
+        pid: raw.pid,
+        comm: String::from_utf8_lossy(&comm).into_owned(),
         ts_ns: offset.to_realtime(raw.ts_ns),
     })
 }

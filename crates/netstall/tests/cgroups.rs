@@ -175,6 +175,10 @@ fn watch_names_the_lab_as_top_creator_at_the_real_rate_and_the_count_is_exact() 
     eprintln!("real rate {real_rate:.1}/s; top parent {top}");
     assert_eq!(top["path"], zombies.parent().to_str().unwrap());
     assert_eq!(top["controllers"], "memory");
+    assert_eq!(
+        top["creators"][0]["comm"], "netstall",
+        "lab zombies makes them"
+    );
     for rate in ["created_per_s", "removed_per_s", "net_dying_per_s"] {
         let seen = top[rate].as_f64().unwrap();
         assert!(
@@ -261,7 +265,14 @@ fn the_remediation_ladder_reports_what_the_kernel_actually_did() {
         "reported {after}, recount {recount}"
     );
 
-    // Level 1 (page cache) with the canary timed before and after.
+    // Level 1 (page cache) with the canary timed before and after, while a
+    // watch sees the lab's zombies released.
+    let watcher = Command::new(NETSTALL)
+        .args(["--json", "cgroups", "--watch", "12s"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the watch");
+    std::thread::sleep(Duration::from_secs(2));
     let cache = remediation(&["--remediate", "1", "--yes", "--canary", "--cpu", "1"]);
     eprintln!("level 1: {}", cache["verdict"]);
     let (before, after) = (
@@ -276,6 +287,20 @@ fn the_remediation_ladder_reports_what_the_kernel_actually_did() {
     assert_eq!(cache["worked"], true);
     assert!(cache["canary_before_ms"].as_f64().is_some());
     assert!(cache["canary_after_ms"].as_f64().is_some());
+
+    let watch = json_of(&watcher.wait_with_output().unwrap())["watch"].clone();
+    let lab = watch["top_parents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["path"] == zombies.parent().to_str().unwrap())
+        .unwrap_or_else(|| panic!("the lab's parent is not among {}", watch["top_parents"]))
+        .clone();
+    eprintln!("release watch: {lab}");
+    let released = lab["released"].as_u64().unwrap();
+    assert!(released >= ZOMBIES * 9 / 10, "saw {released} released");
+    assert!(lab["net_dying_per_s"].as_f64().unwrap() < 0.0);
+    assert_eq!(watch["dropped"], 0);
     assert!(independent_dying() * 10 < before);
 }
 

@@ -28,6 +28,8 @@ struct cg_event {
 	__s32 hierarchy_id; /* 0: the cgroup v2 hierarchy */
 	__s32 level;       /* depth below the hierarchy root */
 	__u32 path_len;    /* bytes in path without the NUL; CG_PATH_MAX - 1 may mean truncated */
+	__u32 pid;         /* the task doing it (tgid); a kworker for releases */
+	char comm[16];
 	char path[CG_PATH_MAX]; /* relative to the hierarchy root, e.g. "/kubepods/pod1/c1" */
 };
 struct cg_event _cg_event_unused = {};
@@ -51,6 +53,8 @@ static __always_inline int emit(struct cgroup *cgrp, const char *path, __u32 op)
 	e->op = op;
 	e->hierarchy_id = BPF_CORE_READ(cgrp, root, hierarchy_id);
 	e->level = BPF_CORE_READ(cgrp, level);
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	long n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
 	e->path_len = n > 0 ? n - 1 : 0;
 	bpf_ringbuf_submit(e, 0);

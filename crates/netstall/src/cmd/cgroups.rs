@@ -169,7 +169,7 @@ fn print_watch(w: &WatchReport, out: Output) {
     }
     if !w.top_parents.is_empty() {
         out.text(format!(
-            "  {:<40} {:<12} {:>10} {:>12}",
+            "  {:<40} {:<12} {:>10} {:>12}  CREATED BY",
             "TOP PARENTS BY CHURN", "HIERARCHY", "CREATED/s", "NET DYING/s"
         ));
     }
@@ -178,9 +178,18 @@ fn print_watch(w: &WatchReport, out: Output) {
             .path
             .as_ref()
             .map_or(p.cgroup.clone(), |d| d.display().to_string());
+        let creators: Vec<String> = p
+            .creators
+            .iter()
+            .map(|c| format!("{} ({})", c.comm, c.created))
+            .collect();
         out.text(format!(
-            "  {:<40} {:<12} {:>10.1} {:>12.1}",
-            name, p.controllers, p.churn.created_per_s, p.churn.net_dying_per_s
+            "  {:<40} {:<12} {:>10.1} {:>12.1}  {}",
+            name,
+            p.controllers,
+            p.churn.created_per_s,
+            p.churn.net_dying_per_s,
+            creators.join(", ")
         ));
     }
     if let Some(note) = &w.note {
