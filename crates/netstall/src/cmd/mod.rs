@@ -10,3 +10,4 @@ pub mod lab;
 pub mod probe;
 pub mod responder;
 pub mod trace;
+pub mod xray;

@@ -1,0 +1,249 @@
+//! Live sampling: a software cpu-clock event per CPU (perf-event2), kernel
+//! and user call chains, symbolized with blazesym, returned in time order.
+//!
+//! The cpu-clock event is driven by an hrtimer interrupt, so it cannot fire
+//! while IRQs are off on that CPU: the holes in its samples are the
+//! evidence [`crate::timeline`] reads.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use blazesym::symbolize::source::{Kernel, Process, Source};
+use blazesym::symbolize::{Input, Symbolized, Symbolizer};
+use blazesym::{MaybeDefault, Pid};
+use netstall_core::clock::ClockOffset;
+use netstall_core::privilege::{self, Capability};
+use perf_event::data::Record;
+use perf_event::events::Software;
+use perf_event::{Builder, Clock, SampleFlag};
+
+use crate::timeline::Sample;
+
+/// What to sample.
+#[derive(Debug, Clone)]
+pub struct SamplerConfig {
+    pub cpus: Vec<u32>,
+    /// Samples per second per CPU.
+    pub frequency: u64,
+}
+
+/// The samples of a run, in time order, and what was lost.
+#[derive(Debug, Clone, Default)]
+pub struct Recording {
+    pub samples: Vec<Sample>,
+    /// Records the kernel dropped because a ring buffer was full.
+    pub lost: u64,
+}
+
+/// A sample before symbolization.
+struct RawSample {
+    time_ns: u64,
+    cpu: u32,
+    pid: u32,
+    tid: u32,
+    kernel: Vec<u64>,
+    user: Vec<u64>,
+}
+
+const PERF_CONTEXT_KERNEL: u64 = -128i64 as u64;
+const PERF_CONTEXT_USER: u64 = -512i64 as u64;
+/// Call-chain entries at or above this are context markers, not addresses.
+const PERF_CONTEXT_MAX: u64 = -4095i64 as u64;
+/// Per-CPU ring: 128 pages hold about two seconds of deep stacks at 999 Hz.
+const RING_BYTES: usize = 128 * 4096;
+
+/// Samples `config.cpus` for `duration` or until `stop` is set, whichever
+/// comes first; samples are symbolized as they arrive. Needs CAP_PERFMON (or root).
+pub fn record(config: &SamplerConfig, duration: Duration, stop: &AtomicBool) -> Result<Recording> {
+    privilege::require(&[Capability::Perfmon], "sampling CPUs")?;
+    netstall_core::cpu::check_online(&config.cpus)?;
+    let clock = ClockOffset::sample();
+    let mut samplers = Vec::new();
+    for &cpu in &config.cpus {
+        let mut builder = Builder::new(Software::CPU_CLOCK);
+        builder
+            .one_cpu(cpu as usize)
+            .any_pid()
+            .sample_frequency(config.frequency)
+            .include_kernel()
+            .clockid(Clock::MONOTONIC)
+            .comm(true)
+            .sample(SampleFlag::TID | SampleFlag::TIME | SampleFlag::CPU | SampleFlag::CALLCHAIN);
+        let sampler = builder
+            .build()
+            .and_then(|counter| counter.sampled(RING_BYTES))
+            .with_context(|| format!("perf_event_open(cpu-clock) on CPU {cpu}"))?;
+        samplers.push(sampler);
+    }
+    for sampler in &mut samplers {
+        sampler.enable().context("enabling cpu-clock sampling")?;
+    }
+
+    let mut names = Names::new();
+    let mut samples = Vec::new();
+    let mut lost = 0;
+    let deadline = Instant::now() + duration;
+    loop {
+        let done = Instant::now() >= deadline || stop.load(Ordering::Relaxed);
+        for sampler in &mut samplers {
+            while let Some(record) = sampler.next_record() {
+                match record.parse_record().context("reading a perf record")? {
+                    // Symbolized now, while the task and its mappings exist.
+                    Record::Sample(s) => samples.push(names.sample(split_callchain(
+                        clock.to_realtime(s.time().unwrap_or(0)),
+                        s.cpu().unwrap_or(0),
+                        s.pid().unwrap_or(0),
+                        s.tid().unwrap_or(0),
+                        s.callchain().unwrap_or(&[]),
+                    ))),
+                    Record::Comm(c) => names.renamed(c.tid, &c.comm),
+                    Record::Lost(l) => lost += l.lost,
+                    _ => {}
+                }
+            }
+        }
+        if done {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for sampler in &mut samplers {
+        sampler.disable().context("disabling cpu-clock sampling")?;
+    }
+    samples.sort_by_key(|s| (s.time_ns, s.cpu));
+    Ok(Recording { samples, lost })
+}
+
+fn split_callchain(time_ns: u64, cpu: u32, pid: u32, tid: u32, chain: &[u64]) -> RawSample {
+    let mut sample = RawSample {
+        time_ns,
+        cpu,
+        pid,
+        tid,
+        kernel: Vec::new(),
+        user: Vec::new(),
+    };
+    let mut context = 0;
+    for &ip in chain {
+        if ip >= PERF_CONTEXT_MAX {
+            context = ip;
+        } else if context == PERF_CONTEXT_KERNEL {
+            sample.kernel.push(ip);
+        } else if context == PERF_CONTEXT_USER {
+            sample.user.push(ip);
+        }
+    }
+    sample
+}
+
+/// Names tasks and frames, with caches so each task and address is
+/// looked up once. Kernel addresses go through kallsyms; user addresses
+/// through each process's maps and ELF files.
+struct Names {
+    symbolizer: Symbolizer,
+    comms: HashMap<u32, String>,
+    frames: HashMap<(u32, u64), String>,
+}
+
+impl Names {
+    fn new() -> Self {
+        Self {
+            symbolizer: Symbolizer::new(),
+            comms: HashMap::new(),
+            frames: HashMap::new(),
+        }
+    }
+
+    /// A task renamed itself (exec, prctl) while we sampled.
+    fn renamed(&mut self, tid: u32, comm: &[u8]) {
+        self.comms
+            .insert(tid, String::from_utf8_lossy(comm).into_owned());
+    }
+
+    fn sample(&mut self, raw: RawSample) -> Sample {
+        let comm = self
+            .comms
+            .entry(raw.tid)
+            .or_insert_with(|| task_comm(raw.pid, raw.tid, raw.cpu))
+            .clone();
+        let mut stack = Vec::with_capacity(raw.user.len() + raw.kernel.len());
+        if raw.pid != 0 && !raw.user.is_empty() {
+            let source = Source::Process(Process::new(Pid::from(raw.pid)));
+            stack.extend(self.frame_names(&source, raw.pid, &raw.user));
+        }
+        let kernel = Source::Kernel(Kernel {
+            vmlinux: MaybeDefault::None,
+            ..Default::default()
+        });
+        stack.extend(self.frame_names(&kernel, 0, &raw.kernel));
+        Sample {
+            time_ns: raw.time_ns,
+            cpu: raw.cpu,
+            pid: raw.pid,
+            tid: raw.tid,
+            comm,
+            stack,
+            kernel_depth: raw.kernel.len(),
+        }
+    }
+
+    /// Frame names root first (call chains come leaf first).
+    fn frame_names(&mut self, source: &Source<'_>, pid: u32, addrs: &[u64]) -> Vec<String> {
+        let missing: Vec<u64> = addrs
+            .iter()
+            .copied()
+            .filter(|a| !self.frames.contains_key(&(pid, *a)))
+            .collect();
+        if !missing.is_empty() {
+            let symbolized = self
+                .symbolizer
+                .symbolize(source, Input::AbsAddr(&missing))
+                .unwrap_or_default();
+            for (i, addr) in missing.iter().enumerate() {
+                let name = match symbolized.get(i) {
+                    Some(Symbolized::Sym(sym)) => sym.name.to_string(),
+                    _ => format!("[unknown <{addr:x}>]"),
+                };
+                self.frames.insert((pid, *addr), name);
+            }
+        }
+        addrs
+            .iter()
+            .rev()
+            .map(|a| self.frames[&(pid, *a)].clone())
+            .collect()
+    }
+}
+
+/// The task's name from /proc; the idle task is `swapper/CPU`, and a task
+/// gone before we looked is shown by its TID.
+fn task_comm(pid: u32, tid: u32, cpu: u32) -> String {
+    if tid == 0 {
+        return format!("swapper/{cpu}");
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_else(|_| format!("[{tid}]"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_chains_split_at_their_context_markers() {
+        let chain = [
+            PERF_CONTEXT_KERNEL,
+            0xffff_0001,
+            0xffff_0002,
+            PERF_CONTEXT_USER,
+            0x5501,
+        ];
+        let s = split_callchain(5, 1, 10, 11, &chain);
+        assert_eq!(s.kernel, [0xffff_0001, 0xffff_0002]);
+        assert_eq!(s.user, [0x5501]);
+        assert_eq!((s.time_ns, s.cpu, s.pid, s.tid), (5, 1, 10, 11));
+    }
+}

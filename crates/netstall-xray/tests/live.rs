@@ -1,0 +1,100 @@
+//! Live sampling against injected stalls (needs root; holds the machine lock).
+
+use std::sync::atomic::AtomicBool;
+use std::thread;
+use std::time::Duration;
+
+use netstall_kernel::spin::{self, SpinConfig};
+use netstall_testkit::{privileged, MachineLock};
+use netstall_xray::sampler::{self, SamplerConfig};
+use netstall_xray::timeline::{self, StallKind, StallRules, Trigger};
+
+/// `lab spin` busy-waits 50 ms inside a softirq with IRQs on, so cpu-clock
+/// samples keep landing, all of them inside softirq processing: each stall
+/// is a ~50 ms softirq run, found where the injector says it was.
+#[test]
+fn injected_50ms_stalls_are_found_with_the_samples_before_them() {
+    if !privileged("injected_50ms_stalls_are_found_with_the_samples_before_them") {
+        return;
+    }
+    let _lock = MachineLock::acquire();
+    let config = SamplerConfig {
+        cpus: vec![0],
+        frequency: 999,
+    };
+    let stop = AtomicBool::new(false);
+    let (recording, injected) = thread::scope(|scope| {
+        let sampling = scope.spawn(|| sampler::record(&config, Duration::from_millis(3600), &stop));
+        thread::sleep(Duration::from_millis(400));
+        let spin = SpinConfig {
+            cpu: 0,
+            spin: Duration::from_millis(50),
+            every: Duration::from_secs(1),
+            duration: Duration::from_millis(2600),
+        };
+        let injected = spin::run(&spin, |_| {}).expect("inject stalls");
+        let recording = sampling.join().expect("sampler thread").expect("sampling");
+        (recording, injected)
+    });
+    assert!(injected.len() >= 2, "{injected:?}");
+    let samples = &recording.samples;
+    assert!(
+        samples.len() > 2500,
+        "{} samples in 3.6 s at 999 Hz",
+        samples.len()
+    );
+    assert!(
+        samples.windows(2).all(|w| w[0].time_ns <= w[1].time_ns),
+        "time order"
+    );
+
+    let stalls = timeline::stalls(samples, StallRules::for_frequency(999));
+    for stall in &injected {
+        let found = stalls
+            .iter()
+            .find(|s| {
+                s.kind == StallKind::Softirq
+                    && s.cpu == 0
+                    && s.start_ns.abs_diff(stall.start_ns) < 5_000_000
+            })
+            .unwrap_or_else(|| panic!("injected {stall:?} not found in {stalls:?}"));
+        assert!(
+            (44.0..=56.0).contains(&found.duration_ms),
+            "a 50 ms stall measured as {} ms",
+            found.duration_ms
+        );
+        // The samples inside the stall are in the softirq that spins (a
+        // few land in the BPF program where the kernel stack does not unwind).
+        let inside: Vec<_> = samples[found.first..=found.last]
+            .iter()
+            .filter(|s| s.cpu == 0)
+            .collect();
+        assert!(inside
+            .iter()
+            .all(|s| s.in_softirq() || s.kernel_stack_truncated()));
+        let unwound = inside.iter().filter(|s| s.in_softirq()).count();
+        assert!(
+            unwound * 10 >= inside.len() * 8,
+            "{unwound} of {}",
+            inside.len()
+        );
+    }
+    let windows = timeline::windows(samples, &stalls, Trigger::Stall, 100);
+    for window in windows.iter().filter(|w| {
+        injected
+            .iter()
+            .any(|i| i.start_ns.abs_diff(w.at_ns) < 5_000_000)
+    }) {
+        assert_eq!(
+            window.samples.len(),
+            101,
+            "100 samples before, and the first of the stall"
+        );
+        let before = &samples[window.samples[0]];
+        let span_ms = (window.at_ns - before.time_ns) as f64 / 1e6;
+        assert!(
+            (80.0..=130.0).contains(&span_ms),
+            "100 samples at 999 Hz span {span_ms} ms"
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! `netstall xray`: sample CPUs as an ordered timeline; report sample gaps
+//! (IRQs off), long softirq runs (BHs off) and the samples before them.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use netstall_core::output::Output;
+use netstall_xray::flame::{self, FlameOptions};
+use netstall_xray::sampler::{self, SamplerConfig};
+use netstall_xray::timeline::{self, Sample, Stall, StallKind, StallRules, Trigger};
+use serde::Serialize;
+
+#[derive(clap::Args)]
+#[command(
+    long_about = "Sample the given CPUs (software cpu-clock, kernel and user stacks, \
+    symbolized) and keep the samples in time order.\n\n\
+    Reports stalls seen in the samples: a gap with no sample at all (the cpu-clock timer \
+    cannot fire while IRQs are off; the first sample after the gap shows where they came \
+    back on) and long runs inside softirq processing (bottom halves held, so network RX \
+    waits). --before prints the samples before each stall or each ksoftirqd run."
+)]
+pub struct Args {
+    /// CPUs to sample: `11`, `0-3`, `0,2`.
+    #[arg(long, value_parser = netstall_core::cpu::parse_list)]
+    cpu: CpuList,
+    /// How long to sample.
+    #[arg(short = 'w', long, default_value = "10s", value_parser = netstall_core::duration::parse_nonzero)]
+    duration: Duration,
+    /// Samples per second per CPU.
+    #[arg(short = 'F', long, default_value_t = 999, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    frequency: u64,
+    /// Print the samples before each stall or each ksoftirqd run.
+    #[arg(long, value_enum)]
+    before: Option<Before>,
+    /// How many samples --before prints before each one.
+    #[arg(long, default_value_t = 100)]
+    samples: usize,
+    /// Shortest gap between two samples of a CPU reported as IRQs off, and
+    /// shortest softirq run reported (default: 10 ms, at least 5 sample periods).
+    #[arg(long, value_parser = netstall_core::duration::parse_nonzero)]
+    gap: Option<Duration>,
+    /// Also write a flame chart of the whole recording (time on the x axis).
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+}
+
+/// A whole CPU list in one argument (`0-3`), not one CPU per occurrence.
+type CpuList = Vec<u32>;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Before {
+    Stall,
+    Ksoftirqd,
+}
+
+#[derive(Serialize)]
+struct StallLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    stall: &'a Stall,
+    /// The sample after the gap (IRQs back on) or the first of the softirq run.
+    sample: &'a Sample,
+}
+
+#[derive(Serialize)]
+struct WindowLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    trigger: Trigger,
+    cpu: u32,
+    at_ns: u64,
+    samples: Vec<&'a Sample>,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    cpus: Vec<u32>,
+    frequency_hz: u64,
+    duration_ms: u128,
+    samples: usize,
+    lost: u64,
+    stalls: usize,
+    ksoftirqd_runs: usize,
+}
+
+pub fn run(args: Args, out: Output) -> Result<ExitCode> {
+    let config = SamplerConfig {
+        cpus: args.cpu.clone(),
+        frequency: args.frequency,
+    };
+    netstall_core::cpu::check_online(&config.cpus)?;
+    out.progress(format!(
+        "xray: sampling CPU {} at {} Hz for {:?}",
+        netstall_core::cpu::format_list(&config.cpus),
+        config.frequency,
+        args.duration
+    ));
+    let recording = sampler::record(&config, args.duration, &AtomicBool::new(false))?;
+    let samples = &recording.samples;
+    let mut rules = StallRules::for_frequency(args.frequency);
+    if let Some(gap) = args.gap {
+        rules.min_gap_ns = gap.as_nanos() as u64;
+        rules.min_softirq_ns = gap.as_nanos() as u64;
+    }
+    let stalls = timeline::stalls(samples, rules);
+
+    for stall in &stalls {
+        let sample = &samples[match stall.kind {
+            StallKind::IrqsOff => stall.last,
+            StallKind::Softirq => stall.first,
+        }];
+        out.json(&StallLine {
+            kind: "stall",
+            stall,
+            sample,
+        });
+        out.text(match stall.kind {
+            StallKind::IrqsOff => format!(
+                "stall  CPU {}  {:>7.1} ms  no samples (IRQs off); back on in {} {}: {}",
+                stall.cpu,
+                stall.duration_ms,
+                sample.comm,
+                sample.tid,
+                sample.folded()
+            ),
+            StallKind::Softirq => format!(
+                "stall  CPU {}  {:>7.1} ms  in softirq (BHs off), first in {} {}: {}",
+                stall.cpu,
+                stall.duration_ms,
+                sample.comm,
+                sample.tid,
+                sample.folded()
+            ),
+        });
+    }
+
+    if let Some(before) = args.before {
+        let trigger = match before {
+            Before::Stall => Trigger::Stall,
+            Before::Ksoftirqd => Trigger::Ksoftirqd,
+        };
+        for window in timeline::windows(samples, &stalls, trigger, args.samples) {
+            out.json(&WindowLine {
+                kind: "window",
+                trigger: window.trigger,
+                cpu: window.cpu,
+                at_ns: window.at_ns,
+                samples: window.samples.iter().map(|&i| &samples[i]).collect(),
+            });
+            out.text(format!(
+                "--- {} samples before the {} on CPU {}",
+                window.samples.len(),
+                if trigger == Trigger::Stall {
+                    "stall"
+                } else {
+                    "ksoftirqd run"
+                },
+                window.cpu
+            ));
+            for &i in &window.samples {
+                let s = &samples[i];
+                let offset_ms = (s.time_ns as f64 - window.at_ns as f64) / 1e6;
+                out.text(format!(
+                    "{offset_ms:>+9.1} ms  {} {}  {}",
+                    s.comm,
+                    s.tid,
+                    s.folded()
+                ));
+            }
+        }
+    }
+
+    if let Some(path) = &args.svg {
+        let folded: Vec<String> = samples
+            .iter()
+            .map(|s| format!("{} 1", s.folded()))
+            .collect();
+        let file =
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let opts = FlameOptions {
+            chart: true,
+            title: Some(format!(
+                "netstall xray: CPU {}, time →",
+                netstall_core::cpu::format_list(&config.cpus)
+            )),
+        };
+        flame::render(
+            folded.iter().map(String::as_str),
+            &opts,
+            BufWriter::new(file),
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+
+    let ksoftirqd_runs = timeline::ksoftirqd_runs(samples).len();
+    out.json(&Summary {
+        kind: "xray",
+        cpus: config.cpus.clone(),
+        frequency_hz: config.frequency,
+        duration_ms: args.duration.as_millis(),
+        samples: samples.len(),
+        lost: recording.lost,
+        stalls: stalls.len(),
+        ksoftirqd_runs,
+    });
+    out.text(format!(
+        "xray: {} samples ({} lost), {} stall(s), {} ksoftirqd run(s)",
+        samples.len(),
+        recording.lost,
+        stalls.len(),
+        ksoftirqd_runs
+    ));
+    Ok(ExitCode::SUCCESS)
+}
