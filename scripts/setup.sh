@@ -9,11 +9,13 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # Lab and tests: iproute2, nftables, iputils-ping, procps.
 # Side-by-side benchmarks and comparisons: hping3, fping, iperf3, linux-perf.
 # The agent's tests: a real Prometheus and promtool (prometheus).
+# The doctor's HTML report is checked in a real browser: chromium.
 PACKAGES=(
   clang llvm libelf-dev zlib1g-dev pkg-config make gcc
   iproute2 nftables iputils-ping procps util-linux
   hping3 fping iperf3 linux-perf jq
   prometheus
+  chromium
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -205,6 +205,15 @@ pub fn naming_frame(kstack: &[String]) -> Option<String> {
         .map(|f| frame_name(f).to_owned())
 }
 
+fn cause_key(stall: &Stall) -> (CauseId, Option<String>) {
+    let id = classify(stall);
+    let named = match id {
+        CauseId::IrqsOffSection => stall.culprit.as_ref().and_then(|c| naming_frame(&c.kstack)),
+        _ => None,
+    };
+    (id, named)
+}
+
 /// Which cause explains one kernel stall.
 fn classify(stall: &Stall) -> CauseId {
     let culprit = stall.culprit.as_ref();
@@ -249,13 +258,26 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
 /// Ranks the causes behind the findings.
 pub fn diagnose(findings: &Findings) -> Verdict {
     let mut groups: BTreeMap<(CauseId, Option<String>), Vec<&Stall>> = BTreeMap::new();
-    for stall in &findings.stalls {
-        let id = classify(stall);
-        let named = match id {
-            CauseId::IrqsOffSection => stall.culprit.as_ref().and_then(|c| naming_frame(&c.kstack)),
-            _ => None,
-        };
-        groups.entry((id, named)).or_default().push(stall);
+    // A stall only the backlog saw has no culprit of its own; when the task
+    // that drained it is the culprit of other stalls, it is the same cause
+    // (the holder processes the backlog the moment it lets go of the CPU).
+    let mut by_holder: BTreeMap<String, (CauseId, Option<String>)> = BTreeMap::new();
+    for stall in findings.stalls.iter().filter(|s| s.culprit.is_some()) {
+        let key = cause_key(stall);
+        if let Some(c) = &stall.culprit {
+            by_holder
+                .entry(format!("{}[{}]", c.comm, c.pid))
+                .or_insert_with(|| key.clone());
+        }
+        groups.entry(key).or_default().push(stall);
+    }
+    for stall in findings.stalls.iter().filter(|s| s.culprit.is_none()) {
+        let key = stall
+            .drained_by
+            .as_ref()
+            .and_then(|d| by_holder.get(d).cloned())
+            .unwrap_or_else(|| cause_key(stall));
+        groups.entry(key).or_default().push(stall);
     }
 
     let episodes: Vec<(&str, &netstall_probe::episodes::Episode)> = findings
@@ -813,6 +835,23 @@ mod tests {
             ..Findings::default()
         });
         assert_eq!(verdict.causes[0].id, CauseId::LongSyscallSoftirqPending);
+    }
+
+    #[test]
+    fn a_backlog_only_stall_drained_by_a_culprit_joins_its_cause() {
+        let mut orphan = stall(0, 5000, 40.0, vec![Detector::RxBacklog], poller_culprit());
+        orphan.culprit = None;
+        orphan.drained_by = Some("cadvisor[4242]".into());
+        let findings = Findings {
+            stalls: vec![
+                stall(0, 0, 24.0, vec![Detector::RstatHold], poller_culprit()),
+                orphan,
+            ],
+            ..Findings::default()
+        };
+        let verdict = diagnose(&findings);
+        assert_eq!(verdict.causes.len(), 1, "{:?}", verdict.causes);
+        assert_eq!(verdict.causes[0].stalls, 2);
     }
 
     #[test]

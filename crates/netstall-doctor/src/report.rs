@@ -40,7 +40,7 @@ pub fn render(verdict: &Verdict, findings: &Findings, extras: &Extras) -> String
         ".healthy{background:#e6f4ea;border:1px solid #34a853}.sick{background:#fce8e6;border:1px solid #d93025}",
         ".cause{margin:10px 0;padding:8px 12px;border-left:4px solid #d93025;background:#fff8f7}",
         "table{border-collapse:collapse;font-size:12px;width:100%}td,th{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}",
-        "th{background:#f3f3f3}code,.mono{font-family:ui-monospace,monospace;font-size:12px}",
+        "th{background:#f3f3f3}code,.mono{font-family:ui-monospace,monospace;font-size:12px}.stack{word-break:break-all;max-width:380px}",
         "svg text{font:11px sans-serif}.muted{color:#777}",
         "</style></head><body>\n"
     ));
@@ -288,7 +288,7 @@ fn culprit_table(html: &mut String, findings: &Findings) {
         let c = s.culprit.clone().unwrap_or_default();
         let _ = write!(
             html,
-            "<tr><td>+{:.3} s</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}[{}]{}</td><td class=\"mono\">{}</td><td class=\"mono\">{}</td></tr>",
+            "<tr><td>+{:.3} s</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}{}{}</td><td class=\"mono\">{}</td><td class=\"mono stack\">{}</td></tr>",
             s.start_ns.saturating_sub(findings.start_ns) as f64 / 1e9,
             s.cpu,
             s.detector.name(),
@@ -296,14 +296,14 @@ fn culprit_table(html: &mut String, findings: &Findings) {
             s.packets.map(|p| p.to_string()).unwrap_or_default(),
             esc(s.drained_by.as_deref().unwrap_or("")),
             esc(&c.comm),
-            c.pid,
+            if c.comm.is_empty() { String::new() } else { format!("[{}]", c.pid) },
             c.context.map(|x| format!(" ({})", esc(&x))).unwrap_or_default(),
             esc(&match (&c.syscall, &c.path) {
                 (Some(sc), Some(p)) => format!("{sc}({p})"),
                 (Some(sc), None) => sc.clone(),
                 _ => String::new(),
             }),
-            esc(&c.kstack.iter().take(6).map(|f| f.split('+').next().unwrap_or(f)).collect::<Vec<_>>().join(" ← "))
+            esc(&netstall_kernel::trace::format::meaningful_frames(&c.kstack).iter().map(|f| f.split('+').next().unwrap_or(f)).collect::<Vec<_>>().join(" ← "))
         );
     }
     html.push_str("</table>\n");
@@ -333,11 +333,15 @@ fn flame_section(html: &mut String, extras: &Extras) {
     html.push_str("<h2>What ran before the stalls (flame chart)</h2>");
     match &extras.flame_chart_svg {
         Some(svg) => {
-            html.push_str("<div id=\"flame-chart\">");
-            // inferno's SVG carries an XML prolog and a script; inline the <svg> element only.
-            let start = svg.find("<svg").unwrap_or(0);
-            html.push_str(&svg[start..]);
-            html.push_str("</div>\n");
+            // inferno's SVG carries a script that takes the page's first <svg> as
+            // its own; a sandboxed srcdoc frame keeps it (and its zoom and search)
+            // apart from the report's plots, still inside this one file.
+            let _ = writeln!(
+                html,
+                "<iframe id=\"flame-chart\" title=\"flame chart\" sandbox=\"allow-scripts\" \
+                 style=\"width:100%;height:640px;border:1px solid #ddd\" srcdoc=\"{}\"></iframe>",
+                esc(svg)
+            );
         }
         None => html.push_str("<p class=\"muted\">No CPU samples were taken before a stall.</p>"),
     }

@@ -1,0 +1,347 @@
+//! `netstall doctor` and `netstall demo`, for real: the incident reproduced,
+//! named, fixed; a healthy lab called healthy; an injected BH-off stall
+//! named by its stack; the HTML report rendered by a real browser.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use netstall_testkit::{privileged, unique_prefix, MachineLock};
+use serde_json::Value;
+
+const NETSTALL: &str = env!("CARGO_BIN_EXE_netstall");
+
+fn netstall(args: &[&str]) -> Output {
+    Command::new(NETSTALL)
+        .args(args)
+        .output()
+        .expect("run netstall")
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn of_type<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|l| l["type"] == kind).collect()
+}
+
+struct Lab(String);
+
+impl Lab {
+    fn up() -> Lab {
+        let prefix = unique_prefix();
+        let out = netstall(&["lab", "up", "--prefix", &prefix, "--rx-cpu", "0"]);
+        assert!(
+            out.status.success(),
+            "lab up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Lab(prefix)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = netstall(&["lab", "down", "--prefix", &self.0]);
+    }
+}
+
+#[test]
+fn demo_reproduces_diagnoses_and_fixes_the_incident() {
+    if !privileged("demo_reproduces_diagnoses_and_fixes_the_incident") {
+        return;
+    }
+    let _lock = MachineLock::acquire();
+    let prefix = unique_prefix();
+    let report = std::env::temp_dir().join(format!("netstall-demo-{prefix}.html"));
+    let out = netstall(&[
+        "demo",
+        "--prefix",
+        &prefix,
+        "--zombies",
+        "20000",
+        "--report",
+        report.to_str().unwrap(),
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines = json_lines(&out);
+    let demo = *of_type(&lines, "demo")
+        .last()
+        .unwrap_or_else(|| panic!("no demo result; stderr: {stderr}"));
+    assert_eq!(out.status.code(), Some(0), "{demo}\n{stderr}");
+
+    assert_eq!(
+        demo["baseline_episodes"], 0,
+        "the lab was not healthy to start with: {demo}"
+    );
+    assert!(
+        demo["incident_episodes"].as_u64().unwrap() >= 2,
+        "the probes saw no stall: {demo}"
+    );
+    assert!(
+        demo["incident_max_rtt_ms"].as_f64().unwrap() >= 10.0,
+        "{demo}"
+    );
+    assert_eq!(demo["diagnosed"], "dying-memcg-stat-flush", "{demo}");
+    assert_eq!(demo["culprit"], demo["poller_comm"], "{demo}");
+    assert_eq!(demo["diagnosed_cpu"], demo["rx_cpu"], "{demo}");
+    assert!(
+        demo["from_first_stall_s"].as_f64().unwrap() <= 30.0,
+        "verdict too late: {demo}"
+    );
+    assert!(
+        demo["dying_before_remediation"].as_u64().unwrap() >= 18_000,
+        "{demo}"
+    );
+    assert!(
+        demo["dying_after_remediation"].as_u64().unwrap() * 10
+            < demo["dying_before_remediation"].as_u64().unwrap()
+    );
+    assert_eq!(demo["healthy_after"], true, "{demo}");
+    assert_eq!(demo["after_episodes"], 0, "{demo}");
+    assert!(
+        demo["elapsed_s"].as_f64().unwrap() < 180.0,
+        "the demo must finish within 3 minutes: {demo}"
+    );
+
+    // The two verdicts: the incident, then healthy.
+    let verdicts = of_type(&lines, "verdict");
+    assert_eq!(verdicts.len(), 2);
+    let culprit = &verdicts[0]["causes"][0]["culprit"];
+    assert_eq!(culprit["syscall"], "read");
+    assert!(
+        culprit["path"].as_str().unwrap().ends_with("memory.stat"),
+        "{culprit}"
+    );
+    assert_eq!(verdicts[1]["healthy"], true);
+
+    // The dying cgroups and the lab are gone.
+    assert!(!netstall_lab::netns::exists(&format!("{prefix}-cli")));
+    render_report_in_chromium(&report);
+    let _ = std::fs::remove_file(&report);
+}
+
+/// Loads the report in headless Chromium behind a counting proxy: the page
+/// must render (screenshot, DOM with the verdict, a plot, the culprit table)
+/// without a single request leaving the file.
+fn render_report_in_chromium(report: &std::path::Path) {
+    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    proxy.set_nonblocking(true).unwrap();
+    let profile = std::env::temp_dir().join(format!("netstall-chromium-{}", unique_prefix()));
+    let screenshot = profile.with_extension("png");
+    let chromium = |extra: &[&str]| {
+        let mut cmd = Command::new("chromium");
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=3000",
+            "--window-size=1100,2400",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--proxy-server=http://{proxy_addr}"))
+        .arg("--proxy-bypass-list=<-loopback>")
+        .args(extra)
+        .arg(format!("file://{}", report.display()))
+        .stdin(Stdio::null());
+        cmd.output().expect("chromium (Debian package chromium)")
+    };
+    let dom = chromium(&["--dump-dom"]);
+    assert!(
+        dom.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("id=\"verdict\""), "no verdict in the DOM");
+    assert!(dom.contains("dying-memcg-stat-flush"));
+    assert!(dom.contains("<svg id=\"rtt-timeline\""), "no RTT plot");
+    assert!(dom.contains("class=\"stall\""), "no stall in the CPU lanes");
+    assert!(dom.contains("<table id=\"culprits\""), "no culprit table");
+    assert!(
+        dom.contains("memory_stat_show"),
+        "the culprit stack is missing"
+    );
+    let shot = chromium(&[&format!("--screenshot={}", screenshot.display())]);
+    assert!(shot.status.success());
+    let png = std::fs::read(&screenshot).expect("screenshot written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "screenshot is empty"
+    );
+
+    let mut requests = Vec::new();
+    while let Ok((mut conn, _)) = proxy.accept() {
+        let mut head = [0u8; 256];
+        let n = conn.read(&mut head).unwrap_or(0);
+        requests.push(
+            String::from_utf8_lossy(&head[..n])
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    // Chromium's own services call home even headless; anything else came from the page.
+    const BROWSER_SERVICES: [&str; 4] = [
+        "clients2.google.com",
+        "update.googleapis.com",
+        "accounts.google.com",
+        "optimizationguide-pa.googleapis.com",
+    ];
+    requests.retain(|r| !BROWSER_SERVICES.iter().any(|host| r.contains(host)));
+    assert!(
+        requests.is_empty(),
+        "the report made external requests: {requests:?}"
+    );
+    let html = std::fs::read_to_string(report).unwrap();
+    for attr in [
+        "src=\"http",
+        "href=\"http",
+        "url(http",
+        "src='http",
+        "href='http",
+        "@import",
+    ] {
+        assert!(
+            !html.contains(attr),
+            "the report references an external resource ({attr})"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&profile);
+    let _ = std::fs::remove_file(&screenshot);
+}
+
+#[test]
+fn doctor_on_a_healthy_lab_is_healthy() {
+    if !privileged("doctor_on_a_healthy_lab_is_healthy") {
+        return;
+    }
+    let _lock = MachineLock::acquire();
+    let lab = Lab::up();
+    let out = netstall(&[
+        "doctor",
+        "-w",
+        "30s",
+        "--target",
+        "192.168.50.1:30080",
+        "--target",
+        "10.244.2.10",
+        "--netns",
+        &format!("{}-cli", lab.0),
+        "--cpu",
+        "1",
+        "--json",
+    ]);
+    let lines = json_lines(&out);
+    let verdict = *of_type(&lines, "verdict").last().expect("a verdict");
+    assert_eq!(
+        verdict["healthy"],
+        true,
+        "{verdict}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(verdict["causes"], serde_json::json!([]));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn doctor_names_an_injected_bh_off_stall_by_its_stack() {
+    if !privileged("doctor_names_an_injected_bh_off_stall_by_its_stack") {
+        return;
+    }
+    let _lock = MachineLock::acquire();
+    let lab = Lab::up();
+    let mut spinner = Command::new(NETSTALL)
+        .args([
+            "lab", "spin", "--cpu", "0", "--ms", "50", "--every", "1s", "-w", "14s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let report = std::env::temp_dir().join(format!("netstall-spin-{}.html", lab.0));
+    let mut doctor = Command::new(NETSTALL)
+        .args([
+            "doctor",
+            "-w",
+            "10s",
+            "--target",
+            "192.168.50.1:30080",
+            "--netns",
+            &format!("{}-cli", lab.0),
+            "--cpu",
+            "1",
+            "--json",
+        ])
+        .arg("--report")
+        .arg(&report)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stall events stream while the doctor runs.
+    let stdout = doctor.stdout.take().unwrap();
+    let lines: Vec<Value> = BufReader::new(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let status = doctor.wait().unwrap();
+    let _ = spinner.wait();
+    assert_eq!(status.code(), Some(1), "findings exit 1");
+    assert!(of_type(&lines, "stall").len() >= 5, "stalls stream live");
+    let verdict = *of_type(&lines, "verdict").last().unwrap();
+    let top = &verdict["causes"][0];
+    assert_eq!(top["id"], "irqs-off-section", "{verdict}");
+    assert!(
+        top["named"].as_str().unwrap().contains("spin_in_softirq"),
+        "{top}"
+    );
+    assert_eq!(top["cpu"], 0);
+    assert!(
+        verdict["causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["id"] != "dying-memcg-stat-flush"),
+        "{verdict}"
+    );
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("spin_in_softirq"));
+    let _ = std::fs::remove_file(&report);
+    std::thread::sleep(Duration::from_millis(10));
+}
+
+#[test]
+fn doctor_rejects_bad_targets_in_one_line() {
+    for (target, needle) in [
+        ("10.1.1.1:99999", "invalid port"),
+        (":80", "invalid target"),
+    ] {
+        let out = netstall(&["doctor", "--target", target]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{target}"
+        );
+    }
+    if privileged("doctor_rejects_bad_targets_in_one_line") {
+        let out = netstall(&["doctor", "-w", "1s", "--target", "no-such-host.invalid"]);
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("unknown host"), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+}
