@@ -103,7 +103,11 @@ pub struct Remediation {
 }
 
 fn action(level: Level) -> String {
-    format!("echo {} > {DROP_CACHES} ({})", level.number(), level.what())
+    format!(
+        "sync; echo {} > {DROP_CACHES} ({})",
+        level.number(),
+        level.what()
+    )
 }
 
 /// The dry run: what `--yes` would write. Nothing is touched.
@@ -277,7 +281,7 @@ mod tests {
         assert!(plan.verdict.contains("--yes"));
         assert_eq!(
             plan.action,
-            "echo 1 > /proc/sys/vm/drop_caches (free clean page cache)"
+            "sync; echo 1 > /proc/sys/vm/drop_caches (free clean page cache)"
         );
     }
 
