@@ -99,6 +99,12 @@ pub enum Progress {
         sampling: bool,
     },
     Stall(Box<Stall>),
+    /// Every few seconds: how far the run is, and what it found so far.
+    Tick {
+        elapsed: Duration,
+        stalls: usize,
+        total: Duration,
+    },
     TracerUnavailable(String),
     SamplerUnavailable(String),
     Finished,
@@ -115,6 +121,7 @@ pub struct DoctorRun {
 /// How many samples before each stall the flame chart shows (the story's `grep -B 100`).
 const SAMPLES_BEFORE: usize = 100;
 const SAMPLE_HZ: u64 = 999;
+const TICK: Duration = Duration::from_secs(5);
 
 /// Runs every source for `config.duration` and returns the verdict.
 pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<DoctorRun> {
@@ -220,8 +227,18 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
     for event in early {
         collect(event, &mut findings, &mut progress);
     }
-    let deadline = Instant::now() + config.duration;
+    let watch_start = Instant::now();
+    let deadline = watch_start + config.duration;
+    let mut next_tick = watch_start + TICK;
     while Instant::now() < deadline {
+        if Instant::now() >= next_tick {
+            next_tick += TICK;
+            progress(Progress::Tick {
+                elapsed: watch_start.elapsed(),
+                stalls: findings.stalls.len(),
+                total: config.duration,
+            });
+        }
         match events_rx.recv_timeout(Duration::from_millis(100)) {
             Ok(event) => collect(event, &mut findings, &mut progress),
             Err(mpsc::RecvTimeoutError::Timeout) => {}

@@ -100,6 +100,15 @@ pub fn diagnose(config: &DoctorConfig, out: Output) -> Result<run::DoctorRun> {
                 netstall_kernel::trace::format::stall_line(&stall)
             ));
         }
+        Progress::Tick {
+            elapsed,
+            stalls,
+            total,
+        } => out.progress(format!(
+            "doctor: {:.0}/{:.0} s, {stalls} stall(s) so far",
+            elapsed.as_secs_f64(),
+            total.as_secs_f64()
+        )),
         Progress::TracerUnavailable(reason) => {
             out.progress(format!("doctor: the kernel tracer could not run: {reason}"))
         }
