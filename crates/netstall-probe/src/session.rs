@@ -36,6 +36,9 @@ const MAX_HTTP_IN_FLIGHT: usize = 512;
 /// From this interval up, the sender sleeps far more than it spins, so it may
 /// run at real-time priority without taking a CPU from anyone.
 const REALTIME_MIN_INTERVAL: Duration = Duration::from_micros(500);
+/// How long an answered probe waits for its TX timestamp before falling back
+/// to the user-space send time.
+const TX_STAMP_GRACE_NS: u64 = 10_000_000;
 
 /// What to probe with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -473,46 +476,90 @@ fn receive(wire: &dyn Wire, events: &Sender<Event>, finished: &AtomicBool) {
             break;
         };
         for (socket, (&fd, (readable, errors))) in fds.iter().zip(ready).enumerate() {
-            // The error queue first: a probe's TX timestamp is always queued
-            // before its reply can arrive.
-            if errors || readable {
-                while let Ok(Some(msg)) = sys::recv(fd, &mut buf, true) {
-                    let Some(error) = msg.error else { continue };
-                    if error.origin == sys::ORIGIN_TIMESTAMPING {
-                        if let Some(kernel_ns) = msg.kernel_ns {
-                            let _ = events.send(Event::TxStamp {
-                                socket,
-                                key: error.data,
-                                kernel_ns,
-                            });
-                        }
-                    } else if let Some((seq, reply)) =
-                        wire.icmp_error(socket, &error, &buf[..msg.len])
-                    {
-                        let _ = events.send(Event::Reply {
+            if !(readable || errors) {
+                continue;
+            }
+            // Small batches from each queue in turn, the error queue first: a
+            // probe's TX timestamp is queued before its reply can arrive, so
+            // reading in step keeps a timestamp from lagging behind its reply.
+            loop {
+                let stamps = read_batch(
+                    fd,
+                    &mut buf,
+                    true,
+                    |msg, data| error_queue_event(wire, socket, msg, data),
+                    events,
+                );
+                let replies = read_batch(
+                    fd,
+                    &mut buf,
+                    false,
+                    |msg, data| {
+                        let (seq, reply) = wire.reply(socket, data)?;
+                        Some(Event::Reply {
                             seq,
                             reply,
                             kernel_ns: msg.kernel_ns,
                             read_mono_ns: monotonic_ns(),
-                        });
-                    }
-                }
-            }
-            if readable {
-                while let Ok(Some(msg)) = sys::recv(fd, &mut buf, false) {
-                    let read_mono_ns = monotonic_ns();
-                    if let Some((seq, reply)) = wire.reply(socket, &buf[..msg.len]) {
-                        let _ = events.send(Event::Reply {
-                            seq,
-                            reply,
-                            kernel_ns: msg.kernel_ns,
-                            read_mono_ns,
-                        });
-                    }
+                        })
+                    },
+                    events,
+                );
+                if stamps + replies == 0 || finished.load(Ordering::Relaxed) {
+                    break;
                 }
             }
         }
     }
+}
+
+/// Messages read from one queue per turn.
+const BATCH: usize = 32;
+
+/// Reads up to [`BATCH`] messages from one queue of `fd`, forwarding the
+/// events `to_event` makes of them; returns how many were read.
+fn read_batch(
+    fd: std::os::fd::RawFd,
+    buf: &mut [u8],
+    errqueue: bool,
+    mut to_event: impl FnMut(&sys::Received, &[u8]) -> Option<Event>,
+    events: &Sender<Event>,
+) -> usize {
+    let mut read = 0;
+    while read < BATCH {
+        let Ok(Some(msg)) = sys::recv(fd, buf, errqueue) else {
+            break;
+        };
+        read += 1;
+        if let Some(event) = to_event(&msg, &buf[..msg.len]) {
+            let _ = events.send(event);
+        }
+    }
+    read
+}
+
+/// A TX timestamp, or the ICMP error answering a probe (UDP port unreachable).
+fn error_queue_event(
+    wire: &dyn Wire,
+    socket: usize,
+    msg: &sys::Received,
+    data: &[u8],
+) -> Option<Event> {
+    let error = msg.error?;
+    if error.origin == sys::ORIGIN_TIMESTAMPING {
+        return Some(Event::TxStamp {
+            socket,
+            key: error.data,
+            kernel_ns: msg.kernel_ns?,
+        });
+    }
+    let (seq, reply) = wire.icmp_error(socket, &error, data)?;
+    Some(Event::Reply {
+        seq,
+        reply,
+        kernel_ns: msg.kernel_ns,
+        read_mono_ns: monotonic_ns(),
+    })
 }
 
 /// Joins sends, TX timestamps and replies into results.
@@ -523,6 +570,8 @@ struct Collector {
     offset: ClockOffset,
     pending: HashMap<u64, Pending>,
     tx_stamps: HashMap<(usize, u32), u64>,
+    /// The probe each expected TX timestamp belongs to.
+    stamp_waiters: HashMap<(usize, u32), u64>,
     /// The highest sequence number sent so far, plus one.
     next_seq: u64,
     results: Vec<ProbeResult>,
@@ -545,6 +594,7 @@ impl Collector {
             offset: ClockOffset::sample(),
             pending: HashMap::new(),
             tx_stamps: HashMap::new(),
+            stamp_waiters: HashMap::new(),
             next_seq: 0,
             results: Vec::new(),
             late_replies: 0,
@@ -576,6 +626,9 @@ impl Collector {
         match event {
             Event::Sent(sent) => {
                 self.next_seq = self.next_seq.max(sent.seq + 1);
+                if let Some(key) = sent.tx_key {
+                    self.stamp_waiters.insert(key, sent.seq);
+                }
                 self.pending.entry(sent.seq).or_default().sent = Some(sent);
                 self.try_finish(sent.seq, on_probe);
             }
@@ -592,6 +645,9 @@ impl Collector {
                 kernel_ns,
             } => {
                 self.tx_stamps.insert((socket, key), kernel_ns);
+                if let Some(seq) = self.stamp_waiters.remove(&(socket, key)) {
+                    self.try_finish(seq, on_probe);
+                }
             }
             Event::Reply {
                 seq,
@@ -621,38 +677,47 @@ impl Collector {
         }
     }
 
+    /// Finishes probe `seq` once it is sent and answered, and its TX
+    /// timestamp is in (or overdue: the receiver may read a reply before the
+    /// timestamp that was queued first, but not by much).
     fn try_finish(&mut self, seq: u64, on_probe: &mut impl FnMut(&ProbeResult)) {
-        let complete = self
-            .pending
-            .get(&seq)
-            .is_some_and(|p| p.sent.is_some() && p.reply.is_some());
-        if complete {
-            let Some(Pending {
-                sent: Some(sent),
-                reply,
-            }) = self.pending.remove(&seq)
-            else {
-                return;
-            };
-            let result = self.result(&sent, reply);
-            self.emit(result, on_probe);
+        let Some(Pending {
+            sent: Some(sent),
+            reply: Some((_, _, read_mono_ns)),
+        }) = self.pending.get(&seq)
+        else {
+            return;
+        };
+        let stamp_due = sent
+            .tx_key
+            .is_some_and(|key| !self.tx_stamps.contains_key(&key));
+        if stamp_due && monotonic_ns() < read_mono_ns + TX_STAMP_GRACE_NS {
+            return;
         }
+        let Some(Pending {
+            sent: Some(sent),
+            reply,
+        }) = self.pending.remove(&seq)
+        else {
+            return;
+        };
+        let result = self.result(&sent, reply);
+        self.emit(result, on_probe);
     }
 
-    /// Gives up on probes unanswered for longer than the timeout.
+    /// Gives up on probes unanswered for longer than the timeout, and on TX
+    /// timestamps overdue for answered probes.
     fn expire(&mut self, on_probe: &mut impl FnMut(&ProbeResult)) {
         let now = monotonic_ns();
-        let expired: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| {
-                p.reply.is_none()
-                    && p.sent
-                        .is_some_and(|s| now > s.sent_mono_ns + self.timeout_ns)
-            })
-            .map(|(seq, _)| *seq)
-            .collect();
-        for seq in expired {
+        let (mut lost, mut answered) = (Vec::new(), Vec::new());
+        for (seq, p) in &self.pending {
+            match (&p.sent, &p.reply) {
+                (Some(sent), None) if now > sent.sent_mono_ns + self.timeout_ns => lost.push(*seq),
+                (Some(_), Some(_)) => answered.push(*seq),
+                _ => {}
+            }
+        }
+        for seq in lost {
             if let Some(Pending {
                 sent: Some(sent), ..
             }) = self.pending.remove(&seq)
@@ -660,6 +725,9 @@ impl Collector {
                 let result = self.result(&sent, None);
                 self.emit(result, on_probe);
             }
+        }
+        for seq in answered {
+            self.try_finish(seq, on_probe);
         }
     }
 
@@ -670,7 +738,10 @@ impl Collector {
 
     /// The result of probe `sent` given its reply (reply, kernel RX ns, read time).
     fn result(&mut self, sent: &Sent, reply: Option<(Reply, Option<u64>, u64)>) -> ProbeResult {
-        let tx_kernel = sent.tx_key.and_then(|key| self.tx_stamps.remove(&key));
+        let tx_kernel = sent.tx_key.and_then(|key| {
+            self.stamp_waiters.remove(&key);
+            self.tx_stamps.remove(&key)
+        });
         let user_sent_ns = self.offset.to_realtime(sent.sent_mono_ns);
         let (mut sent_ns, mut rtt_ns, mut wake_ns, mut timestamps) =
             (user_sent_ns, None, None, TsSource::User);

@@ -73,6 +73,8 @@ pub struct Summary {
     pub p999_us: Option<f64>,
     pub max_us: Option<f64>,
     pub episodes: usize,
+    /// Probes sent per second, first send to last.
+    pub rate_per_s: Option<f64>,
     /// How far sends were from the absolute schedule: p50, p99 and max, µs.
     pub send_late_p50_us: Option<f64>,
     pub send_late_p99_us: Option<f64>,
@@ -136,6 +138,7 @@ pub fn summarize(probes: &[ProbeResult], episodes: &[Episode], late_replies: u64
         p999_us: rtt.quantile_us(0.999),
         max_us: rtt.max_us(),
         episodes: episodes.len(),
+        rate_per_s: send_rate(probes),
         send_late_p50_us: late.quantile_us(0.5),
         send_late_p99_us: late.quantile_us(0.99),
         send_late_max_us: late.max_us(),
@@ -155,6 +158,13 @@ pub fn summarize(probes: &[ProbeResult], episodes: &[Episode], late_replies: u64
             })
             .collect(),
     }
+}
+
+/// Probes per second from the first send to the last (at least two probes).
+fn send_rate(probes: &[ProbeResult]) -> Option<f64> {
+    let first = probes.iter().map(|p| p.sent_ns).min()?;
+    let last = probes.iter().map(|p| p.sent_ns).max()?;
+    (last > first).then(|| round3((probes.len() - 1) as f64 * 1e9 / (last - first) as f64))
 }
 
 #[cfg(test)]
@@ -211,6 +221,8 @@ mod tests {
         assert_eq!(s.send_late_max_us, Some(999.0));
         assert_eq!(s.kernel_timestamps, 900);
         assert_eq!(s.late_replies, 3);
+        // 1000 probes 10 ms apart: 100 per second.
+        assert_eq!(s.rate_per_s, Some(100.0));
         assert_eq!(s.flows.len(), 2);
         assert_eq!(s.flows[0].received, 500);
         assert_eq!(s.flows[1].received, 400);

@@ -86,10 +86,14 @@ pub fn enable_recverr(fd: RawFd) -> io::Result<()> {
     setsockopt(fd, libc::SOL_IP, libc::IP_RECVERR, &one)
 }
 
-/// A larger receive buffer, so a burst of replies released together is not dropped.
+/// A larger receive buffer, so a burst of replies released together (and
+/// their TX timestamps, queued against the same budget) is not dropped.
+/// Beyond `net.core.rmem_max` only with CAP_NET_ADMIN (SO_RCVBUFFORCE).
 pub fn grow_receive_buffer(fd: RawFd, bytes: libc::c_int) {
     // Best effort: the default still works at ordinary rates.
-    let _ = setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &bytes);
+    if setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &bytes).is_err() {
+        let _ = setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &bytes);
+    }
 }
 
 fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {

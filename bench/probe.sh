@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# netstall probe vs ping, fping and hping3, side by side in one run, on the lab's
+# full path (client -> node1 NAT -> VXLAN -> node2 -> pod), every prober pinned
+# to CPU 1 (node RX on CPU 0):
+#   1. RTT floor at a 10 ms interval: p50 / p99 (ICMP echo to the pod).
+#   2. Send schedule at 10 ms with the other core busy: spacing of the requests
+#      as tcpdump sees them leave (mean: drift; p99 of |spacing - 10 ms|: jitter).
+#   3. Maximum probe rate: hping3 --flood (sends only, matches nothing) vs the
+#      highest netstall TCP SYN rate at which every reply is matched.
+# Prints a table and the ratios. Needs root; takes about 3 minutes.
+# Usage: bench/probe.sh [PROBES_PER_TOOL]   (default 1000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+N=${1:-1000}
+[ "$(id -u)" -eq 0 ] || { echo "bench/probe.sh: run as root" >&2; exit 2; }
+for tool in ping fping hping3 tcpdump taskset; do
+  command -v "$tool" >/dev/null || { echo "bench/probe.sh: $tool is missing (scripts/setup.sh installs it)" >&2; exit 2; }
+done
+
+cargo build --release -q -p netstall
+NETSTALL=$PWD/target/release/netstall
+PREFIX=bp$$
+WORK=$(mktemp -d)
+BUSY=
+cleanup() {
+  [ -n "$BUSY" ] && kill "$BUSY" 2>/dev/null || true
+  "$NETSTALL" lab down --prefix "$PREFIX" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+"$NETSTALL" lab up --prefix "$PREFIX" --rx-cpu 0 >/dev/null
+CLI=$PREFIX-cli
+POD=10.244.2.10
+NODE1=192.168.50.1
+in_client() { ip netns exec "$CLI" taskset -c 1 "$@"; }
+
+# p50 and p99 of the numbers in a file (one per line), to 3 decimals.
+quantiles() { sort -g "$1" | awk '{v[NR]=$1} END {if (NR==0) {print "- -"; exit}
+  i50=int(NR*0.50+0.5); i99=int(NR*0.99+0.5); if (i50<1) i50=1; if (i99<1) i99=1;
+  printf "%.3f %.3f\n", v[i50], v[i99]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+rtt_floor() { # $1 = target, $2 = what it is
+  local target=$1
+  echo "== 1. RTT floor, ICMP echo to $2 ($target) every 10 ms, $N probes each (ms) =="
+  "$NETSTALL" --json probe --netns "$CLI" --cpu 1 "$target" -i 10ms -c "$N" \
+    | awk -F'"rtt_us":' '/"type":"probe"/ {split($2, a, ","); if (a[1] != "null") print a[1] / 1000}' > "$WORK/netstall.rtt"
+  in_client ping -n -i 0.01 -c "$N" "$target" | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' > "$WORK/ping.rtt"
+  in_client fping -C "$N" -p 10 -q "$target" 2>&1 | cut -d: -f2 | tr ' ' '\n' | grep -E '^[0-9.]+$' > "$WORK/fping.rtt" || true
+  in_client hping3 --icmp -i u10000 -c "$N" "$target" 2>/dev/null | sed -n 's/.*rtt=\([0-9.]*\) ms.*/\1/p' > "$WORK/hping3.rtt"
+  printf "%-10s %8s %8s %8s\n" tool replies p50 p99
+  for tool in netstall ping fping hping3; do
+    read -r p50 p99 < <(quantiles "$WORK/$tool.rtt")
+    printf "%-10s %8s %8s %8s\n" "$tool" "$(wc -l < "$WORK/$tool.rtt")" "$p50" "$p99"
+    eval "${tool}_p50=$p50"
+  done
+  echo "netstall p50 / ping p50 = $(ratio "$netstall_p50" "$ping_p50")  (goal <= 1.5)"
+  echo "netstall p50 / fping p50 = $(ratio "$netstall_p50" "$fping_p50")"
+  echo "netstall p50 / hping3 p50 = $(ratio "$netstall_p50" "$hping3_p50")  (goal <= 0.1)"
+  echo
+}
+rtt_floor "$POD" "the pod, full path"
+rtt_floor "$NODE1" "node1, one veth hop"
+
+echo "== 2. Send schedule at 10 ms, CPU 0 busy, $N probes each, seen by tcpdump (us) =="
+timeout 600 taskset -c 0 sh -c 'while :; do :; done' &
+BUSY=$!
+spacing() { # $1 = name, rest = command; prints mean spacing and p99 |spacing - 10 ms|
+  local name=$1; shift
+  ip netns exec "$CLI" tcpdump -i c0 -n -tt -l -Q out 'icmp[icmptype] == 8' > "$WORK/$name.pcap.txt" 2>/dev/null &
+  local dump=$!
+  sleep 1
+  "$@" > /dev/null 2>&1 || true
+  sleep 0.5
+  kill "$dump"; wait "$dump" 2>/dev/null || true
+  awk '$2 == "IP" {t=$1*1e6; if (n++) print t-p; p=t}' "$WORK/$name.pcap.txt" > "$WORK/$name.gap"
+  local mean jitter
+  mean=$(awk '{s+=$1} END {if (NR) printf "%.1f", s/NR; else print "-"}' "$WORK/$name.gap")
+  awk '{d=$1-10000; if (d<0) d=-d; print d}' "$WORK/$name.gap" > "$WORK/$name.dev"
+  read -r _ jitter < <(quantiles "$WORK/$name.dev")
+  printf "%-10s %8s %12s %14s\n" "$name" "$(wc -l < "$WORK/$name.gap")" "$mean" "$jitter"
+  eval "${name}_jitter=$jitter"
+}
+printf "%-10s %8s %12s %14s\n" tool gaps mean_spacing p99_deviation
+spacing netstall "$NETSTALL" probe --netns "$CLI" --cpu 1 "$POD" -i 10ms -c "$N" --slow 1h
+spacing ping in_client ping -n -i 0.01 -c "$N" "$POD"
+spacing fping in_client fping -C "$N" -p 10 -q "$POD"
+spacing hping3 in_client hping3 --icmp -i u10000 -c "$N" "$POD"
+kill "$BUSY"; wait "$BUSY" 2>/dev/null || true; BUSY=
+echo "netstall p99 deviation / hping3 = $(ratio "$netstall_jitter" "$hping3_jitter"), / fping = $(ratio "$netstall_jitter" "$fping_jitter")  (goal: netstall <= 50 us)"
+
+echo
+echo "== 3. Maximum probe rate, TCP SYN to node1 (a closed port answers RST) =="
+in_client timeout -s INT 3 hping3 --flood -S -p 9 "$NODE1" > "$WORK/flood.txt" 2>&1 || true
+flood_sent=$(sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p' "$WORK/flood.txt")
+flood_rate=$(awk -v n="${flood_sent:-0}" 'BEGIN { printf "%.0f", n / 3 }')
+echo "hping3 --flood: $flood_sent SYNs in 3 s = $flood_rate/s, replies matched: none (it does not read them)"
+best=0
+for interval in 40us 20us 12us 10us 8us 6us 5us; do
+  summary=$("$NETSTALL" --json probe --netns "$CLI" --cpu 1 "$NODE1" --syn -p 9 --flows 1024 -i "$interval" -c 200000 --slow 1h | grep '"type":"summary"')
+  sent=$(sed -n 's/^{"type":"summary","sent":\([0-9]*\),.*/\1/p' <<< "$summary")
+  received=$(sed -n 's/^{"type":"summary","sent":[0-9]*,"received":\([0-9]*\),.*/\1/p' <<< "$summary")
+  rate=$(sed -n 's/.*"rate_per_s":\([0-9.]*\).*/\1/p' <<< "$summary")
+  echo "netstall -i $interval: $received of $sent replies matched at $(printf '%.0f' "$rate")/s"
+  if [ "$received" = "$sent" ]; then best=$(printf '%.0f' "$rate"); else break; fi
+done
+echo "netstall max rate with every reply matched: $best/s = $(ratio "$best" "$flood_rate") x hping3 --flood  (goal >= 2)"
