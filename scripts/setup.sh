@@ -13,7 +13,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 PACKAGES=(
   clang llvm libelf-dev zlib1g-dev pkg-config make gcc
   iproute2 nftables iputils-ping procps util-linux
-  hping3 fping iperf3 linux-perf jq
+  hping3 fping iperf3 linux-perf jq tcpdump
   prometheus
   chromium
 )
