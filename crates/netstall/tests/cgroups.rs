@@ -250,6 +250,35 @@ fn the_remediation_ladder_reports_what_the_kernel_actually_did() {
         "dying went {start} -> {still} without --yes"
     );
 
+    // The canary times the real stall: with every zombie's stats dirtied
+    // (the lab poller touches their page cache, reading /dev/null instead of
+    // memory.stat), one read flushes 12,000 memcgs, ~25 ms here. The
+    // kernel's periodic flusher may get there first, so up to 3 tries.
+    let mut reads = Vec::new();
+    for _ in 0..3 {
+        let touch = netstall(&[
+            "lab",
+            "poller",
+            "--prefix",
+            &zombies.prefix,
+            "--path",
+            "/dev/null",
+            "-w",
+            "1ms",
+        ]);
+        assert!(touch.status.success(), "{touch:?}");
+        let report = json_of(&netstall(&["--json", "cgroups", "--canary", "--cpu", "1"]));
+        let ms = report["canary"]["read_ms"].as_f64().unwrap();
+        reads.push(ms);
+        if ms >= 5.0 {
+            let advice = report["advice"].to_string();
+            assert!(advice.contains("this node is affected"), "{advice}");
+            break;
+        }
+    }
+    eprintln!("canary reads after touching: {reads:?} ms");
+    assert!(reads.iter().any(|&ms| ms >= 5.0), "no slow read: {reads:?}");
+
     // Level 2 (slab): whatever happens, the report says it as it is.
     let slab = remediation(&["--remediate", "2", "--yes"]);
     eprintln!("level 2: {}", slab["verdict"]);
