@@ -17,6 +17,8 @@ const MAX_RECENT: usize = 1000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TracerState {
     Off,
+    /// Loading the BPF programs.
+    Starting,
     Running,
     Unavailable(String),
 }
@@ -26,6 +28,7 @@ impl TracerState {
     pub fn describe(&self) -> String {
         match self {
             TracerState::Off => "off".into(),
+            TracerState::Starting => "starting".into(),
             TracerState::Running => "running".into(),
             TracerState::Unavailable(why) => format!("unavailable: {why}"),
         }

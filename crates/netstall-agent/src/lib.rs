@@ -81,7 +81,7 @@ struct StartEvent<'a> {
     peers: Vec<&'a str>,
     peers_known: usize,
     probe_rate: u32,
-    tracer: String,
+    tracer: bool,
     ts_ns: u64,
 }
 
@@ -104,15 +104,12 @@ pub fn run(config: &AgentConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce())
     };
     let server = http::bind(config.listen)?;
     let state = Arc::new(State::new(config, events));
-    tracer::set_state(
-        &state,
-        if config.tracer {
-            TracerState::Unavailable("this build has no kernel stall tracer".into())
-        } else {
-            TracerState::Off
-        },
-    );
-    let tracer_state = state.health.lock().expect("health lock").tracer.clone();
+    let tracer_state = if config.tracer {
+        TracerState::Starting
+    } else {
+        TracerState::Off
+    };
+    tracer::set_state(&state, tracer_state);
 
     std::thread::scope(|scope| -> Result<()> {
         let mesh = socket.as_ref().map(|socket| {
@@ -140,6 +137,9 @@ pub fn run(config: &AgentConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce())
             )
         });
         scope.spawn(|| http::serve(&server, &state, &stop));
+        if config.tracer {
+            scope.spawn(|| tracer::run(config.stall_threshold, &state, &stop));
+        }
         state.event(&StartEvent {
             kind: "agent",
             node: &config.node_name,
@@ -147,7 +147,7 @@ pub fn run(config: &AgentConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce())
             peers: chosen.iter().map(|p| p.name.as_str()).collect(),
             peers_known: config.peers.len(),
             probe_rate: config.probe_rate,
-            tracer: tracer_state.describe(),
+            tracer: config.tracer,
             ts_ns: realtime_ns(),
         });
         on_ready();

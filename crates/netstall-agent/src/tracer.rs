@@ -5,12 +5,66 @@
 //! The detectors themselves live in `netstall-kernel`; this module adapts
 //! what they report to the agent, so the agent runs (probes, cgroup counts)
 //! whether or not the tracer can load, and says which.
+//!
+//! The tracer runs in windows: at the end of each, its report gives the
+//! ring-buffer drops counted in the kernel, and the next window starts.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use netstall_core::stall::Stall;
+use netstall_kernel::trace::{self, Stop, TraceConfig, TraceEvent};
 use serde::Serialize;
 
 use crate::health::TracerState;
 use crate::metrics::StallLabels;
 use crate::State;
+
+/// How long each tracing window lasts: how often ring-buffer drops are
+/// read. Reloading costs a few milliseconds of CPU per window.
+pub const WINDOW: Duration = Duration::from_secs(30);
+
+/// Traces RX stalls of at least `threshold` until `stop`. When the tracer
+/// cannot load (privileges, kernel), says why in the metrics and /healthz
+/// and returns: the rest of the agent keeps running.
+pub fn run(threshold: Duration, state: &State, stop: &Arc<AtomicBool>) {
+    let config = TraceConfig {
+        threshold,
+        ..TraceConfig::default()
+    };
+    let window = Stop {
+        duration: Some(WINDOW),
+        flag: Some(Arc::clone(stop)),
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let result = trace::run(&config, &window, |event| match event {
+            TraceEvent::Started(_) => set_state(state, TracerState::Running),
+            TraceEvent::Stall(stall) => record(state, &observation(&stall), &stall),
+            TraceEvent::Icmp(_) | TraceEvent::Syscall(_) => {}
+        });
+        match result {
+            Ok(report) => state.metrics.ring_drops.inc_by(report.ring_drops),
+            Err(e) => {
+                let why = format!("{e:#}").replace('\n', " ");
+                eprintln!("netstall agent: the kernel stall tracer is unavailable: {why}");
+                set_state(state, TracerState::Unavailable(why));
+                return;
+            }
+        };
+    }
+}
+
+fn observation(stall: &Stall) -> StallObservation {
+    StallObservation {
+        detector: stall.detector.name().to_string(),
+        cpu: stall.cpu,
+        start_ns: stall.start_ns,
+        duration_ms: stall.duration_ms,
+        comm: stall.culprit.as_ref().map(|c| c.comm.clone()),
+        syscall: stall.culprit.as_ref().and_then(|c| c.syscall.clone()),
+    }
+}
 
 /// One over-threshold RX stall, as the agent records it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -25,18 +79,17 @@ pub struct StallObservation {
     pub syscall: Option<String>,
 }
 
-/// The `{"type":"stall"}` event.
+/// The `{"type":"stall"}` event: the tracer's stall (culprit, kernel
+/// stack) with the node's name.
 #[derive(Debug, Serialize)]
-struct StallEvent<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
+struct StallEvent<'a, T: Serialize> {
     node: &'a str,
     #[serde(flatten)]
-    stall: &'a StallObservation,
+    stall: &'a T,
 }
 
-/// Records one stall everywhere it shows.
-pub fn record(state: &State, stall: &StallObservation) {
+/// Records one stall everywhere it shows; `detail` is what the event log gets.
+pub fn record(state: &State, stall: &StallObservation, detail: &impl Serialize) {
     let seconds = stall.duration_ms / 1e3;
     state
         .metrics
@@ -56,9 +109,8 @@ pub fn record(state: &State, stall: &StallObservation) {
         .expect("health lock")
         .stall(stall.start_ns, stall.cpu, stall.duration_ms);
     state.event(&StallEvent {
-        kind: "stall",
         node: &state.node,
-        stall,
+        stall: detail,
     });
 }
 
@@ -69,4 +121,61 @@ pub fn set_state(state: &State, tracer: TracerState) {
         .tracer_up
         .set(i64::from(tracer == TracerState::Running));
     state.health.lock().expect("health lock").tracer = tracer;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventLog;
+    use crate::AgentOptions;
+
+    #[test]
+    fn a_stall_shows_in_the_histogram_culprits_health_and_log() {
+        let dir = std::env::temp_dir().join(format!("netstall-tracer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("events.jsonl");
+        let config = AgentOptions {
+            node_name: Some("node1".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let state = State::new(&config, EventLog::file(&log, 1 << 20).unwrap());
+        let now = netstall_core::clock::realtime_ns();
+        let stall = StallObservation {
+            detector: "irqs-off".into(),
+            cpu: 3,
+            start_ns: now,
+            duration_ms: 117.0,
+            comm: Some("cadvisor".into()),
+            syscall: Some("read".into()),
+        };
+        record(
+            &state,
+            &stall,
+            &serde_json::json!({"type": "stall", "cpu": 3}),
+        );
+
+        let text = state.metrics.encode_prometheus();
+        assert!(
+            text.contains(
+                "netstall_rx_stall_seconds_bucket{cpu=\"3\",detector=\"irqs-off\",le=\"0.25\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "netstall_stall_culprit_seconds_total{comm=\"cadvisor\",syscall=\"read\"} 0.117"
+            ),
+            "{text}"
+        );
+        let health = state.health.lock().unwrap().report(now);
+        assert_eq!(health.stalls, 1);
+        assert_eq!(health.worst_stall_ms, Some(117.0));
+        let line = std::fs::read_to_string(&log).unwrap();
+        let event: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(event["type"], "stall");
+        assert_eq!(event["node"], "node1");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
