@@ -61,19 +61,19 @@ pub struct MemoryV1Count {
     pub dying: u64,
 }
 
-/// Measures [`MemoryV1Count`] from the running system.
+/// Measures [`MemoryV1Count`] from the running system (the lab's zombies
+/// live on the v1 memory hierarchy).
 pub fn memory_v1_count() -> Result<MemoryV1Count> {
-    let mount = mounts::memory_v1_mount()?;
-    let table = proc_cgroups::read()?;
-    let total = table
-        .iter()
-        .find(|c| c.subsys == "memory")
-        .map(|c| c.num_cgroups)
-        .context("/proc/cgroups has no memory controller line")?;
-    let live = count_live_dirs(&mount)?;
+    let memory = report::memory_count(&Host::live())?;
+    if memory.version != 1 {
+        anyhow::bail!(
+            "the memory controller is on cgroup v2 at {}, not v1",
+            memory.mount.display()
+        );
+    }
     Ok(MemoryV1Count {
-        total,
-        live,
-        dying: total.saturating_sub(live),
+        total: memory.total,
+        live: memory.live,
+        dying: memory.dying,
     })
 }
