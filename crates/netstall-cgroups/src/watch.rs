@@ -8,7 +8,7 @@
 //! cgroup at the top, with a steady creation rate.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -131,11 +131,31 @@ pub struct HierarchyNames {
 }
 
 impl HierarchyNames {
-    /// From /proc/cgroups (id → controllers) and the mounts (controllers → mount point).
-    pub fn new(table: &[ControllerLine], mounts: &[CgroupMount]) -> Self {
+    /// From /proc/cgroups (id → controllers), `/proc/self/cgroup` if given
+    /// (it also lists named hierarchies such as `name=systemd`) and the
+    /// mounts (controllers → mount point).
+    pub fn new(
+        table: &[ControllerLine],
+        self_cgroup: Option<&str>,
+        mounts: &[CgroupMount],
+    ) -> Self {
         let mut by_id: HashMap<u32, Vec<&str>> = HashMap::new();
         for line in table.iter().filter(|l| l.enabled && l.hierarchy != 0) {
             by_id.entry(line.hierarchy).or_default().push(&line.subsys);
+        }
+        // `9:name=systemd:/`: hierarchy id, controllers, this process's cgroup.
+        for line in self_cgroup.unwrap_or_default().lines() {
+            let mut fields = line.splitn(3, ':');
+            let (Some(Ok(id)), Some(controllers)) =
+                (fields.next().map(str::parse::<u32>), fields.next())
+            else {
+                continue;
+            };
+            if id != 0 && !controllers.is_empty() {
+                by_id
+                    .entry(id)
+                    .or_insert_with(|| controllers.split(',').collect());
+            }
         }
         let mut names = HashMap::from([(0, "cgroup2".to_owned())]);
         let mut mount_of = HashMap::new();
@@ -262,7 +282,8 @@ fn top_creators(creators: HashMap<String, u64>) -> Vec<Creator> {
 /// Watches for `duration`: tracepoints when BPF is available, else polling.
 pub fn watch(host: &Host, duration: Duration) -> Result<WatchReport> {
     let table = host.proc_cgroups()?;
-    let names = HierarchyNames::new(&table, &host.mounts()?);
+    let self_cgroup = host.read(Path::new("/proc/self/cgroup")).ok();
+    let names = HierarchyNames::new(&table, self_cgroup.as_deref(), &host.mounts()?);
     let memory_dying_start = crate::report::memory_count(host)?.dying;
     let mut counter = ChurnCounter::default();
     let traced = if host.is_live() {
@@ -368,8 +389,6 @@ fn dying_by_hierarchy(host: &Host, table: &[ControllerLine]) -> Result<BTreeMap<
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
     use crate::{mounts, proc_cgroups};
 
@@ -398,9 +417,11 @@ mod tests {
         let mounts = mounts::parse_mountinfo(
             "33 31 0:30 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
              35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+             40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n\
              41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
         );
-        HierarchyNames::new(&table, &mounts)
+        let self_cgroup = "9:name=systemd:/user.slice\n4:memory:/\n1:cpu,cpuacct:/\n0::/\n";
+        HierarchyNames::new(&table, Some(self_cgroup), &mounts)
     }
 
     #[test]
@@ -429,6 +450,7 @@ mod tests {
         counter.add(&event(CgroupOp::Release, 4, "/kubepods/burstable/pod1/c0"));
         counter.add(&event(CgroupOp::Mkdir, 4, "/system.slice/cron.service"));
         counter.add(&event(CgroupOp::Mkdir, 7, "/user.slice"));
+        counter.add(&event(CgroupOp::Mkdir, 9, "/user.slice/session-3.scope"));
         let (hierarchies, parents) = counter.finish(Duration::from_secs(10), &names());
 
         let top = &parents[0];
@@ -447,9 +469,15 @@ mod tests {
         assert_eq!(parents[1].controllers, "cpu,cpuacct");
         assert_eq!(parents[1].churn.net_dying_per_s, 5.0);
         assert!(parents.iter().any(|p| p.cgroup == "/system.slice"));
-        let named = parents.iter().find(|p| p.hierarchy_id == 7).unwrap();
-        assert!(named.controllers.contains("named"), "{named:?}");
-        assert_eq!(named.path, None);
+        let unknown = parents.iter().find(|p| p.hierarchy_id == 7).unwrap();
+        assert!(unknown.controllers.contains("named"), "{unknown:?}");
+        assert_eq!(unknown.path, None);
+        let systemd = parents.iter().find(|p| p.hierarchy_id == 9).unwrap();
+        assert_eq!(systemd.controllers, "name=systemd");
+        assert_eq!(
+            systemd.path.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/systemd/user.slice"))
+        );
 
         assert_eq!(hierarchies[0].hierarchy_id, 4);
         assert_eq!(hierarchies[0].churn.created, 51);
