@@ -118,6 +118,83 @@ pub fn detect(probes: &[ProbeResult], config: &DetectorConfig) -> Vec<Episode> {
     episodes
 }
 
+/// Episode detection over an endless session in bounded memory: probes are
+/// pushed as they complete, and once the window is full the episodes that
+/// are over are returned and the probes before them dropped. A long session
+/// gives the same episodes as [`detect`] over all of it, as long as each
+/// window holds enough probes for a baseline (it holds tens of thousands).
+#[derive(Debug)]
+pub struct StreamingDetector {
+    config: DetectorConfig,
+    window: Vec<ProbeResult>,
+    capacity: usize,
+    /// Episodes starting at or after this seq have not been returned yet.
+    boundary: u64,
+}
+
+/// Probes a [`StreamingDetector`] holds at most (about 10 MB).
+pub const STREAM_WINDOW: usize = 65_536;
+
+/// Probes kept before the boundary when the window slides, so an episode
+/// just after it still sees the probe before its first held one.
+const STREAM_MARGIN: usize = 1_024;
+
+impl StreamingDetector {
+    pub fn new(config: DetectorConfig) -> Self {
+        Self::with_window(config, STREAM_WINDOW)
+    }
+
+    /// A detector holding at most `capacity` probes (at least 4 × the margin).
+    pub fn with_window(config: DetectorConfig, capacity: usize) -> Self {
+        Self {
+            config,
+            window: Vec::new(),
+            capacity: capacity.max(4 * STREAM_MARGIN),
+            boundary: 0,
+        }
+    }
+
+    /// Adds a completed probe; returns the episodes that are over, if the
+    /// window had to slide.
+    pub fn push(&mut self, probe: ProbeResult) -> Vec<Episode> {
+        self.window.push(probe);
+        if self.window.len() < self.capacity {
+            return Vec::new();
+        }
+        self.window.sort_by_key(|p| p.seq);
+        // Everything in the older half is over (probes complete within a
+        // timeout, far shorter than half a window)...
+        let cutoff = self.window[self.window.len() / 2].seq;
+        let episodes = detect(&self.window, &self.config);
+        // ...except an episode running across the cutoff, which waits.
+        let spanning = episodes
+            .iter()
+            .filter(|e| e.last_seq >= cutoff && e.first_seq < cutoff)
+            .map(|e| e.first_seq)
+            .min();
+        let next_boundary = spanning.unwrap_or(cutoff);
+        let done: Vec<Episode> = episodes
+            .into_iter()
+            .filter(|e| e.first_seq >= self.boundary && e.first_seq < next_boundary)
+            .collect();
+        self.boundary = next_boundary;
+        let keep_from = self
+            .window
+            .partition_point(|p| p.seq < next_boundary)
+            .saturating_sub(STREAM_MARGIN);
+        self.window.drain(..keep_from);
+        done
+    }
+
+    /// The episodes not returned yet, at the end of the session.
+    pub fn finish(self) -> Vec<Episode> {
+        detect(&self.window, &self.config)
+            .into_iter()
+            .filter(|e| e.first_seq >= self.boundary)
+            .collect()
+    }
+}
+
 /// Backlog releases and spikes among the received probes (`sorted` by seq).
 fn delays(sorted: &[&ProbeResult], baseline: Baseline, config: &DetectorConfig) -> Vec<Episode> {
     let interval = config.interval.as_nanos() as u64;
@@ -449,6 +526,38 @@ mod tests {
             (episodes[0].duration_ms - 131.6).abs() < 1.0,
             "{}",
             episodes[0].duration_ms
+        );
+    }
+
+    #[test]
+    fn streaming_finds_what_batch_finds_in_bounded_memory() {
+        // 40 000 probes at 2 ms with a 20 ms stall every second and a loss
+        // burst, streamed through a window of 4096.
+        let mut series = healthy(40_000, 2 * MS, 4);
+        for k in 1..80 {
+            stall(
+                &mut series,
+                1_000 * MS + k * 1_000 * MS + 300 * US,
+                20 * MS,
+                &[0, 1, 2, 3],
+            );
+        }
+        for p in &mut series[20_479..20_483] {
+            p.rtt_ns = None;
+        }
+        let batch = detect(&series, &config(2 * MS, 4));
+        let mut streaming = StreamingDetector::with_window(config(2 * MS, 4), 4096);
+        let mut streamed = Vec::new();
+        for p in series {
+            streamed.extend(streaming.push(p));
+            assert!(streaming.window.len() <= 4096);
+        }
+        streamed.extend(streaming.finish());
+        assert_eq!(batch.len(), 80, "{batch:#?}");
+        let key = |e: &Episode| (e.kind, e.first_seq, e.last_seq, e.probes);
+        assert_eq!(
+            streamed.iter().map(key).collect::<Vec<_>>(),
+            batch.iter().map(key).collect::<Vec<_>>()
         );
     }
 

@@ -6,12 +6,16 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use netstall_probe::{run, Mode, ProbeConfig};
+//! use netstall_probe::{run, Mode, ProbeConfig, SessionEvent};
 //!
 //! let mut config = ProbeConfig::new([192, 168, 50, 1].into(), Mode::Syn { port: 30080 }, Duration::from_millis(10));
 //! config.count = Some(500);
 //! config.flows = 16;
-//! let report = run(&config, |probe| println!("{probe:?}"))?;
+//! let report = run(&config, |event| {
+//!     if let SessionEvent::Probe(probe) = event {
+//!         println!("seq {} rtt {:?}", probe.seq, probe.rtt_ns);
+//!     }
+//! })?;
 //! for episode in &report.episodes {
 //!     println!("{:?} {:.1} ms, flows {:?}", episode.kind, episode.duration_ms, episode.flows);
 //! }
@@ -37,9 +41,9 @@ use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 
 use anyhow::{bail, Result};
 
-pub use episodes::{detect, DetectorConfig, Episode, EpisodeKind};
+pub use episodes::{detect, DetectorConfig, Episode, EpisodeKind, StreamingDetector};
 pub use model::{ProbeResult, Proto, Reply, TsSource};
-pub use session::{run, Mode, ProbeConfig, Report, SessionInfo};
+pub use session::{run, Mode, ProbeConfig, Report, SessionEvent, SessionInfo};
 pub use summary::Summary;
 
 /// Resolves a probe target (an IPv4 address or a host name) to an IPv4 address.

@@ -18,16 +18,19 @@ use anyhow::{anyhow, bail, Context, Result};
 use netstall_core::clock::{monotonic_ns, ClockOffset};
 use serde::Serialize;
 
-use crate::episodes::{self, DetectorConfig, Episode};
+use crate::episodes::{DetectorConfig, Episode, StreamingDetector};
 use crate::http::{self, HttpUrl};
 use crate::model::{ProbeResult, Proto, Reply, TsSource};
-use crate::summary::{self, Summary};
+use crate::summary::{Summary, SummaryBuilder};
 use crate::sys::{self, Stamping};
 use crate::wire::{IcmpWire, SynWire, UdpWire, Wire, WireConfig};
 
-/// Below this much time to the next send the sender spins instead of sleeping:
-/// a timer wake-up is late by tens of µs, a spin by a few hundred ns.
-const SPIN_NS: u64 = 50_000;
+/// The sender wakes this long before a send and spins the rest: a timer
+/// wake-up is late by tens of µs on an idle CPU and by hundreds on a busy
+/// non-preemptible kernel, a spin by a few hundred ns. Capped at a
+/// twentieth of the interval, so spinning costs at most 5% of a CPU.
+const MAX_SPIN_NS: u64 = 300_000;
+const MIN_SPIN_NS: u64 = 50_000;
 /// How often the receiver and collector look at their stop conditions.
 const POLL_MS: i32 = 10;
 /// HTTP requests in flight at most; beyond it a probe is recorded as lost
@@ -90,6 +93,10 @@ pub struct ProbeConfig {
     pub cpu: Option<u32>,
     /// Set to stop sending early (Ctrl-C); outstanding replies are still awaited.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Keep every probe in [`Report::probes`] (the default). Turn it off for
+    /// sessions without end: the callback still sees every probe, and memory
+    /// stays bounded.
+    pub keep_probes: bool,
 }
 
 impl ProbeConfig {
@@ -106,6 +113,7 @@ impl ProbeConfig {
             netns: None,
             cpu: None,
             stop: None,
+            keep_probes: true,
         }
     }
 
@@ -143,16 +151,29 @@ pub struct SessionInfo {
     pub realtime_sender: bool,
 }
 
-/// Everything a session measured.
+/// What a running session reports as it goes.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionEvent<'a> {
+    /// A probe, as soon as it is answered or given up.
+    Probe(&'a ProbeResult),
+    /// An episode, as soon as it is over (in long sessions; the rest at the end).
+    Episode(&'a Episode),
+}
+
+/// What a session measured.
 #[derive(Debug, Clone)]
 pub struct Report {
     pub info: SessionInfo,
-    /// Every probe, in sequence order.
+    /// Every probe in sequence order, if [`ProbeConfig::keep_probes`];
+    /// otherwise empty (they went to the callback).
     pub probes: Vec<ProbeResult>,
+    /// Every episode, in the order found.
     pub episodes: Vec<Episode>,
     pub summary: Summary,
     /// The first send error, if any send failed.
     pub send_error: Option<String>,
+    /// The first ICMP destination unreachable that answered a probe: (from, code).
+    pub unreachable: Option<(Ipv4Addr, u8)>,
 }
 
 impl Report {
@@ -165,11 +186,7 @@ impl Report {
         if let Some(error) = &self.send_error {
             return Some(format!("cannot send to {target}: {error}"));
         }
-        let unreachable = self.probes.iter().find_map(|p| match p.reply {
-            Some(Reply::Unreachable { ip, code }) => Some((ip, code)),
-            _ => None,
-        });
-        Some(match unreachable {
+        Some(match self.unreachable {
             Some((from, code)) => format!(
                 "target {target} is unreachable: ICMP {} from {from}",
                 unreachable_text(code)
@@ -228,32 +245,45 @@ struct Sent {
     sent_mono_ns: u64,
 }
 
-/// Runs a probe session to its end, calling `on_probe` for every probe as
-/// soon as it is answered or given up; returns everything measured.
-pub fn run(config: &ProbeConfig, mut on_probe: impl FnMut(&ProbeResult)) -> Result<Report> {
+/// Runs a probe session to its end, calling `on_event` for every probe as
+/// soon as it is answered or given up, and for every episode once it is
+/// over; returns the episodes and the summary. Memory stays bounded however
+/// long the session runs.
+pub fn run(config: &ProbeConfig, mut on_event: impl FnMut(SessionEvent<'_>)) -> Result<Report> {
     config.check()?;
     let (events_tx, events) = mpsc::channel();
     let finished = Arc::new(AtomicBool::new(false));
     let (info, sender) = start(config, events_tx, Arc::clone(&finished))?;
     let mut collector = Collector::new(config, &info);
-    let result = collector.collect(&events, &mut on_probe);
+    let result = collector.collect(&events, &mut on_event);
     finished.store(true, Ordering::Relaxed);
     sender
         .join()
         .map_err(|_| anyhow!("the probe sender thread panicked"))?;
     result?;
 
-    let mut probes = collector.results;
-    probes.sort_by_key(|p| p.seq);
-    let detector = DetectorConfig::new(config.interval, config.flows);
-    let episodes = episodes::detect(&probes, &detector);
-    let summary = summary::summarize(&probes, &episodes, collector.late_replies);
+    let Collector {
+        detector,
+        mut episodes,
+        summary,
+        late_replies,
+        send_error,
+        unreachable,
+        mut kept,
+        ..
+    } = collector;
+    kept.sort_by_key(|p| p.seq);
+    for episode in detector.finish() {
+        on_event(SessionEvent::Episode(&episode));
+        episodes.push(episode);
+    }
     Ok(Report {
         info,
-        probes,
+        probes: kept,
+        summary: summary.finish(&episodes, late_replies),
         episodes,
-        summary,
-        send_error: collector.send_error,
+        send_error,
+        unreachable,
     })
 }
 
@@ -371,11 +401,11 @@ fn session_info(config: &ProbeConfig, wire: Option<&dyn Wire>, realtime: bool) -
 }
 
 /// Waits until CLOCK_MONOTONIC reaches `target_ns`: sleeps on an absolute
-/// deadline, then spins the last few µs.
-fn wait_until(target_ns: u64) {
+/// deadline `spin_ns` before it, then spins.
+fn wait_until(target_ns: u64, spin_ns: u64) {
     let now = monotonic_ns();
-    if target_ns > now + SPIN_NS {
-        sys::sleep_until_monotonic(target_ns - SPIN_NS);
+    if target_ns > now + spin_ns {
+        sys::sleep_until_monotonic(target_ns - spin_ns);
     }
     while monotonic_ns() < target_ns {
         std::hint::spin_loop();
@@ -386,6 +416,7 @@ fn wait_until(target_ns: u64) {
 /// A late send goes out at once and is recorded late; none is skipped.
 fn send_all(config: &ProbeConfig, wire: Option<&dyn Wire>, events: &Sender<Event>) {
     let interval = config.interval.as_nanos() as u64;
+    let spin_ns = (interval / 20).clamp(MIN_SPIN_NS, MAX_SPIN_NS);
     // A short lead so the first probe, too, leaves on its schedule.
     let start = monotonic_ns() + 1_000_000;
     let end = config.duration.map(|d| start + d.as_nanos() as u64);
@@ -402,7 +433,7 @@ fn send_all(config: &ProbeConfig, wire: Option<&dyn Wire>, events: &Sender<Event
         {
             break;
         }
-        wait_until(scheduled);
+        wait_until(scheduled, spin_ns);
         let flow = (seq % config.flows as u64) as u16;
         let mut sent = Sent {
             seq,
@@ -574,9 +605,15 @@ struct Collector {
     stamp_waiters: HashMap<(usize, u32), u64>,
     /// The highest sequence number sent so far, plus one.
     next_seq: u64,
-    results: Vec<ProbeResult>,
+    detector: StreamingDetector,
+    episodes: Vec<Episode>,
+    summary: SummaryBuilder,
     late_replies: u64,
     send_error: Option<String>,
+    unreachable: Option<(Ipv4Addr, u8)>,
+    /// Every probe, when the caller asked to keep them.
+    kept: Vec<ProbeResult>,
+    keep_probes: bool,
 }
 
 #[derive(Default)]
@@ -596,33 +633,38 @@ impl Collector {
             tx_stamps: HashMap::new(),
             stamp_waiters: HashMap::new(),
             next_seq: 0,
-            results: Vec::new(),
+            detector: StreamingDetector::new(DetectorConfig::new(config.interval, config.flows)),
+            episodes: Vec::new(),
+            summary: SummaryBuilder::default(),
             late_replies: 0,
             send_error: None,
+            unreachable: None,
+            kept: Vec::new(),
+            keep_probes: config.keep_probes,
         }
     }
 
     fn collect(
         &mut self,
         events: &Receiver<Event>,
-        on_probe: &mut impl FnMut(&ProbeResult),
+        on_event: &mut impl FnMut(SessionEvent<'_>),
     ) -> Result<()> {
         let mut done = false;
         loop {
             match events.recv_timeout(Duration::from_millis(POLL_MS as u64)) {
                 Ok(Event::Done) => done = true,
-                Ok(event) => self.handle(event, on_probe),
+                Ok(event) => self.handle(event, on_event),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => done = true,
             }
-            self.expire(on_probe);
+            self.expire(on_event);
             if done && self.pending.values().all(|p| p.sent.is_none()) {
                 return Ok(());
             }
         }
     }
 
-    fn handle(&mut self, event: Event, on_probe: &mut impl FnMut(&ProbeResult)) {
+    fn handle(&mut self, event: Event, on_event: &mut impl FnMut(SessionEvent<'_>)) {
         match event {
             Event::Sent(sent) => {
                 self.next_seq = self.next_seq.max(sent.seq + 1);
@@ -630,14 +672,14 @@ impl Collector {
                     self.stamp_waiters.insert(key, sent.seq);
                 }
                 self.pending.entry(sent.seq).or_default().sent = Some(sent);
-                self.try_finish(sent.seq, on_probe);
+                self.try_finish(sent.seq, on_event);
             }
             Event::SendFailed { sent, error } => {
                 self.next_seq = self.next_seq.max(sent.seq + 1);
                 self.send_error.get_or_insert_with(|| error.to_string());
                 self.pending.remove(&sent.seq);
                 let result = self.result(&sent, None);
-                self.emit(result, on_probe);
+                self.emit(result, on_event);
             }
             Event::TxStamp {
                 socket,
@@ -646,7 +688,7 @@ impl Collector {
             } => {
                 self.tx_stamps.insert((socket, key), kernel_ns);
                 if let Some(seq) = self.stamp_waiters.remove(&(socket, key)) {
-                    self.try_finish(seq, on_probe);
+                    self.try_finish(seq, on_event);
                 }
             }
             Event::Reply {
@@ -662,7 +704,7 @@ impl Collector {
                     return;
                 }
                 self.pending.entry(seq).or_default().reply = Some((reply, kernel_ns, read_mono_ns));
-                self.try_finish(seq, on_probe);
+                self.try_finish(seq, on_event);
             }
             Event::Failed { seq } => {
                 if let Some(Pending {
@@ -670,7 +712,7 @@ impl Collector {
                 }) = self.pending.remove(&seq)
                 {
                     let result = self.result(&sent, None);
-                    self.emit(result, on_probe);
+                    self.emit(result, on_event);
                 }
             }
             Event::Done => {}
@@ -680,7 +722,7 @@ impl Collector {
     /// Finishes probe `seq` once it is sent and answered, and its TX
     /// timestamp is in (or overdue: the receiver may read a reply before the
     /// timestamp that was queued first, but not by much).
-    fn try_finish(&mut self, seq: u64, on_probe: &mut impl FnMut(&ProbeResult)) {
+    fn try_finish(&mut self, seq: u64, on_event: &mut impl FnMut(SessionEvent<'_>)) {
         let Some(Pending {
             sent: Some(sent),
             reply: Some((_, _, read_mono_ns)),
@@ -702,12 +744,12 @@ impl Collector {
             return;
         };
         let result = self.result(&sent, reply);
-        self.emit(result, on_probe);
+        self.emit(result, on_event);
     }
 
     /// Gives up on probes unanswered for longer than the timeout, and on TX
     /// timestamps overdue for answered probes.
-    fn expire(&mut self, on_probe: &mut impl FnMut(&ProbeResult)) {
+    fn expire(&mut self, on_event: &mut impl FnMut(SessionEvent<'_>)) {
         let now = monotonic_ns();
         let (mut lost, mut answered) = (Vec::new(), Vec::new());
         for (seq, p) in &self.pending {
@@ -723,17 +765,27 @@ impl Collector {
             }) = self.pending.remove(&seq)
             {
                 let result = self.result(&sent, None);
-                self.emit(result, on_probe);
+                self.emit(result, on_event);
             }
         }
         for seq in answered {
-            self.try_finish(seq, on_probe);
+            self.try_finish(seq, on_event);
         }
     }
 
-    fn emit(&mut self, result: ProbeResult, on_probe: &mut impl FnMut(&ProbeResult)) {
-        on_probe(&result);
-        self.results.push(result);
+    fn emit(&mut self, result: ProbeResult, on_event: &mut impl FnMut(SessionEvent<'_>)) {
+        on_event(SessionEvent::Probe(&result));
+        self.summary.add(&result);
+        if let (None, Some(Reply::Unreachable { ip, code })) = (self.unreachable, &result.reply) {
+            self.unreachable = Some((*ip, *code));
+        }
+        if self.keep_probes {
+            self.kept.push(result.clone());
+        }
+        for episode in self.detector.push(result) {
+            on_event(SessionEvent::Episode(&episode));
+            self.episodes.push(episode);
+        }
     }
 
     /// The result of probe `sent` given its reply (reply, kernel RX ns, read time).

@@ -5,7 +5,9 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::episodes::Episode;
-use crate::model::{round3, ProbeResult};
+use std::collections::BTreeMap;
+
+use crate::model::{round3, ProbeResult, TsSource};
 
 /// RTTs are recorded in nanoseconds from 1 ns to 1 hour, 3 significant digits.
 const HIST_MAX_NS: u64 = 3_600_000_000_000;
@@ -102,76 +104,104 @@ pub struct FlowSummary {
 
 /// Summarizes a session's results and episodes.
 pub fn summarize(probes: &[ProbeResult], episodes: &[Episode], late_replies: u64) -> Summary {
-    let mut rtt = NsHistogram::default();
-    let mut late = NsHistogram::default();
-    let mut kernel_timestamps = 0;
-    let mut flows: std::collections::BTreeMap<u16, (Option<u16>, u64, NsHistogram)> =
-        Default::default();
+    let mut builder = SummaryBuilder::default();
     for p in probes {
-        late.record(p.late_ns);
-        let flow = flows
-            .entry(p.flow)
-            .or_insert_with(|| (p.src_port, 0, NsHistogram::default()));
-        flow.1 += 1;
+        builder.add(p);
+    }
+    builder.finish(episodes, late_replies)
+}
+
+/// Accumulates a summary probe by probe, in constant memory per flow, so a
+/// session of any length can be summarized without keeping its probes.
+#[derive(Debug, Clone, Default)]
+pub struct SummaryBuilder {
+    rtt: NsHistogram,
+    late: NsHistogram,
+    kernel_timestamps: u64,
+    flows: BTreeMap<u16, FlowAccumulator>,
+    first_sent_ns: Option<u64>,
+    last_sent_ns: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct FlowAccumulator {
+    src_port: Option<u16>,
+    sent: u64,
+    rtt: NsHistogram,
+}
+
+impl SummaryBuilder {
+    pub fn add(&mut self, p: &ProbeResult) {
+        self.late.record(p.late_ns);
+        self.first_sent_ns = Some(self.first_sent_ns.map_or(p.sent_ns, |t| t.min(p.sent_ns)));
+        self.last_sent_ns = Some(self.last_sent_ns.map_or(p.sent_ns, |t| t.max(p.sent_ns)));
+        let flow = self.flows.entry(p.flow).or_default();
+        flow.src_port = p.src_port;
+        flow.sent += 1;
         if let Some(ns) = p.rtt_ns {
-            rtt.record(ns);
-            flow.2.record(ns);
-            if p.timestamps == crate::model::TsSource::Kernel {
-                kernel_timestamps += 1;
+            self.rtt.record(ns);
+            flow.rtt.record(ns);
+            if p.timestamps == TsSource::Kernel {
+                self.kernel_timestamps += 1;
             }
         }
     }
-    let sent = probes.len() as u64;
-    let received = rtt.len();
-    Summary {
-        sent,
-        received,
-        loss_pct: if sent == 0 {
-            0.0
-        } else {
-            round3(100.0 * (sent - received) as f64 / sent as f64)
-        },
-        min_us: rtt.min_us(),
-        p50_us: rtt.quantile_us(0.5),
-        p90_us: rtt.quantile_us(0.9),
-        p99_us: rtt.quantile_us(0.99),
-        p999_us: rtt.quantile_us(0.999),
-        max_us: rtt.max_us(),
-        episodes: episodes.len(),
-        rate_per_s: send_rate(probes),
-        send_late_p50_us: late.quantile_us(0.5),
-        send_late_p99_us: late.quantile_us(0.99),
-        send_late_max_us: late.max_us(),
-        kernel_timestamps,
-        late_replies,
-        flows: flows
-            .into_iter()
-            .map(|(flow, (src_port, sent, hist))| FlowSummary {
-                flow,
-                src_port,
-                sent,
-                received: hist.len(),
-                p50_us: hist.quantile_us(0.5),
-                p99_us: hist.quantile_us(0.99),
-                max_us: hist.max_us(),
-                episodes: episodes.iter().filter(|e| e.flows.contains(&flow)).count(),
-            })
-            .collect(),
-    }
-}
 
-/// Probes per second from the first send to the last (at least two probes).
-fn send_rate(probes: &[ProbeResult]) -> Option<f64> {
-    let first = probes.iter().map(|p| p.sent_ns).min()?;
-    let last = probes.iter().map(|p| p.sent_ns).max()?;
-    (last > first).then(|| round3((probes.len() - 1) as f64 * 1e9 / (last - first) as f64))
+    /// The summary, given every episode of the session.
+    pub fn finish(&self, episodes: &[Episode], late_replies: u64) -> Summary {
+        let rtt = &self.rtt;
+        let sent = self.late.len();
+        let received = rtt.len();
+        let rate_per_s = match (self.first_sent_ns, self.last_sent_ns) {
+            (Some(first), Some(last)) if last > first => {
+                Some(round3((sent - 1) as f64 * 1e9 / (last - first) as f64))
+            }
+            _ => None,
+        };
+        Summary {
+            sent,
+            received,
+            loss_pct: if sent == 0 {
+                0.0
+            } else {
+                round3(100.0 * (sent - received) as f64 / sent as f64)
+            },
+            min_us: rtt.min_us(),
+            p50_us: rtt.quantile_us(0.5),
+            p90_us: rtt.quantile_us(0.9),
+            p99_us: rtt.quantile_us(0.99),
+            p999_us: rtt.quantile_us(0.999),
+            max_us: rtt.max_us(),
+            episodes: episodes.len(),
+            rate_per_s,
+            send_late_p50_us: self.late.quantile_us(0.5),
+            send_late_p99_us: self.late.quantile_us(0.99),
+            send_late_max_us: self.late.max_us(),
+            kernel_timestamps: self.kernel_timestamps,
+            late_replies,
+            flows: self
+                .flows
+                .iter()
+                .map(|(&flow, acc)| FlowSummary {
+                    flow,
+                    src_port: acc.src_port,
+                    sent: acc.sent,
+                    received: acc.rtt.len(),
+                    p50_us: acc.rtt.quantile_us(0.5),
+                    p99_us: acc.rtt.quantile_us(0.99),
+                    max_us: acc.rtt.max_us(),
+                    episodes: episodes.iter().filter(|e| e.flows.contains(&flow)).count(),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::episodes::EpisodeKind;
-    use crate::model::{Proto, TsSource};
+    use crate::model::Proto;
 
     fn probe(seq: u64, flow: u16, rtt_us: Option<u64>) -> ProbeResult {
         ProbeResult {

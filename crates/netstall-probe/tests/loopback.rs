@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::time::Duration;
 
-use netstall_probe::{run, Mode, ProbeConfig, Reply, Report, TsSource};
+use netstall_probe::{run, Mode, ProbeConfig, Reply, Report, SessionEvent, TsSource};
 
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -15,8 +15,14 @@ fn probe(mode: Mode, count: u64, interval: Duration, flows: u16) -> Report {
     config.flows = flows;
     config.timeout = Duration::from_millis(500);
     let mut streamed = 0;
-    let report = run(&config, |_| streamed += 1).expect("probe session");
+    let report = run(&config, |event| {
+        if let SessionEvent::Probe(_) = event {
+            streamed += 1;
+        }
+    })
+    .expect("probe session");
     assert_eq!(streamed, count, "every probe is reported as it completes");
+    assert_eq!(report.probes.len() as u64, count, "and kept");
     report
 }
 

@@ -12,7 +12,7 @@ use netstall_core::output::Output;
 use netstall_probe::http::HttpUrl;
 use netstall_probe::session::unreachable_text;
 use netstall_probe::{
-    Episode, Mode, ProbeConfig, ProbeResult, Reply, Report, SessionInfo, Summary,
+    Episode, Mode, ProbeConfig, ProbeResult, Reply, Report, SessionEvent, SessionInfo, Summary,
 };
 use serde::Serialize;
 
@@ -121,6 +121,8 @@ fn config(args: &Args) -> Result<ProbeConfig> {
     config.netns = args.netns.clone();
     config.cpu = args.cpu;
     config.stop = Some(install_stop_handler());
+    // Probes are printed as they come; a session without end must not keep them.
+    config.keep_probes = false;
     Ok(config)
 }
 
@@ -147,18 +149,25 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         config.flows,
         config.interval
     ));
-    let report = netstall_probe::run(&config, |probe| {
-        out.json(&Typed {
-            kind: "probe",
-            value: probe,
-        });
-        if let Some(line) = probe_line(probe, config.flows > 1) {
-            if slow_ns.is_none_or(|slow| probe.rtt_ns.is_some_and(|rtt| rtt >= slow)) {
-                out.text(line);
+    let report = netstall_probe::run(&config, |event| match event {
+        SessionEvent::Probe(probe) => {
+            out.json(&Typed {
+                kind: "probe",
+                value: probe,
+            });
+            if let Some(line) = probe_line(probe, config.flows > 1) {
+                if slow_ns.is_none_or(|slow| probe.rtt_ns.is_some_and(|rtt| rtt >= slow)) {
+                    out.text(line);
+                }
             }
         }
+        // Streamed as soon as they are over; listed again in text at the end.
+        SessionEvent::Episode(episode) => out.json(&Typed {
+            kind: "episode",
+            value: episode,
+        }),
     })?;
-    print_report(&report, out);
+    print_end(&report, out, true);
     if let Some(reason) = report.unreachable_reason() {
         bail!(reason);
     }
@@ -203,16 +212,23 @@ pub(crate) fn probe_line(probe: &ProbeResult, show_flow: bool) -> Option<String>
     })
 }
 
+/// Prints the end of a session: its description, episodes and summary.
 pub(crate) fn print_report(report: &Report, out: Output) {
+    print_end(report, out, false);
+}
+
+fn print_end(report: &Report, out: Output, episodes_streamed: bool) {
     out.json(&Typed {
         kind: "session",
         value: &report.info,
     });
-    for episode in &report.episodes {
-        out.json(&Typed {
-            kind: "episode",
-            value: episode,
-        });
+    if !episodes_streamed {
+        for episode in &report.episodes {
+            out.json(&Typed {
+                kind: "episode",
+                value: episode,
+            });
+        }
     }
     out.json(&Typed {
         kind: "summary",
