@@ -32,6 +32,10 @@ struct Cli {
 enum Command {
     /// Dying cgroups: counts, who makes them, a memory.stat canary, advice, verified remediation.
     Cgroups(cmd::cgroups::Args),
+    /// Reproduce the incident for real in the lab, diagnose it, fix it, prove it is gone.
+    Demo(cmd::demo::Args),
+    /// One verdict with evidence: tracer, probes, CPU sampling and cgroup counts together.
+    Doctor(cmd::doctor::Args),
     /// Build, inspect and break the incident lab (network namespaces, injectors).
     Lab(cmd::lab::Args),
     /// Run the TCP/HTTP and UDP echo responders used by the lab and by your own tests.
@@ -44,12 +48,12 @@ enum Command {
     Collapse(cmd::collapse::Args),
     /// Draw an SVG flame graph, or a flame chart (time on the x axis), from folded stacks or perf script text.
     Flame(cmd::flame::Args),
-    /// Sample CPUs as an ordered timeline: sample gaps (IRQs off), softirq stalls, the samples before ksoftirqd.
-    Xray(cmd::xray::Args),
     /// Always-on node agent: stall histograms, peer mesh probing, Prometheus /metrics, /healthz.
     Agent(cmd::agent::Args),
     /// node-problem-detector plugin: the agent's verdict in one line; exit 0 OK, 1 problem, 2 unknown.
     Check(cmd::check::Args),
+    /// Sample CPUs as an ordered timeline: sample gaps (IRQs off), softirq stalls, the samples before ksoftirqd.
+    Xray(cmd::xray::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,15 +68,17 @@ fn main() -> ExitCode {
     let out = Output::new(cli.json);
     let result = match cli.command {
         Command::Cgroups(args) => cmd::cgroups::run(args, out),
+        Command::Demo(args) => cmd::demo::run(args, out),
+        Command::Doctor(args) => cmd::doctor::run(args, out),
         Command::Lab(args) => cmd::lab::run(args, out),
         Command::Responder(args) => cmd::responder::run(args, out),
         Command::Probe(args) => cmd::probe::run(args, out),
         Command::Trace(args) => cmd::trace::run(args, out),
         Command::Collapse(args) => cmd::collapse::run(args, out),
         Command::Flame(args) => cmd::flame::run(args, out),
-        Command::Xray(args) => cmd::xray::run(args, out),
         Command::Agent(args) => cmd::agent::run(args, out),
         Command::Check(args) => cmd::check::run(args, out),
+        Command::Xray(args) => cmd::xray::run(args, out),
     };
     match result {
         Ok(code) => code,

@@ -1,10 +1,12 @@
 //! One module per command: argument definitions and the glue to the crate
 //! that does the work. Nothing here should be more than a few lines per command.
 
-pub mod cgroups;
 pub mod agent;
+pub mod cgroups;
 pub mod check;
 pub mod collapse;
+pub mod demo;
+pub mod doctor;
 pub mod flame;
 pub mod lab;
 pub mod probe;
