@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Tracer cost, side by side in one run:
 #   * iperf3 TCP throughput on the lab path client -> node1 (NAT) -> VXLAN ->
-#     node2 -> pod, without and with `netstall trace` running, alternating
-#     (RUNS pairs), and the ratio traced/untraced;
-#   * ns/event of every BPF program, from the kernel's BPF stats
-#     (`netstall trace --self-cost`), measured during the traced iperf3 runs.
+#     node2 -> pod: without a tracer, with `netstall trace`, and with the
+#     anchor, bpftrace measuring the same per-packet backlog wait the way
+#     the reference detector (stall2.bt) does (a hash map keyed by skb) plus
+#     a count on softirq_entry; alternating, RUNS rounds, medians and ratios;
+#   * ns/event of every BPF program from the kernel's BPF stats: netstall's
+#     (`--self-cost`) and bpftrace's (bpftool, with kernel.bpf_stats_enabled
+#     on for that phase only).
 # The lab's node RX is steered to CPU 0 (RPS); iperf3 is pinned to CPU 1.
 #
 # Usage: bench/trace.sh          (as root)
@@ -26,6 +29,8 @@ flock 9
 cleanup() {
   [ -n "${server:-}" ] && kill "$server" 2>/dev/null || true
   [ -n "${tracer:-}" ] && kill "$tracer" 2>/dev/null || true
+  sysctl -q kernel.bpf_stats_enabled=0 || true
+  [ -n "${mounted_debugfs:-}" ] && umount /sys/kernel/debug || true
   "$netstall" lab down --prefix "$prefix" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -42,23 +47,56 @@ iperf() {
     | jq '.end.sum_received.bits_per_second / 1e9'
 }
 
-declare -a base traced
+# bpftrace finds tracepoints under /sys/kernel/debug/tracing: mount debugfs
+# for the run if it is not (and unmount it again at exit).
+if command -v bpftrace >/dev/null && [ ! -d /sys/kernel/debug/tracing/events ]; then
+  mount -t debugfs none /sys/kernel/debug && mounted_debugfs=1
+fi
+
+cat >"$work/anchor.bt" <<'BT'
+tracepoint:net:netif_rx { @q[args->skbaddr] = nsecs; }
+tracepoint:net:netif_receive_skb /@q[args->skbaddr]/ {
+  @wait[cpu] = hist(nsecs - @q[args->skbaddr]); delete(@q[args->skbaddr]);
+}
+tracepoint:irq:softirq_entry { @softirqs[cpu] = count(); }
+BT
+
+declare -a base traced anchor
 for run in $(seq "$RUNS"); do
   base+=("$(iperf)")
+
   "$netstall" trace --json --self-cost -w "$((SECS + 4))s" >"$work/trace.$run.json" 2>/dev/null &
   tracer=$!
   sleep 2 # attached (load + verify take well under a second)
   traced+=("$(iperf)")
   wait "$tracer"
   tracer=""
-  echo "run $run: iperf3 without tracer ${base[-1]} Gbit/s, with tracer ${traced[-1]} Gbit/s"
+
+  if command -v bpftrace >/dev/null; then
+    sysctl -q kernel.bpf_stats_enabled=1
+    bpftrace "$work/anchor.bt" >/dev/null 2>&1 &
+    tracer=$!
+    sleep 3 # bpftrace compiles with LLVM first
+    anchor+=("$(iperf)")
+    bpftool prog show --json | jq -c '.[] | select(.type == "tracepoint" and .run_cnt > 0)
+      | {name, run_cnt, run_time_ns}' >"$work/anchor.$run.json"
+    kill -INT "$tracer"; wait "$tracer" || true
+    tracer=""
+    sysctl -q kernel.bpf_stats_enabled=0
+  fi
+  echo "run $run: iperf3 Gbit/s: none ${base[-1]}, netstall trace ${traced[-1]}, bpftrace anchor ${anchor[-1]:-skipped}"
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 b=$(median "${base[@]}")
 t=$(median "${traced[@]}")
 echo
-echo "iperf3 median: without ${b} Gbit/s, with tracer ${t} Gbit/s, ratio $(awk -v t="$t" -v b="$b" 'BEGIN {printf "%.3f", t / b}')"
+ratio() { awk -v x="$1" -v b="$2" 'BEGIN {printf "%.3f", x / b}'; }
+echo "iperf3 median: none ${b} Gbit/s; netstall trace ${t} Gbit/s (x$(ratio "$t" "$b"))"
+if [ "${#anchor[@]}" -gt 0 ]; then
+  a=$(median "${anchor[@]}")
+  echo "               bpftrace anchor ${a} Gbit/s (x$(ratio "$a" "$b"))"
+fi
 echo
 echo "BPF cost per program (median over runs of run_time_ns / run_count, kernel BPF stats):"
 cat "$work"/trace.*.json | jq -r 'select(.type == "self-cost" and .run_count > 0)
@@ -67,6 +105,26 @@ cat "$work"/trace.*.json | jq -r 'select(.type == "self-cost" and .run_count > 0
   | awk -F'\t' '{k=$1"\t"$2; n[k]++; v[k,n[k]]=$4; c[k]+=$3}
       END {for (k in n) {m=(n[k]%2)?v[k,(n[k]+1)/2]:(v[k,n[k]/2]+v[k,n[k]/2+1])/2;
            printf "  %-14s %-34s runs=%-10d %7.1f ns/event\n", substr(k,1,index(k,"\t")-1), substr(k,index(k,"\t")+1), c[k]/n[k], m}}' \
-  | sort
+  | sort | tee "$work/ours.table"
 cat "$work"/trace.*.json | jq -r 'select(.type == "trace-summary")
   | "trace summary: \(.packets) packets measured, \(.stalls) stalls, \(.ring_drops) ring-buffer drops"'
+if [ "${#anchor[@]}" -gt 0 ]; then
+  echo
+  echo "bpftrace anchor cost per program (median over runs):"
+  cat "$work"/anchor.*.json | jq -r '[.name, .run_cnt, (.run_time_ns / .run_cnt)] | @tsv' \
+    | sort -k1,1 -k3,3g \
+    | awk -F'\t' '{n[$1]++; v[$1,n[$1]]=$3; c[$1]+=$2}
+        END {for (k in n) {m=(n[k]%2)?v[k,(n[k]+1)/2]:(v[k,n[k]/2]+v[k,n[k]/2+1])/2;
+             printf "  %-34s runs=%-10d %7.1f ns/event\n", k, c[k]/n[k], m}}' | sort | tee "$work/anchor.table"
+  echo
+  echo "same hook, netstall / bpftrace ns/event:"
+  ns_of() { awk -v p="$1" '$2 == p {print $4}' "$work/ours.table"; }
+  bt_of() { awk -v p="$1" '$1 == p {print $3}' "$work/anchor.table"; }
+  for pair in "on_netif_rx netif_rx" "on_netif_receive_skb netif_receive_s" "on_softirq_entry softirq_entry"; do
+    set -- $pair
+    o=$(ns_of "$1"); a=$(bt_of "$2")
+    [ -n "$o" ] && [ -n "$a" ] && printf "  %-22s %6.1f / %6.1f = x%s\n" "$1" "$o" "$a" "$(ratio "$o" "$a")"
+  done
+else
+  echo "bpftrace not installed: anchor skipped (apt-get install bpftrace)"
+fi

@@ -157,14 +157,26 @@ static __always_inline bool cpu_selected(__u32 cpu)
 	return cpu_mask[(cpu >> 6) & (TRACE_MAX_CPUS / 64 - 1)] & (1ULL << (cpu & 63));
 }
 
+/* floor(log2(v)) in six steps, without a loop: it runs once per packet. */
 static __always_inline __u32 log2_slot(__u64 v)
 {
-	__u32 r = 0;
+	__u32 r, shift;
 
-	for (int i = 0; i < 63 && v > 1; i++) {
-		v >>= 1;
-		r++;
-	}
+	r = (v > 0xFFFFFFFFULL) << 5;
+	v >>= r;
+	shift = (v > 0xFFFF) << 4;
+	v >>= shift;
+	r |= shift;
+	shift = (v > 0xFF) << 3;
+	v >>= shift;
+	r |= shift;
+	shift = (v > 0xF) << 2;
+	v >>= shift;
+	r |= shift;
+	shift = (v > 0x3) << 1;
+	v >>= shift;
+	r |= shift;
+	r |= (v >> 1);
 	return r >= TRACE_HIST_SLOTS ? TRACE_HIST_SLOTS - 1 : r;
 }
 
@@ -417,8 +429,7 @@ int on_netif_receive_skb(struct bpf_raw_tracepoint_args *ctx)
 	slot->skb = 0;
 	if (wait > MAX_SANE_WAIT_NS)
 		return 0;
-	hist_add(&backlog_hist, wait);
-	count(TC_PACKETS);
+	hist_add(&backlog_hist, wait); /* its sum is the packet count */
 	if (wait < packet_floor_ns)
 		return 0;
 	count(TC_PACKETS_WAITED);
@@ -617,14 +628,14 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	st = cpu_state();
 	if (!st)
 		return 0;
-	now = bpf_ktime_get_ns();
 	if (next->pid == 0)
-		st->last_tick = 0;   /* entering idle: NO_HZ may stop the tick */
+		st->last_tick = 0; /* entering idle: NO_HZ may stop the tick */
 	else if (prev->pid == 0)
-		st->last_tick = now; /* leaving idle: a new baseline */
+		st->last_tick = bpf_ktime_get_ns(); /* leaving idle: a new baseline */
 
 	if (!st->netrx_raise)
 		return 0;
+	now = bpf_ktime_get_ns();
 	bpf_probe_read_kernel_str(name, sizeof(name), next->comm);
 	if (!is_ksoftirqd(name))
 		return 0;

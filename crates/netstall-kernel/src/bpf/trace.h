@@ -30,8 +30,8 @@ enum ns_trace_kind {
 /* Per-CPU counters (index into the `counters` per-CPU array). */
 enum ns_trace_counter {
 	TC_RING_DROPS = 0,    /* events lost: ring buffer full */
-	TC_PACKETS = 1,       /* packets whose backlog wait was measured */
-	TC_PACKETS_WAITED = 2,/* ... of which waited at least packet_floor_ns */
+	TC_UNUSED = 1,        /* (packets measured: the backlog histogram's sum) */
+	TC_PACKETS_WAITED = 2,/* packets that waited at least packet_floor_ns */
 	TC_KSOFTIRQD = 3,     /* switches to ksoftirqd with NET_RX pending */
 	TC_SLOT_MISSES = 4,   /* packets received without a matching enqueue stamp */
 	TC_NR = 5,

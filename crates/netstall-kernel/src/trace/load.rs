@@ -63,7 +63,6 @@ const STALL_DETECTORS: [&str; 5] = [
 ];
 
 const COUNTER_RING_DROPS: u32 = 0;
-const COUNTER_PACKETS: u32 = 1;
 const COUNTER_PACKETS_WAITED: u32 = 2;
 const COUNTER_KSOFTIRQD: u32 = 3;
 const HIST_SLOTS: u32 = 32;
@@ -163,10 +162,28 @@ fn load<'o>(
     if failures.is_empty() {
         return Err(error).context("load the trace BPF programs");
     }
+    let (usable, unavailable) = plan(wanted, &failures)?;
+    let progs = programs_of(&usable);
+    let skel = open_skel(second, params, &|p| progs.contains(&p))?
+        .load()
+        .context("load the trace BPF programs")?;
+    Ok((skel, progs, unavailable))
+}
+
+/// Which wanted detectors remain when these programs fail to load: a
+/// detector needs all its programs. Fails when the ICMP table was asked for
+/// and cannot load, or when no stall detector is left.
+fn plan(
+    wanted: &[&'static str],
+    failures: &[(&str, String)],
+) -> Result<(Vec<&'static str>, Vec<Unavailable>)> {
     let mut unavailable = Vec::new();
     let mut usable = Vec::new();
     for detector in wanted {
-        let (_, progs) = DETECTORS.iter().find(|(d, _)| d == detector).unwrap();
+        let progs = DETECTORS
+            .iter()
+            .find(|(d, _)| d == detector)
+            .map_or(&[][..], |(_, p)| *p);
         match failures.iter().find(|(p, _)| progs.contains(p)) {
             Some((_, why)) => unavailable.push(Unavailable {
                 detector,
@@ -181,14 +198,12 @@ fn load<'o>(
     if !usable.iter().any(|d| STALL_DETECTORS.contains(d)) {
         bail!(
             "no stall detector loads on this kernel: {}",
-            unavailable[0].reason
+            unavailable
+                .first()
+                .map_or("nothing was asked for", |u| u.reason.as_str())
         );
     }
-    let progs = programs_of(&usable);
-    let skel = open_skel(second, params, &|p| progs.contains(&p))?
-        .load()
-        .context("load the trace BPF programs")?;
-    Ok((skel, progs, unavailable))
+    Ok((usable, unavailable))
 }
 
 /// Kernel BPF run-time statistics, on while the returned fd is open.
@@ -510,7 +525,11 @@ pub fn run(
         duration_ms: started.elapsed().as_millis() as u64,
         stalls,
         ring_drops: sum_counter(counters, COUNTER_RING_DROPS)?,
-        packets: sum_counter(counters, COUNTER_PACKETS)?,
+        packets: histograms
+            .iter()
+            .filter(|h| h.detector == "rx-backlog")
+            .flat_map(|h| h.buckets.iter().map(|(_, n)| n))
+            .sum(),
         packets_waited: sum_counter(counters, COUNTER_PACKETS_WAITED)?,
         ksoftirqd_takeovers: sum_counter(counters, COUNTER_KSOFTIRQD)?,
         unavailable,
@@ -538,6 +557,44 @@ mod tests {
         assert_eq!(mask[0], 1);
         assert_eq!(mask[1], 2);
         assert!(cpu_mask(&[5000]).is_err());
+    }
+
+    #[test]
+    fn a_missing_tracepoint_drops_only_the_detectors_that_need_it() {
+        let wanted = ["rx-backlog", "irqs-off", "ksoftirqd", "rstat-hold"];
+        let failures = [(
+            "on_rstat_unlock",
+            "tp_btf/cgroup_rstat_unlock does not load: No such file or directory".to_string(),
+        )];
+        let (usable, unavailable) = plan(&wanted, &failures).unwrap();
+        assert_eq!(usable, ["rx-backlog", "irqs-off", "ksoftirqd"]);
+        assert_eq!(unavailable.len(), 1);
+        assert_eq!(unavailable[0].detector, "rstat-hold");
+        assert!(unavailable[0].reason.contains("cgroup_rstat_unlock"));
+
+        // sched_switch serves two detectors: both go.
+        let failures = [("on_sched_switch", "EPERM".to_string())];
+        let (usable, _) = plan(&wanted, &failures).unwrap();
+        assert_eq!(usable, ["rx-backlog", "rstat-hold"]);
+    }
+
+    #[test]
+    fn missing_icmp_or_every_stall_detector_is_an_error_naming_the_tracepoint() {
+        let failures = [(
+            "on_icmp_consume",
+            "tp_btf/consume_skb does not load: Invalid argument".to_string(),
+        )];
+        let err = plan(&["irqs-off", "icmp"], &failures)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("skb:consume_skb"), "{err}");
+
+        let failures = [(
+            "on_local_timer_entry",
+            "tp_btf/local_timer_entry does not load: No such file or directory".to_string(),
+        )];
+        let err = plan(&["irqs-off"], &failures).unwrap_err().to_string();
+        assert!(err.contains("local_timer_entry"), "{err}");
     }
 
     #[test]
