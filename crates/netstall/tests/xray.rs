@@ -18,10 +18,11 @@ fn netstall(args: &[&str]) -> Output {
 }
 
 /// `netstall --json xray --cpu 0 ...` in the background.
-fn xray(duration: &str, before: &str) -> Child {
+fn xray(duration: &str, before: &str, extra: &[&str]) -> Child {
     Command::new(NETSTALL)
         .args(["--json", "xray", "--cpu", "0", "-w", duration])
         .args(["--before", before, "--samples", "100"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -62,7 +63,8 @@ fn spin_stalls_are_reported_with_the_samples_before_them() {
         return;
     }
     let _lock = MachineLock::acquire();
-    let sampling = xray("4s", "stall");
+    let svg = std::env::temp_dir().join(format!("netstall-xray-{}.svg", unique_prefix()));
+    let sampling = xray("4s", "stall", &["--svg", svg.to_str().expect("utf-8 path")]);
     thread::sleep(Duration::from_millis(1000));
     let spin = netstall(&[
         "--json", "lab", "spin", "--cpu", "0", "--ms", "50", "--every", "1s", "-w", "2500ms",
@@ -100,6 +102,15 @@ fn spin_stalls_are_reported_with_the_samples_before_them() {
     }
     let summary = of_type(&lines, "xray")[0];
     assert!(summary["samples"].as_u64().expect("samples") > 3000);
+
+    // The flame chart of the recording shows the stalls as softirq frames.
+    let chart = std::fs::read_to_string(&svg).expect("the flame chart was written");
+    std::fs::remove_file(&svg).expect("remove the chart");
+    assert!(chart.trim_end().ends_with("</svg>"));
+    assert!(
+        chart.contains("<title>handle_softirqs ("),
+        "softirq frames in the chart"
+    );
 }
 
 /// Releases the test's dying cgroups even when an assertion fails.
@@ -131,7 +142,7 @@ fn zombie_poller_leaves_irqs_off_gaps_ended_in_memory_stat_show() {
     );
 
     let comm = format!("xr{}", &prefix[prefix.len() - 6..]);
-    let sampling = xray("5s", "stall");
+    let sampling = xray("5s", "stall", &[]);
     thread::sleep(Duration::from_millis(500));
     let poller = netstall(&[
         "lab",
