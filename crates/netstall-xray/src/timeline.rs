@@ -272,6 +272,20 @@ pub fn windows(
     }
 }
 
+/// Up to `count` samples of `cpu` taken before `at_ns` (oldest first): the
+/// window before an event found by another source, such as a stall from
+/// the kernel tracer. Empty when the CPU has no sample before `at_ns`.
+pub fn window_before_time(samples: &[Sample], cpu: u32, at_ns: u64, count: usize) -> Vec<usize> {
+    let end = samples.partition_point(|s| s.time_ns < at_ns);
+    let mut window: Vec<usize> = (0..end)
+        .rev()
+        .filter(|&i| samples[i].cpu == cpu)
+        .take(count)
+        .collect();
+    window.reverse();
+    window
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,6 +435,18 @@ mod tests {
         let last = &samples[*irqs_off.samples.last().unwrap()];
         assert!(last.has_frame("_raw_spin_unlock_irq"));
         assert!(samples[irqs_off.samples[0]].has_frame("memory_stat_show"));
+    }
+
+    #[test]
+    fn window_before_an_outside_event_time() {
+        let samples = recorded();
+        let window = window_before_time(&samples, 0, 60_500_000, 4);
+        let times: Vec<u64> = window
+            .iter()
+            .map(|&i| samples[i].time_ns / 1_000_000)
+            .collect();
+        assert_eq!(times, [8, 9, 10, 60]);
+        assert!(window_before_time(&samples, 1, 61_000_000, 4).is_empty());
     }
 
     #[test]
