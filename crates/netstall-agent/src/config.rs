@@ -23,6 +23,10 @@ pub struct AgentOptions {
     /// Peers to probe: ADDR or NAME=ADDR (IPv4), comma-separated or repeated.
     #[arg(long, value_delimiter = ',')]
     pub peers: Option<Vec<String>>,
+    /// Also probe the addresses this DNS name resolves to, re-read every 30 s:
+    /// in Kubernetes, the agents' headless Service (their endpoints).
+    #[arg(long)]
+    pub peers_dns: Option<String>,
     /// Probes per second to each peer [default: 10].
     #[arg(long)]
     pub probe_rate: Option<u32>,
@@ -85,6 +89,7 @@ impl AgentOptions {
             listen: self.listen.or(fallback.listen),
             node_name: self.node_name.or(fallback.node_name),
             peers: self.peers.or(fallback.peers),
+            peers_dns: self.peers_dns.or(fallback.peers_dns),
             probe_rate: self.probe_rate.or(fallback.probe_rate),
             max_peers: self.max_peers.or(fallback.max_peers),
             stall_threshold: self.stall_threshold.or(fallback.stall_threshold),
@@ -121,7 +126,15 @@ impl AgentOptions {
             Some(name) => name,
             None => host_name(),
         };
+        if self
+            .peers_dns
+            .as_deref()
+            .is_some_and(|n| n.trim().is_empty())
+        {
+            bail!("--peers-dns must not be empty");
+        }
         Ok(AgentConfig {
+            peers_dns: self.peers_dns,
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9977))),
@@ -181,8 +194,10 @@ impl Peer {
 pub struct AgentConfig {
     pub listen: SocketAddr,
     pub node_name: String,
-    /// Every known peer; the agent probes a rendezvous subset of them.
+    /// Every statically known peer; the agent probes a rendezvous subset of
+    /// them and of those found through `peers_dns`.
     pub peers: Vec<Peer>,
+    pub peers_dns: Option<String>,
     pub probe_rate: u32,
     pub max_peers: usize,
     pub stall_threshold: Duration,

@@ -71,8 +71,9 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String> {
         .with_context(|| format!("cannot connect to the agent at {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    use std::io::Write;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    // One write: a server may answer (and close) as soon as the head is in.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    std::io::Write::write_all(&mut stream, request.as_bytes())?;
     let mut response = String::new();
     stream
         .take(16 << 20)

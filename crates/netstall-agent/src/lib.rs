@@ -12,6 +12,7 @@
 
 pub mod cgroups;
 pub mod config;
+pub mod discovery;
 pub mod events;
 pub mod health;
 pub mod http;
@@ -22,7 +23,8 @@ pub mod rendezvous;
 pub mod tracer;
 pub mod tracker;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,18 +73,35 @@ impl State {
     }
 }
 
-/// The `{"type":"agent"}` event at start.
+/// The `{"type":"peers"}` event: the subset this node probes, at start and
+/// whenever discovery changes it.
 #[derive(Serialize)]
-struct StartEvent<'a> {
+struct PeersEvent<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     node: &'a str,
-    listen: String,
     peers: Vec<&'a str>,
     peers_known: usize,
-    probe_rate: u32,
-    tracer: bool,
     ts_ns: u64,
+}
+
+/// How often the peers' DNS name is read again.
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The peers this node probes: a rendezvous subset of all known ones,
+/// never itself.
+fn choose_peers(config: &AgentConfig, discovered: &[Peer]) -> (Vec<Peer>, usize) {
+    let all = discovery::merge(&config.peers, discovered);
+    let listen_ip = config.listen.ip();
+    let candidates: Vec<Peer> = all
+        .into_iter()
+        .filter(|p| IpAddr::V4(p.addr) != listen_ip && !discovery::is_local(p.addr))
+        .collect();
+    let chosen = rendezvous::choose(&config.node_name, &candidates, config.max_peers)
+        .into_iter()
+        .cloned()
+        .collect();
+    (chosen, candidates.len())
 }
 
 /// Runs the agent until `stop` is set; `on_ready` is called once it serves.
@@ -91,13 +110,7 @@ pub fn run(config: &AgentConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce())
         Some(path) => EventLog::file(path, events::MAX_FILE_BYTES)?,
         None => EventLog::stdout(),
     };
-    let chosen: Vec<Peer> = rendezvous::choose(&config.node_name, &config.peers, config.max_peers)
-        .into_iter()
-        // A node never probes itself, whatever name it was listed under.
-        .filter(|p| config.listen.ip() != std::net::IpAddr::V4(p.addr))
-        .cloned()
-        .collect();
-    let socket = if chosen.is_empty() {
+    let socket = if config.peers.is_empty() && config.peers_dns.is_none() {
         None
     } else {
         Some(icmp::IcmpSocket::open()?)
@@ -110,17 +123,21 @@ pub fn run(config: &AgentConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce())
         TracerState::Off
     };
     tracer::set_state(&state, tracer_state);
+    let discovered: Mutex<Vec<Peer>> = Mutex::default();
+    let peers_generation = AtomicU64::new(0);
 
     std::thread::scope(|scope| -> Result<()> {
-        let mesh = socket.as_ref().map(|socket| {
-            let mesh_config = mesh::MeshConfig {
-                peers: chosen.clone(),
-                rate: config.probe_rate,
-                threshold: config.stall_threshold,
-            };
-            let (state, stop) = (&state, &stop);
+        if let Some(name) = &config.peers_dns {
+            let (discovered, peers_generation, stop) = (&discovered, &peers_generation, &stop);
             scope.spawn(move || {
-                let result = mesh::run(&mesh_config, socket, state, stop);
+                discover(name, discovered, peers_generation, stop);
+            });
+        }
+        let mesh = socket.as_ref().map(|socket| {
+            let (state, stop) = (&state, &stop);
+            let (discovered, peers_generation) = (&discovered, &peers_generation);
+            scope.spawn(move || -> Result<()> {
+                let result = probe_mesh(config, socket, state, stop, discovered, peers_generation);
                 // Without its prober the agent would serve stale metrics: stop.
                 if result.is_err() {
                     stop.store(true, Ordering::Relaxed);
@@ -144,8 +161,8 @@ pub fn run(config: &AgentConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce())
             kind: "agent",
             node: &config.node_name,
             listen: config.listen.to_string(),
-            peers: chosen.iter().map(|p| p.name.as_str()).collect(),
-            peers_known: config.peers.len(),
+            peers_static: config.peers.len(),
+            peers_dns: config.peers_dns.as_deref(),
             probe_rate: config.probe_rate,
             tracer: config.tracer,
             ts_ns: realtime_ns(),
@@ -161,4 +178,95 @@ pub fn run(config: &AgentConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce())
             None => Ok(()),
         }
     })
+}
+
+/// The `{"type":"agent"}` event at start.
+#[derive(Serialize)]
+struct StartEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    node: &'a str,
+    listen: String,
+    peers_static: usize,
+    peers_dns: Option<&'a str>,
+    probe_rate: u32,
+    tracer: bool,
+    ts_ns: u64,
+}
+
+/// Re-reads the peers' DNS name until `stop`, bumping `generation` on change.
+fn discover(name: &str, discovered: &Mutex<Vec<Peer>>, generation: &AtomicU64, stop: &AtomicBool) {
+    let mut reported_error = false;
+    while !stop.load(Ordering::Relaxed) {
+        match discovery::resolve(name) {
+            Ok(peers) => {
+                reported_error = false;
+                let mut current = discovered.lock().expect("discovery lock");
+                if *current != peers {
+                    *current = peers;
+                    generation.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // A DNS hiccup keeps the last known peers; it is told once.
+            Err(e) if !reported_error => {
+                reported_error = true;
+                eprintln!("netstall agent: {e:#}");
+            }
+            Err(_) => {}
+        }
+        let next = std::time::Instant::now() + DISCOVERY_INTERVAL;
+        while std::time::Instant::now() < next && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Probes the chosen peers, choosing again whenever discovery changes them.
+fn probe_mesh(
+    config: &AgentConfig,
+    socket: &icmp::IcmpSocket,
+    state: &State,
+    stop: &AtomicBool,
+    discovered: &Mutex<Vec<Peer>>,
+    peers_generation: &AtomicU64,
+) -> Result<()> {
+    while !stop.load(Ordering::Relaxed) {
+        let generation = peers_generation.load(Ordering::Relaxed);
+        let (chosen, known) =
+            choose_peers(config, &discovered.lock().expect("discovery lock").clone());
+        state.event(&PeersEvent {
+            kind: "peers",
+            node: &state.node,
+            peers: chosen.iter().map(|p| p.name.as_str()).collect(),
+            peers_known: known,
+            ts_ns: realtime_ns(),
+        });
+        state.metrics.peers_probed.set(chosen.len() as i64);
+        state
+            .health
+            .lock()
+            .expect("health lock")
+            .peers(chosen.len());
+        if chosen.is_empty() {
+            while !stop.load(Ordering::Relaxed)
+                && peers_generation.load(Ordering::Relaxed) == generation
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            continue;
+        }
+        let mesh_config = mesh::MeshConfig {
+            peers: chosen,
+            rate: config.probe_rate,
+            threshold: config.stall_threshold,
+        };
+        mesh::run(
+            &mesh_config,
+            socket,
+            state,
+            stop,
+            (peers_generation, generation),
+        )?;
+    }
+    Ok(())
 }

@@ -7,7 +7,7 @@
 //! to its peer's [`PeerTracker`], read for episodes once a second.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -57,19 +57,15 @@ struct EpisodeEvent<'a> {
     episode: &'a Episode,
 }
 
-/// Probes until `stop` is set.
+/// Probes until `stop` is set or `peers_generation` moves past `generation`
+/// (the peer set changed: the caller chooses again and restarts).
 pub fn run(
     config: &MeshConfig,
     socket: &IcmpSocket,
     state: &State,
     stop: &AtomicBool,
+    (peers_generation, generation): (&AtomicU64, u64),
 ) -> Result<()> {
-    state.metrics.peers_probed.set(config.peers.len() as i64);
-    state
-        .health
-        .lock()
-        .expect("health lock")
-        .peers(config.peers.len());
     // Touch the per-node series so they exist from the first scrape.
     let _ = state.metrics.probes_sent.get_or_create(&ICMP);
     let _ = state.metrics.probes_lost.get_or_create(&ICMP);
@@ -92,7 +88,7 @@ pub fn run(
     let mut next_tick = next_send + TICK.as_nanos() as u64;
     let mut buf = [0u8; 1500];
 
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) && peers_generation.load(Ordering::Relaxed) == generation {
         let now = monotonic_ns();
         if now >= next_send {
             let peer = (seq % config.peers.len() as u64) as usize;

@@ -439,8 +439,12 @@ fn fake_agent(body: String) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         if let Ok((mut stream, _)) = listener.accept() {
-            let mut request = [0u8; 1024];
-            let _ = stream.read(&mut request);
+            // Read the whole request head before answering.
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                request.push(byte[0]);
+            }
             let _ = write!(
                 stream,
                 "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{body}"
@@ -524,4 +528,43 @@ fn agent_bad_input_is_one_line_and_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
     }
+}
+
+#[test]
+fn peers_come_from_a_dns_name_as_from_a_headless_service() {
+    if !privileged("peers_come_from_a_dns_name_as_from_a_headless_service") {
+        return;
+    }
+    // localhost resolves (/etc/hosts) to 127.0.0.1: one peer, probed.
+    let addr = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 3), free_port()));
+    let mut children = Children::default();
+    children.spawn(
+        Command::new(NETSTALL)
+            .args([
+                "agent",
+                "--listen",
+                &addr.to_string(),
+                "--peers-dns",
+                "localhost",
+            ])
+            .args(["--tracer", "false", "--event-log", "/dev/null"]),
+    );
+    wait_serving(addr);
+    std::thread::sleep(Duration::from_secs(2));
+    let text = netstall_agent::http::get(addr, "/metrics", Duration::from_secs(5)).unwrap();
+    assert!(text.contains("netstall_probe_peers 1\n"), "{text}");
+    assert!(
+        text.contains("netstall_probe_lost_total{proto=\"icmp\"} 0\n"),
+        "{text}"
+    );
+    let count: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("netstall_probe_rtt_seconds_count{proto=\"icmp\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        count >= 10.0,
+        "only {count} replies from the discovered peer"
+    );
 }
