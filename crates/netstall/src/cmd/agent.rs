@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Result;
-use netstall_agent::AgentOptions;
+use netstall_agent::{AgentConfig, AgentOptions};
+use netstall_core::duration;
 use netstall_core::output::Output;
 
 #[derive(clap::Args)]
@@ -27,8 +28,30 @@ pub struct Args {
     /// Enter this network namespace (from `ip netns`) first: one agent per lab node.
     #[arg(long)]
     netns: Option<String>,
+    /// Print the resolved settings (file, flags, defaults) as JSON and exit.
+    #[arg(long)]
+    print_config: bool,
     #[command(flatten)]
     options: AgentOptions,
+}
+
+/// The settings as one JSON object (`{"type":"agent-config",...}`).
+fn config_json(c: &AgentConfig) -> serde_json::Value {
+    serde_json::json!({
+        "type": "agent-config",
+        "listen": c.listen.to_string(),
+        "node_name": c.node_name,
+        "peers": c.peers.iter().map(|p| format!("{}={}", p.name, p.addr)).collect::<Vec<_>>(),
+        "peers_dns": c.peers_dns,
+        "probe_rate": c.probe_rate,
+        "max_peers": c.max_peers,
+        "stall_threshold_ms": duration::as_ms(c.stall_threshold),
+        "cgroup_interval_ms": duration::as_ms(c.cgroup_interval),
+        "dying_memcg_limit": c.dying_memcg_limit,
+        "problem_window_ms": duration::as_ms(c.problem_window),
+        "tracer": c.tracer,
+        "event_log": c.event_log.as_ref().map(|p| p.display().to_string()),
+    })
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -43,6 +66,10 @@ pub fn run(args: Args, _out: Output) -> Result<ExitCode> {
         None => AgentOptions::default(),
     };
     let config = args.options.or(file).resolve()?;
+    if args.print_config {
+        println!("{}", config_json(&config));
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(ns) = &args.netns {
         netstall_lab::netns::enter(ns)?;
     }
