@@ -74,13 +74,14 @@ for run in $(seq "$RUNS"); do
 
   if command -v bpftrace >/dev/null; then
     sysctl -q kernel.bpf_stats_enabled=1
-    bpftrace "$work/anchor.bt" >/dev/null 2>&1 &
+    # bounded: SIGINT after the iperf3 run, SIGKILL if it lingers
+    timeout -s INT -k 3 "$((SECS + 5))" bpftrace "$work/anchor.bt" >/dev/null 2>&1 &
     tracer=$!
     sleep 3 # bpftrace compiles with LLVM first
     anchor+=("$(iperf)")
     bpftool prog show --json | jq -c '.[] | select(.type == "tracepoint" and .run_cnt > 0)
       | {name, run_cnt, run_time_ns}' >"$work/anchor.$run.json"
-    kill -INT "$tracer"; wait "$tracer" || true
+    wait "$tracer" || true
     tracer=""
     sysctl -q kernel.bpf_stats_enabled=0
   fi

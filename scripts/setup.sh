@@ -7,13 +7,13 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 # Build: clang (BPF CO-RE), libelf/zlib (libbpf), pkg-config, make.
 # Lab and tests: iproute2, nftables, iputils-ping, procps.
-# Side-by-side benchmarks and comparisons: hping3, fping, iperf3, linux-perf.
+# Side-by-side benchmarks and comparisons: hping3, fping, iperf3, linux-perf, bpftrace (bench/trace.sh).
 # The agent's tests: a real Prometheus and promtool (prometheus).
 # The doctor's HTML report is checked in a real browser: chromium.
 PACKAGES=(
   clang llvm libelf-dev zlib1g-dev pkg-config make gcc
   iproute2 nftables iputils-ping procps util-linux
-  hping3 fping iperf3 linux-perf jq tcpdump
+  hping3 fping iperf3 linux-perf jq tcpdump bpftrace
   prometheus
   chromium
 )
