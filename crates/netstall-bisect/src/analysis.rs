@@ -474,10 +474,14 @@ fn describe(verdict: &Verdict, rest: &[Segment]) -> String {
             "sending host RX processing on {}",
             verdict.host.as_deref().unwrap_or("the sender")
         ),
-        (Layer::HostRx, Some(Side::Receiver)) => format!(
-            "receiving host RX processing on {}",
-            verdict.host.as_deref().unwrap_or("the receiver")
-        ),
+        (Layer::HostRx, Some(Side::Receiver)) => match verdict.host.as_deref() {
+            Some("node1") => "receiving host RX processing on node1 (the NodePort's node)".into(),
+            Some("pod") => "receiving RX processing for the pod (its veth, on its node)".into(),
+            host => format!(
+                "receiving host RX processing on {}",
+                host.unwrap_or("the receiver")
+            ),
+        },
         (Layer::HostRx, None) => format!(
             "host RX processing on {}",
             verdict.host.as_deref().unwrap_or("a host")

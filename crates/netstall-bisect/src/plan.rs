@@ -260,9 +260,61 @@ fn segments(
     segments
 }
 
+/// Parses `HOST:PORT` (HOST an IPv4 address or a name resolving to one).
+pub fn parse_host_port(text: &str) -> anyhow::Result<(Ipv4Addr, u16)> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("'{text}' is not HOST:PORT"))?;
+    Ok((netstall_probe::resolve(host)?, parse_port(port)?))
+}
+
+/// Parses `IP[:PORT]`, with `default_port` when no port is given.
+pub fn parse_addr_port(text: &str, default_port: u16) -> anyhow::Result<(Ipv4Addr, u16)> {
+    match text.rsplit_once(':') {
+        Some((host, port)) => Ok((netstall_probe::resolve(host)?, parse_port(port)?)),
+        None => Ok((netstall_probe::resolve(text)?, default_port)),
+    }
+}
+
+fn parse_port(text: &str) -> anyhow::Result<u16> {
+    match text.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => anyhow::bail!("invalid port '{text}': use 1-65535"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_port_and_optional_port_parse() {
+        assert_eq!(
+            parse_host_port("192.168.50.1:30080").unwrap(),
+            (Ipv4Addr::new(192, 168, 50, 1), 30080)
+        );
+        assert_eq!(
+            parse_host_port("localhost:80").unwrap(),
+            (Ipv4Addr::LOCALHOST, 80)
+        );
+        assert!(parse_host_port("192.168.50.1")
+            .unwrap_err()
+            .to_string()
+            .contains("HOST:PORT"));
+        assert!(parse_host_port("192.168.50.1:0")
+            .unwrap_err()
+            .to_string()
+            .contains("invalid port"));
+        assert_eq!(
+            parse_addr_port("10.244.2.10", 80).unwrap(),
+            (Ipv4Addr::new(10, 244, 2, 10), 80)
+        );
+        assert_eq!(
+            parse_addr_port("10.244.2.10:8080", 80).unwrap(),
+            (Ipv4Addr::new(10, 244, 2, 10), 8080)
+        );
+        assert!(parse_addr_port("10.244.2.10:x", 80).is_err());
+    }
 
     fn lab_targets() -> Targets {
         Targets {

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use netstall_probe::{Mode, ProbeConfig, Report};
+use netstall_probe::{Mode, ProbeConfig, Report, SessionEvent};
 
 use crate::analysis::PathOutcome;
 use crate::plan::{PathSpec, ProbeKind, Vantage};
@@ -74,30 +74,42 @@ fn probe_path(path: &PathSpec, config: &RunConfig) -> PathOutcome {
         Vantage::Client => config.client_netns.clone(),
         Vantage::Outside => config.outside_netns.clone(),
     };
-    match netstall_probe::run(&probe, |_| {}) {
-        Ok(report) => outcome(path, config, &report),
+    // The session keeps no probes: the RTTs (for the quantile intervals)
+    // and the send span are taken as they come.
+    let mut rtts_us = Vec::new();
+    let mut sent_span: Option<(u64, u64)> = None;
+    let result = netstall_probe::run(&probe, |event| {
+        if let SessionEvent::Probe(p) = event {
+            rtts_us.extend(p.rtt_ns.map(|ns| ns as f64 / 1e3));
+            sent_span = Some(sent_span.map_or((p.sent_ns, p.sent_ns), |(first, last)| {
+                (first.min(p.sent_ns), last.max(p.sent_ns))
+            }));
+        }
+    });
+    match result {
+        Ok(report) => {
+            let seconds = sent_span.map_or(0.0, |(first, last)| {
+                (last - first) as f64 / 1e9 + config.interval.as_secs_f64()
+            });
+            outcome(path, config, &report, rtts_us, seconds)
+        }
         Err(e) => failed(path, config, format!("{e:#}")),
     }
 }
 
-fn outcome(path: &PathSpec, config: &RunConfig, report: &Report) -> PathOutcome {
-    let first = report.probes.iter().map(|p| p.sent_ns).min();
-    let last = report.probes.iter().map(|p| p.sent_ns).max();
-    let seconds = match (first, last) {
-        (Some(first), Some(last)) => (last - first) as f64 / 1e9 + config.interval.as_secs_f64(),
-        _ => 0.0,
-    };
+fn outcome(
+    path: &PathSpec,
+    config: &RunConfig,
+    report: &Report,
+    rtts_us: Vec<f64>,
+    seconds: f64,
+) -> PathOutcome {
     PathOutcome {
         spec: path.clone(),
         sent: report.summary.sent,
         received: report.summary.received,
         seconds,
-        rtts_us: report
-            .probes
-            .iter()
-            .filter_map(|p| p.rtt_ns)
-            .map(|ns| ns as f64 / 1e3)
-            .collect(),
+        rtts_us,
         episodes: report.episodes.clone(),
         flows_total: config.flows,
         unreachable: report.unreachable_reason(),

@@ -54,6 +54,8 @@ enum Command {
     Check(cmd::check::Args),
     /// Sample CPUs as an ordered timeline: sample gaps (IRQs off), softirq stalls, the samples before ksoftirqd.
     Xray(cmd::xray::Args),
+    /// The layer-by-layer experiment: NodePort vs pod vs node IP, TCP vs ICMP, sender vs receiver.
+    Bisect(cmd::bisect::Args),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => cmd::agent::run(args, out),
         Command::Check(args) => cmd::check::run(args, out),
         Command::Xray(args) => cmd::xray::run(args, out),
+        Command::Bisect(args) => cmd::bisect::run(args, out),
     };
     match result {
         Ok(code) => code,

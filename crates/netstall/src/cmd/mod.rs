@@ -2,6 +2,7 @@
 //! that does the work. Nothing here should be more than a few lines per command.
 
 pub mod agent;
+pub mod bisect;
 pub mod cgroups;
 pub mod check;
 pub mod collapse;

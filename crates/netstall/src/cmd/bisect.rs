@@ -1,0 +1,310 @@
+//! `netstall bisect`: probe the NodePort, the pod and the node IPs at once and
+//! name the layer that adds stalls.
+
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use netstall_bisect::plan::{parse_addr_port, parse_host_port};
+use netstall_bisect::stats::Interval;
+use netstall_bisect::{Analysis, OutsideView, RunConfig, Settings, Targets, Topology};
+use netstall_core::duration;
+use netstall_core::output::Output;
+use netstall_core::privilege::{self, Capability};
+use netstall_lab::topology::{self as lab, LabStatus, Role};
+use serde::Serialize;
+
+/// SYNs to a node IP go here unless told otherwise: the kubelet listens on
+/// every node (and a closed port's RST answers the probe just as well).
+const DEFAULT_NODE_PORT: u16 = 10250;
+/// TCP port of `--pod IP` without a port.
+const DEFAULT_POD_PORT: u16 = 80;
+
+#[derive(clap::Args)]
+#[command(
+    about = "The layer-by-layer experiment, automated: NodePort vs pod IP vs node IP, TCP vs ICMP, sender vs receiver",
+    long_about = "Probes every applicable path at once, with the same interval and duration: TCP SYN to the \
+        NodePort (NAT + overlay), TCP and ICMP to the pod IP (overlay), to the pod's node IP (node2, no \
+        overlay) and to the NodePort's node (node1 only), each TCP path over several flows. Then compares \
+        their stall episodes (Poisson intervals and tests) and tails (p99/p99.9 with order-statistic \
+        intervals) and prints a table and a verdict: which layer adds stalls (nat, overlay, host-rx on a \
+        node, the network, or none), per flow (RX queue/CPU hashing) or per host, and sender or receiver \
+        side. A layer is blamed only when the difference is significant.\n\n\
+        --from-host adds a second vantage point (a network namespace outside the cluster). --lab PREFIX \
+        fills every target from `netstall lab status`.\n\n\
+        Needs CAP_NET_RAW (raw TCP SYN and ICMP), and CAP_SYS_ADMIN with --netns or --from-host."
+)]
+pub struct Args {
+    /// The NodePort, HOST:PORT (HOST is the node that receives it: node1).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    nodeport: Option<(Ipv4Addr, u16)>,
+    /// The pod, IP[:PORT] (TCP port 80 by default).
+    #[arg(long, value_name = "IP[:PORT]", value_parser = |s: &str| parse_addr_port(s, DEFAULT_POD_PORT))]
+    pod: Option<(Ipv4Addr, u16)>,
+    /// The pod's node IP (node2).
+    #[arg(long, value_name = "IP", value_parser = |s: &str| netstall_probe::resolve(s))]
+    node: Option<Ipv4Addr>,
+    /// TCP port for SYNs to the node IPs (an RST from a closed port answers too).
+    #[arg(long, value_name = "PORT")]
+    node_tcp_port: Option<u16>,
+    /// Second vantage point: probe the same targets from this network namespace (a host outside the cluster).
+    #[arg(long, value_name = "NETNS")]
+    from_host: Option<String>,
+    /// The NodePort as the second vantage point reaches it (default: --nodeport).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port, requires = "from_host")]
+    from_nodeport: Option<(Ipv4Addr, u16)>,
+    /// Probe from this named network namespace (the client).
+    #[arg(long, value_name = "NETNS")]
+    netns: Option<String>,
+    /// Pin every prober to this CPU (keep them off the CPU you suspect).
+    #[arg(long)]
+    cpu: Option<u32>,
+    /// Fill the targets and the client's namespace from this lab (`netstall lab up --prefix PREFIX`).
+    #[arg(long, value_name = "PREFIX")]
+    lab: Option<String>,
+    /// Time between probes on each path.
+    #[arg(short = 'i', long, default_value = "10ms", value_parser = duration::parse_nonzero)]
+    interval: Duration,
+    /// How long every path is probed.
+    #[arg(short = 'w', long = "duration", default_value = "30s", value_parser = duration::parse_nonzero)]
+    duration: Duration,
+    /// Flows per path: TCP source ports (spread over RX queues/CPUs), ICMP identifiers.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    flows: u16,
+    /// How long to wait for a reply before calling a probe lost.
+    #[arg(long, default_value = "1s", value_parser = duration::parse_nonzero)]
+    timeout: Duration,
+    /// Confidence of every test and interval.
+    #[arg(long, default_value_t = 0.99, value_parser = parse_confidence)]
+    confidence: f64,
+}
+
+fn parse_confidence(text: &str) -> Result<f64> {
+    match text.parse::<f64>() {
+        Ok(c) if c > 0.5 && c < 1.0 => Ok(c),
+        _ => bail!("invalid confidence '{text}': use a number between 0.5 and 1, e.g. 0.99"),
+    }
+}
+
+/// What to probe from where, once the flags and the lab are combined.
+struct Plan {
+    targets: Targets,
+    outside: Option<OutsideView>,
+    topology: Topology,
+    client_netns: Option<String>,
+    outside_netns: Option<String>,
+}
+
+fn plan(args: &Args) -> Result<Plan> {
+    let lab = args.lab.as_deref().map(lab::status).transpose()?;
+    let mut targets = Targets {
+        nodeport: args.nodeport,
+        pod: args.pod,
+        node: args.node,
+        node_port: args.node_tcp_port.unwrap_or(DEFAULT_NODE_PORT),
+    };
+    let mut from_nodeport = args.from_nodeport;
+    let mut client_netns = args.netns.clone();
+    if let Some(lab) = &lab {
+        let pod_tcp = lab.pod.tcp;
+        targets.nodeport = targets
+            .nodeport
+            .or(Some((addr(&lab.nodeport.addr)?, lab.nodeport.tcp)));
+        targets.pod = targets.pod.or(Some((addr(&lab.pod.addr)?, pod_tcp)));
+        targets.node = targets
+            .node
+            .or(Some(addr_near(lab, Role::Node2, Role::Outside)?));
+        // Every lab host runs the responder on the pod's port.
+        targets.node_port = args.node_tcp_port.unwrap_or(pod_tcp);
+        client_netns = client_netns.or(Some(lab.netns(Role::Client).to_string()));
+        if args.from_host.as_deref() == Some(lab.netns(Role::Outside)) {
+            // The outside host reaches node1 on the underlay, not at the NodePort's address.
+            let node1 = addr_near(lab, Role::Node1, Role::Outside)?;
+            from_nodeport = from_nodeport.or(Some((node1, lab.nodeport.tcp)));
+        }
+    }
+    if targets.nodeport.is_none() && targets.pod.is_none() && targets.node.is_none() {
+        bail!("nothing to probe: give --nodeport, --pod and/or --node (or --lab PREFIX)");
+    }
+    for netns in [&client_netns, &args.from_host].into_iter().flatten() {
+        if !netstall_lab::netns::exists(netns) {
+            bail!("no network namespace '{netns}' (see `ip netns list`)");
+        }
+    }
+    Ok(Plan {
+        outside: args.from_host.as_ref().map(|_| OutsideView {
+            nodeport: from_nodeport,
+        }),
+        topology: if lab.is_some() {
+            Topology::Lab
+        } else {
+            Topology::Cluster
+        },
+        targets,
+        client_netns,
+        outside_netns: args.from_host.clone(),
+    })
+}
+
+fn addr(text: &str) -> Result<Ipv4Addr> {
+    text.parse()
+        .with_context(|| format!("the lab's state has a bad address '{text}'"))
+}
+
+/// The address of `role` on the same /24 as `near`'s first address.
+fn addr_near(lab: &LabStatus, role: Role, near: Role) -> Result<Ipv4Addr> {
+    let host = |role| lab.hosts.iter().find(|h| h.role == role);
+    let subnet = |a: Ipv4Addr| a.octets()[..3].to_vec();
+    let near = host(near)
+        .and_then(|h| h.addrs.first())
+        .map(|a| addr(a))
+        .transpose()?
+        .context("the lab's state lacks the outside host")?;
+    host(role)
+        .into_iter()
+        .flat_map(|h| h.addrs.iter())
+        .filter_map(|a| a.parse::<Ipv4Addr>().ok())
+        .find(|a| subnet(*a) == subnet(near))
+        .with_context(|| format!("the lab's state has no underlay address for {role:?}"))
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    interval_us: f64,
+    duration_s: f64,
+    flows: u16,
+    confidence: f64,
+    #[serde(flatten)]
+    analysis: &'a Analysis,
+}
+
+pub fn run(args: Args, out: Output) -> Result<ExitCode> {
+    let plan = plan(&args)?;
+    let mut needed = vec![Capability::NetRaw];
+    if plan.client_netns.is_some() || plan.outside_netns.is_some() {
+        needed.push(Capability::SysAdmin);
+    }
+    privilege::require(&needed, "bisect (raw TCP SYN and ICMP probes, namespaces)")?;
+    if let Some(cpu) = args.cpu {
+        netstall_core::cpu::check_online(&[cpu])?;
+    }
+    let paths = netstall_bisect::matrix(&plan.targets, plan.outside.as_ref(), plan.topology);
+    let config = RunConfig {
+        client_netns: plan.client_netns.clone(),
+        outside_netns: plan.outside_netns.clone(),
+        cpu: args.cpu,
+        interval: args.interval,
+        duration: args.duration,
+        flows: args.flows,
+        timeout: args.timeout,
+        stop: None,
+    };
+    out.progress(format!(
+        "bisect: probing {} paths for {:?}, one probe every {:?} per path, {} flow(s) each",
+        paths.len(),
+        args.duration,
+        args.interval,
+        args.flows
+    ));
+    let outcomes = netstall_bisect::run(&paths, &config);
+    if outcomes.iter().all(|o| o.unreachable.is_some()) {
+        let reason = outcomes
+            .first()
+            .and_then(|o| o.unreachable.clone())
+            .unwrap_or_default();
+        bail!("no path could be probed: {reason}");
+    }
+    let settings = Settings {
+        confidence: args.confidence,
+        ..Settings::default()
+    };
+    let analysis = netstall_bisect::analyze(&outcomes, &settings);
+    out.json(&Line {
+        kind: "bisect",
+        interval_us: args.interval.as_secs_f64() * 1e6,
+        duration_s: args.duration.as_secs_f64(),
+        flows: args.flows,
+        confidence: args.confidence,
+        analysis: &analysis,
+    });
+    if !out.is_json() {
+        print_table(&analysis, args.confidence, out);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ms(us: Option<f64>) -> String {
+    us.map_or("-".into(), |us| format!("{:.3}", us / 1e3))
+}
+
+fn ms_interval(i: Interval) -> String {
+    format!(
+        "[{}, {}]",
+        ms(i.low),
+        i.high.map_or("∞".into(), |h| ms(Some(h)))
+    )
+}
+
+fn print_table(analysis: &Analysis, confidence: f64, out: Output) {
+    let level = format!("{:.0}%", confidence * 100.0);
+    out.text(format!(
+        "{:<21} {:<19} {:<5} {:>6} {:>6} {:>5} {:>22} {:>9} {:>22} {:>9} {:>22}  {}",
+        "path",
+        "target",
+        "proto",
+        "sent",
+        "recv",
+        "eps",
+        format!("eps/min [{level}]"),
+        "p99 ms",
+        format!("p99 [{level}]"),
+        "p99.9 ms",
+        format!("p99.9 [{level}]"),
+        "status"
+    ));
+    for r in &analysis.paths {
+        let rate = format!(
+            "{:.1} [{:.1}, {:.1}]",
+            r.episodes_per_min,
+            r.episodes_per_min_ci.low.unwrap_or(0.0),
+            r.episodes_per_min_ci.high.unwrap_or(0.0)
+        );
+        let status = match (&r.unreachable_reason, r.status) {
+            (Some(reason), _) => format!("unreachable: {reason}"),
+            (None, status) => format!("{status:?}").to_lowercase(),
+        };
+        out.text(format!(
+            "{:<21} {:<19} {:<5} {:>6} {:>6} {:>5} {:>22} {:>9} {:>22} {:>9} {:>22}  {}",
+            r.name,
+            r.target,
+            r.proto,
+            r.probes,
+            r.received,
+            r.episodes,
+            rate,
+            ms(r.p99_us),
+            ms_interval(r.p99_ci_us),
+            ms(r.p999_us),
+            ms_interval(r.p999_ci_us),
+            status
+        ));
+    }
+    let v = &analysis.verdict;
+    out.text(format!(
+        "verdict: {} (confidence {:.3})",
+        v.summary, v.confidence
+    ));
+    if let Some(separate) = v.tails_separate {
+        out.text(format!(
+            "tails: stalled paths' p99 {} the clean paths'",
+            if separate {
+                "significantly above"
+            } else {
+                "not significantly above"
+            }
+        ));
+    }
+}
