@@ -24,25 +24,51 @@ fn assert_usage_error(out: &Output, needle: &str) {
 
 #[test]
 fn every_command_has_help() {
-    for args in [
-        vec!["--help"],
-        vec!["lab", "--help"],
-        vec!["lab", "up", "--help"],
-        vec!["lab", "down", "--help"],
-        vec!["lab", "status", "--help"],
-        vec!["lab", "rps", "--help"],
-        vec!["lab", "zombies", "--help"],
-        vec!["lab", "poller", "--help"],
-        vec!["lab", "spin", "--help"],
-        vec!["lab", "clean", "--help"],
-        vec!["responder", "--help"],
+    let top = netstall(&["--help"]);
+    assert!(top.status.success());
+    let top = String::from_utf8_lossy(&top.stdout).into_owned();
+    // Every command the top-level help lists, and every lab subcommand.
+    let commands: Vec<&str> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter(|l| !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    for expected in [
+        "demo",
+        "doctor",
+        "probe",
+        "trace",
+        "xray",
+        "collapse",
+        "flame",
+        "cgroups",
+        "bisect",
+        "agent",
+        "check",
+        "lab",
+        "responder",
     ] {
+        assert!(
+            commands.contains(&expected),
+            "`netstall --help` does not list {expected}: {commands:?}"
+        );
+    }
+    let mut invocations: Vec<Vec<&str>> = commands.iter().map(|c| vec![*c, "--help"]).collect();
+    for sub in [
+        "up", "down", "status", "rps", "zombies", "poller", "spin", "clean",
+    ] {
+        invocations.push(vec!["lab", sub, "--help"]);
+    }
+    for args in invocations {
         let out = netstall(&args);
         assert!(out.status.success(), "{args:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("Usage: netstall"),
-            "{args:?}"
-        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage: netstall"), "{args:?}");
+        assert!(text.contains("--json"), "{args:?} lacks --json");
     }
 }
 
