@@ -3,8 +3,9 @@
 #   * iperf3 TCP throughput on the lab path client -> node1 (NAT) -> VXLAN ->
 #     node2 -> pod: without a tracer, with `netstall trace`, and with the
 #     anchor, bpftrace measuring the same per-packet backlog wait the way
-#     the reference detector (stall2.bt) does (a hash map keyed by skb) plus
-#     a count on softirq_entry; alternating, RUNS rounds, medians and ratios;
+#     the reference detector (stall2.bt) does (a hash map keyed by skb), a
+#     count on softirq_entry, and an empty program on softirq_exit (the floor
+#     of what BPF stats measure here); alternating, RUNS rounds, medians, ratios;
 #   * ns/event of every BPF program from the kernel's BPF stats: netstall's
 #     (`--self-cost`) and bpftrace's (bpftool, with kernel.bpf_stats_enabled
 #     on for that phase only).
@@ -59,6 +60,7 @@ tracepoint:net:netif_receive_skb /@q[args->skbaddr]/ {
   @wait[cpu] = hist(nsecs - @q[args->skbaddr]); delete(@q[args->skbaddr]);
 }
 tracepoint:irq:softirq_entry { @softirqs[cpu] = count(); }
+tracepoint:irq:softirq_exit { }
 BT
 
 declare -a base traced anchor
@@ -121,7 +123,7 @@ if [ "${#anchor[@]}" -gt 0 ]; then
   echo "same hook, netstall / bpftrace ns/event:"
   ns_of() { awk -v p="$1" '$2 == p {print $4}' "$work/ours.table"; }
   bt_of() { awk -v p="$1" '$1 == p {print $3}' "$work/anchor.table"; }
-  for pair in "on_netif_rx netif_rx" "on_netif_receive_skb netif_receive_s" "on_softirq_entry softirq_entry"; do
+  for pair in "on_netif_rx netif_rx" "on_netif_receive_skb netif_receive_s" "on_softirq_entry softirq_entry" "on_softirq_exit softirq_exit"; do
     set -- $pair
     o=$(ns_of "$1"); a=$(bt_of "$2")
     [ -n "$o" ] && [ -n "$a" ] && printf "  %-22s %6.1f / %6.1f = x%s\n" "$1" "$o" "$a" "$(ratio "$o" "$a")"

@@ -213,14 +213,22 @@ pub fn decode(
             max_wait_ns: raw.b,
             drained_by: task,
         },
-        TK_TICK_GAP => KernelEvent::TickGap {
-            cpu: raw.cpu,
-            start_ns: rt(raw.start_ns),
-            end_ns: rt(raw.end_ns),
-            task,
-            syscall,
-            kstack: strip_interrupt_frames(kstack()),
-        },
+        TK_TICK_GAP => {
+            let frames = kstack();
+            if interrupted_user_mode(&frames) {
+                // IRQs cannot be off in user mode: the tick was late because
+                // the vCPU did not run (steal), not an irqs-off section.
+                return None;
+            }
+            KernelEvent::TickGap {
+                cpu: raw.cpu,
+                start_ns: rt(raw.start_ns),
+                end_ns: rt(raw.end_ns),
+                task,
+                syscall,
+                kstack: strip_interrupt_frames(frames),
+            }
+        }
         TK_SOFTIRQ_DELAY => {
             let holder = (raw.flags & TF_HAS_HOLDER != 0).then(|| Holder {
                 task: task.clone(),
@@ -286,16 +294,25 @@ fn c_string(chars: &[i8]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+fn is_interrupt_entry(frame: &str) -> bool {
+    frame.starts_with("asm_sysvec_") || frame.starts_with("asm_common_interrupt")
+}
+
+/// Nothing under the interrupt entry: the interrupt came from user mode.
+fn interrupted_user_mode(frames: &[String]) -> bool {
+    frames
+        .iter()
+        .position(|f| is_interrupt_entry(f))
+        .is_some_and(|i| i + 1 == frames.len())
+}
+
 /// A stack taken in an interrupt handler starts with the handler and the
 /// interrupt entry; what matters is the interrupted code under them (for a
 /// timer tick after an IRQs-off section: where IRQs came back on). Only the
 /// innermost interrupt is cut: the code under it may itself run at an
 /// outer interrupt's exit (a softirq).
 pub fn strip_interrupt_frames(frames: Vec<String>) -> Vec<String> {
-    match frames
-        .iter()
-        .position(|f| f.starts_with("asm_sysvec_") || f.starts_with("asm_common_interrupt"))
-    {
+    match frames.iter().position(|f| is_interrupt_entry(f)) {
         Some(last) if last + 1 < frames.len() => frames[last + 1..].to_vec(),
         _ => frames,
     }
@@ -402,6 +419,40 @@ mod tests {
         assert!(drained_by.is_ksoftirqd());
         assert_eq!(drained_by.label(), "ksoftirqd/0");
         assert!(holder.is_none());
+    }
+
+    #[test]
+    fn a_tick_gap_over_user_mode_is_steal_not_irqs_off() {
+        let clock = clock();
+        let raw = RawEvent {
+            kind: TK_TICK_GAP,
+            cpu: 0,
+            start_ns: 1_000,
+            end_ns: 20_000_000,
+            stack_bytes: 24,
+            ..Default::default()
+        };
+        let names = |tail: &'static str| {
+            move |_: &[u64]| -> Vec<String> {
+                [
+                    "__sysvec_apic_timer_interrupt",
+                    "asm_sysvec_apic_timer_interrupt",
+                    tail,
+                ]
+                .iter()
+                .filter(|f| !f.is_empty())
+                .map(|f| f.to_string())
+                .collect()
+            }
+        };
+        assert!(decode(&raw, &clock, &mut names(""), &|_| String::new()).is_none());
+        let kernel = decode(&raw, &clock, &mut names("css_rstat_flush"), &|_| {
+            String::new()
+        });
+        let Some(KernelEvent::TickGap { kstack, .. }) = kernel else {
+            panic!("a gap over kernel code is irqs-off: {kernel:?}");
+        };
+        assert_eq!(kstack, ["css_rstat_flush"]);
     }
 
     #[test]
