@@ -12,6 +12,9 @@
 #   INFERNO=/path/to/inferno-collapse-perf   (default: on PATH, or /tmp/inferno-root/bin;
 #       install it with `cargo install --locked inferno --root /tmp/inferno-root`)
 #   STACKCOLLAPSE=/path/to/stackcollapse-perf.pl   (FlameGraph; never committed here)
+#   NETSTALL=/path/to/netstall   (default: build this tree's release binary)
+#   INPUT=file.perf.txt   replicate this `perf script` text instead of recording one (e.g. the
+#       anchors' input: INPUT=crates/netstall-xray/tests/data/collapse/kernel_heavy.perf.txt)
 # A tool that is not available is skipped, and the script says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,19 +25,25 @@ RUNS=${RUNS:-5}
 work=$(mktemp -d /tmp/netstall-bench-collapse.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-cargo build --release --quiet -p netstall
-netstall=$PWD/target/release/netstall
+if [ -z "${NETSTALL:-}" ]; then
+  cargo build --release --quiet -p netstall
+fi
+netstall=${NETSTALL:-$PWD/target/release/netstall}
 
 inferno=${INFERNO:-$(command -v inferno-collapse-perf || echo /tmp/inferno-root/bin/inferno-collapse-perf)}
 [ -x "$inferno" ] || { echo "inferno-collapse-perf not found: skipped (cargo install --locked inferno --root /tmp/inferno-root)"; inferno=""; }
 perl_script=${STACKCOLLAPSE:-}
 [ -n "$perl_script" ] && [ -r "$perl_script" ] || { echo "stackcollapse-perf.pl not given (STACKCOLLAPSE=...): Perl column skipped"; perl_script=""; }
 
-echo "recording a busy workload (dd syscalls + find walking the file system), all CPUs, -g, 999 Hz"
-perf record -q -o "$work/busy.data" -a -g -F 999 -- sh -c \
-  'dd if=/dev/zero of=/dev/null bs=512 count=1500000 2>/dev/null & timeout 1.5 find / -xdev >/dev/null 2>&1; wait' \
-  >/dev/null 2>&1
-perf script -i "$work/busy.data" >"$work/one.perf.txt" 2>/dev/null
+if [ -n "${INPUT:-}" ]; then
+  cp "$INPUT" "$work/one.perf.txt"
+else
+  echo "recording a busy workload (dd syscalls + find walking the file system), all CPUs, -g, 999 Hz"
+  perf record -q -o "$work/busy.data" -a -g -F 999 -- sh -c \
+    'dd if=/dev/zero of=/dev/null bs=512 count=1500000 2>/dev/null & timeout 1.5 find / -xdev >/dev/null 2>&1; wait' \
+    >/dev/null 2>&1
+  perf script -i "$work/busy.data" >"$work/one.perf.txt" 2>/dev/null
+fi
 one=$(stat -c %s "$work/one.perf.txt")
 copies=$(( SIZE_MB * 1000000 / one + 1 ))
 for _ in $(seq "$copies"); do cat "$work/one.perf.txt"; done >"$work/big.perf.txt"

@@ -6,7 +6,9 @@
 //! ends at a blank line and the folding state is empty there, so parts fold
 //! independently; only the kept event (the first one seen, unless given) is
 //! decided up front, by the reader. Memory stays bounded by the part size
-//! and the number of distinct stacks, whatever the input size.
+//! and the number of distinct stacks, whatever the input size (a part grows
+//! past its size only until it reaches a blank line, so text with no blank
+//! lines at all is held whole).
 
 use std::io::{self, Read, Write};
 use std::thread;
@@ -67,7 +69,7 @@ impl Collapsed {
 }
 
 /// Bytes read per part; a part grows past this only to reach a blank line.
-const PART_BYTES: usize = 4 << 20;
+const PART_BYTES: usize = 1 << 20;
 
 /// Splits a byte stream into parts that end just after a blank line.
 struct Parts<R> {
