@@ -21,12 +21,21 @@ fuzz_target!(|data: &[u8]| {
         threads: 1,
     };
     let one = collapse::aggregate(input, &opts).expect("reading a slice cannot fail");
-    let two = collapse::aggregate(input, &CollapseOptions { threads: 2, ..opts.clone() })
-        .expect("reading a slice cannot fail");
+    let two = collapse::aggregate(
+        input,
+        &CollapseOptions {
+            threads: 2,
+            ..opts.clone()
+        },
+    )
+    .expect("reading a slice cannot fail");
     assert_eq!(one.stacks, two.stacks, "threads change nothing");
     let mut samples = 0u64;
     let stats = collapse::ordered(input, &opts, |stack| {
-        assert!(one.stacks.iter().any(|(s, _)| s == stack), "an ordered stack is an aggregated one");
+        assert!(
+            one.stacks.iter().any(|(s, _)| s == stack),
+            "an ordered stack is an aggregated one"
+        );
         samples += 1;
         Ok(())
     })
