@@ -29,12 +29,11 @@ enum ns_trace_kind {
 
 /* Per-CPU counters (index into the `counters` per-CPU array). */
 enum ns_trace_counter {
-	TC_RING_DROPS = 0,    /* events lost: ring buffer full */
-	TC_UNUSED = 1,        /* (packets measured: the backlog histogram's sum) */
-	TC_PACKETS_WAITED = 2,/* packets that waited at least packet_floor_ns */
-	TC_KSOFTIRQD = 3,     /* switches to ksoftirqd with NET_RX pending */
-	TC_SLOT_MISSES = 4,   /* packets received without a matching enqueue stamp */
-	TC_NR = 5,
+	TC_RING_DROPS = 0,     /* events lost: ring buffer full */
+	TC_PACKETS_WAITED = 1, /* packets that waited at least packet_floor_ns */
+	TC_KSOFTIRQD = 2,      /* switches to ksoftirqd with NET_RX pending */
+	TC_SLOT_MISSES = 3,    /* packets received without a matching enqueue stamp */
+	TC_NR = 4,
 };
 
 /* Bits of trace_event.flags */

@@ -62,9 +62,11 @@ const STALL_DETECTORS: [&str; 5] = [
     "rstat-hold",
 ];
 
+// Indices of the per-CPU `counters` (enum ns_trace_counter in trace.h).
 const COUNTER_RING_DROPS: u32 = 0;
-const COUNTER_PACKETS_WAITED: u32 = 2;
-const COUNTER_KSOFTIRQD: u32 = 3;
+const COUNTER_PACKETS_WAITED: u32 = 1;
+const COUNTER_KSOFTIRQD: u32 = 2;
+const COUNTER_SLOT_MISSES: u32 = 3;
 const HIST_SLOTS: u32 = 32;
 const MAX_CPUS: usize = 1024;
 
@@ -532,6 +534,7 @@ pub fn run(
             .sum(),
         packets_waited: sum_counter(counters, COUNTER_PACKETS_WAITED)?,
         ksoftirqd_takeovers: sum_counter(counters, COUNTER_KSOFTIRQD)?,
+        unmatched_packets: sum_counter(counters, COUNTER_SLOT_MISSES)?,
         unavailable,
         histograms,
         self_cost,

@@ -169,6 +169,9 @@ pub struct TraceReport {
     pub packets: u64,
     pub packets_waited: u64,
     pub ksoftirqd_takeovers: u64,
+    /// Packets received without an enqueue stamp to measure from (their
+    /// slot was reused, or they entered the stack before tracing began).
+    pub unmatched_packets: u64,
     /// Detectors that could not be loaded on this kernel, with the reason.
     pub unavailable: Vec<Unavailable>,
     #[serde(skip)]

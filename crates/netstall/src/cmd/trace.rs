@@ -126,10 +126,11 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     }
     out.json(&report);
     out.text(format!(
-        "{} stalls in {:.1} s; {} packets measured, {} waited >= 1 ms; {} ksoftirqd takeovers; {} events lost (ring buffer full)",
+        "{} stalls in {:.1} s; {} packets measured ({} without an enqueue stamp), {} waited >= 1 ms; {} ksoftirqd takeovers; {} events lost (ring buffer full)",
         report.stalls,
         report.duration_ms as f64 / 1e3,
         report.packets,
+        report.unmatched_packets,
         report.packets_waited,
         report.ksoftirqd_takeovers,
         report.ring_drops
