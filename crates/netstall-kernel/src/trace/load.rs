@@ -321,6 +321,65 @@ fn cpu_mask(cpus: &[u32]) -> Result<[u64; MAX_CPUS / 64]> {
     Ok(mask)
 }
 
+/// Sends an ICMP echo or a slow syscall on to the caller, and stall
+/// evidence (and culprits' syscalls) to the assembler.
+fn route(
+    event: KernelEvent,
+    config: &TraceConfig,
+    assembler: &mut Assembler,
+    on_event: &mut impl FnMut(TraceEvent),
+) {
+    match event {
+        KernelEvent::IcmpEcho {
+            cpu,
+            seq,
+            id,
+            ref task,
+            ts_ns,
+        } => on_event(TraceEvent::Icmp(IcmpEcho {
+            kind: "icmp",
+            seq,
+            id,
+            cpu,
+            comm: task.comm.clone(),
+            pid: task.pid,
+            tid: task.tid,
+            ksoftirqd: task.is_ksoftirqd(),
+            ts_ns,
+        })),
+        KernelEvent::Syscall {
+            cpu,
+            ref task,
+            ref syscall,
+            end_ns,
+            ret,
+            ..
+        } => {
+            let start_ns = syscall.start_ns.unwrap_or(end_ns);
+            let duration_ns = end_ns.saturating_sub(start_ns);
+            if config
+                .syscalls
+                .is_some_and(|t| duration_ns >= t.as_nanos() as u64)
+            {
+                on_event(TraceEvent::Syscall(SlowSyscall {
+                    kind: "syscall",
+                    comm: task.comm.clone(),
+                    pid: task.pid,
+                    tid: task.tid,
+                    cpu,
+                    syscall: syscall.name.clone(),
+                    path: syscall.path.clone(),
+                    start_ns,
+                    duration_ms: duration_ns as f64 / 1e6,
+                    ret,
+                }));
+            }
+            assembler.push(event);
+        }
+        _ => assembler.push(event),
+    }
+}
+
 /// Traces until `stop`, calling `on_event` for each stall (and ICMP echo or
 /// slow syscall when asked for), then reports what else it saw.
 pub fn run(
@@ -427,55 +486,7 @@ pub fn run(
             ) else {
                 continue;
             };
-            match event {
-                KernelEvent::IcmpEcho {
-                    cpu,
-                    seq,
-                    id,
-                    ref task,
-                    ts_ns,
-                } => on_event(TraceEvent::Icmp(IcmpEcho {
-                    kind: "icmp",
-                    seq,
-                    id,
-                    cpu,
-                    comm: task.comm.clone(),
-                    pid: task.pid,
-                    tid: task.tid,
-                    ksoftirqd: task.is_ksoftirqd(),
-                    ts_ns,
-                })),
-                KernelEvent::Syscall {
-                    cpu,
-                    ref task,
-                    ref syscall,
-                    end_ns,
-                    ret,
-                    ..
-                } => {
-                    let start_ns = syscall.start_ns.unwrap_or(end_ns);
-                    let duration_ns = end_ns.saturating_sub(start_ns);
-                    if config
-                        .syscalls
-                        .is_some_and(|t| duration_ns >= t.as_nanos() as u64)
-                    {
-                        on_event(TraceEvent::Syscall(SlowSyscall {
-                            kind: "syscall",
-                            comm: task.comm.clone(),
-                            pid: task.pid,
-                            tid: task.tid,
-                            cpu,
-                            syscall: syscall.name.clone(),
-                            path: syscall.path.clone(),
-                            start_ns,
-                            duration_ms: duration_ns as f64 / 1e6,
-                            ret,
-                        }));
-                    }
-                    assembler.push(event);
-                }
-                _ => assembler.push(event),
-            }
+            route(event, config, &mut assembler, &mut on_event);
         }
         let now = if stopping { u64::MAX } else { realtime_ns() };
         for mut stall in assembler.drain(now) {
