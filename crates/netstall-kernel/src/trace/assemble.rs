@@ -16,6 +16,9 @@ use super::event::{KernelEvent, SyscallInFlight, Task};
 const MERGE_SLACK_NS: u64 = 5_000_000;
 /// How many ended syscalls are remembered to give a culprit's syscall its duration.
 const RECENT_SYSCALLS: usize = 512;
+/// Evidence kept per stall: a CPU stalled back to back keeps extending one
+/// stall, and its memory must stay bounded.
+const MAX_EVENTS_PER_STALL: usize = 4096;
 
 /// Merges detector events into stalls.
 #[derive(Debug)]
@@ -122,7 +125,9 @@ impl Assembler {
             Some(group) => {
                 group.start_ns = group.start_ns.min(start);
                 group.end_ns = group.end_ns.max(end);
-                group.events.push(event);
+                if group.events.len() < MAX_EVENTS_PER_STALL {
+                    group.events.push(event);
+                }
             }
             None => self.open.push(Group {
                 cpu,
@@ -466,6 +471,25 @@ mod tests {
         assert_eq!(s.duration_ms, 29.0);
         assert_eq!(s.drained_by.as_deref(), Some("iperf3[77]"));
         assert!(s.culprit.is_none());
+    }
+
+    #[test]
+    fn a_cpu_stalled_back_to_back_keeps_bounded_evidence() {
+        let mut asm = Assembler::new(0);
+        for i in 0..(MAX_EVENTS_PER_STALL as u64 + 100) {
+            asm.push(KernelEvent::TickGap {
+                cpu: 0,
+                start_ns: T0 + i * MS,
+                end_ns: T0 + i * MS + 20 * MS,
+                task: task("x", 1),
+                syscall: None,
+                kstack: vec![],
+            });
+        }
+        assert_eq!(asm.open[0].events.len(), MAX_EVENTS_PER_STALL);
+        let stalls = asm.drain(u64::MAX);
+        assert_eq!(stalls.len(), 1);
+        assert_eq!(stalls[0].detector, Detector::IrqsOff);
     }
 
     #[test]
