@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# netstall agent footprint at 10 peers x 10 Hz, side by side in one run:
+#   idle node (no agent)          : machine-wide busy CPU
+#   agent, tracing on             : the agent's own CPU (utime+stime) and RSS, machine-wide busy CPU
+#   agent, tracing off            : the same without the eBPF detectors
+#   fping -l -p 100 (anchor)      : a classic prober doing the same 10 x 10 Hz ICMP
+# then ratios against the goal (<= 0.25% of a core, <= 20 MB RSS) and the anchor.
+#
+# Peers are 10 addresses in a network namespace this script makes (veth to
+# the agent's namespace); nothing leaves the machine.
+#
+# Usage (as root; takes the machine-wide test lock; ~4 x SECONDS):
+#   bench/agent.sh
+#   SECONDS_PER_RUN=120 bench/agent.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+RUN=${SECONDS_PER_RUN:-60}
+WARMUP=5
+tag=bag$$
+agent_ns=$tag-a
+peers_ns=$tag-p
+port=19977
+results=$(mktemp)
+
+cargo build --release --quiet -p netstall
+netstall=$PWD/target/release/netstall
+command -v fping >/dev/null || { echo "bench: fping is missing (scripts/setup.sh)" >&2; exit 2; }
+
+exec 9>/tmp/netstall-machine-tests.lock
+flock 9
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  ip netns del "$agent_ns" 2>/dev/null || true
+  ip netns del "$peers_ns" 2>/dev/null || true
+  rm -f "$results"
+}
+trap cleanup EXIT
+
+ip netns add "$agent_ns"
+ip netns add "$peers_ns"
+ip -n "$agent_ns" link add v0 type veth peer name v1 netns "$peers_ns"
+ip -n "$agent_ns" addr add 10.213.0.1/24 dev v0
+ip -n "$agent_ns" link set v0 up
+ip -n "$agent_ns" link set lo up
+peers=() addrs=()
+for i in $(seq 2 11); do
+  ip -n "$peers_ns" addr add "10.213.0.$i/24" dev v1
+  peers+=("peer$i=10.213.0.$i") addrs+=("10.213.0.$i")
+done
+ip -n "$peers_ns" link set v1 up
+ip -n "$peers_ns" link set lo up
+peer_list=$(IFS=,; echo "${peers[*]}")
+
+clk=$(getconf CLK_TCK)
+# Machine-wide busy jiffies (all CPUs): everything but idle and iowait.
+busy() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+# A process's utime+stime jiffies, and its RSS in kB.
+cpu_of() { awk '{print $14+$15}' "/proc/$1/stat"; }
+rss_of() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# measure NAME PID: CPU % of one core and mean/max RSS over RUN seconds.
+measure() {
+  local name=$1 pid=$2 c0 b0 c1 b1 rss sum=0 max=0 n=0
+  sleep "$WARMUP"
+  c0=$(cpu_of "$pid"); b0=$(busy)
+  for _ in $(seq "$RUN"); do
+    sleep 1
+    rss=$(rss_of "$pid"); sum=$((sum + rss)); n=$((n + 1))
+    [ "$rss" -gt "$max" ] && max=$rss
+  done
+  c1=$(cpu_of "$pid"); b1=$(busy)
+  awk -v n="$name" -v c=$((c1 - c0)) -v b=$((b1 - b0)) -v hz="$clk" -v t="$RUN" -v s="$sum" -v k="$n" -v m="$max" 'BEGIN {
+    printf "%-22s %10.3f %14.2f %10.1f %10.1f\n", n, 100 * c / hz / t, 100 * b / hz / t, s / k / 1024, m / 1024
+    printf "%s|%.3f|%.2f|%.1f|%.1f\n", n, 100 * c / hz / t, 100 * b / hz / t, s / k / 1024, m / 1024 >> results
+  }' results="$results"
+}
+
+printf 'agent footprint: 10 peers x 10 Hz, %s s per run, %s CPUs\n' "$RUN" "$(nproc)"
+printf '%-22s %10s %14s %10s %10s\n' run "cpu_%core" "machine_busy_%" rss_mb rss_max_mb
+
+# Idle node: measure a sleeping process, so the machine-wide column is the baseline.
+sleep $((RUN + WARMUP + 5)) & pids+=($!)
+measure "idle node" "$!"
+
+start_agent() {
+  "$netstall" agent --netns "$agent_ns" --listen "10.213.0.1:$port" --node-name bench \
+    --peers "$peer_list" --probe-rate 10 --max-peers 10 --event-log /dev/null "$@" 2>/dev/null &
+  pids+=($!)
+  echo $!
+}
+pid=$(start_agent --tracer true)
+measure "agent, tracing on" "$pid"
+ip netns exec "$agent_ns" curl -s "http://10.213.0.1:$port/metrics" | grep -E '^netstall_(tracer_up|probe_sent_total|probe_lost_total|probe_peers) ' | sed 's/^/    /'
+kill "$pid"; wait "$pid" 2>/dev/null || true
+
+pid=$(start_agent --tracer false)
+measure "agent, tracing off" "$pid"
+kill "$pid"; wait "$pid" 2>/dev/null || true
+
+ip netns exec "$agent_ns" fping -l -p 100 -q "${addrs[@]}" 2>/dev/null &
+pids+=($!)
+sleep 0.5
+fping_pid=$(pgrep -P "$!" fping || echo "$!")
+measure "fping -l -p 100" "$fping_pid"
+
+echo
+awk -F'|' '{cpu[$1] = $2; busy[$1] = $3; rss[$1] = $4; max[$1] = $5}
+END {
+  on = "agent, tracing on"; off = "agent, tracing off"; f = "fping -l -p 100"; idle = "idle node"
+  printf "agent CPU, tracing on: %.3f%% of a core (goal <= 0.25%%: %s); x%.2f fping doing the same probes\n", cpu[on], (cpu[on] <= 0.25 ? "met" : "NOT met"), (cpu[f] > 0 ? cpu[on] / cpu[f] : 0)
+  printf "agent RSS, tracing on: %.1f MB mean, %.1f MB max (goal <= 20 MB: %s)\n", rss[on], max[on], (max[on] <= 20 ? "met" : "NOT met")
+  printf "tracing adds %.3f%% of a core in the agent process; machine busy %.2f%% with the agent (tracing on) vs %.2f%% idle (includes the kernel-side BPF cost and anything else running)\n", cpu[on] - cpu[off], busy[on], busy[idle]
+}' "$results"
