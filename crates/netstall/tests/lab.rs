@@ -72,6 +72,17 @@ fn pin_current_thread(cpu: usize) {
     }
 }
 
+/// Whether a process runs (an exited one lingers as a zombie until init reaps it).
+fn is_running(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next())
+        })
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
 fn netns_names() -> Vec<String> {
     netstall_lab::netns::list()
 }
@@ -262,9 +273,7 @@ fn lab_down_leaves_no_namespace_link_rule_or_process() {
         .map(|r| r["pid"].as_u64().unwrap())
         .collect();
     assert_eq!(pids.len(), 4);
-    assert!(pids
-        .iter()
-        .all(|p| std::path::Path::new(&format!("/proc/{p}")).exists()));
+    assert!(pids.iter().all(|p| is_running(*p)));
     // The lab builds nothing in the root namespace.
     assert_eq!(root_links_and_tables(), root_before);
 
@@ -273,11 +282,7 @@ fn lab_down_leaves_no_namespace_link_rule_or_process() {
     assert!(!netns_names()
         .iter()
         .any(|n| n.starts_with(&format!("{}-", lab.prefix))));
-    assert!(
-        pids.iter()
-            .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()),
-        "responders still run"
-    );
+    assert!(pids.iter().all(|p| !is_running(*p)), "responders still run");
     assert_eq!(root_links_and_tables(), root_before);
     let status = netstall(&["lab", "status", "--prefix", &lab.prefix]);
     assert_eq!(status.status.code(), Some(2));
