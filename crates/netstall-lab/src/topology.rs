@@ -645,7 +645,7 @@ fn stop_responders(pids: &[u32]) {
 
 /// Whether `pid` exists and has not exited. An exited process stays a
 /// zombie until its parent (init, once `lab up` has returned) reaps it.
-fn is_running(pid: u32) -> bool {
+pub fn is_running(pid: u32) -> bool {
     // Reap it ourselves if it is our child (up and down in one process).
     let mut status = 0;
     // SAFETY: WNOHANG waitpid on a specific pid; harmless if it is not our child.

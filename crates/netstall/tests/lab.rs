@@ -5,6 +5,7 @@ use std::net::{TcpStream, UdpSocket};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use netstall_lab::topology;
 use netstall_testkit::{privileged, unique_prefix, MachineLock};
 use serde_json::Value;
 
@@ -70,17 +71,6 @@ fn pin_current_thread(cpu: usize) {
             0
         );
     }
-}
-
-/// Whether a process runs (an exited one lingers as a zombie until init reaps it).
-fn is_running(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(") ")
-                .and_then(|(_, rest)| rest.chars().next())
-        })
-        .is_some_and(|state| state != 'Z' && state != 'X')
 }
 
 fn netns_names() -> Vec<String> {
@@ -273,7 +263,7 @@ fn lab_down_leaves_no_namespace_link_rule_or_process() {
         .map(|r| r["pid"].as_u64().unwrap())
         .collect();
     assert_eq!(pids.len(), 4);
-    assert!(pids.iter().all(|p| is_running(*p)));
+    assert!(pids.iter().all(|p| topology::is_running(*p as u32)));
     // The lab builds nothing in the root namespace.
     assert_eq!(root_links_and_tables(), root_before);
 
@@ -282,7 +272,10 @@ fn lab_down_leaves_no_namespace_link_rule_or_process() {
     assert!(!netns_names()
         .iter()
         .any(|n| n.starts_with(&format!("{}-", lab.prefix))));
-    assert!(pids.iter().all(|p| !is_running(*p)), "responders still run");
+    assert!(
+        pids.iter().all(|p| !topology::is_running(*p as u32)),
+        "responders still run"
+    );
     assert_eq!(root_links_and_tables(), root_before);
     let status = netstall(&["lab", "status", "--prefix", &lab.prefix]);
     assert_eq!(status.status.code(), Some(2));
