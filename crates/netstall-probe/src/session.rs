@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -39,6 +39,8 @@ const MAX_HTTP_IN_FLIGHT: usize = 512;
 /// From this interval up, the sender sleeps far more than it spins, so it may
 /// run at real-time priority without taking a CPU from anyone.
 const REALTIME_MIN_INTERVAL: Duration = Duration::from_micros(500);
+/// Events the collector handles between two looks at the clock.
+const COLLECT_BATCH: usize = 4096;
 /// How long an answered probe waits for its TX timestamp before falling back
 /// to the user-space send time.
 const TX_STAMP_GRACE_NS: u64 = 10_000_000;
@@ -644,21 +646,51 @@ impl Collector {
         }
     }
 
+    /// Handles events until the sender is done and every probe is settled.
+    /// Timeouts are judged only when caught up with the queue: a reply still
+    /// queued behind a busy collector is not late.
     fn collect(
         &mut self,
         events: &Receiver<Event>,
         on_event: &mut impl FnMut(SessionEvent<'_>),
     ) -> Result<()> {
         let mut done = false;
+        let mut last_expiry = 0;
         loop {
-            match events.recv_timeout(Duration::from_millis(POLL_MS as u64)) {
-                Ok(Event::Done) => done = true,
-                Ok(event) => self.handle(event, on_event),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => done = true,
+            let mut next = match events.recv_timeout(Duration::from_millis(POLL_MS as u64)) {
+                Ok(event) => Some(event),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    done = true;
+                    None
+                }
+            };
+            let mut caught_up = true;
+            for handled in 0.. {
+                match next.take() {
+                    Some(Event::Done) => done = true,
+                    Some(event) => self.handle(event, on_event),
+                    None => {}
+                }
+                if handled == COLLECT_BATCH {
+                    caught_up = false;
+                    break;
+                }
+                match events.try_recv() {
+                    Ok(event) => next = Some(event),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        done = true;
+                        break;
+                    }
+                }
             }
-            self.expire(on_event);
-            if done && self.pending.values().all(|p| p.sent.is_none()) {
+            let now = monotonic_ns();
+            if caught_up && now >= last_expiry + POLL_MS as u64 * 1_000_000 {
+                self.expire(now, on_event);
+                last_expiry = now;
+            }
+            if done && caught_up && self.pending.values().all(|p| p.sent.is_none()) {
                 return Ok(());
             }
         }
@@ -749,8 +781,7 @@ impl Collector {
 
     /// Gives up on probes unanswered for longer than the timeout, and on TX
     /// timestamps overdue for answered probes.
-    fn expire(&mut self, on_event: &mut impl FnMut(SessionEvent<'_>)) {
-        let now = monotonic_ns();
+    fn expire(&mut self, now: u64, on_event: &mut impl FnMut(SessionEvent<'_>)) {
         let (mut lost, mut answered) = (Vec::new(), Vec::new());
         for (seq, p) in &self.pending {
             match (&p.sent, &p.reply) {

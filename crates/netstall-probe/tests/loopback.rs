@@ -51,6 +51,8 @@ fn icmp_echo_is_answered_and_matched_by_sequence() {
     if !netstall_testkit::privileged("icmp_echo_is_answered_and_matched_by_sequence") {
         return;
     }
+    // RTT and schedule assertions: no injected stall may overlap.
+    let _lock = netstall_testkit::MachineLock::acquire();
     let report = probe(Mode::Icmp, 50, Duration::from_millis(2), 4);
     all_answered_with_kernel_stamps(&report);
     for (i, p) in report.probes.iter().enumerate() {
@@ -71,6 +73,8 @@ fn syn_probes_match_syn_ack_from_a_listener_and_rst_from_a_closed_port() {
     if !netstall_testkit::privileged("syn_probes_match_syn_ack_and_rst") {
         return;
     }
+    // RTT and schedule assertions: no injected stall may overlap.
+    let _lock = netstall_testkit::MachineLock::acquire();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let open = listener.local_addr().unwrap().port();
     let report = probe(Mode::Syn { port: open }, 30, Duration::from_millis(2), 3);
@@ -105,6 +109,8 @@ fn udp_probes_are_echoed_or_answered_by_port_unreachable() {
     if !netstall_testkit::privileged("udp_probes_are_echoed_or_answered_by_port_unreachable") {
         return;
     }
+    // RTT and schedule assertions: no injected stall may overlap.
+    let _lock = netstall_testkit::MachineLock::acquire();
     let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = echo.local_addr().unwrap().port();
     echo.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -144,6 +150,8 @@ fn http_probes_time_connect_and_first_byte_apart() {
     if !netstall_testkit::privileged("http_probes_time_connect_and_first_byte_apart") {
         return;
     }
+    // RTT and schedule assertions: no injected stall may overlap.
+    let _lock = netstall_testkit::MachineLock::acquire();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -182,6 +190,8 @@ fn sends_follow_an_absolute_schedule() {
     if !netstall_testkit::privileged("sends_follow_an_absolute_schedule") {
         return;
     }
+    // RTT and schedule assertions: no injected stall may overlap.
+    let _lock = netstall_testkit::MachineLock::acquire();
     let interval = Duration::from_millis(5);
     let report = probe(Mode::Icmp, 200, interval, 1);
     let first = report.probes[0].scheduled_ns;

@@ -363,6 +363,46 @@ fn every_injected_stall_is_one_backlog_release() {
     );
     assert!(stdout.contains("backlog-release"), "{stdout}");
     assert!(stdout.contains("rtt min/p50/p90/p99/p99.9/max"), "{stdout}");
+
+    // The L7 path: a SYN-ACK held by a stall shows in the connect time, while
+    // the server itself stays fast (time to first byte).
+    drop((_trigger, _spin));
+    let _trigger = decorrelate_stalls(&lab, 5);
+    let spin = inject_stalls(50, 4);
+    let http = probe(&[
+        "--netns",
+        &lab.netns("cli"),
+        "--cpu",
+        "1",
+        "--http",
+        "http://192.168.50.1:30080/",
+        "-i",
+        "10ms",
+        "-w",
+        "3s",
+    ]);
+    drop(spin);
+    let timings: Vec<(f64, f64)> = http
+        .probes
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p["reply"]["connect_us"].as_f64()?,
+                p["reply"]["ttfb_us"].as_f64()?,
+            ))
+        })
+        .collect();
+    assert!(timings.len() >= 250, "{}", http.summary);
+    let held_connects = timings
+        .iter()
+        .filter(|(connect, _)| *connect >= 20_000.0)
+        .count();
+    assert!(
+        held_connects >= 2,
+        "stalls show in connect times: {timings:?}"
+    );
+    let ttfb_p50 = median(timings.iter().map(|(_, ttfb)| *ttfb).collect());
+    assert!(ttfb_p50 < 10_000.0, "the server is not slow: {ttfb_p50} µs");
 }
 
 #[test]
