@@ -73,10 +73,10 @@ measure() {
     [ "$rss" -gt "$max" ] && max=$rss
   done
   c1=$(cpu_of "$pid"); b1=$(busy)
-  awk -v n="$name" -v c=$((c1 - c0)) -v b=$((b1 - b0)) -v hz="$clk" -v t="$RUN" -v s="$sum" -v k="$n" -v m="$max" 'BEGIN {
+  awk -v results="$results" -v n="$name" -v c=$((c1 - c0)) -v b=$((b1 - b0)) -v hz="$clk" -v t="$RUN" -v s="$sum" -v k="$n" -v m="$max" 'BEGIN {
     printf "%-22s %10.3f %14.2f %10.1f %10.1f\n", n, 100 * c / hz / t, 100 * b / hz / t, s / k / 1024, m / 1024
     printf "%s|%.3f|%.2f|%.1f|%.1f\n", n, 100 * c / hz / t, 100 * b / hz / t, s / k / 1024, m / 1024 >> results
-  }' results="$results"
+  }'
 }
 
 printf 'agent footprint: 10 peers x 10 Hz, %s s per run, %s CPUs\n' "$RUN" "$(nproc)"

@@ -242,6 +242,8 @@ fn probe_mesh(
             ts_ns: realtime_ns(),
         });
         state.metrics.peers_probed.set(chosen.len() as i64);
+        let names: Vec<&str> = chosen.iter().map(|p| p.name.as_str()).collect();
+        state.metrics.retain_episode_peers(&names);
         state
             .health
             .lock()

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::config::Peer;
 use crate::icmp::IcmpSocket;
-use crate::metrics::{EpisodeLabels, ProtoLabels};
+use crate::metrics::ProtoLabels;
 use crate::tracker::PeerTracker;
 use crate::State;
 
@@ -212,14 +212,7 @@ fn report_episode(state: &State, peer: &Peer, episode: &Episode) {
         netstall_probe::EpisodeKind::Spike => "spike",
         netstall_probe::EpisodeKind::Loss => "loss",
     };
-    state
-        .metrics
-        .episodes
-        .get_or_create(&EpisodeLabels {
-            peer: peer.name.clone(),
-            kind,
-        })
-        .inc();
+    state.metrics.count_episode(&peer.name, kind);
     state
         .health
         .lock()

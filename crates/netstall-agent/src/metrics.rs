@@ -70,7 +70,10 @@ pub struct Metrics {
     pub probe_rtt: Family<ProtoLabels, Histogram, fn() -> Histogram>,
     pub probes_sent: Family<ProtoLabels, Counter>,
     pub probes_lost: Family<ProtoLabels, Counter>,
-    pub episodes: Family<EpisodeLabels, Counter>,
+    episodes: Family<EpisodeLabels, Counter>,
+    /// The episode label sets created so far, to drop those of peers no
+    /// longer probed (the family cannot list them).
+    episodes_known: Mutex<HashSet<EpisodeLabels>>,
     pub peers_probed: Gauge,
     pub rx_stall: Family<StallLabels, Histogram, fn() -> Histogram>,
     culprit_seconds: Family<CulpritLabels, Counter<f64, AtomicU64>>,
@@ -106,6 +109,7 @@ impl Metrics {
             probes_sent: Family::default(),
             probes_lost: Family::default(),
             episodes: Family::default(),
+            episodes_known: Mutex::default(),
             peers_probed: Gauge::default(),
             rx_stall: Family::new_with_constructor(stall_histogram),
             culprit_seconds: Family::default(),
@@ -172,6 +176,34 @@ impl Metrics {
             m.memcg_cgroups.clone(),
         );
         Self { registry, ..m }
+    }
+
+    /// Counts one episode toward `peer`.
+    pub fn count_episode(&self, peer: &str, kind: &'static str) {
+        let labels = EpisodeLabels {
+            peer: peer.to_string(),
+            kind,
+        };
+        self.episodes.get_or_create(&labels).inc();
+        self.episodes_known
+            .lock()
+            .expect("episode set lock")
+            .insert(labels);
+    }
+
+    /// Drops the episode series of peers not in `probed`: as the mesh
+    /// changes over days, series of departed peers must not pile up.
+    pub fn retain_episode_peers(&self, probed: &[&str]) {
+        self.episodes_known
+            .lock()
+            .expect("episode set lock")
+            .retain(|labels| {
+                let keep = probed.contains(&labels.peer.as_str());
+                if !keep {
+                    self.episodes.remove(labels);
+                }
+                keep
+            });
     }
 
     /// Counts `seconds` of stall against a culprit, folding new label sets
@@ -246,6 +278,20 @@ mod tests {
         );
         assert!(!text.contains("# EOF"));
         assert!(m.encode_openmetrics().ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn departed_peers_lose_their_episode_series() {
+        let m = Metrics::new("n");
+        m.count_episode("node2", "spike");
+        m.count_episode("node3", "loss");
+        m.retain_episode_peers(&["node3"]);
+        let text = m.encode_prometheus();
+        assert!(!text.contains("peer=\"node2\""), "{text}");
+        assert!(
+            text.contains("netstall_probe_episodes_total{peer=\"node3\",kind=\"loss\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]
