@@ -3,7 +3,9 @@
 //! * **sample gaps**: a CPU sampled by a software cpu-clock timer cannot be
 //!   sampled while its IRQs are off, so a gap much longer than the sampling
 //!   period is IRQs-off time; the first sample after it shows where IRQs
-//!   came back on (often a `*_unlock_irq*`).
+//!   came back on (often a `*_unlock_irq*`). On a VM a gap can also be
+//!   time the hypervisor did not run the vCPU (steal), which the samples
+//!   alone cannot tell apart.
 //! * **softirq runs**: consecutive samples inside softirq processing for a
 //!   long time: bottom halves held for that long (IRQs on, BHs off), so the
 //!   CPU's network RX waited.
