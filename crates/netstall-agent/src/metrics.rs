@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -64,6 +64,80 @@ fn stall_histogram() -> Histogram {
     Histogram::new(STALL_BUCKETS)
 }
 
+/// Bucket bounds (log2 ns) of the kernel latency histograms: 8 µs to 1 s.
+const KERNEL_BOUNDS_LOG2_NS: [u32; 8] = [13, 16, 19, 21, 23, 25, 27, 30];
+
+/// The tracer's in-kernel latency histograms (every packet's backlog wait,
+/// every NET_RX softirq delay), summed over CPUs and tracing windows: one
+/// histogram per node and detector, so its cost in series is fixed.
+///
+/// The kernel keeps log2 slots (`[2^i, 2^(i+1))` ns) without a sum; the
+/// exported `_sum` is estimated from the slots' midpoints.
+#[derive(Debug, Default)]
+pub struct KernelLatency {
+    /// Detector -> count per log2 slot.
+    slots: Mutex<std::collections::BTreeMap<&'static str, [u64; 64]>>,
+}
+
+impl KernelLatency {
+    /// Adds one window's slots: `(upper bound ns, count)` pairs, bounds powers of two.
+    pub fn add(&self, detector: &'static str, buckets: &[(u64, u64)]) {
+        let mut slots = self.slots.lock().expect("kernel latency lock");
+        let detector_slots = slots.entry(detector).or_insert([0; 64]);
+        for &(upper, count) in buckets {
+            let slot = upper.max(2).ilog2() as usize - 1;
+            detector_slots[slot.min(63)] += count;
+        }
+    }
+
+    /// (sum s, count, non-cumulative buckets) of one detector.
+    fn histogram(slots: &[u64; 64]) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut buckets: Vec<(f64, u64)> = KERNEL_BOUNDS_LOG2_NS
+            .iter()
+            .map(|&b| ((1u64 << b) as f64 / 1e9, 0))
+            .collect();
+        let (mut sum, mut count) = (0.0, 0);
+        for (slot, &n) in slots.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let upper_log2 = slot as u32 + 1;
+            let midpoint_ns = 1.5 * (1u64 << slot) as f64;
+            sum += n as f64 * midpoint_ns / 1e9;
+            count += n;
+            if let Some(i) = KERNEL_BOUNDS_LOG2_NS.iter().position(|&b| upper_log2 <= b) {
+                buckets[i].1 += n;
+            }
+        }
+        (sum, count, buckets)
+    }
+}
+
+impl prometheus_client::collector::Collector for KernelLatency {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let slots = self.slots.lock().expect("kernel latency lock");
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let mut metric = encoder.encode_descriptor(
+            "netstall_kernel_latency_seconds",
+            "In-kernel latency of every event, all CPUs: per-packet backlog wait (rx-backlog), NET_RX raise to run (softirq-delay); sum estimated",
+            None,
+            prometheus_client::metrics::MetricType::Histogram,
+        )?;
+        for (detector, detector_slots) in slots.iter() {
+            let (sum, count, buckets) = KernelLatency::histogram(detector_slots);
+            let labels = [("detector", *detector)];
+            metric
+                .encode_family(&labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    sum, count, &buckets, None,
+                )?;
+        }
+        Ok(())
+    }
+}
+
 /// Every metric the agent exports, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -84,6 +158,7 @@ pub struct Metrics {
     /// Absent until the first count succeeds: an unknown count is not zero.
     pub memcg_dying: Family<NoLabels, Gauge>,
     pub memcg_cgroups: Family<NoLabels, Gauge>,
+    pub kernel_latency: Arc<KernelLatency>,
 }
 
 /// The label set of a series that has none, in a family (so that the
@@ -118,6 +193,7 @@ impl Metrics {
             ring_drops: Counter::default(),
             memcg_dying: Family::default(),
             memcg_cgroups: Family::default(),
+            kernel_latency: Arc::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -175,6 +251,7 @@ impl Metrics {
             "Memory cgroups the kernel holds, live and dying",
             m.memcg_cgroups.clone(),
         );
+        registry.register_collector(Box::new(Arc::clone(&m.kernel_latency)));
         Self { registry, ..m }
     }
 
@@ -278,6 +355,26 @@ mod tests {
         );
         assert!(!text.contains("# EOF"));
         assert!(m.encode_openmetrics().ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn kernel_log2_slots_become_one_histogram_per_detector() {
+        let m = Metrics::new("n");
+        // Two windows: 1000 packets waited 1-2 us, 3 waited 32-64 ms, one 2-4 s.
+        m.kernel_latency
+            .add("rx-backlog", &[(2048, 600), (1 << 26, 3)]);
+        m.kernel_latency
+            .add("rx-backlog", &[(2048, 400), (1 << 32, 1)]);
+        let text = m.encode_prometheus();
+        for line in [
+            "netstall_kernel_latency_seconds_bucket{detector=\"rx-backlog\",le=\"8.192e-06\"} 1000",
+            "netstall_kernel_latency_seconds_bucket{detector=\"rx-backlog\",le=\"0.033554432\"} 1000",
+            "netstall_kernel_latency_seconds_bucket{detector=\"rx-backlog\",le=\"0.134217728\"} 1003",
+            "netstall_kernel_latency_seconds_bucket{detector=\"rx-backlog\",le=\"+Inf\"} 1004",
+            "netstall_kernel_latency_seconds_count{detector=\"rx-backlog\"} 1004",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
     }
 
     #[test]

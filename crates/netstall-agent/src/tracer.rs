@@ -7,7 +7,8 @@
 //! whether or not the tracer can load, and says which.
 //!
 //! The tracer runs in windows: at the end of each, its report gives the
-//! ring-buffer drops counted in the kernel, and the next window starts.
+//! ring-buffer drops counted in the kernel and the per-CPU latency
+//! histograms of the window, and the next window starts.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,7 +45,15 @@ pub fn run(threshold: Duration, state: &State, stop: &Arc<AtomicBool>) {
             TraceEvent::Icmp(_) | TraceEvent::Syscall(_) => {}
         });
         match result {
-            Ok(report) => state.metrics.ring_drops.inc_by(report.ring_drops),
+            Ok(report) => {
+                state.metrics.ring_drops.inc_by(report.ring_drops);
+                for histogram in &report.histograms {
+                    state
+                        .metrics
+                        .kernel_latency
+                        .add(histogram.detector, &histogram.buckets);
+                }
+            }
             Err(e) => {
                 let why = format!("{e:#}").replace('\n', " ");
                 eprintln!("netstall agent: the kernel stall tracer is unavailable: {why}");
