@@ -32,7 +32,10 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile __u64 threshold_ns = 10 * 1000 * 1000;
 const volatile __u64 packet_floor_ns = 1000 * 1000;
 const volatile __u64 syscall_threshold_ns = ~0ULL; /* culprits only */
-const volatile __u64 tick_ns = 4 * 1000 * 1000;    /* 1 / CONFIG_HZ */
+/* a tick gap this long is an irqs-off stall: threshold + 1 / CONFIG_HZ */
+const volatile __u64 tick_gap_ns = 14 * 1000 * 1000;
+/* NET_RX blocked this long: a tick samples who holds the CPU (threshold / 2) */
+const volatile __u64 watchdog_ns = 5 * 1000 * 1000;
 const volatile bool filter_cpus = false;
 const volatile __u64 cpu_mask[TRACE_MAX_CPUS / 64] = {};
 const volatile __u64 fd_syscalls[8] = {};          /* bit nr: arg0 is an fd */
@@ -565,19 +568,19 @@ int BPF_PROG(on_softirq_exit, unsigned int vec)
 SEC("tp_btf/local_timer_entry")
 int BPF_PROG(on_local_timer_entry, int vector)
 {
-	__u32 cpu = bpf_get_smp_processor_id();
-	__u64 now = bpf_ktime_get_ns();
 	struct ns_trace_event *e;
 	struct ns_cpu_state *st;
-	__u64 gap;
+	__u64 now, last;
+	__u32 cpu;
 	long n;
 
 	st = cpu_state();
 	if (!st)
 		return 0;
+	now = bpf_ktime_get_ns();
 
 	/* Watchdog: NET_RX blocked for a while; sample who holds the CPU now. */
-	if (st->netrx_raise && !st->holder_ts && now - st->netrx_blocked >= threshold_ns / 2) {
+	if (st->netrx_raise && !st->holder_ts && now - st->netrx_blocked >= watchdog_ns) {
 		__u64 pid_tgid = bpf_get_current_pid_tgid();
 
 		st->holder_ts = now;
@@ -594,15 +597,18 @@ int BPF_PROG(on_local_timer_entry, int vector)
 		st->last_tick = 0; /* idle: the tick may stop (NO_HZ) */
 		return 0;
 	}
-	gap = st->last_tick ? now - st->last_tick : 0;
+	last = st->last_tick;
 	st->last_tick = now;
 	/* IRQs were off for at least gap - tick: one late tick is not a stall */
-	if (gap < threshold_ns + tick_ns || !cpu_selected(cpu))
+	if (!last || now - last < tick_gap_ns)
+		return 0;
+	cpu = bpf_get_smp_processor_id();
+	if (!cpu_selected(cpu))
 		return 0;
 	e = reserve(TK_TICK_GAP, cpu);
 	if (!e)
 		return 0;
-	e->start_ns = now - gap;
+	e->start_ns = last;
 	e->end_ns = now;
 	set_current(e);
 	set_current_syscall(e, true);

@@ -102,7 +102,8 @@ fn open_skel<'o>(
         .as_deref_mut()
         .context("trace BPF object has no .rodata")?;
     rodata.threshold_ns = params.threshold_ns;
-    rodata.tick_ns = params.tick_ns;
+    rodata.tick_gap_ns = params.threshold_ns + params.tick_ns;
+    rodata.watchdog_ns = params.threshold_ns / 2;
     rodata.packet_floor_ns = params.packet_floor_ns;
     rodata.syscall_threshold_ns = params.syscall_threshold_ns;
     rodata.filter_cpus = params.cpu_mask.is_some();
