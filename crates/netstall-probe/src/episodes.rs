@@ -70,6 +70,7 @@ pub struct DetectorConfig {
 }
 
 impl DetectorConfig {
+    /// The default reading of a session sending every `interval` over `flows_total` flows.
     pub fn new(interval: Duration, flows_total: u16) -> Self {
         Self {
             interval,
@@ -140,6 +141,7 @@ pub const STREAM_WINDOW: usize = 65_536;
 const STREAM_MARGIN: usize = 1_024;
 
 impl StreamingDetector {
+    /// A detector holding at most [`STREAM_WINDOW`] probes.
     pub fn new(config: DetectorConfig) -> Self {
         Self::with_window(config, STREAM_WINDOW)
     }

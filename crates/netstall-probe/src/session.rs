@@ -55,6 +55,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The protocol on the wire.
     pub fn proto(&self) -> Proto {
         match self {
             Mode::Icmp => Proto::Icmp,

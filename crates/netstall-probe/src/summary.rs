@@ -32,16 +32,19 @@ impl Default for NsHistogram {
 }
 
 impl NsHistogram {
+    /// Records one value (clamped to the histogram's range).
     pub fn record(&mut self, ns: u64) {
         self.hist.saturating_record(ns.clamp(1, HIST_MAX_NS));
         self.min = self.min.min(ns);
         self.max = self.max.max(ns);
     }
 
+    /// How many values were recorded.
     pub fn len(&self) -> u64 {
         self.hist.len()
     }
 
+    /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.hist.is_empty()
     }
@@ -53,10 +56,12 @@ impl NsHistogram {
             .then(|| round3(self.hist.value_at_quantile(q).min(self.max) as f64 / 1e3))
     }
 
+    /// The smallest value, µs.
     pub fn min_us(&self) -> Option<f64> {
         (!self.is_empty()).then(|| round3(self.min as f64 / 1e3))
     }
 
+    /// The largest value, µs.
     pub fn max_us(&self) -> Option<f64> {
         (!self.is_empty()).then(|| round3(self.max as f64 / 1e3))
     }
@@ -131,6 +136,7 @@ struct FlowAccumulator {
 }
 
 impl SummaryBuilder {
+    /// Accounts for one completed probe.
     pub fn add(&mut self, p: &ProbeResult) {
         self.late.record(p.late_ns);
         self.first_sent_ns = Some(self.first_sent_ns.map_or(p.sent_ns, |t| t.min(p.sent_ns)));

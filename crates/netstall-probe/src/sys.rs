@@ -114,6 +114,7 @@ fn from_sockaddr(sa: &libc::sockaddr_in) -> SocketAddrV4 {
     )
 }
 
+/// Binds the socket to `addr` (port 0: the kernel picks a free one).
 pub fn bind(fd: RawFd, addr: SocketAddrV4) -> io::Result<()> {
     let sa = sockaddr(addr);
     // SAFETY: `sa` is a valid sockaddr_in for the call.
@@ -127,6 +128,7 @@ pub fn bind(fd: RawFd, addr: SocketAddrV4) -> io::Result<()> {
     .map(drop)
 }
 
+/// Connects the socket (for UDP: fixes the peer and routes ICMP errors to it).
 pub fn connect(fd: RawFd, addr: SocketAddrV4) -> io::Result<()> {
     let sa = sockaddr(addr);
     // SAFETY: `sa` is a valid sockaddr_in for the call.
@@ -140,6 +142,7 @@ pub fn connect(fd: RawFd, addr: SocketAddrV4) -> io::Result<()> {
     .map(drop)
 }
 
+/// The address the socket is bound to.
 pub fn local_addr(fd: RawFd) -> io::Result<SocketAddrV4> {
     // SAFETY: zeroed sockaddr_in is valid; getsockname fills at most `len` bytes.
     let mut sa: libc::sockaddr_in = unsafe { zeroed() };

@@ -83,6 +83,7 @@ pub struct IcmpWire {
 }
 
 impl IcmpWire {
+    /// Opens the raw ICMP socket (needs CAP_NET_RAW).
     pub fn open(config: WireConfig) -> Result<Self> {
         let socket = raw_socket(libc::IPPROTO_ICMP, "ICMP probing")?;
         sys::grow_receive_buffer(socket.as_raw_fd(), RCVBUF_BYTES);
@@ -177,6 +178,7 @@ pub struct SynWire {
 }
 
 impl SynWire {
+    /// Opens the raw TCP socket and reserves one source port per flow (needs CAP_NET_RAW).
     pub fn open(config: WireConfig) -> Result<Self> {
         let socket = raw_socket(libc::IPPROTO_TCP, "TCP SYN probing")?;
         sys::grow_receive_buffer(socket.as_raw_fd(), RCVBUF_BYTES);
@@ -286,6 +288,7 @@ pub struct UdpWire {
 }
 
 impl UdpWire {
+    /// Opens one connected UDP socket per flow.
     pub fn open(config: WireConfig) -> Result<Self> {
         let source = sys::route_source(config.target)?;
         let sockets = reserve_ports(libc::SOCK_DGRAM, source, config.flows)?;
