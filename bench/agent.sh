@@ -11,11 +11,11 @@
 #
 # Usage (as root; takes the machine-wide test lock; ~4 x SECONDS):
 #   bench/agent.sh
-#   SECONDS_PER_RUN=120 bench/agent.sh
+#   SECONDS_PER_RUN=300 bench/agent.sh   (default 130: includes one 2-minute tracer window reload)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-RUN=${SECONDS_PER_RUN:-60}
+RUN=${SECONDS_PER_RUN:-130}
 WARMUP=5
 tag=bag$$
 agent_ns=$tag-a
@@ -83,25 +83,29 @@ printf 'agent footprint: 10 peers x 10 Hz, %s s per run, %s CPUs\n' "$RUN" "$(np
 printf '%-22s %10s %14s %10s %10s\n' run "cpu_%core" "machine_busy_%" rss_mb rss_max_mb
 
 # Idle node: measure a sleeping process, so the machine-wide column is the baseline.
-sleep $((RUN + WARMUP + 5)) & pids+=($!)
+sleep $((RUN + WARMUP + 5)) &
+pids+=($!)
 measure "idle node" "$!"
 
+# Starts an agent; its PID is left in $pid (no command substitution: the
+# agent must not hold a pipe open).
 start_agent() {
   "$netstall" agent --netns "$agent_ns" --listen "10.213.0.1:$port" --node-name bench \
-    --peers "$peer_list" --probe-rate 10 --max-peers 10 --event-log /dev/null "$@" 2>/dev/null &
-  pids+=($!)
-  echo $!
+    --peers "$peer_list" --probe-rate 10 --max-peers 10 --event-log /dev/null "$@" >/dev/null 2>&1 &
+  pid=$!
+  pids+=("$pid")
 }
-pid=$(start_agent --tracer true)
+start_agent --tracer true
 measure "agent, tracing on" "$pid"
-ip netns exec "$agent_ns" curl -s "http://10.213.0.1:$port/metrics" | grep -E '^netstall_(tracer_up|probe_sent_total|probe_lost_total|probe_peers) ' | sed 's/^/    /'
+ip netns exec "$agent_ns" curl -s "http://10.213.0.1:$port/metrics" |
+  grep -E '^netstall_(tracer_up|probe_sent_total|probe_lost_total|probe_peers)[ {]' | sed 's/^/    /'
 kill "$pid"; wait "$pid" 2>/dev/null || true
 
-pid=$(start_agent --tracer false)
+start_agent --tracer false
 measure "agent, tracing off" "$pid"
 kill "$pid"; wait "$pid" 2>/dev/null || true
 
-ip netns exec "$agent_ns" fping -l -p 100 -q "${addrs[@]}" 2>/dev/null &
+ip netns exec "$agent_ns" fping -l -p 100 -q "${addrs[@]}" >/dev/null 2>&1 &
 pids+=($!)
 sleep 0.5
 fping_pid=$(pgrep -P "$!" fping || echo "$!")

@@ -43,7 +43,7 @@ pub struct State {
     pub metrics: Metrics,
     pub health: Mutex<Health>,
     events: Mutex<EventLog>,
-    event_errors: std::sync::atomic::AtomicU64,
+    event_errors: AtomicU64,
 }
 
 impl State {
@@ -61,8 +61,8 @@ impl State {
         }
     }
 
-    /// Logs an event; a full disk must not stop the agent, so a failure is
-    /// reported on stderr once and counted.
+    /// Logs an event; a full disk must not stop the agent, so only the
+    /// first failure is reported (on stderr).
     pub fn event<T: Serialize>(&self, event: &T) {
         let result = self.events.lock().expect("event log lock").emit(event);
         if let Err(e) = result {

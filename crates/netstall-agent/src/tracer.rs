@@ -22,9 +22,10 @@ use crate::health::TracerState;
 use crate::metrics::StallLabels;
 use crate::State;
 
-/// How long each tracing window lasts: how often ring-buffer drops are
-/// read. Reloading costs a few milliseconds of CPU per window.
-pub const WINDOW: Duration = Duration::from_secs(30);
+/// How long each tracing window lasts: how often ring-buffer drops and the
+/// latency histograms are read. Reloading the programs costs about 40 ms
+/// of CPU (measured by bench/agent.sh), so windows are long.
+pub const WINDOW: Duration = Duration::from_secs(120);
 
 /// Traces RX stalls of at least `threshold` until `stop`. When the tracer
 /// cannot load (privileges, kernel), says why in the metrics and /healthz
@@ -46,6 +47,11 @@ pub fn run(threshold: Duration, state: &State, stop: &Arc<AtomicBool>) {
         });
         match result {
             Ok(report) => {
+                // Loading parsed the kernel's BTF and the window may have
+                // read kernel symbols: give that freed heap back to the
+                // system instead of keeping it resident until the next load.
+                // SAFETY: malloc_trim only releases free memory of this process's heap.
+                unsafe { libc::malloc_trim(0) };
                 state.metrics.ring_drops.inc_by(report.ring_drops);
                 for histogram in &report.histograms {
                     state

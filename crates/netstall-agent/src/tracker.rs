@@ -51,8 +51,7 @@ impl PeerTracker {
         let Some(newest_sent) = self.window.iter().map(|p| p.sent_ns).max() else {
             return Vec::new();
         };
-        let probes: Vec<ProbeResult> = self.window.iter().cloned().collect();
-        let fresh: Vec<Episode> = detect(&probes, &self.detector)
+        let fresh: Vec<Episode> = detect(self.window.make_contiguous(), &self.detector)
             .into_iter()
             .filter(|e| self.reported_through_seq.is_none_or(|s| e.first_seq > s))
             .filter(|e| e.end_ns.saturating_add(self.settle_ns) <= newest_sent)
