@@ -53,6 +53,11 @@ const PERF_CONTEXT_USER: u64 = -512i64 as u64;
 const PERF_CONTEXT_MAX: u64 = -4095i64 as u64;
 /// Per-CPU ring: 128 pages hold about two seconds of deep stacks at 999 Hz.
 const RING_BYTES: usize = 128 * 4096;
+/// No kernel function is this long: an address further than this past the
+/// nearest kallsyms symbol is not in it. BPF programs and modules without
+/// symbols would otherwise be named after the last symbol of the kernel
+/// image (`__stop_...`).
+const MAX_KERNEL_SYMBOL_OFFSET: usize = 1 << 20;
 
 /// Samples `config.cpus` for `duration` or until `stop` is set, whichever
 /// comes first; samples are symbolized as they arrive. Needs CAP_PERFMON (or root).
@@ -189,7 +194,7 @@ impl Names {
         }
     }
 
-    /// Frame names root first (call chains come leaf first).
+    /// Frame names root first (call chains come leaf first); `pid` 0 is the kernel.
     fn frame_names(&mut self, source: &Source<'_>, pid: u32, addrs: &[u64]) -> Vec<String> {
         let missing: Vec<u64> = addrs
             .iter()
@@ -203,7 +208,11 @@ impl Names {
                 .unwrap_or_default();
             for (i, addr) in missing.iter().enumerate() {
                 let name = match symbolized.get(i) {
-                    Some(Symbolized::Sym(sym)) => sym.name.to_string(),
+                    Some(Symbolized::Sym(sym))
+                        if pid != 0 || sym.offset < MAX_KERNEL_SYMBOL_OFFSET =>
+                    {
+                        sym.name.to_string()
+                    }
                     _ => format!("[unknown <{addr:x}>]"),
                 };
                 self.frames.insert((pid, *addr), name);
