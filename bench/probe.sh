@@ -41,14 +41,19 @@ quantiles() { sort -g "$1" | awk '{v[NR]=$1} END {if (NR==0) {print "- -"; exit}
   printf "%.3f %.3f\n", v[i50], v[i99]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
+# Tools take turns in 5 rounds of N/5 probes, so a change in the machine's
+# load (other work on a shared box) hits all of them alike.
 rtt_floor() { # $1 = target, $2 = what it is
-  local target=$1
-  echo "== 1. RTT floor, ICMP echo to $2 ($target) every 10 ms, $N probes each (ms) =="
-  "$NETSTALL" --json probe --netns "$CLI" --cpu 1 "$target" -i 10ms -c "$N" \
-    | awk -F'"rtt_us":' '/"type":"probe"/ {split($2, a, ","); if (a[1] != "null") print a[1] / 1000}' > "$WORK/netstall.rtt"
-  in_client ping -n -i 0.01 -c "$N" "$target" | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' > "$WORK/ping.rtt"
-  in_client fping -C "$N" -p 10 -q "$target" 2>&1 | cut -d: -f2 | tr ' ' '\n' | grep -E '^[0-9.]+$' > "$WORK/fping.rtt" || true
-  in_client hping3 --icmp -i u10000 -c "$N" "$target" 2>/dev/null | sed -n 's/.*rtt=\([0-9.]*\) ms.*/\1/p' > "$WORK/hping3.rtt"
+  local target=$1 per=$((N / 5))
+  echo "== 1. RTT floor, ICMP echo to $2 ($target) every 10 ms, $N probes each in 5 rounds (ms) =="
+  : > "$WORK/netstall.rtt"; : > "$WORK/ping.rtt"; : > "$WORK/fping.rtt"; : > "$WORK/hping3.rtt"
+  for _ in 1 2 3 4 5; do
+    "$NETSTALL" --json probe --netns "$CLI" --cpu 1 "$target" -i 10ms -c "$per" \
+      | awk -F'"rtt_us":' '/"type":"probe"/ {split($2, a, ","); if (a[1] != "null") print a[1] / 1000}' >> "$WORK/netstall.rtt"
+    in_client ping -n -i 0.01 -c "$per" "$target" | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' >> "$WORK/ping.rtt"
+    in_client fping -C "$per" -p 10 -q "$target" 2>&1 | cut -d: -f2 | tr ' ' '\n' | grep -E '^[0-9.]+$' >> "$WORK/fping.rtt" || true
+    in_client hping3 --icmp -i u10000 -c "$per" "$target" 2>/dev/null | sed -n 's/.*rtt=\([0-9.]*\) ms.*/\1/p' >> "$WORK/hping3.rtt"
+  done
   printf "%-10s %8s %8s %8s\n" tool replies p50 p99
   for tool in netstall ping fping hping3; do
     read -r p50 p99 < <(quantiles "$WORK/$tool.rtt")

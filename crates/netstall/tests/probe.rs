@@ -207,31 +207,53 @@ fn healthy_path_rtt_floor_is_pings_and_no_episode_in_60s() {
     let client = lab.netns("cli");
     let pod = "10.244.2.10";
 
-    let ping =
-        tool_in(&client, &["ping", "-n", "-i", "0.01", "-c", "300", pod]).expect("ping runs");
-    let ping_p50 = median(rtts_ms(&ping, "time="));
-    let hping3 = tool_in(
-        &client,
-        &["hping3", "--icmp", "-i", "u10000", "-c", "300", pod],
-    )
-    .map(|out| rtts_ms(&out, "rtt="))
-    .filter(|rtts| !rtts.is_empty());
-
+    // ping and hping3 run while netstall probes, so all three see the same
+    // conditions; netstall's RTTs are taken from the same window as each tool's.
+    let comparison_client = client.clone();
+    let comparison = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        let window = |tool: &[&str], key: &str| {
+            let start = netstall_core::clock::realtime_ns();
+            let rtts = tool_in(&comparison_client, tool).map(|out| rtts_ms(&out, key));
+            (
+                start,
+                netstall_core::clock::realtime_ns(),
+                rtts.filter(|r| !r.is_empty()),
+            )
+        };
+        let ping = window(&["ping", "-n", "-i", "0.01", "-c", "300", pod], "time=");
+        let hping3 = window(
+            &["hping3", "--icmp", "-i", "u10000", "-c", "300", pod],
+            "rtt=",
+        );
+        (ping, hping3)
+    });
     let session = probe(&[
         "--netns", &client, "--cpu", "1", pod, "-i", "10ms", "-w", "60s",
     ]);
-    let p50 = session.summary["p50_us"].as_f64().unwrap() / 1e3;
-    eprintln!(
-        "p50 RTT: netstall {p50:.3} ms, ping {ping_p50:.3} ms, hping3 {:?}",
-        hping3.clone().map(median)
-    );
+    let (ping, hping3) = comparison.join().expect("ping and hping3 ran");
+    let netstall_p50_in = |(start, end): (u64, u64)| {
+        median(
+            session
+                .probes
+                .iter()
+                .filter(|p| (start..end).contains(&p["sent_ns"].as_u64().unwrap()))
+                .map(|p| p["rtt_us"].as_f64().unwrap() / 1e3)
+                .collect(),
+        )
+    };
+    let ping_p50 = median(ping.2.expect("ping runs"));
+    let p50 = netstall_p50_in((ping.0, ping.1));
+    eprintln!("p50 RTT while ping ran: netstall {p50:.3} ms, ping {ping_p50:.3} ms");
     assert!(
         p50 <= 1.5 * ping_p50,
         "netstall p50 {p50:.3} ms vs ping {ping_p50:.3} ms"
     );
-    match hping3 {
+    match hping3.2 {
         Some(rtts) => {
             let hping_p50 = median(rtts);
+            let p50 = netstall_p50_in((hping3.0, hping3.1));
+            eprintln!("p50 RTT while hping3 ran: netstall {p50:.3} ms, hping3 {hping_p50:.3} ms");
             assert!(
                 p50 <= 0.5 * hping_p50,
                 "netstall p50 {p50:.3} ms vs hping3 {hping_p50:.3} ms"
