@@ -109,8 +109,13 @@ cat "$work"/trace.*.json | jq -r 'select(.type == "self-cost" and .run_count > 0
       END {for (k in n) {m=(n[k]%2)?v[k,(n[k]+1)/2]:(v[k,n[k]/2]+v[k,n[k]/2+1])/2;
            printf "  %-14s %-34s runs=%-10d %7.1f ns/event\n", substr(k,1,index(k,"\t")-1), substr(k,index(k,"\t")+1), c[k]/n[k], m}}' \
   | sort | tee "$work/ours.table"
-cat "$work"/trace.*.json | jq -r 'select(.type == "trace-summary")
-  | "trace summary: \(.packets) packets measured, \(.stalls) stalls, \(.ring_drops) ring-buffer drops"'
+for f in "$work"/trace.*.json; do
+  # CPU time in netstall's programs over the traced window (iperf3 ran SECS of it)
+  jq -rs --argjson secs "$SECS" '
+    (map(select(.type == "self-cost") | .run_time_ns) | add) as $bpf
+    | (map(select(.type == "trace-summary"))[0]) as $sum
+    | "trace: \($sum.packets) packets measured, \($sum.stalls) stalls, \($sum.ring_drops) ring-buffer drops; BPF time \($bpf / 1e6 | floor) ms = \($bpf / 1e7 / $secs * 10 | round / 10)% of one CPU over the \($secs) s of iperf3"' "$f"
+done
 if [ "${#anchor[@]}" -gt 0 ]; then
   echo
   echo "bpftrace anchor cost per program (median over runs):"
