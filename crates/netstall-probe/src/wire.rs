@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 
-use crate::model::{Proto, Reply};
+use crate::model::Reply;
 use crate::packet::{self, IcmpMessage, TCP_ACK, TCP_RST, TCP_SYN};
 use crate::sys::{self, ExtendedError, Stamping};
 
@@ -23,7 +23,6 @@ const RCVBUF_BYTES: libc::c_int = 4 << 20;
 
 /// A prober on the wire.
 pub trait Wire: Send + Sync {
-    fn proto(&self) -> Proto;
     /// The sockets to poll, in the order `socket` indices refer to.
     fn fds(&self) -> Vec<RawFd>;
     /// The kernel timestamps the sockets deliver.
@@ -103,9 +102,6 @@ impl IcmpWire {
 }
 
 impl Wire for IcmpWire {
-    fn proto(&self) -> Proto {
-        Proto::Icmp
-    }
     fn fds(&self) -> Vec<RawFd> {
         vec![self.socket.as_raw_fd()]
     }
@@ -214,9 +210,6 @@ fn reserve_ports(kind: libc::c_int, source: Ipv4Addr, flows: u16) -> Result<Vec<
 }
 
 impl Wire for SynWire {
-    fn proto(&self) -> Proto {
-        Proto::Tcp
-    }
     fn fds(&self) -> Vec<RawFd> {
         vec![self.socket.as_raw_fd()]
     }
@@ -310,9 +303,6 @@ impl UdpWire {
 }
 
 impl Wire for UdpWire {
-    fn proto(&self) -> Proto {
-        Proto::Udp
-    }
     fn fds(&self) -> Vec<RawFd> {
         self.sockets.iter().map(|(fd, _)| fd.as_raw_fd()).collect()
     }
