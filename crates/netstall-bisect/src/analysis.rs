@@ -14,6 +14,11 @@
 //!    listed as not told apart. Per-flow (RX queue/CPU hashing) against
 //!    per-host: some TCP flows never stalled although enough episodes would
 //!    have reached them, or ICMP stayed clean while TCP stalled.
+//! 4. The sender's side: RTTs come from kernel timestamps taken when a reply
+//!    enters the vantage point's RX backlog, so a stall on the sender's own
+//!    RX CPU does not show in them; it shows in how late the prober reads the
+//!    replies. Backlog releases in that wake-up series, on most paths of one
+//!    vantage point, name the sender when the RTTs blame no receiving layer.
 
 use std::collections::BTreeSet;
 
@@ -34,6 +39,9 @@ pub struct PathOutcome {
     /// RTTs of the answered probes, µs.
     pub rtts_us: Vec<f64>,
     pub episodes: Vec<Episode>,
+    /// Backlog releases among the replies after the kernel stamped them (the
+    /// wake-up series): held on the vantage point's own host.
+    pub sender_episodes: Vec<Episode>,
     pub flows_total: u16,
     /// Why the path is unreachable (no probe answered, or it could not run).
     pub unreachable: Option<String>,
@@ -106,6 +114,11 @@ pub struct PathRow {
     pub flows_total: u16,
     /// Flows that took part in at least one episode.
     pub flows_stalled: u16,
+    /// Replies held on the vantage point's own host (see [`PathOutcome`]).
+    pub sender_episodes: u64,
+    /// Whether `sender_episodes` is significantly above the healthy floor.
+    pub sender_stalled: bool,
+    pub sender_p_value: f64,
     pub segments: Vec<Segment>,
 }
 
@@ -231,6 +244,9 @@ fn row(o: &PathOutcome, settings: &Settings) -> PathRow {
         p_value: None,
         flows_total: o.flows_total,
         flows_stalled,
+        sender_episodes: o.sender_episodes.len() as u64,
+        sender_stalled: false,
+        sender_p_value: 1.0,
         segments: o.spec.segments.clone(),
     }
 }
@@ -243,11 +259,16 @@ fn classify(rows: &mut [PathRow], outcomes: &[PathOutcome], settings: &Settings)
             continue;
         }
         let floor = settings.healthy_per_min * o.seconds / 60.0;
+        row.sender_p_value = stats::excess_p(row.sender_episodes, floor);
         let p = stats::excess_p(row.episodes, floor);
         if p < alpha {
             row.status = Status::Stalled;
             row.p_value = Some(p);
         }
+    }
+    compare_vantages(rows, outcomes);
+    for row in rows.iter_mut() {
+        row.sender_stalled = row.sender_p_value < alpha;
     }
     // The least-stalled path is the one a clean path must be clearly below.
     let reference = rows
@@ -270,6 +291,32 @@ fn classify(rows: &mut [PathRow], outcomes: &[PathOutcome], settings: &Settings)
                 }
             }
         }
+    }
+}
+
+/// With two vantage points, replies held on one's own host must also be
+/// significantly more frequent there than on the other's: delays common to
+/// both (the probers' shared CPU, the machine) are nobody's side.
+fn compare_vantages(rows: &mut [PathRow], outcomes: &[PathOutcome]) {
+    let totals = |vantage: Vantage| {
+        rows.iter()
+            .zip(outcomes)
+            .filter(|(r, _)| r.vantage == vantage && r.reachable)
+            .fold((0u64, 0.0f64, 0usize), |(held, secs, paths), (r, o)| {
+                (held + r.sender_episodes, secs + o.seconds, paths + 1)
+            })
+    };
+    let (client, outside) = (totals(Vantage::Client), totals(Vantage::Outside));
+    if client.2 == 0 || outside.2 == 0 {
+        return;
+    }
+    for row in rows.iter_mut() {
+        let (this, other) = match row.vantage {
+            Vantage::Client => (client, outside),
+            Vantage::Outside => (outside, client),
+        };
+        let p = stats::fewer_p(other.0, other.1, this.0, this.1);
+        row.sender_p_value = row.sender_p_value.max(p);
     }
 }
 
@@ -327,7 +374,12 @@ fn verdict(rows: &[PathRow], outcomes: &[PathOutcome], settings: &Settings) -> V
         unreachable: names(rows, Status::Unreachable),
         tails_separate: None,
     };
+    let sender = sender_side(rows);
     if stalled.is_empty() {
+        if let Some((vantage, p)) = sender {
+            blame_sender(&mut verdict, vantage, p);
+            return verdict;
+        }
         let worst = rows
             .iter()
             .zip(outcomes)
@@ -365,6 +417,13 @@ fn verdict(rows: &[PathRow], outcomes: &[PathOutcome], settings: &Settings) -> V
         .fold(0.0, f64::max);
     verdict.tails_separate = tails_separate(&stalled, &clearing);
 
+    let receiver_found = suspects
+        .first()
+        .is_some_and(|s| !matches!(s, Segment::Sender(_) | Segment::Network));
+    if let (false, Some((vantage, p))) = (receiver_found, sender) {
+        blame_sender(&mut verdict, vantage, p);
+        return verdict;
+    }
     let Some((&blamed, rest)) = suspects.split_first() else {
         // No single layer explains the stalled paths: several layers stall,
         // or the network does in ways the matrix cannot place.
@@ -397,6 +456,46 @@ fn verdict(rows: &[PathRow], outcomes: &[PathOutcome], settings: &Settings) -> V
     }
     verdict.summary = describe(&verdict, rest);
     verdict
+}
+
+/// The vantage point whose own host held replies on most of its paths, with
+/// the largest p-value among those paths; the one with the most such paths.
+fn sender_side(rows: &[PathRow]) -> Option<(Vantage, f64)> {
+    [Vantage::Client, Vantage::Outside]
+        .into_iter()
+        .filter_map(|vantage| {
+            let reachable: Vec<&PathRow> = rows
+                .iter()
+                .filter(|r| r.vantage == vantage && r.reachable)
+                .collect();
+            let held: Vec<&PathRow> = reachable
+                .iter()
+                .copied()
+                .filter(|r| r.sender_stalled)
+                .collect();
+            let p = held.iter().map(|r| r.sender_p_value).fold(0.0, f64::max);
+            (!held.is_empty() && 2 * held.len() > reachable.len()).then_some((
+                vantage,
+                held.len(),
+                p,
+            ))
+        })
+        .max_by_key(|(_, held, _)| *held)
+        .map(|(vantage, _, p)| (vantage, p))
+}
+
+fn blame_sender(verdict: &mut Verdict, vantage: Vantage, p: f64) {
+    verdict.layer = Layer::HostRx;
+    verdict.host = Some(vantage.name().into());
+    verdict.side = Some(Side::Sender);
+    verdict.scope = Some(Scope::PerHost);
+    verdict.segment = Some(Segment::Sender(vantage));
+    verdict.not_told_apart.clear();
+    verdict.confidence = round3(1.0 - p);
+    verdict.summary = format!(
+        "sending host RX processing on {} (replies held on the vantage point's own host)",
+        vantage.name()
+    );
 }
 
 fn tails_separate(stalled: &[&PathRow], clearing: &[&PathRow]) -> Option<bool> {
@@ -582,6 +681,7 @@ mod tests {
             seconds: SECONDS,
             rtts_us,
             episodes,
+            sender_episodes: Vec::new(),
             flows_total: FLOWS,
             unreachable: None,
         }
@@ -866,6 +966,122 @@ mod tests {
             analysis.verdict
         );
         assert!(analysis.verdict.segment.is_none());
+    }
+
+    /// The matrix with RTT episodes from `episodes` and replies held on the
+    /// vantage point's own host (wake-up series) from `held`.
+    fn run_with_held(
+        paths: &[PathSpec],
+        episodes: impl Fn(&PathSpec) -> Vec<Episode>,
+        held: impl Fn(&PathSpec) -> Vec<Episode>,
+    ) -> Analysis {
+        let outcomes: Vec<PathOutcome> = paths
+            .iter()
+            .map(|p| PathOutcome {
+                sender_episodes: held(p),
+                ..outcome(p, episodes(p))
+            })
+            .collect();
+        analyze(&outcomes, &Settings::default())
+    }
+
+    #[test]
+    fn replies_held_on_the_clients_own_host_are_the_sender_side() {
+        let paths = lab_paths(true);
+        let analysis = run_with_held(
+            &paths,
+            |_| Vec::new(),
+            |p| {
+                if p.vantage == Vantage::Client {
+                    stalls(40, &[0])
+                } else {
+                    Vec::new()
+                }
+            },
+        );
+        let v = &analysis.verdict;
+        assert_eq!(
+            (v.layer, v.host.as_deref(), v.side),
+            (Layer::HostRx, Some("client"), Some(Side::Sender)),
+            "{v:#?}"
+        );
+        assert_eq!(v.segment, Some(Segment::Sender(Vantage::Client)));
+        assert!(v.confidence > 0.99);
+        assert!(v
+            .summary
+            .starts_with("sending host RX processing on client"));
+        let client = row(&analysis, "client/pod-icmp");
+        assert!(client.sender_stalled && client.sender_episodes == 40);
+        assert!(!row(&analysis, "outside/pod-icmp").sender_stalled);
+    }
+
+    #[test]
+    fn held_replies_explain_rtt_stalls_that_share_no_receiving_layer() {
+        // As measured with the client's RX on the stalled CPU: only the TCP
+        // replies of the nodes' own sockets carry the wait in their RTT.
+        let paths = lab_paths(true);
+        let analysis = run_with_held(
+            &paths,
+            |p| match p.name.as_str() {
+                "client/node1-tcp" | "client/node2-tcp" => all_flows(p, 24),
+                _ => Vec::new(),
+            },
+            |p| {
+                if p.vantage == Vantage::Client {
+                    stalls(24, &[0])
+                } else {
+                    Vec::new()
+                }
+            },
+        );
+        let v = &analysis.verdict;
+        assert_eq!(
+            (v.host.as_deref(), v.side),
+            (Some("client"), Some(Side::Sender)),
+            "{v:#?}"
+        );
+    }
+
+    #[test]
+    fn replies_held_as_often_from_both_vantage_points_are_nobodys_side() {
+        // The probers share one CPU: its hiccups delay every reply alike.
+        let paths = lab_paths(true);
+        let analysis = run_with_held(&paths, |_| Vec::new(), |_| stalls(3, &[0]));
+        let v = &analysis.verdict;
+        assert_eq!(v.layer, Layer::None, "{v:#?}");
+        assert!(analysis.paths.iter().all(|r| !r.sender_stalled));
+        // With one vantage point there is nothing to compare with: 3 in 20 s
+        // is above the healthy floor.
+        let analysis = run_with_held(&lab_paths(false), |_| Vec::new(), |_| stalls(3, &[0]));
+        assert_eq!(analysis.verdict.side, Some(Side::Sender));
+    }
+
+    #[test]
+    fn a_receiving_layer_found_in_the_rtts_outranks_a_few_held_replies() {
+        let paths = lab_paths(true);
+        let analysis = run_with_held(
+            &paths,
+            |p| {
+                if p.crosses(Segment::Node2) {
+                    all_flows(p, 40)
+                } else {
+                    Vec::new()
+                }
+            },
+            |p| {
+                if p.name == "client/pod-tcp" {
+                    stalls(10, &[0])
+                } else {
+                    Vec::new()
+                }
+            },
+        );
+        let v = &analysis.verdict;
+        assert_eq!(
+            (v.host.as_deref(), v.side),
+            (Some("node2"), Some(Side::Receiver))
+        );
+        assert!(row(&analysis, "client/pod-tcp").sender_stalled);
     }
 
     #[test]

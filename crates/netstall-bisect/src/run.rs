@@ -5,7 +5,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use netstall_probe::{Mode, ProbeConfig, Report, SessionEvent};
+use netstall_probe::{
+    DetectorConfig, Episode, EpisodeKind, Mode, ProbeConfig, ProbeResult, Report, SessionEvent,
+    StreamingDetector,
+};
 
 use crate::analysis::PathOutcome;
 use crate::plan::{PathSpec, ProbeKind, Vantage};
@@ -74,16 +77,18 @@ fn probe_path(path: &PathSpec, config: &RunConfig) -> PathOutcome {
         Vantage::Client => config.client_netns.clone(),
         Vantage::Outside => config.outside_netns.clone(),
     };
-    // The session keeps no probes: the RTTs (for the quantile intervals)
-    // and the send span are taken as they come.
+    // The session keeps no probes: the RTTs (for the quantile intervals),
+    // the send span and the wake-up series are taken as they come.
     let mut rtts_us = Vec::new();
     let mut sent_span: Option<(u64, u64)> = None;
+    let mut wake = WakeSeries::new(config);
     let result = netstall_probe::run(&probe, |event| {
         if let SessionEvent::Probe(p) = event {
             rtts_us.extend(p.rtt_ns.map(|ns| ns as f64 / 1e3));
             sent_span = Some(sent_span.map_or((p.sent_ns, p.sent_ns), |(first, last)| {
                 (first.min(p.sent_ns), last.max(p.sent_ns))
             }));
+            wake.push(p);
         }
     });
     match result {
@@ -91,10 +96,59 @@ fn probe_path(path: &PathSpec, config: &RunConfig) -> PathOutcome {
             let seconds = sent_span.map_or(0.0, |(first, last)| {
                 (last - first) as f64 / 1e9 + config.interval.as_secs_f64()
             });
-            outcome(path, config, &report, rtts_us, seconds)
+            let mut outcome = outcome(path, config, &report, rtts_us, seconds);
+            outcome.sender_episodes = wake.finish();
+            outcome
         }
         Err(e) => failed(path, config, format!("{e:#}")),
     }
+}
+
+/// Episodes among the replies after the kernel received them: each answered
+/// probe enters the detector with its wake-up delay (kernel RX stamp to the
+/// prober reading it) as its RTT. Replies held in the vantage point's own RX
+/// backlog come out together with delays falling by one interval each: a
+/// backlog release. Lone late wake-ups (scheduling) are not counted.
+struct WakeSeries {
+    detector: StreamingDetector,
+    releases: Vec<Episode>,
+}
+
+impl WakeSeries {
+    fn new(config: &RunConfig) -> Self {
+        Self {
+            detector: StreamingDetector::new(DetectorConfig::new(config.interval, config.flows)),
+            releases: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, probe: &ProbeResult) {
+        let (Some(_), Some(wake_ns)) = (probe.rtt_ns, probe.wake_ns) else {
+            return;
+        };
+        let held = ProbeResult {
+            rtt_ns: Some(wake_ns),
+            reply: None,
+            ..probe.clone()
+        };
+        let over = self.detector.push(held);
+        self.releases.extend(backlog_releases(over));
+    }
+
+    fn finish(self) -> Vec<Episode> {
+        let Self {
+            detector,
+            mut releases,
+        } = self;
+        releases.extend(backlog_releases(detector.finish()));
+        releases
+    }
+}
+
+fn backlog_releases(episodes: Vec<Episode>) -> impl Iterator<Item = Episode> {
+    episodes
+        .into_iter()
+        .filter(|e| e.kind == EpisodeKind::BacklogRelease)
 }
 
 fn outcome(
@@ -111,6 +165,7 @@ fn outcome(
         seconds,
         rtts_us,
         episodes: report.episodes.clone(),
+        sender_episodes: Vec::new(),
         flows_total: config.flows,
         unreachable: report.unreachable_reason(),
     }
@@ -124,6 +179,7 @@ fn failed(path: &PathSpec, config: &RunConfig, reason: String) -> PathOutcome {
         seconds: 0.0,
         rtts_us: Vec::new(),
         episodes: Vec::new(),
+        sender_episodes: Vec::new(),
         flows_total: config.flows,
         unreachable: Some(reason),
     }

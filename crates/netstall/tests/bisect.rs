@@ -1,6 +1,7 @@
 //! `netstall bisect` for real, in the lab: a stall on node2's RX CPU, a stall
 //! only on node1 (the NodePort hop), a stall on one of the pod's two RX CPUs
-//! (per flow), no stall, an unreachable layer, and bad input.
+//! (per flow), a stall on the client's own RX (sender side), no stall, an
+//! unreachable layer, and bad input.
 //!
 //! Stalls come from `lab spin` on CPU 0 (30 ms every 500 ms); every prober
 //! is pinned to CPU 1, and the hosts that must stay clean have their RX
@@ -254,14 +255,48 @@ fn a_stall_on_some_of_the_pods_rx_cpus_is_per_flow() {
     assert_eq!(v["layer"], "host-rx", "{v}");
     assert_eq!(v["host"], "pod", "{v}");
     assert_eq!(v["scope"], "per-flow", "{v}");
+    // Which flows hash to CPU 0 is chance, so each path may lose a few or
+    // most of its flows; together they leave some flows untouched.
+    let mut spared = 0;
     for name in ["client/pod-tcp", "outside/pod-tcp", "client/nodeport-tcp"] {
         let p = path(&line, name);
         assert_eq!(p["status"], "stalled", "{p}");
-        let stalled = p["flows_stalled"].as_u64().unwrap();
-        assert!((1..8).contains(&stalled), "only some flows stall: {p}");
+        spared += 8 - p["flows_stalled"].as_u64().unwrap();
     }
+    assert!(spared > 0, "some TCP flows never stall: {line}");
     for p in line["paths"].as_array().unwrap() {
         if !p["segments"].as_array().unwrap().iter().any(|s| s == "pod") {
+            assert_ne!(p["status"], "stalled", "{p}");
+        }
+    }
+}
+
+#[test]
+fn a_stall_on_the_clients_own_rx_is_the_sender_side() {
+    if !privileged("a_stall_on_the_clients_own_rx_is_the_sender_side") {
+        return;
+    }
+    let _lock = MachineLock::acquire();
+    // Every node and the outside host on CPU 1, the client's own RX on CPU 0.
+    let lab = Lab::up("1");
+    lab.steer("client", "0");
+    lab.steer("outside", "1");
+    let _spin = Spin::start();
+    let line = lab_bisect(&lab, &[]);
+
+    let v = &line["verdict"];
+    assert_eq!(v["layer"], "host-rx", "{v}");
+    assert_eq!(v["side"], "sender", "{v}");
+    assert_eq!(v["host"], "client", "{v}");
+    // Kernel RX stamps are taken as a reply enters the client's backlog, so
+    // the wait shows as replies held after it, on the client's paths only.
+    for p in line["paths"].as_array().unwrap() {
+        if p["vantage"] == "client" && p["proto"] == "icmp" {
+            assert_eq!(p["sender_stalled"], true, "{p}");
+            assert!(p["sender_episodes"].as_u64().unwrap() >= 20, "{p}");
+        }
+        if p["vantage"] == "outside" {
+            assert_eq!(p["sender_stalled"], false, "{p}");
             assert_eq!(p["status"], "clean", "{p}");
         }
     }
@@ -285,7 +320,12 @@ fn without_injected_stalls_no_layer_adds_stalls() {
     assert_eq!(paths.len(), 14);
     for p in paths {
         assert_eq!(p["reachable"], true, "{p}");
-        assert_eq!(p["received"], p["probes"], "{p}");
+        let (sent, received) = (
+            p["probes"].as_u64().unwrap(),
+            p["received"].as_u64().unwrap(),
+        );
+        assert!(received + 2 >= sent, "{p}");
+        assert_eq!(p["sender_stalled"], false, "{p}");
         // The contract's fields.
         for field in ["name", "target", "proto", "probes", "episodes", "p99_us"] {
             assert!(p.get(field).is_some(), "{field}: {p}");

@@ -66,8 +66,8 @@ pub struct Args {
     /// Time between probes on each path.
     #[arg(short = 'i', long, default_value = "10ms", value_parser = duration::parse_nonzero)]
     interval: Duration,
-    /// How long every path is probed.
-    #[arg(short = 'w', long = "duration", default_value = "30s", value_parser = duration::parse_nonzero)]
+    /// How long every path is probed (at most 10m: an experiment, not a monitor).
+    #[arg(short = 'w', long = "duration", default_value = "30s", value_parser = parse_duration)]
     duration: Duration,
     /// Flows per path: TCP source ports (spread over RX queues/CPUs), ICMP identifiers.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -78,6 +78,18 @@ pub struct Args {
     /// Confidence of every test and interval.
     #[arg(long, default_value_t = 0.99, value_parser = parse_confidence)]
     confidence: f64,
+}
+
+/// Every path keeps its RTTs for the quantile intervals: the duration is
+/// capped so memory stays bounded (10 min at 10 ms: 60k values per path).
+const MAX_DURATION: Duration = Duration::from_secs(600);
+
+fn parse_duration(text: &str) -> Result<Duration> {
+    let d = duration::parse_nonzero(text).map_err(anyhow::Error::msg)?;
+    if d > MAX_DURATION {
+        bail!("-w {text} is longer than bisect's limit of 10m");
+    }
+    Ok(d)
 }
 
 fn parse_confidence(text: &str) -> Result<f64> {
@@ -251,13 +263,14 @@ fn ms_interval(i: Interval) -> String {
 fn print_table(analysis: &Analysis, confidence: f64, out: Output) {
     let level = format!("{:.0}%", confidence * 100.0);
     out.text(format!(
-        "{:<21} {:<19} {:<5} {:>6} {:>6} {:>5} {:>22} {:>9} {:>22} {:>9} {:>22}  {}",
+        "{:<21} {:<19} {:<5} {:>6} {:>6} {:>5} {:>5} {:>22} {:>9} {:>22} {:>9} {:>22}  {}",
         "path",
         "target",
         "proto",
         "sent",
         "recv",
         "eps",
+        "held",
         format!("eps/min [{level}]"),
         "p99 ms",
         format!("p99 [{level}]"),
@@ -277,13 +290,14 @@ fn print_table(analysis: &Analysis, confidence: f64, out: Output) {
             (None, status) => format!("{status:?}").to_lowercase(),
         };
         out.text(format!(
-            "{:<21} {:<19} {:<5} {:>6} {:>6} {:>5} {:>22} {:>9} {:>22} {:>9} {:>22}  {}",
+            "{:<21} {:<19} {:<5} {:>6} {:>6} {:>5} {:>5} {:>22} {:>9} {:>22} {:>9} {:>22}  {}",
             r.name,
             r.target,
             r.proto,
             r.probes,
             r.received,
             r.episodes,
+            r.sender_episodes,
             rate,
             ms(r.p99_us),
             ms_interval(r.p99_ci_us),
@@ -292,6 +306,10 @@ fn print_table(analysis: &Analysis, confidence: f64, out: Output) {
             status
         ));
     }
+    out.text(
+        "eps: stall episodes in the RTTs; held: replies held on the vantage point's own host \
+         (after the kernel received them)",
+    );
     let v = &analysis.verdict;
     out.text(format!(
         "verdict: {} (confidence {:.3})",
