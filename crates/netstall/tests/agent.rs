@@ -694,11 +694,12 @@ fn agent_survives_a_10_minute_flood() {
         "/metrics failed: {failed_scrapes:?}"
     );
     // Bounded memory: the peak after the first minute (or the first third
-    // of a short run) is at most 8 MB above the peak before it. That leaves
-    // room for the one-time cache of kernel symbols the tracer loads at the
-    // first stall it names a culprit for (~5 MB, then flat), not for a
-    // leak: one sample every 5 s over 10 minutes of flood would show it.
-    // (Peaks, because RSS dips while the tracer reloads between windows.)
+    // of a short run) is at most 12 MB above the peak before it. That leaves
+    // room for the kernel symbol table the tracer holds while it names
+    // culprits within a window (~8 MB in a debug build, returned at the
+    // window's end), not for a leak: one sample every 5 s over 10 minutes
+    // of flood would show it. (Peaks, because RSS dips while the tracer
+    // reloads between windows.)
     let settle = (seconds / 3).min(60);
     let warm = samples
         .iter()
@@ -707,7 +708,10 @@ fn agent_survives_a_10_minute_flood() {
         .max()
         .unwrap();
     let peak = samples.iter().map(|s| s.1).max().unwrap();
-    assert!(peak <= warm + 8192, "RSS grew from {warm} kB to {peak} kB");
+    assert!(
+        peak <= warm + 12 * 1024,
+        "RSS grew from {warm} kB to {peak} kB"
+    );
     // And no trend at the end: the last third's peak is within 1 MB of the
     // middle third's.
     let third = |k: u64| {
