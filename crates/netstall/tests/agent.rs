@@ -3,6 +3,10 @@
 //! evaluating deploy/'s rules, promtool on the metrics, and
 //! node-problem-detector's exit-code protocol.
 
+mod common;
+
+use common::*;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -11,15 +15,6 @@ use std::time::{Duration, Instant};
 
 use netstall_testkit::{privileged, unique_prefix, MachineLock};
 use serde_json::Value;
-
-const NETSTALL: &str = env!("CARGO_BIN_EXE_netstall");
-
-fn netstall(args: &[&str]) -> Output {
-    Command::new(NETSTALL)
-        .args(args)
-        .output()
-        .expect("run netstall")
-}
 
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

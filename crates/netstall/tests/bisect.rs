@@ -7,21 +7,17 @@
 //! is pinned to CPU 1, and the hosts that must stay clean have their RX
 //! steered to CPU 1 too.
 
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use common::*;
+
+use std::process::{Child, Command, Stdio};
 
 use netstall_testkit::{privileged, unique_prefix, MachineLock};
 use serde_json::Value;
 
-const NETSTALL: &str = env!("CARGO_BIN_EXE_netstall");
 /// How long each bisect run probes.
 const PROBING: &str = "20s";
-
-fn netstall(args: &[&str]) -> Output {
-    Command::new(NETSTALL)
-        .args(args)
-        .output()
-        .expect("run netstall")
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -3,6 +3,10 @@
 //! remediation ladder judged by what the kernel actually did, and the
 //! environment errors (in private mount namespaces).
 
+mod common;
+
+use common::*;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -10,15 +14,7 @@ use std::time::{Duration, Instant};
 use netstall_testkit::{privileged, unique_prefix, MachineLock};
 use serde_json::Value;
 
-const NETSTALL: &str = env!("CARGO_BIN_EXE_netstall");
 const ZOMBIES: u64 = 12_000;
-
-fn netstall(args: &[&str]) -> Output {
-    Command::new(NETSTALL)
-        .args(args)
-        .output()
-        .expect("run netstall")
-}
 
 fn json_of(out: &Output) -> Value {
     assert!(

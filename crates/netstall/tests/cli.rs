@@ -1,17 +1,12 @@
 //! The command line: help everywhere, and bad input gives one line and exit 2.
 
+mod common;
+
+use common::*;
+
 use std::process::{Command, Output};
 
 use netstall_testkit::privileged;
-
-const NETSTALL: &str = env!("CARGO_BIN_EXE_netstall");
-
-fn netstall(args: &[&str]) -> Output {
-    Command::new(NETSTALL)
-        .args(args)
-        .output()
-        .expect("run netstall")
-}
 
 /// Asserts exit code 2 and a one-line reason containing `needle`.
 fn assert_usage_error(out: &Output, needle: &str) {

@@ -1,5 +1,9 @@
 //! The lab, for real: namespaces, the NodePort path, injectors and their cleanup.
 
+mod common;
+
+use common::*;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::process::{Command, Output};
@@ -8,15 +12,6 @@ use std::time::{Duration, Instant};
 use netstall_lab::topology;
 use netstall_testkit::{privileged, unique_prefix, MachineLock};
 use serde_json::Value;
-
-const NETSTALL: &str = env!("CARGO_BIN_EXE_netstall");
-
-fn netstall(args: &[&str]) -> Output {
-    Command::new(NETSTALL)
-        .args(args)
-        .output()
-        .expect("run netstall")
-}
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -2,20 +2,15 @@
 //! hping3, injected stalls found as backlog releases, TCP flows vs ICMP under
 //! per-CPU stalls, and bad input.
 
+mod common;
+
+use common::*;
+
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Output, Stdio};
 
 use netstall_testkit::{privileged, unique_prefix, MachineLock};
 use serde_json::Value;
-
-const NETSTALL: &str = env!("CARGO_BIN_EXE_netstall");
-
-fn netstall(args: &[&str]) -> Output {
-    Command::new(NETSTALL)
-        .args(args)
-        .output()
-        .expect("run netstall")
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -1,31 +1,20 @@
 //! `netstall trace`, for real: injected and genuine stalls in the lab, the
 //! ICMP table, slow syscalls, self-cost and missing privileges.
 
+mod common;
+
+use common::*;
+
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use netstall_testkit::{privileged, unique_prefix, MachineLock};
 use serde_json::Value;
 
-const NETSTALL: &str = env!("CARGO_BIN_EXE_netstall");
 const MS: u64 = 1_000_000;
-
-fn netstall(args: &[&str]) -> Output {
-    Command::new(NETSTALL)
-        .args(args)
-        .output()
-        .expect("run netstall")
-}
-
-fn json_lines(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
 
 fn of_type<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
     lines.iter().filter(|v| v["type"] == kind).collect()

@@ -1,21 +1,16 @@
 //! `netstall xray` live, against the lab's injectors (root; machine lock held).
 //! CPU 0 is the stalled and sampled CPU; nothing here probes from it.
 
+mod common;
+
+use common::*;
+
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::Duration;
 
 use netstall_testkit::{privileged, unique_prefix, MachineLock};
 use serde_json::Value;
-
-const NETSTALL: &str = env!("CARGO_BIN_EXE_netstall");
-
-fn netstall(args: &[&str]) -> Output {
-    Command::new(NETSTALL)
-        .args(args)
-        .output()
-        .expect("run netstall")
-}
 
 /// `netstall --json xray --cpu 0 ...` in the background.
 fn xray(duration: &str, before: &str, extra: &[&str]) -> Child {
@@ -39,10 +34,6 @@ fn json_lines(out: &Output) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect()
-}
-
-fn of_type<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    lines.iter().filter(|l| l["type"] == kind).collect()
 }
 
 fn stack_has(sample: &Value, frame: &str) -> bool {
