@@ -7,7 +7,11 @@
 # then ratios against the goal (<= 0.25% of a core, <= 20 MB RSS) and the anchor.
 #
 # Peers are 10 addresses in a network namespace this script makes (veth to
-# the agent's namespace); nothing leaves the machine.
+# the agent's namespace); nothing leaves the machine. As peers on other
+# machines would, they answer on another CPU: the prober (agent or fping) is
+# pinned to CPU 0 and both veth ends steer their receive processing (RPS)
+# to CPU 1, so the peers' echo replies are not run inside the prober's
+# sendto() (veth delivers in the sender's context otherwise) and charged to it.
 #
 # Usage (as root; takes the machine-wide test lock; ~4 x SECONDS):
 #   bench/agent.sh
@@ -53,6 +57,12 @@ for i in $(seq 2 11); do
 done
 ip -n "$peers_ns" link set v1 up
 ip -n "$peers_ns" link set lo up
+[ "$(nproc)" -ge 2 ] || { echo "bench: needs 2 CPUs (prober on one, peers on the other)" >&2; exit 2; }
+PROBER_CPU=0
+PEER_CPU=1
+rps_mask=$(printf '%x' $((1 << PEER_CPU)))
+ip netns exec "$agent_ns" sh -c "echo $rps_mask > /sys/class/net/v0/queues/rx-0/rps_cpus"
+ip netns exec "$peers_ns" sh -c "echo $rps_mask > /sys/class/net/v1/queues/rx-0/rps_cpus"
 peer_list=$(IFS=,; echo "${peers[*]}")
 
 clk=$(getconf CLK_TCK)
@@ -79,7 +89,7 @@ measure() {
   }'
 }
 
-printf 'agent footprint: 10 peers x 10 Hz, %s s per run, %s CPUs\n' "$RUN" "$(nproc)"
+printf 'agent footprint: 10 peers x 10 Hz, %s s per run, %s CPUs; prober on CPU %s, peers answer on CPU %s\n' "$RUN" "$(nproc)" "$PROBER_CPU" "$PEER_CPU"
 printf '%-22s %10s %14s %10s %10s\n' run "cpu_%core" "machine_busy_%" rss_mb rss_max_mb
 
 # Idle node: measure a sleeping process, so the machine-wide column is the baseline.
@@ -90,7 +100,7 @@ measure "idle node" "$!"
 # Starts an agent; its PID is left in $pid (no command substitution: the
 # agent must not hold a pipe open).
 start_agent() {
-  "$netstall" agent --netns "$agent_ns" --listen "10.213.0.1:$port" --node-name bench \
+  taskset -c "$PROBER_CPU" "$netstall" agent --netns "$agent_ns" --listen "10.213.0.1:$port" --node-name bench \
     --peers "$peer_list" --probe-rate 10 --max-peers 10 --event-log /dev/null "$@" >/dev/null 2>&1 &
   pid=$!
   pids+=("$pid")
@@ -105,7 +115,7 @@ start_agent --tracer false
 measure "agent, tracing off" "$pid"
 kill "$pid"; wait "$pid" 2>/dev/null || true
 
-ip netns exec "$agent_ns" fping -l -p 100 -q "${addrs[@]}" >/dev/null 2>&1 &
+ip netns exec "$agent_ns" taskset -c "$PROBER_CPU" fping -l -p 100 -q "${addrs[@]}" >/dev/null 2>&1 &
 pids+=($!)
 sleep 0.5
 fping_pid=$(pgrep -P "$!" fping || echo "$!")

@@ -154,6 +154,7 @@ pub struct Metrics {
     /// The culprit label sets created so far (the family cannot be asked).
     culprits_known: Mutex<HashSet<CulpritLabels>>,
     pub tracer_up: Gauge,
+    pub tracer_failures: Counter,
     pub ring_drops: Counter,
     /// Absent until the first count succeeds: an unknown count is not zero.
     pub memcg_dying: Family<NoLabels, Gauge>,
@@ -190,6 +191,7 @@ impl Metrics {
             culprit_seconds: Family::default(),
             culprits_known: Mutex::default(),
             tracer_up: Gauge::default(),
+            tracer_failures: Counter::default(),
             ring_drops: Counter::default(),
             memcg_dying: Family::default(),
             memcg_cgroups: Family::default(),
@@ -235,6 +237,11 @@ impl Metrics {
             "netstall_tracer_up",
             "1 when the in-kernel stall tracer runs, 0 when it is off or unavailable",
             m.tracer_up.clone(),
+        );
+        registry.register(
+            "netstall_tracer_failures",
+            "Tracing windows that ended in an internal error (the tracer restarts after each)",
+            m.tracer_failures.clone(),
         );
         registry.register(
             "netstall_tracer_ring_drops",

@@ -10,9 +10,10 @@
 //! ring-buffer drops counted in the kernel and the per-CPU latency
 //! histograms of the window, and the next window starts.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netstall_core::stall::Stall;
 use netstall_kernel::trace::{self, Stop, TraceConfig, TraceEvent};
@@ -27,6 +28,9 @@ use crate::State;
 /// of CPU (measured by bench/agent.sh), so windows are long.
 pub const WINDOW: Duration = Duration::from_secs(120);
 
+/// How long the tracer pauses after a failed window before it loads again.
+const RESTART_DELAY: Duration = Duration::from_secs(10);
+
 /// Traces RX stalls of at least `threshold` until `stop`. When the tracer
 /// cannot load (privileges, kernel), says why in the metrics and /healthz
 /// and returns: the rest of the agent keeps running.
@@ -40,13 +44,15 @@ pub fn run(threshold: Duration, state: &State, stop: &Arc<AtomicBool>) {
         flag: Some(Arc::clone(stop)),
     };
     while !stop.load(Ordering::Relaxed) {
-        let result = trace::run(&config, &window, |event| match event {
-            TraceEvent::Started(_) => set_state(state, TracerState::Running),
-            TraceEvent::Stall(stall) => record(state, &observation(&stall), &stall),
-            TraceEvent::Icmp(_) | TraceEvent::Syscall(_) => {}
-        });
-        match result {
-            Ok(report) => {
+        let window = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            trace::run(&config, &window, |event| match event {
+                TraceEvent::Started(_) => set_state(state, TracerState::Running),
+                TraceEvent::Stall(stall) => record(state, &observation(&stall), &stall),
+                TraceEvent::Icmp(_) | TraceEvent::Syscall(_) => {}
+            })
+        }));
+        match window {
+            Ok(Ok(report)) => {
                 // Loading parsed the kernel's BTF and the window may have
                 // read kernel symbols: give that freed heap back to the
                 // system instead of keeping it resident until the next load.
@@ -60,13 +66,27 @@ pub fn run(threshold: Duration, state: &State, stop: &Arc<AtomicBool>) {
                         .add(histogram.detector, &histogram.buckets);
                 }
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 let why = format!("{e:#}").replace('\n', " ");
                 eprintln!("netstall agent: the kernel stall tracer is unavailable: {why}");
                 set_state(state, TracerState::Unavailable(why));
                 return;
             }
-        };
+            // A bug in one window must not end the node's tracing for the
+            // agent's lifetime: it is counted (the panic message is on
+            // stderr) and tracing starts again after a pause.
+            Err(_) => {
+                state.metrics.tracer_failures.inc();
+                set_state(
+                    state,
+                    TracerState::Unavailable("the tracer failed; restarting".into()),
+                );
+                let resume = Instant::now() + RESTART_DELAY;
+                while Instant::now() < resume && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
     }
 }
 

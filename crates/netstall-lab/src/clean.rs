@@ -22,8 +22,10 @@ pub struct CleanReport {
     pub elapsed_ms: u64,
 }
 
-/// How long to wait for the kernel to free released cgroups (RCU, workqueues).
-const SETTLE: Duration = Duration::from_secs(10);
+/// How long to wait at most for the kernel to free released cgroups.
+const SETTLE: Duration = Duration::from_secs(20);
+/// The count is settled once it has not fallen for this long.
+const STEADY: Duration = Duration::from_secs(1);
 
 pub fn clean(paths: &ZombiePaths) -> Result<CleanReport> {
     netstall_core::privilege::require_root("lab clean")?;
@@ -42,16 +44,19 @@ pub fn clean(paths: &ZombiePaths) -> Result<CleanReport> {
     if paths.parent.exists() {
         remove_cgroup_tree(&paths.parent)?;
     }
-    // Freed cgroups go away asynchronously; wait until the count settles.
-    let mut last = netstall_cgroups::memory_v1_count()?.dying;
+    // Freed cgroups go away asynchronously (RCU grace periods, then a
+    // workqueue), in bursts: wait until the count has stopped falling for a
+    // whole second, not just between two reads.
+    let mut lowest = netstall_cgroups::memory_v1_count()?.dying;
+    let mut fell_at = Instant::now();
     let deadline = Instant::now() + SETTLE;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && fell_at.elapsed() < STEADY {
         std::thread::sleep(Duration::from_millis(250));
         let now = netstall_cgroups::memory_v1_count()?.dying;
-        if now >= last && now < before.dying {
-            break;
+        if now < lowest {
+            lowest = now;
+            fell_at = Instant::now();
         }
-        last = now;
     }
     Ok(CleanReport {
         kind: "clean",

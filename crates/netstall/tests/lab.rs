@@ -351,10 +351,12 @@ fn zombies_leave_dying_memcgs_and_clean_releases_them() {
     let measured = dying_memcgs();
     assert!(measured >= 11_000, "only {measured} dying memcgs");
     assert!(measured >= start + 11_000, "{start} -> {measured}");
-    assert_eq!(
-        report["dying_after"].as_u64().unwrap(),
-        measured,
-        "the report is the measured count"
+    // The report is the measured count, give or take the host's own
+    // cgroups created and removed between its read and ours.
+    let reported = report["dying_after"].as_u64().unwrap();
+    assert!(
+        reported.abs_diff(measured) <= 200,
+        "reported {reported}, measured {measured}"
     );
 
     let out = netstall(&["lab", "clean", "--prefix", &prefix, "--json"]);
@@ -362,10 +364,11 @@ fn zombies_leave_dying_memcgs_and_clean_releases_them() {
     std::mem::forget(cleanup);
     // Other cgroups on the host come and go meanwhile (the machine's own process
     // manager makes one per command), so "near the start" allows a tenth of ours.
+    let clean: Value = serde_json::from_slice(&out.stdout).unwrap();
     let after = dying_memcgs();
     assert!(
         after <= start + 1_200,
-        "clean left {after} dying memcgs (started at {start})"
+        "clean left {after} dying memcgs (started at {start}; clean reported {clean})"
     );
 }
 

@@ -45,32 +45,35 @@ struct EndedSyscall {
     end_ns: u64,
 }
 
-/// The time span a stall detector's event covers, if it is one.
+/// The time span a stall detector's event covers, if it is one, earliest
+/// first: stamps taken on different CPUs can arrive out of order, and an
+/// upside-down span must not underflow.
 fn span(event: &KernelEvent) -> Option<(u64, u64)> {
-    match *event {
+    let (a, b) = match *event {
         KernelEvent::RxBatch {
             first_enqueue_ns,
             drained_ns,
             ..
-        } => Some((first_enqueue_ns, drained_ns)),
+        } => (first_enqueue_ns, drained_ns),
         KernelEvent::TickGap {
             start_ns, end_ns, ..
         }
         | KernelEvent::RstatHold {
             start_ns, end_ns, ..
-        } => Some((start_ns, end_ns)),
+        } => (start_ns, end_ns),
         KernelEvent::SoftirqDelay {
             blocked_ns,
             entry_ns,
             ..
-        } => Some((blocked_ns, entry_ns)),
+        } => (blocked_ns, entry_ns),
         KernelEvent::Ksoftirqd {
             blocked_ns,
             switch_ns,
             ..
-        } => Some((blocked_ns, switch_ns)),
-        KernelEvent::Syscall { .. } | KernelEvent::IcmpEcho { .. } => None,
-    }
+        } => (blocked_ns, switch_ns),
+        KernelEvent::Syscall { .. } | KernelEvent::IcmpEcho { .. } => return None,
+    };
+    Some((a.min(b), a.max(b)))
 }
 
 fn detector(event: &KernelEvent) -> Option<Detector> {
@@ -119,7 +122,9 @@ impl Assembler {
         };
         let cpu = event.cpu();
         let joined = self.open.iter_mut().find(|g| {
-            g.cpu == cpu && start <= g.end_ns + MERGE_SLACK_NS && end + MERGE_SLACK_NS >= g.start_ns
+            g.cpu == cpu
+                && start <= g.end_ns.saturating_add(MERGE_SLACK_NS)
+                && end.saturating_add(MERGE_SLACK_NS) >= g.start_ns
         });
         match joined {
             Some(group) => {
@@ -409,6 +414,40 @@ mod tests {
         let stalls = asm.drain(u64::MAX);
         assert_eq!(stalls.len(), 3);
         assert!(stalls.iter().all(|s| s.detector == Detector::IrqsOff));
+    }
+
+    #[test]
+    fn out_of_order_stamps_and_clock_extremes_do_not_panic() {
+        let mut asm = Assembler::new(0);
+        // Ended "before" it began (stamps from two CPUs), then spans at
+        // the very end of the clock's range.
+        asm.push(KernelEvent::Ksoftirqd {
+            cpu: 0,
+            blocked_ns: T0 + 30 * MS,
+            switch_ns: T0,
+            prev: task("x", 1),
+            ksoftirqd: task("ksoftirqd/0", 15),
+        });
+        asm.push(KernelEvent::TickGap {
+            cpu: 1,
+            start_ns: u64::MAX - MS,
+            end_ns: u64::MAX,
+            task: task("x", 1),
+            syscall: None,
+            kstack: vec![],
+        });
+        asm.push(KernelEvent::TickGap {
+            cpu: 1,
+            start_ns: u64::MAX - MS,
+            end_ns: u64::MAX,
+            task: task("x", 1),
+            syscall: None,
+            kstack: vec![],
+        });
+        let stalls = asm.drain(u64::MAX);
+        assert_eq!(stalls.len(), 2);
+        assert_eq!(stalls[0].start_ns, T0);
+        assert!((stalls[0].duration_ms - 30.0).abs() < 0.01);
     }
 
     #[test]

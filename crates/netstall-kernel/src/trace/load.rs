@@ -68,6 +68,8 @@ const COUNTER_PACKETS_WAITED: u32 = 1;
 const COUNTER_KSOFTIRQD: u32 = 2;
 const COUNTER_SLOT_MISSES: u32 = 3;
 const HIST_SLOTS: u32 = 32;
+/// The kernel symbol table is freed after this long without a stack to name.
+const SYMBOLS_IDLE: Duration = Duration::from_secs(10);
 const MAX_CPUS: usize = 1024;
 
 /// Values written into the BPF object's read-only data before load.
@@ -489,6 +491,7 @@ pub fn run(
             };
             route(event, config, &mut assembler, &mut on_event);
         }
+        symbols.release_if_idle(SYMBOLS_IDLE);
         let now = if stopping { u64::MAX } else { realtime_ns() };
         for mut stall in assembler.drain(now) {
             if let Some(c) = stall.culprit.as_mut().filter(|c| c.pid != 0) {

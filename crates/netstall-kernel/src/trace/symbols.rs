@@ -1,21 +1,30 @@
 //! Kernel addresses to names (blazesym over /proc/kallsyms), a kernel
 //! function's address range, and a task's cgroup.
 
+use std::time::{Duration, Instant};
+
 use anyhow::{bail, Context, Result};
 use blazesym::symbolize::source::{Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use blazesym::MaybeDefault;
 
 /// Symbolizes kernel stacks through /proc/kallsyms (no vmlinux needed).
+///
+/// The parsed symbol table is several MB; it is built on the first stack to
+/// name and dropped again once no stack has needed it for a while
+/// ([`KernelSymbols::release_if_idle`]), so a long-running tracer holds it
+/// only around stalls.
 pub struct KernelSymbols {
-    symbolizer: Symbolizer,
+    symbolizer: Option<Symbolizer>,
+    last_used: Instant,
     source: Source<'static>,
 }
 
 impl KernelSymbols {
     pub fn new() -> Self {
         Self {
-            symbolizer: Symbolizer::new(),
+            symbolizer: None,
+            last_used: Instant::now(),
             source: Source::Kernel(Kernel {
                 vmlinux: MaybeDefault::None,
                 ..Default::default()
@@ -28,10 +37,9 @@ impl KernelSymbols {
         if addrs.is_empty() {
             return Vec::new();
         }
-        match self
-            .symbolizer
-            .symbolize(&self.source, Input::AbsAddr(addrs))
-        {
+        self.last_used = Instant::now();
+        let symbolizer = self.symbolizer.get_or_insert_with(Symbolizer::new);
+        match symbolizer.symbolize(&self.source, Input::AbsAddr(addrs)) {
             Ok(syms) => syms
                 .iter()
                 .zip(addrs)
@@ -42,6 +50,18 @@ impl KernelSymbols {
                 .collect(),
             Err(_) => addrs.iter().map(|a| format!("{a:#x}")).collect(),
         }
+    }
+
+    /// Drops the symbol table when no stack was named for `idle`, and
+    /// returns the freed heap to the system. True when it did.
+    pub fn release_if_idle(&mut self, idle: Duration) -> bool {
+        if self.symbolizer.is_none() || self.last_used.elapsed() < idle {
+            return false;
+        }
+        self.symbolizer = None;
+        // SAFETY: malloc_trim only releases free memory of this process's heap.
+        unsafe { libc::malloc_trim(0) };
+        true
     }
 }
 
