@@ -65,6 +65,9 @@ pub fn run(interval: Duration, limit: u64, state: &State, stop: &AtomicBool) {
                 Err(_) => {}
             }
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(
+            next.saturating_duration_since(Instant::now())
+                .min(crate::STOP_CHECK),
+        );
     }
 }

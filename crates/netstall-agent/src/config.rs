@@ -4,11 +4,14 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use netstall_core::duration;
 use serde::{Deserialize, Deserializer};
+
+use crate::kubernetes::ServiceRef;
 
 /// Every setting, each optional: what the file or the command line gave.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, clap::Args)]
@@ -27,6 +30,10 @@ pub struct AgentOptions {
     /// in Kubernetes, the agents' headless Service (their endpoints).
     #[arg(long)]
     pub peers_dns: Option<String>,
+    /// Also probe the endpoints of this Kubernetes Service, NAMESPACE/SERVICE
+    /// (the agents' own), watched through the API and named by node.
+    #[arg(long)]
+    pub peers_kubernetes: Option<String>,
     /// Probes per second to each peer [default: 10].
     #[arg(long)]
     pub probe_rate: Option<u32>,
@@ -90,6 +97,7 @@ impl AgentOptions {
             node_name: self.node_name.or(fallback.node_name),
             peers: self.peers.or(fallback.peers),
             peers_dns: self.peers_dns.or(fallback.peers_dns),
+            peers_kubernetes: self.peers_kubernetes.or(fallback.peers_kubernetes),
             probe_rate: self.probe_rate.or(fallback.probe_rate),
             max_peers: self.max_peers.or(fallback.max_peers),
             stall_threshold: self.stall_threshold.or(fallback.stall_threshold),
@@ -133,8 +141,17 @@ impl AgentOptions {
         {
             bail!("--peers-dns must not be empty");
         }
+        let peers_kubernetes = self
+            .peers_kubernetes
+            .as_deref()
+            .map(ServiceRef::from_str)
+            .transpose()?;
+        if peers_kubernetes.is_some() && self.peers_dns.is_some() {
+            bail!("--peers-dns and --peers-kubernetes are two ways to find the same agents: choose one");
+        }
         Ok(AgentConfig {
             peers_dns: self.peers_dns,
+            peers_kubernetes,
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9977))),
@@ -198,6 +215,7 @@ pub struct AgentConfig {
     /// them and of those found through `peers_dns`.
     pub peers: Vec<Peer>,
     pub peers_dns: Option<String>,
+    pub peers_kubernetes: Option<ServiceRef>,
     pub probe_rate: u32,
     pub max_peers: usize,
     pub stall_threshold: Duration,

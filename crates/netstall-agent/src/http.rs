@@ -23,10 +23,10 @@ pub fn bind(addr: SocketAddr) -> Result<Server> {
 /// Serves until `stop`.
 pub fn serve(server: &Server, state: &State, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
-        match server.recv_timeout(Duration::from_millis(100)) {
+        match server.recv_timeout(crate::STOP_CHECK) {
             Ok(Some(request)) => respond(request, state),
             Ok(None) => {}
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            Err(_) => std::thread::sleep(crate::STOP_CHECK),
         }
     }
 }

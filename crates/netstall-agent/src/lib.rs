@@ -1,7 +1,9 @@
 //! `netstall agent`: the always-on node agent. In one small process:
 //!
-//! * [`mesh`]: ICMP probes to a bounded [`rendezvous`] subset of peers, read
-//!   for stall episodes by the probe crate's detector ([`tracker`]);
+//! * [`mesh`]: ICMP probes to a bounded [`rendezvous`] subset of peers
+//!   (static, from DNS or from the Kubernetes API: [`discovery`],
+//!   [`kubernetes`]), read for stall episodes by the probe crate's detector
+//!   ([`tracker`]);
 //! * [`tracer`]: RX stalls and their culprits from the in-kernel detectors;
 //! * [`cgroups`]: cheap periodic dying-memcg counts (never memory.stat);
 //! * [`metrics`] on `/metrics`, the [`health`] verdict on `/healthz`
@@ -17,6 +19,7 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod icmp;
+pub mod kubernetes;
 pub mod mesh;
 pub mod metrics;
 pub mod rendezvous;
@@ -88,6 +91,10 @@ struct PeersEvent<'a> {
 /// How often the peers' DNS name is read again.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How often a waiting thread looks at the stop flag: the agent's shutdown
+/// latency, traded against idle wake-ups (each costs CPU on every node).
+pub(crate) const STOP_CHECK: Duration = Duration::from_secs(1);
+
 /// The peers this node probes: a rendezvous subset of all known ones,
 /// never itself.
 fn choose_peers(config: &AgentConfig, discovered: &[Peer]) -> (Vec<Peer>, usize) {
@@ -110,7 +117,12 @@ pub fn run(config: &AgentConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce())
         Some(path) => EventLog::file(path, events::MAX_FILE_BYTES)?,
         None => EventLog::stdout(),
     };
-    let socket = if config.peers.is_empty() && config.peers_dns.is_none() {
+    let kubernetes = config
+        .peers_kubernetes
+        .clone()
+        .map(kubernetes::KubernetesPeers::connect)
+        .transpose()?;
+    let socket = if config.peers.is_empty() && config.peers_dns.is_none() && kubernetes.is_none() {
         None
     } else {
         Some(icmp::IcmpSocket::open()?)
@@ -131,6 +143,15 @@ pub fn run(config: &AgentConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce())
             let (discovered, peers_generation, stop) = (&discovered, &peers_generation, &stop);
             scope.spawn(move || {
                 discover(name, discovered, peers_generation, stop);
+            });
+        }
+        if let Some(kubernetes) = kubernetes {
+            let (discovered, peers_generation, stop) = (&discovered, &peers_generation, &stop);
+            scope.spawn(move || {
+                kubernetes.watch(stop, |peers| {
+                    *discovered.lock().expect("discovery lock") = peers;
+                    peers_generation.fetch_add(1, Ordering::Relaxed);
+                });
             });
         }
         let mesh = socket.as_ref().map(|socket| {
@@ -163,13 +184,14 @@ pub fn run(config: &AgentConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce())
             listen: config.listen.to_string(),
             peers_static: config.peers.len(),
             peers_dns: config.peers_dns.as_deref(),
+            peers_kubernetes: config.peers_kubernetes.as_ref().map(ToString::to_string),
             probe_rate: config.probe_rate,
             tracer: config.tracer,
             ts_ns: realtime_ns(),
         });
         on_ready();
         while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(STOP_CHECK);
         }
         match mesh {
             Some(mesh) => mesh
@@ -189,6 +211,7 @@ struct StartEvent<'a> {
     listen: String,
     peers_static: usize,
     peers_dns: Option<&'a str>,
+    peers_kubernetes: Option<String>,
     probe_rate: u32,
     tracer: bool,
     ts_ns: u64,
@@ -216,7 +239,7 @@ fn discover(name: &str, discovered: &Mutex<Vec<Peer>>, generation: &AtomicU64, s
         }
         let next = std::time::Instant::now() + DISCOVERY_INTERVAL;
         while std::time::Instant::now() < next && !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(STOP_CHECK);
         }
     }
 }
@@ -253,7 +276,7 @@ fn probe_mesh(
             while !stop.load(Ordering::Relaxed)
                 && peers_generation.load(Ordering::Relaxed) == generation
             {
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(STOP_CHECK);
             }
             continue;
         }

@@ -1,7 +1,10 @@
 //! Mesh probing: ICMP echo to each chosen peer at a fixed rate, from one
-//! thread and one raw socket, sends spread evenly over the period (10 peers
-//! at 10 Hz: one probe every 10 ms). The thread sleeps in `poll` between
-//! sends and never spins: the agent's CPU budget is a quarter of a percent.
+//! thread and one raw socket. Probes go out in rounds, one to every peer
+//! back to back (10 peers at 10 Hz: a round every 100 ms), so the thread
+//! wakes about once per round for the sends and once or twice for the
+//! replies, instead of once per probe and once per reply: wake-ups, not
+//! packets, are most of a prober's CPU, and the agent's budget is a quarter
+//! of a percent of a core. It sleeps in `poll` between rounds, never spins.
 //!
 //! Replies carry the kernel's receive timestamp; every finished probe goes
 //! to its peer's [`PeerTracker`], read for episodes once a second.
@@ -81,40 +84,52 @@ pub fn run(
         .iter()
         .map(|_| PeerTracker::new(interval, config.threshold, capacity))
         .collect();
-    let gap_ns = 1_000_000_000 / u64::from(config.rate) / config.peers.len() as u64;
+    let period_ns = 1_000_000_000 / u64::from(config.rate);
     let mut in_flight: HashMap<u64, InFlight> = HashMap::new();
     let mut seq = 0u64;
-    let mut next_send = monotonic_ns();
-    let mut next_tick = next_send + TICK.as_nanos() as u64;
-    let mut buf = [0u8; 1500];
+    let mut next_round = monotonic_ns();
+    let mut next_tick = next_round + TICK.as_nanos() as u64;
+    let mut replies = Replies {
+        token,
+        ident,
+        buf: [0; 1500],
+    };
 
     while !stop.load(Ordering::Relaxed) && peers_generation.load(Ordering::Relaxed) == generation {
         let now = monotonic_ns();
-        if now >= next_send {
-            let peer = (seq % config.peers.len() as u64) as usize;
-            let scheduled_ns = realtime_ns().saturating_sub(now - next_send);
-            let echo = packet::icmp_echo(ident, seq as u16, &packet::payload(token, seq));
-            let sent_ns = realtime_ns();
-            state.metrics.probes_sent.get_or_create(&ICMP).inc();
-            match socket.send(&echo, config.peers[peer].addr) {
-                Ok(()) => {
-                    in_flight.insert(
-                        seq,
-                        InFlight {
-                            peer,
-                            scheduled_ns,
-                            sent_ns,
-                        },
-                    );
+        if now >= next_round.min(next_tick) {
+            replies.drain(socket, &config.peers, &mut in_flight, &mut trackers, state)?;
+        }
+        if now >= next_round {
+            let scheduled_ns = realtime_ns().saturating_sub(now - next_round);
+            for (peer, to) in config.peers.iter().enumerate() {
+                let echo = packet::icmp_echo(ident, seq as u16, &packet::payload(token, seq));
+                let sent_ns = realtime_ns();
+                match socket.send(&echo, to.addr) {
+                    Ok(()) => {
+                        in_flight.insert(
+                            seq,
+                            InFlight {
+                                peer,
+                                scheduled_ns,
+                                sent_ns,
+                            },
+                        );
+                    }
+                    // An unroutable peer is a lost probe, not a reason to stop.
+                    Err(_) => trackers[peer].record(result(seq, scheduled_ns, sent_ns, None)),
                 }
-                // An unroutable peer is a lost probe, not a reason to stop.
-                Err(_) => trackers[peer].record(result(seq, scheduled_ns, sent_ns, None)),
+                seq += 1;
             }
-            seq += 1;
-            next_send += gap_ns;
+            state
+                .metrics
+                .probes_sent
+                .get_or_create(&ICMP)
+                .inc_by(config.peers.len() as u64);
+            next_round += period_ns;
             // After a long suspension, resume the schedule instead of bursting.
-            if next_send + 1_000_000_000 < now {
-                next_send = now + gap_ns;
+            if next_round + 1_000_000_000 < now {
+                next_round = now + period_ns;
             }
         }
         if now >= next_tick {
@@ -127,40 +142,60 @@ pub fn run(
             next_tick += TICK.as_nanos() as u64;
         }
 
-        let wake = next_send.min(next_tick);
-        let wait_ms = wake
-            .saturating_sub(monotonic_ns())
-            .div_ceil(1_000_000)
-            .min(100) as i32;
-        if socket.wait_readable(wait_ms)? {
-            while let Some(received) = socket.recv(&mut buf)? {
-                let read_ns = realtime_ns();
-                let Some(seq) = reply_seq(&buf[..received.len], token, ident) else {
-                    continue;
-                };
-                let Some(probe) = in_flight.remove(&seq) else {
-                    continue;
-                };
-                if received.from != config.peers[probe.peer].addr {
-                    continue;
-                }
-                let arrived_ns = received.kernel_ns.unwrap_or(read_ns);
-                let rtt_ns = arrived_ns.saturating_sub(probe.sent_ns);
-                state
-                    .metrics
-                    .probe_rtt
-                    .get_or_create(&ICMP)
-                    .observe(rtt_ns as f64 / 1e9);
-                trackers[probe.peer].record(result(
-                    seq,
-                    probe.scheduled_ns,
-                    probe.sent_ns,
-                    Some(rtt_ns),
-                ));
-            }
-        }
+        // Sleep through to the next round: replies wait in the socket with
+        // the kernel's receive timestamp, so reading them then costs no
+        // accuracy and saves a wake-up per reply.
+        std::thread::sleep(Duration::from_nanos(
+            next_round.min(next_tick).saturating_sub(monotonic_ns()),
+        ));
     }
     Ok(())
+}
+
+/// Reads our echo replies off the socket into their peers' trackers.
+struct Replies {
+    token: u64,
+    ident: u16,
+    buf: [u8; 1500],
+}
+
+impl Replies {
+    /// Takes every reply waiting in the socket.
+    fn drain(
+        &mut self,
+        socket: &IcmpSocket,
+        peers: &[Peer],
+        in_flight: &mut HashMap<u64, InFlight>,
+        trackers: &mut [PeerTracker],
+        state: &State,
+    ) -> Result<()> {
+        while let Some(received) = socket.recv(&mut self.buf)? {
+            let read_ns = realtime_ns();
+            let Some(seq) = reply_seq(&self.buf[..received.len], self.token, self.ident) else {
+                continue;
+            };
+            let Some(probe) = in_flight.remove(&seq) else {
+                continue;
+            };
+            if received.from != peers[probe.peer].addr {
+                continue;
+            }
+            let arrived_ns = received.kernel_ns.unwrap_or(read_ns);
+            let rtt_ns = arrived_ns.saturating_sub(probe.sent_ns);
+            state
+                .metrics
+                .probe_rtt
+                .get_or_create(&ICMP)
+                .observe(rtt_ns as f64 / 1e9);
+            trackers[probe.peer].record(result(
+                seq,
+                probe.scheduled_ns,
+                probe.sent_ns,
+                Some(rtt_ns),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The sequence number of one of our echo replies.

@@ -68,7 +68,7 @@ fn stall_histogram() -> Histogram {
 const KERNEL_BOUNDS_LOG2_NS: [u32; 8] = [13, 16, 19, 21, 23, 25, 27, 30];
 
 /// The tracer's in-kernel latency histograms (every packet's backlog wait,
-/// every NET_RX softirq delay), summed over CPUs and tracing windows: one
+/// every NET_RX softirq delay), summed over CPUs: one
 /// histogram per node and detector, so its cost in series is fixed.
 ///
 /// The kernel keeps log2 slots (`[2^i, 2^(i+1))` ns) without a sum; the
@@ -80,7 +80,7 @@ pub struct KernelLatency {
 }
 
 impl KernelLatency {
-    /// Adds one window's slots: `(upper bound ns, count)` pairs, bounds powers of two.
+    /// Adds counts to slots: `(upper bound ns, count)` pairs, bounds powers of two.
     pub fn add(&self, detector: &'static str, buckets: &[(u64, u64)]) {
         let mut slots = self.slots.lock().expect("kernel latency lock");
         let detector_slots = slots.entry(detector).or_insert([0; 64]);

@@ -6,29 +6,30 @@
 //! what they report to the agent, so the agent runs (probes, cgroup counts)
 //! whether or not the tracer can load, and says which.
 //!
-//! The tracer runs in windows: at the end of each, its report gives the
-//! ring-buffer drops counted in the kernel and the per-CPU latency
-//! histograms of the window, and the next window starts.
+//! The tracer is loaded once and runs for the agent's lifetime (no gap in
+//! coverage, no reload cost); every [`TOTALS_EVERY`] it streams the kernel's
+//! running totals (ring-buffer drops, per-CPU latency histograms), whose
+//! increments go to the metrics.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netstall_core::stall::Stall;
-use netstall_kernel::trace::{self, Stop, TraceConfig, TraceEvent};
+use netstall_kernel::trace::{self, Stop, TraceConfig, TraceEvent, TraceTotals};
 use serde::Serialize;
 
 use crate::health::TracerState;
 use crate::metrics::StallLabels;
 use crate::State;
 
-/// How long each tracing window lasts: how often ring-buffer drops and the
-/// latency histograms are read. Reloading the programs costs about 40 ms
-/// of CPU (measured by bench/agent.sh), so windows are long.
-pub const WINDOW: Duration = Duration::from_secs(120);
+/// How often ring-buffer drops and the latency histograms are read from
+/// the kernel's maps.
+pub const TOTALS_EVERY: Duration = Duration::from_secs(30);
 
-/// How long the tracer pauses after a failed window before it loads again.
+/// How long the tracer pauses after a failure before it loads again.
 const RESTART_DELAY: Duration = Duration::from_secs(10);
 
 /// Traces RX stalls of at least `threshold` until `stop`. When the tracer
@@ -37,44 +38,46 @@ const RESTART_DELAY: Duration = Duration::from_secs(10);
 pub fn run(threshold: Duration, state: &State, stop: &Arc<AtomicBool>) {
     let config = TraceConfig {
         threshold,
+        totals_every: Some(TOTALS_EVERY),
         ..TraceConfig::default()
     };
-    let window = Stop {
-        duration: Some(WINDOW),
+    let until_stopped = Stop {
+        duration: None,
         flag: Some(Arc::clone(stop)),
     };
     while !stop.load(Ordering::Relaxed) {
-        let window = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            trace::run(&config, &window, |event| match event {
-                TraceEvent::Started(_) => set_state(state, TracerState::Running),
+        let mut seen = SeenTotals::default();
+        let traced = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            trace::run(&config, &until_stopped, |event| match event {
+                TraceEvent::Started(_) => {
+                    set_state(state, TracerState::Running);
+                    // Loading parsed the kernel's BTF: give that freed heap
+                    // back to the system instead of keeping it resident.
+                    // SAFETY: malloc_trim only releases free memory of this process's heap.
+                    unsafe { libc::malloc_trim(0) };
+                }
                 TraceEvent::Stall(stall) => record(state, &observation(&stall), &stall),
+                TraceEvent::Totals(totals) => seen.advance(state, &totals),
                 TraceEvent::Icmp(_) | TraceEvent::Syscall(_) => {}
             })
         }));
-        match window {
-            Ok(Ok(report)) => {
-                // Loading parsed the kernel's BTF and the window may have
-                // read kernel symbols: give that freed heap back to the
-                // system instead of keeping it resident until the next load.
-                // SAFETY: malloc_trim only releases free memory of this process's heap.
-                unsafe { libc::malloc_trim(0) };
-                state.metrics.ring_drops.inc_by(report.ring_drops);
-                for histogram in &report.histograms {
-                    state
-                        .metrics
-                        .kernel_latency
-                        .add(histogram.detector, &histogram.buckets);
-                }
-            }
+        match traced {
+            Ok(Ok(report)) => seen.advance(
+                state,
+                &TraceTotals {
+                    ring_drops: report.ring_drops,
+                    histograms: report.histograms,
+                },
+            ),
             Ok(Err(e)) => {
                 let why = format!("{e:#}").replace('\n', " ");
                 eprintln!("netstall agent: the kernel stall tracer is unavailable: {why}");
                 set_state(state, TracerState::Unavailable(why));
                 return;
             }
-            // A bug in one window must not end the node's tracing for the
-            // agent's lifetime: it is counted (the panic message is on
-            // stderr) and tracing starts again after a pause.
+            // A bug must not end the node's tracing for the agent's
+            // lifetime: it is counted (the panic message is on stderr) and
+            // tracing starts again after a pause.
             Err(_) => {
                 state.metrics.tracer_failures.inc();
                 set_state(
@@ -83,9 +86,45 @@ pub fn run(threshold: Duration, state: &State, stop: &Arc<AtomicBool>) {
                 );
                 let resume = Instant::now() + RESTART_DELAY;
                 while Instant::now() < resume && !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(100));
+                    std::thread::sleep(crate::STOP_CHECK);
                 }
             }
+        }
+    }
+}
+
+/// The totals one tracer run has reported so far, so that each new report
+/// adds only its increments to the metrics (a restarted tracer counts
+/// from zero again).
+#[derive(Default)]
+struct SeenTotals {
+    ring_drops: u64,
+    /// Count per (detector, CPU, bucket upper bound).
+    buckets: HashMap<(&'static str, u32, u64), u64>,
+}
+
+impl SeenTotals {
+    fn advance(&mut self, state: &State, totals: &TraceTotals) {
+        state
+            .metrics
+            .ring_drops
+            .inc_by(totals.ring_drops.saturating_sub(self.ring_drops));
+        self.ring_drops = self.ring_drops.max(totals.ring_drops);
+        for histogram in &totals.histograms {
+            let increments: Vec<(u64, u64)> = histogram
+                .buckets
+                .iter()
+                .map(|&(upper, count)| {
+                    let key = (histogram.detector, histogram.cpu, upper);
+                    let before = self.buckets.insert(key, count).unwrap_or(0);
+                    (upper, count.saturating_sub(before))
+                })
+                .filter(|&(_, n)| n > 0)
+                .collect();
+            state
+                .metrics
+                .kernel_latency
+                .add(histogram.detector, &increments);
         }
     }
 }

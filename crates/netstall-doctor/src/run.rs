@@ -314,7 +314,7 @@ fn collect(event: TraceEvent, findings: &mut Findings, progress: &mut impl FnMut
             findings.stalls.push(stall);
         }
         TraceEvent::Icmp(echo) => findings.icmp.push(echo),
-        TraceEvent::Started(_) | TraceEvent::Syscall(_) => {}
+        TraceEvent::Started(_) | TraceEvent::Syscall(_) | TraceEvent::Totals(_) => {}
     }
 }
 

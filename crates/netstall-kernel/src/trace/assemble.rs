@@ -428,22 +428,16 @@ mod tests {
             prev: task("x", 1),
             ksoftirqd: task("ksoftirqd/0", 15),
         });
-        asm.push(KernelEvent::TickGap {
-            cpu: 1,
-            start_ns: u64::MAX - MS,
-            end_ns: u64::MAX,
-            task: task("x", 1),
-            syscall: None,
-            kstack: vec![],
-        });
-        asm.push(KernelEvent::TickGap {
-            cpu: 1,
-            start_ns: u64::MAX - MS,
-            end_ns: u64::MAX,
-            task: task("x", 1),
-            syscall: None,
-            kstack: vec![],
-        });
+        for _ in 0..2 {
+            asm.push(KernelEvent::TickGap {
+                cpu: 1,
+                start_ns: u64::MAX - MS,
+                end_ns: u64::MAX,
+                task: task("x", 1),
+                syscall: None,
+                kstack: vec![],
+            });
+        }
         let stalls = asm.drain(u64::MAX);
         assert_eq!(stalls.len(), 2);
         assert_eq!(stalls[0].start_ns, T0);

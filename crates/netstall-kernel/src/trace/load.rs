@@ -21,7 +21,7 @@ use super::event::{decode, raw_from_bytes, KernelEvent};
 use super::symbols::{cgroup_of, symbol_range, KernelSymbols};
 use super::{
     syscall_names, Histogram, ProgramCost, Stop, TraceConfig, TraceEvent, TraceReport, TraceStart,
-    Unavailable,
+    TraceTotals, Unavailable,
 };
 use crate::skel::trace::{OpenTraceSkel, TraceSkel, TraceSkelBuilder};
 
@@ -68,6 +68,9 @@ const COUNTER_PACKETS_WAITED: u32 = 1;
 const COUNTER_KSOFTIRQD: u32 = 2;
 const COUNTER_SLOT_MISSES: u32 = 3;
 const HIST_SLOTS: u32 = 32;
+/// The longest wait for kernel events between looks at the stop condition
+/// and at stalls ready to report (events themselves wake the reader).
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// The kernel symbol table is freed after this long without a stack to name.
 const SYMBOLS_IDLE: Duration = Duration::from_secs(10);
 const MAX_CPUS: usize = 1024;
@@ -256,6 +259,20 @@ fn sum_counter(map: &dyn MapCore, index: u32) -> Result<u64> {
         .iter()
         .map(|v| u64::from_ne_bytes(v[..8].try_into().expect("u64 counter")))
         .sum())
+}
+
+/// The in-kernel totals so far: ring-buffer drops and latency histograms.
+fn totals(skel: &TraceSkel<'_>, cpus: &Option<Vec<u32>>) -> Result<TraceTotals> {
+    let mut histograms = read_histograms(&skel.maps.backlog_hist, "rx-backlog", cpus)?;
+    histograms.extend(read_histograms(
+        &skel.maps.softirq_delay_hist,
+        "softirq-delay",
+        cpus,
+    )?);
+    Ok(TraceTotals {
+        ring_drops: sum_counter(&skel.maps.counters, COUNTER_RING_DROPS)?,
+        histograms,
+    })
 }
 
 fn read_histograms(
@@ -465,13 +482,14 @@ pub fn run(
         0
     })?;
     let ring = builder.build()?;
+    let mut next_totals = config.totals_every.map(|every| started + every);
 
     loop {
         let stopping = stop.should_stop(started);
         let polled = if stopping {
             ring.consume()
         } else {
-            ring.poll(Duration::from_millis(100))
+            ring.poll(POLL_INTERVAL)
         };
         if let Err(e) = polled {
             // A signal (Ctrl-C) interrupts the wait; anything else is real.
@@ -505,6 +523,12 @@ pub fn run(
         if stopping {
             break;
         }
+        if let (Some(due), Some(every)) = (next_totals.as_mut(), config.totals_every) {
+            if Instant::now() >= *due {
+                *due += every;
+                on_event(TraceEvent::Totals(totals(&skel, &config.cpus)?));
+            }
+        }
     }
     drop(ring);
 
@@ -531,17 +555,15 @@ pub fn run(
     drop(links);
 
     let counters = &skel.maps.counters;
-    let mut histograms = read_histograms(&skel.maps.backlog_hist, "rx-backlog", &config.cpus)?;
-    histograms.extend(read_histograms(
-        &skel.maps.softirq_delay_hist,
-        "softirq-delay",
-        &config.cpus,
-    )?);
+    let TraceTotals {
+        ring_drops,
+        histograms,
+    } = totals(&skel, &config.cpus)?;
     Ok(TraceReport {
         kind: "trace-summary",
         duration_ms: started.elapsed().as_millis() as u64,
         stalls,
-        ring_drops: sum_counter(counters, COUNTER_RING_DROPS)?,
+        ring_drops,
         packets: histograms
             .iter()
             .filter(|h| h.detector == "rx-backlog")

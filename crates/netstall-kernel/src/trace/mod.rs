@@ -51,6 +51,10 @@ pub struct TraceConfig {
     pub self_cost: bool,
     /// How long a stall stays open for more evidence before it is reported.
     pub settle: Duration,
+    /// Also stream the running totals (ring-buffer drops, latency
+    /// histograms) this often: a tracer that runs for days is read
+    /// without being reloaded.
+    pub totals_every: Option<Duration>,
 }
 
 impl Default for TraceConfig {
@@ -63,6 +67,7 @@ impl Default for TraceConfig {
             syscalls: None,
             self_cost: false,
             settle: Duration::from_millis(500),
+            totals_every: None,
         }
     }
 }
@@ -120,6 +125,16 @@ pub enum TraceEvent {
     Stall(Stall),
     Icmp(IcmpEcho),
     Syscall(SlowSyscall),
+    /// The running totals, every [`TraceConfig::totals_every`].
+    Totals(TraceTotals),
+}
+
+/// What the in-kernel aggregation counted since tracing began.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceTotals {
+    /// Events lost because the ring buffer was full.
+    pub ring_drops: u64,
+    pub histograms: Vec<Histogram>,
 }
 
 /// Tracing has begun (every detector attached).

@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::Result;
 use netstall_agent::{AgentConfig, AgentOptions};
@@ -43,6 +41,7 @@ fn config_json(c: &AgentConfig) -> serde_json::Value {
         "node_name": c.node_name,
         "peers": c.peers.iter().map(|p| format!("{}={}", p.name, p.addr)).collect::<Vec<_>>(),
         "peers_dns": c.peers_dns,
+        "peers_kubernetes": c.peers_kubernetes.as_ref().map(ToString::to_string),
         "probe_rate": c.probe_rate,
         "max_peers": c.max_peers,
         "stall_threshold_ms": duration::as_ms(c.stall_threshold),
@@ -52,12 +51,6 @@ fn config_json(c: &AgentConfig) -> serde_json::Value {
         "tracer": c.tracer,
         "event_log": c.event_log.as_ref().map(|p| p.display().to_string()),
     })
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_signal: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
 }
 
 pub fn run(args: Args, _out: Output) -> Result<ExitCode> {
@@ -73,27 +66,9 @@ pub fn run(args: Args, _out: Output) -> Result<ExitCode> {
     if let Some(ns) = &args.netns {
         netstall_lab::netns::enter(ns)?;
     }
-    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            while !STOP.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            stop.store(true, Ordering::Relaxed);
-        })
-    };
     let listen = config.listen;
-    let result = netstall_agent::run(&config, Arc::clone(&stop), || {
+    netstall_agent::run(&config, super::stop_on_signal(), || {
         eprintln!("netstall agent: serving /metrics and /healthz on http://{listen}");
-    });
-    stop.store(true, Ordering::Relaxed);
-    let _ = watcher.join();
-    result.map(|()| ExitCode::SUCCESS)
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -2,8 +2,6 @@
 //! lines, stall episodes and a summary.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -73,24 +71,6 @@ pub struct Args {
     cpu: Option<u32>,
 }
 
-/// Set by SIGINT/SIGTERM: stop sending, wait for replies, print the summary.
-static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-
-extern "C" fn on_signal(_: libc::c_int) {
-    if let Some(stop) = STOP.get() {
-        stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn install_stop_handler() -> Arc<AtomicBool> {
-    let stop = Arc::clone(STOP.get_or_init(|| Arc::new(AtomicBool::new(false))));
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only does an atomic store.
-        unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
-    }
-    stop
-}
-
 fn config(args: &Args) -> Result<ProbeConfig> {
     let mode = if let Some(url) = &args.http {
         Mode::Http(HttpUrl::parse(url)?)
@@ -120,7 +100,7 @@ fn config(args: &Args) -> Result<ProbeConfig> {
     config.timeout = args.timeout;
     config.netns = args.netns.clone();
     config.cpu = args.cpu;
-    config.stop = Some(install_stop_handler());
+    config.stop = Some(super::stop_on_signal());
     // Probes are printed as they come; a session without end must not keep them.
     config.keep_probes = false;
     Ok(config)

@@ -96,6 +96,8 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             out.json(&syscall);
             out.text(format::syscall_line(&syscall));
         }
+        // Not asked for (`totals_every` unset): the summary has them.
+        TraceEvent::Totals(_) => {}
     })?;
 
     for cost in &report.self_cost {
