@@ -471,10 +471,20 @@ fn tcp_flows_stall_by_rx_hash_and_icmp_all_or_nothing() {
         stalled.len() < 16,
         "only the flows hashed to CPU 0 stall: {stalled:?}"
     );
+    // Each flow is probed every 64 ms: a 50 ms stall catches two probes of
+    // a flow (a backlog release) or only one (a spike).
     for e in &tcp.episodes {
-        assert_eq!(e["kind"], "backlog-release", "{e}");
+        assert!(
+            e["kind"] == "backlog-release" || e["kind"] == "spike",
+            "{e}"
+        );
         assert_eq!(e["flows_total"], 16);
     }
+    assert!(
+        tcp.episodes.iter().any(|e| e["kind"] == "backlog-release"),
+        "{:?}",
+        tcp.episodes
+    );
     // The other flows never waited; the stalled ones waited in every stall.
     for p in &tcp.probes {
         let flow = p["flow"].as_u64().unwrap();
