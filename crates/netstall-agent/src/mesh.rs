@@ -1,13 +1,13 @@
 //! Mesh probing: ICMP echo to each chosen peer at a fixed rate, from one
 //! thread and one raw socket. Probes go out in rounds, one to every peer
-//! back to back (10 peers at 10 Hz: a round every 100 ms), so the thread
-//! wakes about once per round for the sends and once or twice for the
-//! replies, instead of once per probe and once per reply: wake-ups, not
-//! packets, are most of a prober's CPU, and the agent's budget is a quarter
-//! of a percent of a core. It sleeps in `poll` between rounds, never spins.
+//! back to back (10 peers at 10 Hz: a round every 100 ms), and the thread
+//! sleeps between rounds, never spins: it wakes once per round, not once
+//! per probe and once per reply, because the agent's budget is a quarter of
+//! a percent of a core.
 //!
-//! Replies carry the kernel's receive timestamp; every finished probe goes
-//! to its peer's [`PeerTracker`], read for episodes once a second.
+//! Replies wait in the socket with the kernel's receive timestamp and are
+//! read at the next round; every finished probe goes to its peer's
+//! [`PeerTracker`], read for episodes once a second.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
