@@ -818,11 +818,7 @@ fn serve_api(mut stream: std::net::TcpStream, done: &AtomicBool, log: &Mutex<Vec
         let target = request_line.split(' ').nth(1).unwrap_or("");
         if !target.starts_with("/apis/discovery.k8s.io/v1/namespaces/netstall/endpointslices") {
             let body = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":404}"#;
-            let _ = write!(
-                stream,
-                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
+            write_json(&mut stream, "404 Not Found", body);
             continue;
         }
         if target.contains("watch=true") || target.contains("watch=1") {
@@ -855,12 +851,17 @@ fn serve_api(mut stream: std::net::TcpStream, done: &AtomicBool, log: &Mutex<Vec
             "items": [endpoint_slice(&[("node-b", "127.0.0.2"), ("node-c", "127.0.0.3")])],
         })
         .to_string();
-        let _ = write!(
-            stream,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{list}",
-            list.len()
-        );
+        write_json(&mut stream, "200 OK", &list);
     }
+}
+
+/// One whole JSON response on a kept-alive connection.
+fn write_json(stream: &mut std::net::TcpStream, status: &str, body: &str) {
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
 }
 
 /// Peers from the Kubernetes API: the agent lists and then watches its
