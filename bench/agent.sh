@@ -4,7 +4,10 @@
 #   agent, tracing on             : the agent's own CPU (utime+stime) and RSS, machine-wide busy CPU
 #   agent, tracing off            : the same without the eBPF detectors
 #   fping -l -p 100 (anchor)      : a classic prober doing the same 10 x 10 Hz ICMP
-# then ratios against the goal (<= 0.25% of a core, <= 20 MB RSS) and the anchor.
+#   floor (bench/agent-floor.c)   : the agent's system calls and nothing else (one
+#                                   sendmmsg, one recvmmsg, one sleep per round): the
+#                                   kernel's cost of this probing on this machine
+# then ratios against the goal (<= 0.25% of a core, <= 20 MB RSS), the anchor and the floor.
 #
 # Peers are 10 addresses in a network namespace this script makes (veth to
 # the agent's namespace); nothing leaves the machine. As peers on other
@@ -13,7 +16,7 @@
 # to CPU 1, so the peers' echo replies are not run inside the prober's
 # sendto() (veth delivers in the sender's context otherwise) and charged to it.
 #
-# Usage (as root; takes the machine-wide test lock; ~4 x SECONDS):
+# Usage (as root; takes the machine-wide test lock; ~5 x SECONDS):
 #   bench/agent.sh
 #   SECONDS_PER_RUN=300 bench/agent.sh   (default 130: includes one 2-minute tracer window reload)
 set -euo pipefail
@@ -30,6 +33,8 @@ results=$(mktemp)
 cargo build --release --quiet -p netstall
 netstall=$PWD/target/release/netstall
 command -v fping >/dev/null || { echo "bench: fping is missing (scripts/setup.sh)" >&2; exit 2; }
+floor_bin=$(mktemp /tmp/netstall-agent-floor.XXXXXX)
+cc -O2 -o "$floor_bin" bench/agent-floor.c
 
 exec 9>/tmp/netstall-machine-tests.lock
 flock 9
@@ -40,7 +45,7 @@ cleanup() {
   wait 2>/dev/null || true
   ip netns del "$agent_ns" 2>/dev/null || true
   ip netns del "$peers_ns" 2>/dev/null || true
-  rm -f "$results"
+  rm -f "$results" "$floor_bin"
 }
 trap cleanup EXIT
 
@@ -120,12 +125,20 @@ pids+=($!)
 sleep 0.5
 fping_pid=$(pgrep -P "$!" fping || echo "$!")
 measure "fping -l -p 100" "$fping_pid"
+kill "$fping_pid" 2>/dev/null || true
+
+ip netns exec "$agent_ns" taskset -c "$PROBER_CPU" "$floor_bin" "${addrs[@]}" &
+pids+=($!)
+sleep 0.5
+floor_pid=$(pgrep -P "$!" -f netstall-agent-floor || echo "$!")
+measure "floor (agent-floor.c)" "$floor_pid"
 
 echo
 awk -F'|' '{cpu[$1] = $2; busy[$1] = $3; rss[$1] = $4; max[$1] = $5}
 END {
-  on = "agent, tracing on"; off = "agent, tracing off"; f = "fping -l -p 100"; idle = "idle node"
+  on = "agent, tracing on"; off = "agent, tracing off"; f = "fping -l -p 100"; idle = "idle node"; fl = "floor (agent-floor.c)"
   printf "agent CPU, tracing on: %.3f%% of a core (goal <= 0.25%%: %s); x%.2f fping doing the same probes\n", cpu[on], (cpu[on] <= 0.25 ? "met" : "NOT met"), (cpu[f] > 0 ? cpu[on] / cpu[f] : 0)
+  printf "agent CPU over the floor of its system calls on this machine: +%.3f%% of a core (tracing on), +%.3f%% (off); the floor is %.3f%%\n", cpu[on] - cpu[fl], cpu[off] - cpu[fl], cpu[fl]
   printf "agent RSS, tracing on: %.1f MB mean, %.1f MB max (goal <= 20 MB: %s)\n", rss[on], max[on], (max[on] <= 20 ? "met" : "NOT met")
   printf "tracing adds %.3f%% of a core in the agent process; machine busy %.2f%% with the agent (tracing on) vs %.2f%% idle (includes the kernel-side BPF cost and anything else running)\n", cpu[on] - cpu[off], busy[on], busy[idle]
 }' "$results"

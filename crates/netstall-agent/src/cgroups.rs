@@ -2,10 +2,10 @@
 //! cgroup v1, the root's cgroup.stat on v2. Never memory.stat: reading it
 //! is what stalls a CPU on a node with many dying memory cgroups.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use netstall_cgroups::{report, Host};
+use netstall_core::shutdown::Shutdown;
 use serde::Serialize;
 
 use crate::State;
@@ -22,12 +22,12 @@ struct DyingEvent<'a> {
 }
 
 /// Counts every `interval` until `stop`.
-pub fn run(interval: Duration, limit: u64, state: &State, stop: &AtomicBool) {
+pub fn run(interval: Duration, limit: u64, state: &State, stop: &Shutdown) {
     let host = Host::live();
     let mut over_limit = false;
     let mut reported_error = false;
     let mut next = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
+    loop {
         if Instant::now() >= next {
             next += interval;
             match report::memory_count(&host) {
@@ -65,9 +65,8 @@ pub fn run(interval: Duration, limit: u64, state: &State, stop: &AtomicBool) {
                 Err(_) => {}
             }
         }
-        std::thread::sleep(
-            next.saturating_duration_since(Instant::now())
-                .min(crate::STOP_CHECK),
-        );
+        if stop.wait(next.saturating_duration_since(Instant::now())) {
+            return;
+        }
     }
 }

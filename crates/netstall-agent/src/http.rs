@@ -3,11 +3,11 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use netstall_core::clock::realtime_ns;
+use netstall_core::shutdown::Shutdown;
 use tiny_http::{Header, Request, Response, Server};
 
 use crate::State;
@@ -20,13 +20,17 @@ pub fn bind(addr: SocketAddr) -> Result<Server> {
     Server::http(addr).map_err(|e| anyhow!("cannot listen on {addr}: {e}"))
 }
 
-/// Serves until `stop`.
-pub fn serve(server: &Server, state: &State, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        match server.recv_timeout(crate::STOP_CHECK) {
-            Ok(Some(request)) => respond(request, state),
-            Ok(None) => {}
-            Err(_) => std::thread::sleep(crate::STOP_CHECK),
+/// Serves until `stop`; whoever requests it must also `server.unblock()`,
+/// as this waits for requests only (no periodic wake-up).
+pub fn serve(server: &Server, state: &State, stop: &Shutdown) {
+    while !stop.is_requested() {
+        match server.recv() {
+            Ok(request) => respond(request, state),
+            // Unblocked, or a failed accept: look at the shutdown, and do
+            // not spin on an error that repeats.
+            Err(_) => {
+                stop.wait(Duration::from_secs(1));
+            }
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::io;
 use std::mem::{size_of, size_of_val, zeroed};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use anyhow::{Context, Result};
 use netstall_core::privilege::{self, Capability};
@@ -15,10 +15,9 @@ use netstall_core::privilege::{self, Capability};
 const ICMP_FILTER: libc::c_int = 1;
 const ICMP_ECHO_REPLY: u32 = 0;
 
-/// An echo reply read from the socket.
+/// Where a datagram read from the socket came from, and when.
 #[derive(Debug, Clone, Copy)]
 pub struct Received {
-    pub len: usize,
     pub from: Ipv4Addr,
     /// When the kernel received it (CLOCK_REALTIME ns), if stamped.
     pub kernel_ns: Option<u64>,
@@ -56,6 +55,12 @@ impl IcmpSocket {
         socket
             .set(libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &one)
             .context("SO_TIMESTAMPNS")?;
+        // Don't fragment: a 52-byte probe never needs it, and without DF the
+        // kernel draws a random IP ID for every packet.
+        let dont_fragment = libc::IP_PMTUDISC_DO;
+        socket
+            .set(libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, &dont_fragment)
+            .context("IP_MTU_DISCOVER")?;
         Ok(socket)
     }
 
@@ -76,80 +81,170 @@ impl IcmpSocket {
         Ok(())
     }
 
-    pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
-    /// Sends an ICMP message (header and payload) to `to`.
-    pub fn send(&self, message: &[u8], to: Ipv4Addr) -> io::Result<()> {
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(to).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        // SAFETY: `message` and `sa` are valid for the call.
-        let rc = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                message.as_ptr().cast(),
-                message.len(),
-                0,
-                (&sa as *const libc::sockaddr_in).cast(),
-                size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// Reads one datagram (IP header included) without blocking.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
-        let mut control = [0u64; 16]; // aligned room for one timespec cmsg
-                                      // SAFETY: zeroed sockaddr_in / msghdr are valid starting values.
-        let mut from: libc::sockaddr_in = unsafe { zeroed() };
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut msg: libc::msghdr = unsafe { zeroed() };
-        msg.msg_name = (&mut from as *mut libc::sockaddr_in).cast();
-        msg.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = size_of_val(&control);
-        // SAFETY: msg points to live buffers of the sizes given.
-        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return match err.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
-                _ => Err(err),
+    /// Sends each message to its address with as few sendmmsg(2) calls as
+    /// the kernel allows (one per round of probes, normally); returns
+    /// whether each went out.
+    pub fn send_each(&self, messages: &[(&[u8], Ipv4Addr)]) -> Vec<io::Result<()>> {
+        let mut addrs: Vec<libc::sockaddr_in> =
+            messages.iter().map(|&(_, addr)| sockaddr(addr)).collect();
+        // sendmmsg(2) only reads the messages; iovec just has no const form.
+        let mut iovs: Vec<libc::iovec> = messages
+            .iter()
+            .map(|(m, _)| libc::iovec {
+                iov_base: m.as_ptr().cast_mut().cast(),
+                iov_len: m.len(),
+            })
+            .collect();
+        let mut headers: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .zip(addrs.iter_mut())
+            .map(|(iov, addr)| {
+                // SAFETY: a zeroed msghdr is a valid start; the pointers set
+                // below stay valid until the headers are dropped.
+                let mut hdr: libc::mmsghdr = unsafe { zeroed() };
+                hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_in).cast();
+                hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                hdr.msg_hdr.msg_iov = iov;
+                hdr.msg_hdr.msg_iovlen = 1;
+                hdr
+            })
+            .collect();
+        let mut results = Vec::with_capacity(messages.len());
+        while results.len() < headers.len() {
+            let rest = &mut headers[results.len()..];
+            // SAFETY: every header points to a live address and message.
+            let n = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    rest.as_mut_ptr(),
+                    rest.len() as libc::c_uint,
+                    0,
+                )
             };
-        }
-        let mut kernel_ns = None;
-        // SAFETY: the CMSG_* macros walk the control buffer the kernel filled.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                let c = &*cmsg;
-                if (c.cmsg_level, c.cmsg_type) == (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) {
-                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                    let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-                    kernel_ns = (ns != 0).then_some(ns);
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            if n < 0 {
+                // The first message of the rest failed (an unroutable peer):
+                // it is lost, the others are still sent.
+                results.push(Err(io::Error::last_os_error()));
+            } else {
+                results.extend((0..n).map(|_| Ok(())));
             }
         }
-        Ok(Some(Received {
-            len: n as usize,
-            from: Ipv4Addr::from(u32::from_be(from.sin_addr.s_addr)),
-            kernel_ns,
-        }))
+        results
     }
+
+    /// Reads the datagrams waiting (IP header included) without blocking,
+    /// up to `batch.len()` per recvmmsg(2) call; `on_datagram` gets each.
+    pub fn recv_waiting(
+        &self,
+        batch: &mut RecvBatch,
+        mut on_datagram: impl FnMut(&[u8], Received),
+    ) -> io::Result<()> {
+        loop {
+            let slots = batch.buffers.len();
+            let mut from: Vec<libc::sockaddr_in> = vec![unsafe { zeroed() }; slots];
+            let mut iovs: Vec<libc::iovec> = batch
+                .buffers
+                .iter_mut()
+                .map(|b| libc::iovec {
+                    iov_base: b.as_mut_ptr().cast(),
+                    iov_len: b.len(),
+                })
+                .collect();
+            let mut headers: Vec<libc::mmsghdr> = iovs
+                .iter_mut()
+                .zip(from.iter_mut())
+                .zip(batch.controls.iter_mut())
+                .map(|((iov, from), control)| {
+                    // SAFETY: as in send_each.
+                    let mut hdr: libc::mmsghdr = unsafe { zeroed() };
+                    hdr.msg_hdr.msg_name = (from as *mut libc::sockaddr_in).cast();
+                    hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                    hdr.msg_hdr.msg_iov = iov;
+                    hdr.msg_hdr.msg_iovlen = 1;
+                    hdr.msg_hdr.msg_control = control.as_mut_ptr().cast();
+                    hdr.msg_hdr.msg_controllen = size_of_val(control);
+                    hdr
+                })
+                .collect();
+            // SAFETY: every header points to live buffers of the sizes given.
+            let n = unsafe {
+                libc::recvmmsg(
+                    self.fd.as_raw_fd(),
+                    headers.as_mut_ptr(),
+                    slots as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                return match err.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(()),
+                    _ => Err(err),
+                };
+            }
+            let n = n as usize;
+            for (i, hdr) in headers.iter().take(n).enumerate() {
+                let len = (hdr.msg_len as usize).min(batch.buffers[i].len());
+                let received = Received {
+                    from: Ipv4Addr::from(u32::from_be(from[i].sin_addr.s_addr)),
+                    kernel_ns: kernel_stamp(&hdr.msg_hdr),
+                };
+                on_datagram(&batch.buffers[i][..len], received);
+            }
+            if n < slots {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Room for the datagrams one recvmmsg(2) call reads.
+pub struct RecvBatch {
+    buffers: Vec<[u8; DATAGRAM_ROOM]>,
+    /// Aligned room for one timestamp control message per datagram.
+    controls: Vec<[u64; 8]>,
+}
+
+/// Bytes kept of each datagram: an echo reply of ours is 52 (IP header,
+/// ICMP header, payload); longer ones are someone else's and are cut.
+const DATAGRAM_ROOM: usize = 256;
+
+impl RecvBatch {
+    pub fn new(slots: usize) -> Self {
+        Self {
+            buffers: vec![[0; DATAGRAM_ROOM]; slots.max(1)],
+            controls: vec![[0; 8]; slots.max(1)],
+        }
+    }
+}
+
+fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(addr).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// The SO_TIMESTAMPNS receive time in a message's control data.
+fn kernel_stamp(msg: &libc::msghdr) -> Option<u64> {
+    let mut stamp = None;
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if (c.cmsg_level, c.cmsg_type) == (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+                stamp = (ns != 0).then_some(ns);
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    stamp
 }

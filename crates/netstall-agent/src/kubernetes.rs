@@ -11,13 +11,16 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
+use futures::future::{self, Either};
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
+use netstall_core::shutdown::Shutdown;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use crate::config::Peer;
 
@@ -102,7 +105,7 @@ impl KubernetesPeers {
     /// Watches the Service's EndpointSlices until `stop`, calling `on_change`
     /// with every peer whenever the set changes. API errors are retried with
     /// backoff and told once on stderr; the last known peers stay meanwhile.
-    pub fn watch(self, stop: &AtomicBool, mut on_change: impl FnMut(Vec<Peer>)) {
+    pub fn watch(self, stop: &Shutdown, mut on_change: impl FnMut(Vec<Peer>)) {
         let api: Api<EndpointSlice> = Api::namespaced(self.client, &self.service.namespace);
         let selector = format!("kubernetes.io/service-name={}", self.service.name);
         let (store, writer) = reflector::store();
@@ -118,18 +121,33 @@ impl KubernetesPeers {
             let mut events = std::pin::pin!(events);
             let mut known: Option<Vec<Peer>> = None;
             let mut reported_error = false;
-            while !stop.load(Ordering::Relaxed) {
-                match tokio::time::timeout(crate::STOP_CHECK, events.next()).await {
-                    Err(_) => continue,
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => {
+            // The watch waits for the API server or the shutdown, whichever
+            // comes first: no periodic wake-up to look at a flag.
+            // SAFETY: the shutdown's eventfd stays open while `stop` lives,
+            // which outlives this future.
+            let registered =
+                unsafe { AsyncFd::register_with_interest(stop.fd(), Interest::READABLE) };
+            let Ok(shutdown) = registered else {
+                eprintln!("netstall agent: cannot watch the endpoints of {service}: no I/O driver");
+                return;
+            };
+            while !stop.is_requested() {
+                let event = match future::select(std::pin::pin!(shutdown.readable()), events.next())
+                    .await
+                {
+                    Either::Left(_) => break,
+                    Either::Right((event, _)) => event,
+                };
+                match event {
+                    None => break,
+                    Some(Err(e)) => {
                         if !reported_error {
                             reported_error = true;
                             eprintln!("netstall agent: watching the endpoints of {service}: {e}");
                         }
                         continue;
                     }
-                    Ok(Some(Ok(_))) => reported_error = false,
+                    Some(Ok(_)) => reported_error = false,
                 }
                 let slices = store.state();
                 let peers = peers_of(slices.iter().map(|s| s.as_ref()));

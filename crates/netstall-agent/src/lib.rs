@@ -27,12 +27,13 @@ pub mod tracer;
 pub mod tracker;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use netstall_core::clock::realtime_ns;
+use netstall_core::shutdown::Shutdown;
 use serde::Serialize;
 
 pub use config::{AgentConfig, AgentOptions, Peer};
@@ -91,9 +92,29 @@ struct PeersEvent<'a> {
 /// How often the peers' DNS name is read again.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
 
-/// How often a waiting thread looks at the stop flag: the agent's shutdown
-/// latency, traded against idle wake-ups (each costs CPU on every node).
-pub(crate) const STOP_CHECK: Duration = Duration::from_secs(1);
+/// How often a node without peers looks whether discovery found some.
+const NO_PEERS_CHECK: Duration = Duration::from_secs(1);
+
+/// Starts a named thread (the name shows in `top -H` and in stack dumps).
+fn spawn<'scope, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'scope,
+) -> Result<std::thread::ScopedJoinHandle<'scope, T>> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn_scoped(scope, work)
+        .with_context(|| format!("cannot start the agent's {name} thread"))
+}
+
+/// Runs a closure when dropped: on every way out of a scope.
+struct Defer<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
 
 /// The peers this node probes: a rendezvous subset of all known ones,
 /// never itself.
@@ -111,8 +132,12 @@ fn choose_peers(config: &AgentConfig, discovered: &[Peer]) -> (Vec<Peer>, usize)
     (chosen, candidates.len())
 }
 
-/// Runs the agent until `stop` is set; `on_ready` is called once it serves.
-pub fn run(config: &AgentConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce()) -> Result<()> {
+/// Runs the agent until a shutdown is requested; `on_ready` is called once
+/// it serves.
+///
+/// Every thread sleeps until it has something to do or the shutdown wakes
+/// it: none polls, because each idle wake-up costs CPU on every node.
+pub fn run(config: &AgentConfig, stop: Arc<Shutdown>, on_ready: impl FnOnce()) -> Result<()> {
     let events = match &config.event_log {
         Some(path) => EventLog::file(path, events::MAX_FILE_BYTES)?,
         None => EventLog::stdout(),
@@ -139,44 +164,56 @@ pub fn run(config: &AgentConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce())
     let peers_generation = AtomicU64::new(0);
 
     std::thread::scope(|scope| -> Result<()> {
+        // However this scope ends, every thread is told to end, and the
+        // server's (which waits for requests, not for the shutdown) is woken.
+        let _end = Defer(|| {
+            stop.request();
+            server.unblock();
+        });
         if let Some(name) = &config.peers_dns {
             let (discovered, peers_generation, stop) = (&discovered, &peers_generation, &stop);
-            scope.spawn(move || {
+            spawn(scope, "dns-peers", move || {
                 discover(name, discovered, peers_generation, stop);
-            });
+            })?;
         }
         if let Some(kubernetes) = kubernetes {
             let (discovered, peers_generation, stop) = (&discovered, &peers_generation, &stop);
-            scope.spawn(move || {
+            spawn(scope, "k8s-peers", move || {
                 kubernetes.watch(stop, |peers| {
                     *discovered.lock().expect("discovery lock") = peers;
                     peers_generation.fetch_add(1, Ordering::Relaxed);
                 });
-            });
+            })?;
         }
-        let mesh = socket.as_ref().map(|socket| {
-            let (state, stop) = (&state, &stop);
-            let (discovered, peers_generation) = (&discovered, &peers_generation);
-            scope.spawn(move || -> Result<()> {
-                let result = probe_mesh(config, socket, state, stop, discovered, peers_generation);
-                // Without its prober the agent would serve stale metrics: stop.
-                if result.is_err() {
-                    stop.store(true, Ordering::Relaxed);
-                }
-                result
+        let mesh = socket
+            .as_ref()
+            .map(|socket| {
+                let (state, stop) = (&state, &stop);
+                let (discovered, peers_generation) = (&discovered, &peers_generation);
+                spawn(scope, "mesh", move || -> Result<()> {
+                    let result =
+                        probe_mesh(config, socket, state, stop, discovered, peers_generation);
+                    // Without its prober the agent would serve stale metrics: stop.
+                    if result.is_err() {
+                        stop.request();
+                    }
+                    result
+                })
             })
-        });
-        scope.spawn(|| {
+            .transpose()?;
+        spawn(scope, "cgroups", || {
             cgroups::run(
                 config.cgroup_interval,
                 config.dying_memcg_limit,
                 &state,
                 &stop,
             )
-        });
-        scope.spawn(|| http::serve(&server, &state, &stop));
+        })?;
+        spawn(scope, "http", || http::serve(&server, &state, &stop))?;
         if config.tracer {
-            scope.spawn(|| tracer::run(config.stall_threshold, &state, &stop));
+            spawn(scope, "tracer", || {
+                tracer::run(config.stall_threshold, &state, &stop)
+            })?;
         }
         state.event(&StartEvent {
             kind: "agent",
@@ -190,9 +227,7 @@ pub fn run(config: &AgentConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce())
             ts_ns: realtime_ns(),
         });
         on_ready();
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(STOP_CHECK);
-        }
+        while !stop.wait(Duration::MAX) {}
         match mesh {
             Some(mesh) => mesh
                 .join()
@@ -218,9 +253,9 @@ struct StartEvent<'a> {
 }
 
 /// Re-reads the peers' DNS name until `stop`, bumping `generation` on change.
-fn discover(name: &str, discovered: &Mutex<Vec<Peer>>, generation: &AtomicU64, stop: &AtomicBool) {
+fn discover(name: &str, discovered: &Mutex<Vec<Peer>>, generation: &AtomicU64, stop: &Shutdown) {
     let mut reported_error = false;
-    while !stop.load(Ordering::Relaxed) {
+    loop {
         match discovery::resolve(name) {
             Ok(peers) => {
                 reported_error = false;
@@ -237,9 +272,8 @@ fn discover(name: &str, discovered: &Mutex<Vec<Peer>>, generation: &AtomicU64, s
             }
             Err(_) => {}
         }
-        let next = std::time::Instant::now() + DISCOVERY_INTERVAL;
-        while std::time::Instant::now() < next && !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(STOP_CHECK);
+        if stop.wait(DISCOVERY_INTERVAL) {
+            return;
         }
     }
 }
@@ -249,11 +283,11 @@ fn probe_mesh(
     config: &AgentConfig,
     socket: &icmp::IcmpSocket,
     state: &State,
-    stop: &AtomicBool,
+    stop: &Shutdown,
     discovered: &Mutex<Vec<Peer>>,
     peers_generation: &AtomicU64,
 ) -> Result<()> {
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_requested() {
         let generation = peers_generation.load(Ordering::Relaxed);
         let (chosen, known) =
             choose_peers(config, &discovered.lock().expect("discovery lock").clone());
@@ -273,11 +307,10 @@ fn probe_mesh(
             .expect("health lock")
             .peers(chosen.len());
         if chosen.is_empty() {
-            while !stop.load(Ordering::Relaxed)
-                && peers_generation.load(Ordering::Relaxed) == generation
-            {
-                std::thread::sleep(STOP_CHECK);
-            }
+            // Discovery bumps the generation when peers come: look once a second.
+            while peers_generation.load(Ordering::Relaxed) == generation
+                && !stop.wait(NO_PEERS_CHECK)
+            {}
             continue;
         }
         let mesh_config = mesh::MeshConfig {

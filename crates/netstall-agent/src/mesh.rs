@@ -1,26 +1,29 @@
 //! Mesh probing: ICMP echo to each chosen peer at a fixed rate, from one
 //! thread and one raw socket. Probes go out in rounds, one to every peer
-//! back to back (10 peers at 10 Hz: a round every 100 ms), and the thread
-//! sleeps between rounds, never spins: it wakes once per round, not once
-//! per probe and once per reply, because the agent's budget is a quarter of
-//! a percent of a core.
+//! in a single sendmmsg(2) (10 peers at 10 Hz: a round every 100 ms), and
+//! the thread sleeps between rounds, never spins: it wakes once per round,
+//! not once per probe and once per reply, because the agent's budget is a
+//! quarter of a percent of a core.
 //!
 //! Replies wait in the socket with the kernel's receive timestamp and are
-//! read at the next round; every finished probe goes to its peer's
+//! read at the next round, several per recvmmsg(2); every finished probe
+//! goes to its peer's
 //! [`PeerTracker`], read for episodes once a second.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
 use netstall_core::clock::{monotonic_ns, realtime_ns};
+use netstall_core::shutdown::Shutdown;
 use netstall_probe::packet::{self, IcmpMessage};
 use netstall_probe::{Episode, ProbeResult, Proto, TsSource};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 
 use crate::config::Peer;
-use crate::icmp::IcmpSocket;
+use crate::icmp::{IcmpSocket, RecvBatch};
 use crate::metrics::ProtoLabels;
 use crate::tracker::PeerTracker;
 use crate::State;
@@ -60,19 +63,20 @@ struct EpisodeEvent<'a> {
     episode: &'a Episode,
 }
 
-/// Probes until `stop` is set or `peers_generation` moves past `generation`
-/// (the peer set changed: the caller chooses again and restarts).
+/// Probes until `stop` is requested or `peers_generation` moves past
+/// `generation` (the peer set changed: the caller chooses again and restarts).
 pub fn run(
     config: &MeshConfig,
     socket: &IcmpSocket,
     state: &State,
-    stop: &AtomicBool,
+    stop: &Shutdown,
     (peers_generation, generation): (&AtomicU64, u64),
 ) -> Result<()> {
-    // Touch the per-node series so they exist from the first scrape.
-    let _ = state.metrics.probes_sent.get_or_create(&ICMP);
-    let _ = state.metrics.probes_lost.get_or_create(&ICMP);
-    let _ = state.metrics.probe_rtt.get_or_create(&ICMP);
+    // The per-node series exist from the first scrape; the handles are kept
+    // so that a probe does not look its series up again.
+    let probes_sent = state.metrics.probes_sent.get_or_create(&ICMP).clone();
+    let probes_lost = state.metrics.probes_lost.get_or_create(&ICMP).clone();
+    let probe_rtt = state.metrics.probe_rtt.get_or_create(&ICMP).clone();
     anyhow::ensure!(!config.peers.is_empty(), "the mesh needs at least one peer");
 
     let token = realtime_ns() ^ (u64::from(std::process::id()) << 32);
@@ -85,47 +89,59 @@ pub fn run(
         .map(|_| PeerTracker::new(interval, config.threshold, capacity))
         .collect();
     let period_ns = 1_000_000_000 / u64::from(config.rate);
-    let mut in_flight: HashMap<u64, InFlight> = HashMap::new();
+    // Probes are answered or given up within the timeout, and looked at
+    // every tick: the ring holds every probe that can be in flight, twice over.
+    let ring = config.peers.len() * config.rate as usize * (TIMEOUT + TICK).as_secs() as usize;
+    let mut in_flight = InFlightProbes::new(2 * ring);
     let mut seq = 0u64;
     let mut next_round = monotonic_ns();
     let mut next_tick = next_round + TICK.as_nanos() as u64;
     let mut replies = Replies {
         token,
         ident,
-        buf: [0; 1500],
+        // Room for a round's replies, and a few others', in one call.
+        batch: RecvBatch::new(config.peers.len() + 4),
+        rtt: probe_rtt,
     };
 
-    while !stop.load(Ordering::Relaxed) && peers_generation.load(Ordering::Relaxed) == generation {
+    while peers_generation.load(Ordering::Relaxed) == generation {
         let now = monotonic_ns();
         if now >= next_round.min(next_tick) {
-            replies.drain(socket, &config.peers, &mut in_flight, &mut trackers, state)?;
+            replies.drain(socket, &config.peers, &mut in_flight, &mut trackers)?;
         }
         if now >= next_round {
             let scheduled_ns = realtime_ns().saturating_sub(now - next_round);
-            for (peer, to) in config.peers.iter().enumerate() {
-                let echo = packet::icmp_echo(ident, seq as u16, &packet::payload(token, seq));
-                let sent_ns = realtime_ns();
-                match socket.send(&echo, to.addr) {
+            let echoes: Vec<Vec<u8>> = (seq..)
+                .take(config.peers.len())
+                .map(|s| packet::icmp_echo(ident, s as u16, &packet::payload(token, s)))
+                .collect();
+            let messages: Vec<(&[u8], _)> = echoes
+                .iter()
+                .zip(&config.peers)
+                .map(|(echo, peer)| (echo.as_slice(), peer.addr))
+                .collect();
+            // One stamp for the round: its probes leave within microseconds.
+            let sent_ns = realtime_ns();
+            let sent = socket.send_each(&messages);
+            for (peer, result) in sent.iter().enumerate() {
+                let probe = InFlight {
+                    peer,
+                    scheduled_ns,
+                    sent_ns,
+                };
+                match result {
                     Ok(()) => {
-                        in_flight.insert(
-                            seq,
-                            InFlight {
-                                peer,
-                                scheduled_ns,
-                                sent_ns,
-                            },
-                        );
+                        if let Some((old_seq, old)) = in_flight.insert(seq, probe) {
+                            probes_lost.inc();
+                            trackers[old.peer].record(result_of(old_seq, &old, None));
+                        }
                     }
                     // An unroutable peer is a lost probe, not a reason to stop.
-                    Err(_) => trackers[peer].record(result(seq, scheduled_ns, sent_ns, None)),
+                    Err(_) => trackers[peer].record(result_of(seq, &probe, None)),
                 }
                 seq += 1;
             }
-            state
-                .metrics
-                .probes_sent
-                .get_or_create(&ICMP)
-                .inc_by(config.peers.len() as u64);
+            probes_sent.inc_by(config.peers.len() as u64);
             next_round += period_ns;
             // After a long suspension, resume the schedule instead of bursting.
             if next_round + 1_000_000_000 < now {
@@ -133,7 +149,7 @@ pub fn run(
             }
         }
         if now >= next_tick {
-            expire(&mut in_flight, &mut trackers, state);
+            expire(&mut in_flight, &mut trackers, &probes_lost);
             for (peer, tracker) in config.peers.iter().zip(trackers.iter_mut()) {
                 for episode in tracker.new_episodes() {
                     report_episode(state, peer, &episode);
@@ -145,9 +161,10 @@ pub fn run(
         // Sleep through to the next round: replies wait in the socket with
         // the kernel's receive timestamp, so reading them then costs no
         // accuracy and saves a wake-up per reply.
-        std::thread::sleep(Duration::from_nanos(
-            next_round.min(next_tick).saturating_sub(monotonic_ns()),
-        ));
+        let until = next_round.min(next_tick).saturating_sub(monotonic_ns());
+        if stop.wait(Duration::from_nanos(until)) {
+            break;
+        }
     }
     Ok(())
 }
@@ -156,7 +173,8 @@ pub fn run(
 struct Replies {
     token: u64,
     ident: u16,
-    buf: [u8; 1500],
+    batch: RecvBatch,
+    rtt: Histogram,
 }
 
 impl Replies {
@@ -165,35 +183,25 @@ impl Replies {
         &mut self,
         socket: &IcmpSocket,
         peers: &[Peer],
-        in_flight: &mut HashMap<u64, InFlight>,
+        in_flight: &mut InFlightProbes,
         trackers: &mut [PeerTracker],
-        state: &State,
     ) -> Result<()> {
-        while let Some(received) = socket.recv(&mut self.buf)? {
-            let read_ns = realtime_ns();
-            let Some(seq) = reply_seq(&self.buf[..received.len], self.token, self.ident) else {
-                continue;
+        let (token, ident, rtt) = (self.token, self.ident, &self.rtt);
+        socket.recv_waiting(&mut self.batch, |datagram, received| {
+            let Some(seq) = reply_seq(datagram, token, ident) else {
+                return;
             };
-            let Some(probe) = in_flight.remove(&seq) else {
-                continue;
+            let Some(probe) = in_flight.remove(seq) else {
+                return;
             };
             if received.from != peers[probe.peer].addr {
-                continue;
+                return;
             }
-            let arrived_ns = received.kernel_ns.unwrap_or(read_ns);
+            let arrived_ns = received.kernel_ns.unwrap_or_else(realtime_ns);
             let rtt_ns = arrived_ns.saturating_sub(probe.sent_ns);
-            state
-                .metrics
-                .probe_rtt
-                .get_or_create(&ICMP)
-                .observe(rtt_ns as f64 / 1e9);
-            trackers[probe.peer].record(result(
-                seq,
-                probe.scheduled_ns,
-                probe.sent_ns,
-                Some(rtt_ns),
-            ));
-        }
+            rtt.observe(rtt_ns as f64 / 1e9);
+            trackers[probe.peer].record(result_of(seq, &probe, Some(rtt_ns)));
+        })?;
         Ok(())
     }
 }
@@ -209,15 +217,15 @@ fn reply_seq(datagram: &[u8], token: u64, ident: u16) -> Option<u64> {
     }
 }
 
-fn result(seq: u64, scheduled_ns: u64, sent_ns: u64, rtt_ns: Option<u64>) -> ProbeResult {
+fn result_of(seq: u64, probe: &InFlight, rtt_ns: Option<u64>) -> ProbeResult {
     ProbeResult {
         seq,
         flow: 0,
         proto: Proto::Icmp,
         src_port: None,
-        sent_ns,
-        scheduled_ns,
-        late_ns: sent_ns.saturating_sub(scheduled_ns),
+        sent_ns: probe.sent_ns,
+        scheduled_ns: probe.scheduled_ns,
+        late_ns: probe.sent_ns.saturating_sub(probe.scheduled_ns),
         rtt_ns,
         wake_ns: None,
         timestamps: TsSource::User,
@@ -226,18 +234,56 @@ fn result(seq: u64, scheduled_ns: u64, sent_ns: u64, rtt_ns: Option<u64>) -> Pro
 }
 
 /// Gives up on probes older than the timeout.
-fn expire(in_flight: &mut HashMap<u64, InFlight>, trackers: &mut [PeerTracker], state: &State) {
+fn expire(in_flight: &mut InFlightProbes, trackers: &mut [PeerTracker], lost: &Counter) {
     let deadline = realtime_ns().saturating_sub(TIMEOUT.as_nanos() as u64);
-    let mut lost: Vec<u64> = in_flight
-        .iter()
-        .filter(|(_, p)| p.sent_ns < deadline)
-        .map(|(&seq, _)| seq)
-        .collect();
-    lost.sort_unstable();
-    for seq in lost {
-        let probe = in_flight.remove(&seq).expect("listed above");
-        state.metrics.probes_lost.get_or_create(&ICMP).inc();
-        trackers[probe.peer].record(result(seq, probe.scheduled_ns, probe.sent_ns, None));
+    for (seq, probe) in in_flight.take_sent_before(deadline) {
+        lost.inc();
+        trackers[probe.peer].record(result_of(seq, &probe, None));
+    }
+}
+
+/// The probes awaiting a reply, in a ring indexed by seq: a reply finds its
+/// probe without hashing, and the ring never grows.
+struct InFlightProbes {
+    slots: Vec<Option<(u64, InFlight)>>,
+}
+
+impl InFlightProbes {
+    fn new(capacity: usize) -> Self {
+        Self {
+            slots: (0..capacity.max(1)).map(|_| None).collect(),
+        }
+    }
+
+    fn slot(&self, seq: u64) -> usize {
+        (seq % self.slots.len() as u64) as usize
+    }
+
+    /// Adds a probe; returns the one still in its slot, if the ring wrapped
+    /// onto a live probe (it is then lost, not forgotten).
+    fn insert(&mut self, seq: u64, probe: InFlight) -> Option<(u64, InFlight)> {
+        let slot = self.slot(seq);
+        self.slots[slot].replace((seq, probe))
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<InFlight> {
+        let slot = self.slot(seq);
+        match &self.slots[slot] {
+            Some((held, _)) if *held == seq => self.slots[slot].take().map(|(_, p)| p),
+            _ => None,
+        }
+    }
+
+    /// Takes the probes sent before `deadline_ns`, oldest first.
+    fn take_sent_before(&mut self, deadline_ns: u64) -> Vec<(u64, InFlight)> {
+        let mut expired: Vec<(u64, InFlight)> = self
+            .slots
+            .iter_mut()
+            .filter(|s| s.as_ref().is_some_and(|(_, p)| p.sent_ns < deadline_ns))
+            .filter_map(Option::take)
+            .collect();
+        expired.sort_unstable_by_key(|&(seq, _)| seq);
+        expired
     }
 }
 
@@ -264,6 +310,35 @@ fn report_episode(state: &State, peer: &Peer, episode: &Episode) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sent_at(sent_ns: u64) -> InFlight {
+        InFlight {
+            peer: 0,
+            scheduled_ns: sent_ns,
+            sent_ns,
+        }
+    }
+
+    #[test]
+    fn in_flight_probes_are_found_by_seq_and_expire_oldest_first() {
+        let mut ring = InFlightProbes::new(4);
+        for seq in 10..13 {
+            assert!(ring.insert(seq, sent_at(seq * 100)).is_none());
+        }
+        assert_eq!(ring.remove(11).map(|p| p.sent_ns), Some(1100));
+        assert!(ring.remove(11).is_none(), "removed once");
+        assert!(ring.remove(15).is_none(), "slot of 11, another seq");
+        let expired: Vec<u64> = ring
+            .take_sent_before(1250)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(expired, vec![10, 12]);
+        assert!(ring.take_sent_before(u64::MAX).is_empty());
+        // Wrapping onto a live probe hands it back instead of losing it.
+        assert!(ring.insert(20, sent_at(1)).is_none());
+        assert_eq!(ring.insert(24, sent_at(2)).map(|(s, _)| s), Some(20));
+    }
 
     #[test]
     fn only_our_echo_replies_are_matched() {

@@ -13,10 +13,10 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use netstall_core::shutdown::Shutdown;
 use netstall_core::stall::Stall;
 use netstall_kernel::trace::{self, Stop, TraceConfig, TraceEvent, TraceTotals};
 use serde::Serialize;
@@ -35,7 +35,7 @@ const RESTART_DELAY: Duration = Duration::from_secs(10);
 /// Traces RX stalls of at least `threshold` until `stop`. When the tracer
 /// cannot load (privileges, kernel), says why in the metrics and /healthz
 /// and returns: the rest of the agent keeps running.
-pub fn run(threshold: Duration, state: &State, stop: &Arc<AtomicBool>) {
+pub fn run(threshold: Duration, state: &State, stop: &Arc<Shutdown>) {
     let config = TraceConfig {
         threshold,
         totals_every: Some(TOTALS_EVERY),
@@ -43,9 +43,9 @@ pub fn run(threshold: Duration, state: &State, stop: &Arc<AtomicBool>) {
     };
     let until_stopped = Stop {
         duration: None,
-        flag: Some(Arc::clone(stop)),
+        shutdown: Some(Arc::clone(stop)),
     };
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_requested() {
         let mut seen = SeenTotals::default();
         let traced = std::panic::catch_unwind(AssertUnwindSafe(|| {
             trace::run(&config, &until_stopped, |event| match event {
@@ -84,10 +84,7 @@ pub fn run(threshold: Duration, state: &State, stop: &Arc<AtomicBool>) {
                     state,
                     TracerState::Unavailable("the tracer failed; restarting".into()),
                 );
-                let resume = Instant::now() + RESTART_DELAY;
-                while Instant::now() < resume && !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(crate::STOP_CHECK);
-                }
+                stop.wait(RESTART_DELAY);
             }
         }
     }

@@ -19,6 +19,12 @@ pub struct PeerTracker {
     settle_ns: u64,
     /// The last probe of the latest reported episode.
     reported_through_seq: Option<u64>,
+    /// A probe slower than this, or lost, may start an episode; without one
+    /// in the window the detector has nothing to find and is not run.
+    notable_rtt_ns: u64,
+    /// How many notable probes the window holds, and the newest one's seq.
+    notable_in_window: usize,
+    newest_notable_seq: Option<u64>,
 }
 
 impl PeerTracker {
@@ -33,14 +39,31 @@ impl PeerTracker {
             detector,
             settle_ns: 2 * interval.as_nanos() as u64 + threshold.as_nanos() as u64,
             reported_through_seq: None,
+            // Every episode has such a probe: a spike is `threshold` over the
+            // median RTT; in a release, probes sent an interval apart arrive
+            // together, so the first waited most of an interval.
+            notable_rtt_ns: threshold.min(interval / 2).as_nanos() as u64,
+            notable_in_window: 0,
+            newest_notable_seq: None,
         }
+    }
+
+    fn is_notable(&self, probe: &ProbeResult) -> bool {
+        probe.rtt_ns.is_none_or(|rtt| rtt >= self.notable_rtt_ns)
     }
 
     /// Adds a finished probe (replies come back out of order; the window
     /// keeps the newest `capacity` by arrival into the tracker).
     pub fn record(&mut self, probe: ProbeResult) {
         if self.window.len() == self.capacity {
-            self.window.pop_front();
+            let oldest = self.window.pop_front().expect("the window is full");
+            if self.is_notable(&oldest) {
+                self.notable_in_window -= 1;
+            }
+        }
+        if self.is_notable(&probe) {
+            self.notable_in_window += 1;
+            self.newest_notable_seq = self.newest_notable_seq.max(Some(probe.seq));
         }
         self.window.push_back(probe);
     }
@@ -48,6 +71,14 @@ impl PeerTracker {
     /// Episodes not reported before whose end is settled: probes sent well
     /// after them have come back (or were given up).
     pub fn new_episodes(&mut self) -> Vec<Episode> {
+        // A healthy peer (nearly always) costs no detection at all.
+        let unreported_notable = self.notable_in_window > 0
+            && self
+                .newest_notable_seq
+                .is_some_and(|n| self.reported_through_seq.is_none_or(|r| n > r));
+        if !unreported_notable {
+            return Vec::new();
+        }
         let Some(newest_sent) = self.window.iter().map(|p| p.sent_ns).max() else {
             return Vec::new();
         };
@@ -145,6 +176,24 @@ mod tests {
         assert_eq!(episodes.len(), 1, "{episodes:?}");
         assert_eq!(episodes[0].kind, EpisodeKind::Loss);
         assert_eq!(episodes[0].probes, 5);
+    }
+
+    #[test]
+    fn a_window_without_slow_or_lost_probes_is_not_read() {
+        let mut t = tracker();
+        for seq in 0..100 {
+            t.record(probe(seq, Some(60 + (seq * 31) % 200)));
+        }
+        assert_eq!(t.notable_in_window, 0);
+        // The same probes once a slow one came, and once it left the window.
+        t.record(probe(100, Some(30_000)));
+        assert_eq!(t.notable_in_window, 1);
+        let mut short = PeerTracker::new(Duration::from_millis(100), Duration::from_millis(10), 8);
+        short.record(probe(0, None));
+        for seq in 1..=8 {
+            short.record(probe(seq, Some(70)));
+        }
+        assert_eq!(short.notable_in_window, 0, "the lost probe left the window");
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Running the matrix: one probe session per path, all at once (threads),
 //! with the same interval and duration, from each path's vantage point.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use netstall_core::shutdown::Shutdown;
 use netstall_probe::{
     DetectorConfig, Episode, EpisodeKind, Mode, ProbeConfig, ProbeResult, Report, SessionEvent,
     StreamingDetector,
@@ -30,7 +30,7 @@ pub struct RunConfig {
     /// How long to wait for a reply before calling a probe lost.
     pub timeout: Duration,
     /// Set to stop every path early (Ctrl-C).
-    pub stop: Option<Arc<AtomicBool>>,
+    pub stop: Option<Arc<Shutdown>>,
 }
 
 /// Probes every path concurrently and returns what each measured, in the

@@ -5,11 +5,12 @@
 //! them. This crate holds what all of them agree on: the time base
 //! ([`clock`]), the units on the command line ([`duration`], [`cpu`]), what a
 //! command needs from the host ([`privilege`]) and how results are printed
-//! ([`output`]).
+//! ([`output`]), and how long-running work is told to stop ([`shutdown`]).
 
 pub mod clock;
 pub mod cpu;
 pub mod duration;
 pub mod output;
 pub mod privilege;
+pub mod shutdown;
 pub mod stall;

@@ -2,13 +2,13 @@
 //! tracer, probes to the targets, CPU sampling, and the dying-cgroup count;
 //! then correlates them into a [`Verdict`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use netstall_core::clock;
+use netstall_core::shutdown::Shutdown;
 use netstall_core::stall::Stall;
 use netstall_kernel::trace::{self, Stop, TraceConfig, TraceEvent};
 use netstall_probe::{Mode, ProbeConfig};
@@ -135,7 +135,7 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
         .collect::<Result<_>>()?;
     let started = Instant::now();
     let start_ns = clock::realtime_ns();
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(Shutdown::new()?);
 
     let memcg = memcg_findings();
 
@@ -148,7 +148,7 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
     };
     let trace_stop = Stop {
         duration: None,
-        flag: Some(stop.clone()),
+        shutdown: Some(stop.clone()),
     };
     let tracer = thread::Builder::new()
         .name("doctor-trace".into())
@@ -246,7 +246,7 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
             Err(mpsc::RecvTimeoutError::Disconnected) => thread::sleep(Duration::from_millis(100)),
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    stop.request();
 
     match tracer.join() {
         Ok(Ok(_report)) => {}

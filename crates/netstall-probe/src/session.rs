@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use netstall_core::clock::{monotonic_ns, ClockOffset};
+use netstall_core::shutdown::Shutdown;
 use serde::Serialize;
 
 use crate::episodes::{DetectorConfig, Episode, StreamingDetector};
@@ -95,7 +96,7 @@ pub struct ProbeConfig {
     /// CPU to pin the sender and receiver to.
     pub cpu: Option<u32>,
     /// Set to stop sending early (Ctrl-C); outstanding replies are still awaited.
-    pub stop: Option<Arc<AtomicBool>>,
+    pub stop: Option<Arc<Shutdown>>,
     /// Keep every probe in [`Report::probes`] (the default). Turn it off for
     /// sessions without end: the callback still sees every probe, and memory
     /// stays bounded.
@@ -429,10 +430,7 @@ fn send_all(config: &ProbeConfig, wire: Option<&dyn Wire>, events: &Sender<Event
         let scheduled = start + seq * interval;
         if config.count.is_some_and(|c| seq >= c)
             || end.is_some_and(|e| scheduled >= e)
-            || config
-                .stop
-                .as_ref()
-                .is_some_and(|s| s.load(Ordering::Relaxed))
+            || config.stop.as_ref().is_some_and(|s| s.is_requested())
         {
             break;
         }

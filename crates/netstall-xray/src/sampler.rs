@@ -6,7 +6,6 @@
 //! evidence [`crate::timeline`] reads.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -15,6 +14,7 @@ use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use blazesym::{MaybeDefault, Pid};
 use netstall_core::clock::ClockOffset;
 use netstall_core::privilege::{self, Capability};
+use netstall_core::shutdown::Shutdown;
 use perf_event::data::Record;
 use perf_event::events::Software;
 use perf_event::{Builder, Clock, SampleFlag};
@@ -61,7 +61,7 @@ const MAX_KERNEL_SYMBOL_OFFSET: usize = 1 << 20;
 
 /// Samples `config.cpus` for `duration` or until `stop` is set, whichever
 /// comes first; samples are symbolized as they arrive. Needs CAP_PERFMON (or root).
-pub fn record(config: &SamplerConfig, duration: Duration, stop: &AtomicBool) -> Result<Recording> {
+pub fn record(config: &SamplerConfig, duration: Duration, stop: &Shutdown) -> Result<Recording> {
     privilege::require(&[Capability::Perfmon], "sampling CPUs")?;
     netstall_core::cpu::check_online(&config.cpus)?;
     let clock = ClockOffset::sample();
@@ -91,7 +91,7 @@ pub fn record(config: &SamplerConfig, duration: Duration, stop: &AtomicBool) -> 
     let mut lost = 0;
     let deadline = Instant::now() + duration;
     loop {
-        let done = Instant::now() >= deadline || stop.load(Ordering::Relaxed);
+        let done = Instant::now() >= deadline || stop.is_requested();
         for sampler in &mut samplers {
             while let Some(record) = sampler.next_record() {
                 match record.parse_record().context("reading a perf record")? {

@@ -1,9 +1,9 @@
 //! Live sampling against injected stalls (needs root; holds the machine lock).
 
-use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::Duration;
 
+use netstall_core::shutdown::Shutdown;
 use netstall_kernel::spin::{self, SpinConfig};
 use netstall_testkit::{privileged, MachineLock};
 use netstall_xray::sampler::{self, SamplerConfig};
@@ -22,7 +22,7 @@ fn injected_50ms_stalls_are_found_with_the_samples_before_them() {
         cpus: vec![0],
         frequency: 999,
     };
-    let stop = AtomicBool::new(false);
+    let stop = Shutdown::new().unwrap();
     let (recording, injected) = thread::scope(|scope| {
         let sampling = scope.spawn(|| sampler::record(&config, Duration::from_millis(3600), &stop));
         thread::sleep(Duration::from_millis(400));

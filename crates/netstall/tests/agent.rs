@@ -517,6 +517,75 @@ fn check_reports_ok_from_a_real_healthy_agent() {
     assert!(line.starts_with("OK: "), "{line}");
 }
 
+/// Voluntary context switches (wake-ups after sleeping) of all of `pid`'s threads.
+fn wakeups(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|task| {
+            let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+        })
+        .sum()
+}
+
+#[test]
+fn an_idle_agent_does_not_wake_up_and_stops_at_once() {
+    if !privileged("an_idle_agent_does_not_wake_up_and_stops_at_once") {
+        return;
+    }
+    // Stalls injected by other tests would wake the tracer (rightly).
+    let _lock = MachineLock::acquire();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let mut agent = Command::new(NETSTALL)
+        .args(["agent", "--listen", &addr.to_string()])
+        .args(["--cgroup-interval", "60s", "--event-log", "/dev/null"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = agent.id();
+    let stop = |agent: &mut Child| {
+        // SAFETY: kill(2) on the PID of a child we started and have not reaped.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        let asked = Instant::now();
+        while agent.try_wait().unwrap().is_none() && asked.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = agent.kill();
+        (agent.wait().unwrap(), asked.elapsed())
+    };
+    wait_serving(addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = netstall_agent::http::get(addr, "/metrics", Duration::from_secs(2)).unwrap();
+        if metric(&text, "netstall_tracer_up") == Some(1.0) {
+            break;
+        }
+        if Instant::now() > deadline {
+            stop(&mut agent);
+            panic!("the tracer never started:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Tracer on, no peers, nobody scraping: nothing is due for 60 s. Threads
+    // that polled a stop flag (once a second each, and the tracer four times
+    // a second) woke up about 35 times in 5 s.
+    let before = wakeups(pid);
+    std::thread::sleep(Duration::from_secs(5));
+    let woke = wakeups(pid) - before;
+    let (status, took) = stop(&mut agent);
+    assert!(woke <= 5, "an idle agent woke up {woke} times in 5 s");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "SIGTERM to exit took {took:?}"
+    );
+}
+
 #[test]
 fn agent_bad_input_is_one_line_and_exit_2() {
     let tmp = TempDir::new();

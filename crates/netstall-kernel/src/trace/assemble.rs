@@ -156,6 +156,15 @@ impl Assembler {
         stalls
     }
 
+    /// When the earliest open stall will have settled (REALTIME ns), if any
+    /// is open: the reader need not look before then.
+    pub fn next_due(&self) -> Option<u64> {
+        self.open
+            .iter()
+            .map(|g| g.end_ns.saturating_add(self.settle_ns))
+            .min()
+    }
+
     /// How many stalls are still collecting evidence.
     pub fn pending(&self) -> usize {
         self.open.len()

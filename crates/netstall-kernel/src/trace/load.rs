@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -68,9 +68,10 @@ const COUNTER_PACKETS_WAITED: u32 = 1;
 const COUNTER_KSOFTIRQD: u32 = 2;
 const COUNTER_SLOT_MISSES: u32 = 3;
 const HIST_SLOTS: u32 = 32;
-/// The longest wait for kernel events between looks at the stop condition
-/// and at stalls ready to report (events themselves wake the reader).
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// The longest the reader sleeps when nothing is due: events, a settled
+/// stall, the totals, the end of the run and a shutdown request all wake it
+/// before that, so an idle tracer wakes up only this often.
+const MAX_WAIT: Duration = Duration::from_secs(60);
 /// The kernel symbol table is freed after this long without a stack to name.
 const SYMBOLS_IDLE: Duration = Duration::from_secs(10);
 const MAX_CPUS: usize = 1024;
@@ -489,7 +490,28 @@ pub fn run(
         let polled = if stopping {
             ring.consume()
         } else {
-            ring.poll(POLL_INTERVAL)
+            let wait = [
+                Some(stop.left(started)),
+                assembler
+                    .next_due()
+                    .map(|due| Duration::from_nanos(due.saturating_sub(realtime_ns()))),
+                next_totals.map(|due| due.saturating_duration_since(Instant::now())),
+                symbols.idle_left(SYMBOLS_IDLE),
+            ]
+            .into_iter()
+            .flatten()
+            .fold(MAX_WAIT, Duration::min);
+            match &stop.shutdown {
+                Some(shutdown) => {
+                    // SAFETY: the ring buffer, and so its epoll fd, outlives the wait.
+                    let events = unsafe { BorrowedFd::borrow_raw(ring.epoll_fd()) };
+                    shutdown
+                        .wait_readable(events, wait)
+                        .context("wait for trace events")?;
+                    ring.consume()
+                }
+                None => ring.poll(wait),
+            }
         };
         if let Err(e) = polled {
             // A signal (Ctrl-C) interrupts the wait; anything else is real.

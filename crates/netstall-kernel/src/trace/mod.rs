@@ -12,7 +12,7 @@
 //! * [`run`]: load, attach, stream [`TraceEvent`]s until stopped, report.
 //!
 //! Library use (the doctor): build a [`TraceConfig`], call [`run`] with a
-//! [`Stop`] (deadline and/or flag) and a callback; every timestamp is
+//! [`Stop`] (deadline and/or shutdown request) and a callback; every timestamp is
 //! CLOCK_REALTIME ns.
 
 pub mod assemble;
@@ -23,10 +23,10 @@ pub mod syscall_names;
 mod load;
 mod symbols;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use netstall_core::shutdown::Shutdown;
 use netstall_core::stall::{IcmpEcho, SlowSyscall, Stall};
 use serde::Serialize;
 
@@ -73,12 +73,12 @@ impl Default for TraceConfig {
 }
 
 /// When to stop tracing: after a duration (counted from when the detectors
-/// are attached), when a flag is set, or on Ctrl-C once
-/// [`stop_on_interrupt`] was called. With none of them, it runs forever.
+/// are attached) or when a shutdown is requested, whichever comes first.
+/// With neither, it runs forever.
 #[derive(Debug, Clone, Default)]
 pub struct Stop {
     pub duration: Option<Duration>,
-    pub flag: Option<Arc<AtomicBool>>,
+    pub shutdown: Option<Arc<Shutdown>>,
 }
 
 impl Stop {
@@ -86,34 +86,19 @@ impl Stop {
     pub fn after(duration: Duration) -> Self {
         Self {
             duration: Some(duration),
-            flag: None,
+            shutdown: None,
         }
     }
 
     fn should_stop(&self, started: Instant) -> bool {
         self.duration.is_some_and(|d| started.elapsed() >= d)
-            || self
-                .flag
-                .as_ref()
-                .is_some_and(|f| f.load(Ordering::Relaxed))
-            || INTERRUPTED.load(Ordering::Relaxed)
+            || self.shutdown.as_ref().is_some_and(|s| s.is_requested())
     }
-}
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_signal: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
-
-/// Makes SIGINT and SIGTERM end tracing cleanly (report, detach) instead of
-/// killing the process.
-pub fn stop_on_interrupt() {
-    let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
+    /// How long until the duration is up (`Duration::MAX` without one).
+    fn left(&self, started: Instant) -> Duration {
+        self.duration
+            .map_or(Duration::MAX, |d| d.saturating_sub(started.elapsed()))
     }
 }
 

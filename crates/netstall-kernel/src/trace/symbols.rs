@@ -52,6 +52,14 @@ impl KernelSymbols {
         }
     }
 
+    /// How long until [`Self::release_if_idle`] would drop the table, if
+    /// one is held.
+    pub fn idle_left(&self, idle: Duration) -> Option<Duration> {
+        self.symbolizer
+            .as_ref()
+            .map(|_| idle.saturating_sub(self.last_used.elapsed()))
+    }
+
     /// Drops the symbol table when no stack was named for `idle`, and
     /// returns the freed heap to the system. True when it did.
     pub fn release_if_idle(&mut self, idle: Duration) -> bool {

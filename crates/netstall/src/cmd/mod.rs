@@ -15,25 +15,14 @@ pub mod responder;
 pub mod trace;
 pub mod xray;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-/// Set by SIGINT/SIGTERM for the long-running commands (probe, agent).
-static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+use anyhow::{Context, Result};
+use netstall_core::shutdown::Shutdown;
 
-extern "C" fn on_signal(_: libc::c_int) {
-    if let Some(stop) = STOP.get() {
-        stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// A flag that SIGINT and SIGTERM set: the command finishes cleanly
-/// (summary printed, programs detached) instead of dying mid-way.
-pub fn stop_on_signal() -> Arc<AtomicBool> {
-    let stop = Arc::clone(STOP.get_or_init(|| Arc::new(AtomicBool::new(false))));
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only does an atomic load and store.
-        unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
-    }
-    stop
+/// What SIGINT and SIGTERM request for the long-running commands (probe,
+/// trace, agent): the command finishes cleanly (summary printed, programs
+/// detached) instead of dying mid-way.
+pub fn stop_on_signal() -> Result<Arc<Shutdown>> {
+    Shutdown::on_signals().context("cannot set up the SIGINT/SIGTERM handling")
 }

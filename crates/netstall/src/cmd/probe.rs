@@ -100,7 +100,7 @@ fn config(args: &Args) -> Result<ProbeConfig> {
     config.timeout = args.timeout;
     config.netns = args.netns.clone();
     config.cpu = args.cpu;
-    config.stop = Some(super::stop_on_signal());
+    config.stop = Some(super::stop_on_signal()?);
     // Probes are printed as they come; a session without end must not keep them.
     config.keep_probes = false;
     Ok(config)

@@ -52,11 +52,10 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         self_cost: args.self_cost,
         ..TraceConfig::default()
     };
-    let stop = match args.duration {
-        Some(d) => Stop::after(d),
-        None => Stop::default(),
+    let stop = Stop {
+        duration: args.duration,
+        shutdown: Some(super::stop_on_signal()?),
     };
-    trace::stop_on_interrupt();
     let mut icmp_header = args.icmp_seq;
     let report = trace::run(&config, &stop, |event| match event {
         TraceEvent::Started(start) => {

@@ -5,11 +5,11 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use netstall_core::output::Output;
+use netstall_core::shutdown::Shutdown;
 use netstall_xray::flame::{self, FlameOptions};
 use netstall_xray::sampler::{self, SamplerConfig};
 use netstall_xray::timeline::{self, Sample, Stall, StallKind, StallRules, Trigger};
@@ -103,7 +103,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         config.frequency,
         args.duration
     ));
-    let recording = sampler::record(&config, args.duration, &AtomicBool::new(false))?;
+    let recording = sampler::record(&config, args.duration, &Shutdown::new()?)?;
     let samples = &recording.samples;
     let mut rules = StallRules::for_frequency(args.frequency);
     if let Some(gap) = args.gap {
