@@ -30,8 +30,9 @@ peers_ns=$tag-p
 port=19977
 results=$(mktemp)
 
-cargo build --release --quiet -p netstall
-netstall=$PWD/target/release/netstall
+# The agent as shipped to nodes (docs/agent.md): the release-lto profile.
+cargo build --profile release-lto --quiet -p netstall
+netstall=$PWD/target/release-lto/netstall
 command -v fping >/dev/null || { echo "bench: fping is missing (scripts/setup.sh)" >&2; exit 2; }
 floor_bin=$(mktemp /tmp/netstall-agent-floor.XXXXXX)
 cc -O2 -o "$floor_bin" bench/agent-floor.c

@@ -63,7 +63,9 @@ impl Tracer {
     fn finish(mut self) -> Vec<Value> {
         let status = self.child.wait().expect("wait for trace");
         assert!(status.success(), "trace exited with {status}");
-        self.lines.try_iter().collect()
+        // Up to the end of its output: the reader may still be forwarding
+        // the last lines (the summary) when the process has exited.
+        self.lines.iter().collect()
     }
 }
 
