@@ -568,6 +568,8 @@ int BPF_PROG(on_softirq_exit, unsigned int vec)
 SEC("tp_btf/local_timer_entry")
 int BPF_PROG(on_local_timer_entry, int vector)
 {
+	struct task_struct *task = bpf_get_current_task_btf();
+	bool idle = task->pid == 0;
 	struct ns_trace_event *e;
 	struct ns_cpu_state *st;
 	__u64 now, last;
@@ -577,6 +579,10 @@ int BPF_PROG(on_local_timer_entry, int vector)
 	st = cpu_state();
 	if (!st)
 		return 0;
+	if (idle && !st->netrx_raise) {
+		st->last_tick = 0; /* idle: the tick may stop (NO_HZ) */
+		return 0;
+	}
 	now = bpf_ktime_get_ns();
 
 	/* Watchdog: NET_RX blocked for a while; sample who holds the CPU now. */
@@ -593,8 +599,8 @@ int BPF_PROG(on_local_timer_entry, int vector)
 		st->holder_stack_bytes = n > 0 ? n : 0;
 	}
 
-	if ((__u32)bpf_get_current_pid_tgid() == 0) {
-		st->last_tick = 0; /* idle: the tick may stop (NO_HZ) */
+	if (idle) {
+		st->last_tick = 0;
 		return 0;
 	}
 	last = st->last_tick;
@@ -625,27 +631,29 @@ SEC("tp_btf/sched_switch")
 int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
 {
-	__u32 cpu = bpf_get_smp_processor_id();
 	struct ns_trace_event *e;
 	struct ns_cpu_state *st;
-	char name[TRACE_COMM_LEN];
-	__u64 now;
+	__u64 now = 0;
+	__u32 cpu;
 
 	st = cpu_state();
 	if (!st)
 		return 0;
-	if (next->pid == 0)
+	if (next->pid == 0) {
 		st->last_tick = 0; /* entering idle: NO_HZ may stop the tick */
-	else if (prev->pid == 0)
-		st->last_tick = bpf_ktime_get_ns(); /* leaving idle: a new baseline */
+	} else if (prev->pid == 0) {
+		now = bpf_ktime_get_ns();
+		st->last_tick = now; /* leaving idle: a new baseline */
+	}
 
-	if (!st->netrx_raise)
+	/* The common case costs no clock read and no helper: the name is
+	 * compared in place (next is a trusted pointer here). */
+	if (!st->netrx_raise || !is_ksoftirqd(next->comm))
 		return 0;
-	now = bpf_ktime_get_ns();
-	bpf_probe_read_kernel_str(name, sizeof(name), next->comm);
-	if (!is_ksoftirqd(name))
-		return 0;
+	if (!now)
+		now = bpf_ktime_get_ns();
 	count(TC_KSOFTIRQD);
+	cpu = bpf_get_smp_processor_id();
 	if (now - st->netrx_blocked < threshold_ns || !cpu_selected(cpu))
 		return 0;
 	e = reserve(TK_KSOFTIRQD, cpu);
@@ -659,7 +667,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), prev->comm);
 	e->pid2 = next->tgid;
 	e->tid2 = next->pid;
-	__builtin_memcpy(e->comm2, name, sizeof(name));
+	bpf_probe_read_kernel_str(e->comm2, sizeof(e->comm2), next->comm);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
