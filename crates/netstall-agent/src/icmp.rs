@@ -141,6 +141,7 @@ impl IcmpSocket {
     ) -> io::Result<()> {
         loop {
             let slots = batch.buffers.len();
+            // SAFETY: all-zero bytes are a valid sockaddr_in.
             let mut from: Vec<libc::sockaddr_in> = vec![unsafe { zeroed() }; slots];
             let mut iovs: Vec<libc::iovec> = batch
                 .buffers
