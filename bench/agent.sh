@@ -18,7 +18,7 @@
 #
 # Usage (as root; takes the machine-wide test lock; ~5 x SECONDS):
 #   bench/agent.sh
-#   SECONDS_PER_RUN=300 bench/agent.sh   (default 130: includes one 2-minute tracer window reload)
+#   SECONDS_PER_RUN=300 bench/agent.sh   (default 130: spans four of the tracer's 30 s totals)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"

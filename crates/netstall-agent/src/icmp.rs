@@ -98,16 +98,7 @@ impl IcmpSocket {
         let mut headers: Vec<libc::mmsghdr> = iovs
             .iter_mut()
             .zip(addrs.iter_mut())
-            .map(|(iov, addr)| {
-                // SAFETY: a zeroed msghdr is a valid start; the pointers set
-                // below stay valid until the headers are dropped.
-                let mut hdr: libc::mmsghdr = unsafe { zeroed() };
-                hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_in).cast();
-                hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                hdr.msg_hdr.msg_iov = iov;
-                hdr.msg_hdr.msg_iovlen = 1;
-                hdr
-            })
+            .map(|(iov, addr)| message_header(addr, iov))
             .collect();
         let mut results = Vec::with_capacity(messages.len());
         while results.len() < headers.len() {
@@ -156,12 +147,7 @@ impl IcmpSocket {
                 .zip(from.iter_mut())
                 .zip(batch.controls.iter_mut())
                 .map(|((iov, from), control)| {
-                    // SAFETY: as in send_each.
-                    let mut hdr: libc::mmsghdr = unsafe { zeroed() };
-                    hdr.msg_hdr.msg_name = (from as *mut libc::sockaddr_in).cast();
-                    hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                    hdr.msg_hdr.msg_iov = iov;
-                    hdr.msg_hdr.msg_iovlen = 1;
+                    let mut hdr = message_header(from, iov);
                     hdr.msg_hdr.msg_control = control.as_mut_ptr().cast();
                     hdr.msg_hdr.msg_controllen = size_of_val(control);
                     hdr
@@ -218,6 +204,19 @@ impl RecvBatch {
             controls: vec![[0; 8]; slots.max(1)],
         }
     }
+}
+
+/// The header of one message of a sendmmsg(2) or recvmmsg(2) call: its
+/// peer's address and its one buffer. The header points into both, so they
+/// must outlive the call it is passed to.
+fn message_header(addr: &mut libc::sockaddr_in, iov: &mut libc::iovec) -> libc::mmsghdr {
+    // SAFETY: all-zero bytes are a valid mmsghdr (null pointers, no control data).
+    let mut hdr: libc::mmsghdr = unsafe { zeroed() };
+    hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_in).cast();
+    hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    hdr.msg_hdr.msg_iov = iov;
+    hdr.msg_hdr.msg_iovlen = 1;
+    hdr
 }
 
 fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr_in {
