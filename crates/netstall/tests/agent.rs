@@ -342,7 +342,9 @@ fn prometheus_names_the_stalled_node_and_fires_the_alert_within_60s() {
         }
     }
     let named_after = named_after.expect("no recording rule named node1 within 60 s");
-    let fired_after = fired_after.expect("the alert did not fire within 60 s");
+    let fired_after = fired_after.unwrap_or_else(|| {
+        panic!("the alert did not fire within 60 s (node1 was named after {named_after:?})")
+    });
     eprintln!("node1 named after {named_after:?}, alert firing after {fired_after:?}");
 
     // The unstalled nodes are never the named target.
