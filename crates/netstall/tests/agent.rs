@@ -304,10 +304,13 @@ fn prometheus_names_the_stalled_node_and_fires_the_alert_within_60s() {
     );
 
     let injected = Instant::now();
+    // Not every 1 s: the agents probe every 100 ms, and a stall period that
+    // is a multiple of it keeps hitting (or missing) the same probe phase
+    // for seconds on end.
     children.spawn(
         Command::new(NETSTALL)
             .args([
-                "lab", "spin", "--cpu", "0", "--ms", "50", "--every", "1s", "-w", "75s",
+                "lab", "spin", "--cpu", "0", "--ms", "50", "--every", "1030ms", "-w", "75s",
             ])
             .stdout(Stdio::null()),
     );
