@@ -10,37 +10,13 @@ use common::*;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use netstall_testkit::{privileged, unique_prefix, MachineLock};
+use netstall_testkit::{privileged, MachineLock};
 use serde_json::Value;
-
-fn repo_file(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
-
-/// A scratch directory removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("netstall-agent-test-{}", unique_prefix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Processes this test started, stopped (SIGTERM, then SIGKILL) by PID at the end.
 #[derive(Default)]
@@ -73,59 +49,6 @@ impl Drop for Children {
             let _ = child.wait();
         }
     }
-}
-
-/// A lab removed when the test ends.
-struct Lab {
-    prefix: String,
-}
-
-impl Lab {
-    fn up(rx_cpu: &str) -> Lab {
-        let prefix = unique_prefix();
-        let out = netstall(&["lab", "up", "--prefix", &prefix, "--rx-cpu", rx_cpu]);
-        assert!(
-            out.status.success(),
-            "lab up: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Lab { prefix }
-    }
-
-    fn netns(&self, role: &str) -> String {
-        format!("{}-{}", self.prefix, role)
-    }
-
-    fn rps(&self, host: &str, cpu: &str) {
-        let out = netstall(&[
-            "lab",
-            "rps",
-            "--prefix",
-            &self.prefix,
-            "--rx-cpu",
-            cpu,
-            "--host",
-            host,
-        ]);
-        assert!(out.status.success(), "lab rps: {out:?}");
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = netstall(&["lab", "down", "--prefix", &self.prefix]);
-    }
-}
-
-/// Runs `f` on a thread inside the named network namespace.
-fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let netns = netns.to_owned();
-    std::thread::spawn(move || {
-        netstall_lab::netns::enter(&netns).expect("enter netns");
-        f()
-    })
-    .join()
-    .expect("thread in netns")
 }
 
 fn url_encode(text: &str) -> String {
@@ -211,9 +134,9 @@ fn prometheus_names_the_stalled_node_and_fires_the_alert_within_60s() {
     // in node2's namespace, so stalling node2 would stall every path.)
     let lab = Lab::up("1");
     for host in ["client", "outside"] {
-        lab.rps(host, "1");
+        lab.rps(Some(host), "1");
     }
-    lab.rps("node1", "0");
+    lab.rps(Some("node1"), "0");
 
     let mut children = Children::default();
     let peers = NODES

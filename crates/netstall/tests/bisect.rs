@@ -13,7 +13,7 @@ use common::*;
 
 use std::process::{Child, Command, Stdio};
 
-use netstall_testkit::{privileged, unique_prefix, MachineLock};
+use netstall_testkit::{privileged, MachineLock};
 use serde_json::Value;
 
 /// How long each bisect run probes.
@@ -21,47 +21,6 @@ const PROBING: &str = "20s";
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A lab that is removed when the test ends, however it ends.
-struct Lab {
-    prefix: String,
-}
-
-impl Lab {
-    fn up(rx_cpu: &str) -> Lab {
-        let prefix = unique_prefix();
-        let out = netstall(&[
-            "lab", "up", "--prefix", &prefix, "--rx-cpu", rx_cpu, "--json",
-        ]);
-        assert!(out.status.success(), "lab up: {}", text(&out.stderr));
-        Lab { prefix }
-    }
-
-    fn netns(&self, role: &str) -> String {
-        format!("{}-{}", self.prefix, role)
-    }
-
-    /// Steers one host's RX to `rx_cpu`.
-    fn steer(&self, host: &str, rx_cpu: &str) {
-        let out = netstall(&[
-            "lab",
-            "rps",
-            "--prefix",
-            &self.prefix,
-            "--rx-cpu",
-            rx_cpu,
-            "--host",
-            host,
-        ]);
-        assert!(out.status.success(), "lab rps: {}", text(&out.stderr));
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = netstall(&["lab", "down", "--prefix", &self.prefix]);
-    }
 }
 
 /// `lab spin` in the background, killed (by its pid) when dropped.
@@ -159,7 +118,7 @@ fn a_stall_on_node2s_rx_cpu_is_receiving_host_rx_on_node2() {
     // node2 and the pod receive on CPU 0, node1 on CPU 1 (client and
     // outside host are on CPU 1 already).
     let lab = Lab::up("0");
-    lab.steer("node1", "1");
+    lab.rps(Some("node1"), "1");
     let _spin = Spin::start();
     let line = lab_bisect(&lab, &[]);
 
@@ -203,8 +162,8 @@ fn a_stall_only_on_node1_blames_the_nodeport_hop() {
     let _lock = MachineLock::acquire();
     // node1 receives on CPU 0; node2 and the pod on CPU 1.
     let lab = Lab::up("0");
-    lab.steer("node2", "1");
-    lab.steer("pod", "1");
+    lab.rps(Some("node2"), "1");
+    lab.rps(Some("pod"), "1");
     let _spin = Spin::start();
     let line = lab_bisect(&lab, &[]);
 
@@ -241,9 +200,9 @@ fn a_stall_on_some_of_the_pods_rx_cpus_is_per_flow() {
     // Every host on CPU 1 except the pod, whose RX is spread over CPUs 0-1
     // by RPS hash: the TCP flows (and ICMP address pairs) that hash to CPU 0 stall.
     let lab = Lab::up("1");
-    lab.steer("client", "1");
-    lab.steer("outside", "1");
-    lab.steer("pod", "0-1");
+    lab.rps(Some("client"), "1");
+    lab.rps(Some("outside"), "1");
+    lab.rps(Some("pod"), "0-1");
     let _spin = Spin::start();
     let line = lab_bisect(&lab, &[]);
 
@@ -275,8 +234,8 @@ fn a_stall_on_the_clients_own_rx_is_the_sender_side() {
     let _lock = MachineLock::acquire();
     // Every node and the outside host on CPU 1, the client's own RX on CPU 0.
     let lab = Lab::up("1");
-    lab.steer("client", "0");
-    lab.steer("outside", "1");
+    lab.rps(Some("client"), "0");
+    lab.rps(Some("outside"), "1");
     let _spin = Spin::start();
     let line = lab_bisect(&lab, &[]);
 

@@ -7,37 +7,17 @@
 //! No Kubernetes API server can run here; the checks are the schemas and the
 //! tools, each with a negative control proving it can fail.
 
+mod common;
+
+use common::*;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use netstall_testkit::unique_prefix;
 use serde_json::Value;
 
-const NETSTALL: &str = env!("CARGO_BIN_EXE_netstall");
 /// The Kubernetes release the manifests are checked against.
 const KUBERNETES: &str = "1.33.0";
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("netstall-deploy-test-{}", unique_prefix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program)
@@ -75,7 +55,7 @@ fn kubernetes_validate(files: &[PathBuf]) -> Output {
 }
 
 fn manifests() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo("deploy/kubernetes"))
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_file("deploy/kubernetes"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
@@ -109,7 +89,7 @@ fn manifests_pass_the_official_kubernetes_schemas() {
     // Negative control: a port as a string and a misspelt key are caught.
     let tmp = TempDir::new();
     let broken = tmp.0.join("daemonset.yaml");
-    let daemonset = std::fs::read_to_string(repo("deploy/kubernetes/daemonset.yaml")).unwrap();
+    let daemonset = std::fs::read_to_string(repo_file("deploy/kubernetes/daemonset.yaml")).unwrap();
     std::fs::write(
         &broken,
         daemonset
@@ -127,12 +107,12 @@ fn manifests_pass_the_official_kubernetes_schemas() {
 
 #[test]
 fn the_daemonset_asks_for_the_least_privileges_that_work() {
-    let docs = yaml_to_json(&repo("deploy/kubernetes/daemonset.yaml"));
+    let docs = yaml_to_json(&repo_file("deploy/kubernetes/daemonset.yaml"));
     let spec = &docs[0]["spec"]["template"]["spec"];
     assert_eq!(spec["hostNetwork"], true);
     // The token is for one thing: list/watch the agents' own EndpointSlices.
     assert_eq!(spec["automountServiceAccountToken"], true);
-    let rbac = yaml_to_json(&repo("deploy/kubernetes/rbac.yaml"));
+    let rbac = yaml_to_json(&repo_file("deploy/kubernetes/rbac.yaml"));
     let rbac = rbac.as_array().unwrap();
     let roles: Vec<&Value> = rbac.iter().filter(|d| d["kind"] == "Role").collect();
     assert_eq!(roles.len(), 1, "one namespaced Role");
@@ -166,18 +146,18 @@ fn the_daemonset_asks_for_the_least_privileges_that_work() {
 
 #[test]
 fn rules_pass_promtool_check_and_unit_tests() {
-    let rules = repo("deploy/prometheus/netstall-rules.yml");
+    let rules = repo_file("deploy/prometheus/netstall-rules.yml");
     let out = run("promtool", &["check", "rules", rules.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
-    let tests = repo("deploy/prometheus/netstall-rules.test.yml");
+    let tests = repo_file("deploy/prometheus/netstall-rules.test.yml");
     let out = run("promtool", &["test", "rules", tests.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
 }
 
 #[test]
 fn the_prometheus_rule_holds_the_same_groups() {
-    let operator = yaml_to_json(&repo("deploy/prometheus-operator/prometheusrule.yaml"));
-    let plain = yaml_to_json(&repo("deploy/prometheus/netstall-rules.yml"));
+    let operator = yaml_to_json(&repo_file("deploy/prometheus-operator/prometheusrule.yaml"));
+    let plain = yaml_to_json(&repo_file("deploy/prometheus/netstall-rules.yml"));
     assert_eq!(operator[0]["kind"], "PrometheusRule");
     assert_eq!(operator[0]["apiVersion"], "monitoring.coreos.com/v1");
     assert_eq!(operator[0]["spec"]["groups"], plain[0]["groups"]);
@@ -205,7 +185,8 @@ fn promtool_parses(queries: &[String]) -> Output {
 
 #[test]
 fn every_dashboard_query_parses() {
-    let text_ = std::fs::read_to_string(repo("deploy/grafana/netstall-dashboard.json")).unwrap();
+    let text_ =
+        std::fs::read_to_string(repo_file("deploy/grafana/netstall-dashboard.json")).unwrap();
     let dashboard: Value = serde_json::from_str(&text_).unwrap();
     let queries: Vec<String> = dashboard["panels"]
         .as_array()
@@ -224,7 +205,7 @@ fn every_dashboard_query_parses() {
 #[test]
 fn the_configmap_is_a_valid_agent_config() {
     let tmp = TempDir::new();
-    let docs = yaml_to_json(&repo("deploy/kubernetes/configmap.yaml"));
+    let docs = yaml_to_json(&repo_file("deploy/kubernetes/configmap.yaml"));
     let toml = docs[0]["data"]["agent.toml"].as_str().unwrap();
     let file = tmp.0.join("agent.toml");
     std::fs::write(&file, toml).unwrap();
@@ -250,8 +231,10 @@ fn the_configmap_is_a_valid_agent_config() {
 
 #[test]
 fn the_node_problem_detector_plugin_runs_netstall_check() {
-    let text_ =
-        std::fs::read_to_string(repo("deploy/node-problem-detector/netstall-plugin.json")).unwrap();
+    let text_ = std::fs::read_to_string(repo_file(
+        "deploy/node-problem-detector/netstall-plugin.json",
+    ))
+    .unwrap();
     let config: Value = serde_json::from_str(&text_).unwrap();
     assert_eq!(config["plugin"], "custom");
     let condition = config["conditions"][0]["type"].as_str().unwrap();

@@ -14,27 +14,6 @@ use std::time::Duration;
 use netstall_testkit::{privileged, unique_prefix, MachineLock};
 use serde_json::Value;
 
-struct Lab(String);
-
-impl Lab {
-    fn up() -> Lab {
-        let prefix = unique_prefix();
-        let out = netstall(&["lab", "up", "--prefix", &prefix, "--rx-cpu", "0"]);
-        assert!(
-            out.status.success(),
-            "lab up: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Lab(prefix)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = netstall(&["lab", "down", "--prefix", &self.0]);
-    }
-}
-
 #[test]
 fn demo_reproduces_diagnoses_and_fixes_the_incident() {
     if !privileged("demo_reproduces_diagnoses_and_fixes_the_incident") {
@@ -214,7 +193,7 @@ fn doctor_on_a_healthy_lab_is_healthy() {
         return;
     }
     let _lock = MachineLock::acquire();
-    let lab = Lab::up();
+    let lab = Lab::up("0");
     let out = netstall(&[
         "doctor",
         "-w",
@@ -224,7 +203,7 @@ fn doctor_on_a_healthy_lab_is_healthy() {
         "--target",
         "10.244.2.10",
         "--netns",
-        &format!("{}-cli", lab.0),
+        &format!("{}-cli", lab.prefix),
         "--cpu",
         "1",
         "--json",
@@ -247,7 +226,7 @@ fn doctor_names_an_injected_bh_off_stall_by_its_stack() {
         return;
     }
     let _lock = MachineLock::acquire();
-    let lab = Lab::up();
+    let lab = Lab::up("0");
     let mut spinner = Command::new(NETSTALL)
         .args([
             "lab", "spin", "--cpu", "0", "--ms", "50", "--every", "1s", "-w", "14s",
@@ -256,7 +235,7 @@ fn doctor_names_an_injected_bh_off_stall_by_its_stack() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let report = std::env::temp_dir().join(format!("netstall-spin-{}.html", lab.0));
+    let report = std::env::temp_dir().join(format!("netstall-spin-{}.html", lab.prefix));
     let mut doctor = Command::new(NETSTALL)
         .args([
             "doctor",
@@ -265,7 +244,7 @@ fn doctor_names_an_injected_bh_off_stall_by_its_stack() {
             "--target",
             "192.168.50.1:30080",
             "--netns",
-            &format!("{}-cli", lab.0),
+            &format!("{}-cli", lab.prefix),
             "--cpu",
             "1",
             "--json",

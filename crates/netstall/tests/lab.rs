@@ -17,45 +17,6 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A lab that is removed when the test ends, however it ends.
-struct Lab {
-    prefix: String,
-    status: Value,
-}
-
-impl Lab {
-    fn up(rx_cpu: &str) -> Lab {
-        let prefix = unique_prefix();
-        let out = netstall(&[
-            "lab", "up", "--prefix", &prefix, "--rx-cpu", rx_cpu, "--json",
-        ]);
-        assert!(out.status.success(), "lab up: {}", stderr(&out));
-        let status = serde_json::from_slice(&out.stdout).expect("lab up prints its status as JSON");
-        Lab { prefix, status }
-    }
-
-    fn netns(&self, role: &str) -> String {
-        format!("{}-{}", self.prefix, role)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = netstall(&["lab", "down", "--prefix", &self.prefix]);
-    }
-}
-
-/// Runs `f` on a thread inside the named network namespace.
-fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let netns = netns.to_owned();
-    std::thread::spawn(move || {
-        netstall_lab::netns::enter(&netns).expect("enter netns");
-        f()
-    })
-    .join()
-    .expect("thread in netns")
-}
-
 fn pin_current_thread(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is valid; pointers are valid for the call.
     unsafe {

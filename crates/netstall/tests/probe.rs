@@ -9,46 +9,11 @@ use common::*;
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Output, Stdio};
 
-use netstall_testkit::{privileged, unique_prefix, MachineLock};
+use netstall_testkit::{privileged, MachineLock};
 use serde_json::Value;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A lab that is removed when the test ends, however it ends.
-struct Lab {
-    prefix: String,
-}
-
-impl Lab {
-    fn up(rx_cpu: &str) -> Lab {
-        let prefix = unique_prefix();
-        let out = netstall(&[
-            "lab", "up", "--prefix", &prefix, "--rx-cpu", rx_cpu, "--json",
-        ]);
-        assert!(out.status.success(), "lab up: {}", text(&out.stderr));
-        Lab { prefix }
-    }
-
-    fn netns(&self, role: &str) -> String {
-        format!("{}-{}", self.prefix, role)
-    }
-
-    fn rps(&self, host: Option<&str>, rx_cpu: &str) {
-        let mut args = vec!["lab", "rps", "--prefix", &self.prefix, "--rx-cpu", rx_cpu];
-        if let Some(host) = host {
-            args.extend(["--host", host]);
-        }
-        let out = netstall(&args);
-        assert!(out.status.success(), "lab rps: {}", text(&out.stderr));
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = netstall(&["lab", "down", "--prefix", &self.prefix]);
-    }
 }
 
 /// A background netstall, killed (by its pid) if the test ends before it does.

@@ -78,34 +78,6 @@ impl Drop for Tracer {
     }
 }
 
-/// A lab that is removed when the test ends, however it ends.
-struct Lab {
-    prefix: String,
-}
-
-impl Lab {
-    fn up(rx_cpu: &str) -> Lab {
-        let prefix = unique_prefix();
-        let out = netstall(&["lab", "up", "--prefix", &prefix, "--rx-cpu", rx_cpu]);
-        assert!(
-            out.status.success(),
-            "lab up: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Lab { prefix }
-    }
-
-    fn netns(&self, role: &str) -> String {
-        format!("{}-{}", self.prefix, role)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = netstall(&["lab", "down", "--prefix", &self.prefix]);
-    }
-}
-
 fn pin_current_thread(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is valid; pointers are valid for the call.
     unsafe {
