@@ -59,7 +59,7 @@ const RING_BYTES: usize = 128 * 4096;
 /// image (`__stop_...`).
 const MAX_KERNEL_SYMBOL_OFFSET: usize = 1 << 20;
 
-/// Samples `config.cpus` for `duration` or until `stop` is set, whichever
+/// Samples `config.cpus` for `duration` or until `stop` is requested, whichever
 /// comes first; samples are symbolized as they arrive. Needs CAP_PERFMON (or root).
 pub fn record(config: &SamplerConfig, duration: Duration, stop: &Shutdown) -> Result<Recording> {
     privilege::require(&[Capability::Perfmon], "sampling CPUs")?;
@@ -112,7 +112,7 @@ pub fn record(config: &SamplerConfig, duration: Duration, stop: &Shutdown) -> Re
         if done {
             break;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        stop.wait(Duration::from_millis(10));
     }
     for sampler in &mut samplers {
         sampler.disable().context("disabling cpu-clock sampling")?;
