@@ -58,7 +58,7 @@ pub fn run(threshold: Duration, state: &State, stop: &Arc<Shutdown>) {
                 }
                 TraceEvent::Stall(stall) => record(state, &observation(&stall), &stall),
                 TraceEvent::Totals(totals) => seen.advance(state, &totals),
-                TraceEvent::Icmp(_) | TraceEvent::Syscall(_) => {}
+                TraceEvent::Icmp(_) | TraceEvent::Syscall(_) | TraceEvent::Steal(_) => {}
             })
         }));
         match traced {

@@ -5,7 +5,8 @@
 //! them. This crate holds what all of them agree on: the time base
 //! ([`clock`]), the units on the command line ([`duration`], [`cpu`]), what a
 //! command needs from the host ([`privilege`]) and how results are printed
-//! ([`output`]), and how long-running work is told to stop ([`shutdown`]).
+//! ([`output`]), how long-running work is told to stop ([`shutdown`]), and
+//! how vCPU steal lines up with what probes saw ([`steal`]).
 
 pub mod clock;
 pub mod cpu;
@@ -14,3 +15,4 @@ pub mod output;
 pub mod privilege;
 pub mod shutdown;
 pub mod stall;
+pub mod steal;

@@ -117,3 +117,27 @@ pub struct SlowSyscall {
     pub duration_ms: f64,
     pub ret: i64,
 }
+
+/// Where a [`Steal`] measurement comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StealSource {
+    /// The runqueue's steal clock, read by the tracer at each tick (ns).
+    StealClock,
+    /// The `steal` column of `/proc/stat`, sampled (1 / USER_HZ steps).
+    ProcStat,
+}
+
+/// vCPU steal: for `steal_ms` of the window `[start_ns, end_ns]`, the
+/// hypervisor ran something else instead of this virtual CPU. No tracer
+/// inside the VM sees anything then: packets just wait.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Steal {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub cpu: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub steal_ms: f64,
+    pub source: StealSource,
+}

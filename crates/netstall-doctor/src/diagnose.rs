@@ -1,13 +1,38 @@
-//! The catalogue of causes and the rules that rank them. Pure: a verdict is a
-//! function of [`Findings`], so it is tested on recorded data.
+//! The catalogue of causes and the rules that rank and grade them. Pure: a
+//! verdict is a function of [`Findings`], so it is tested on recorded data.
+//!
+//! How the doctor decides is documented for users in docs/doctor.md; the
+//! numbers are in [`thresholds`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use netstall_core::stall::{Culprit, Detector, Stall};
-use netstall_probe::episodes::EpisodeKind;
+use netstall_core::steal::{steal_during, steal_explains};
+use netstall_probe::episodes::{Episode, EpisodeKind};
 use serde::Serialize;
 
-use crate::findings::{Findings, TracerState};
+use crate::findings::{Findings, SamplerState, TracerState};
+
+/// The impact that makes a cause `unhealthy` rather than `degraded`.
+///
+/// A cause on this node (or beyond it) is a fault to fix as soon as it is
+/// long, repeated or frequent; the environment (a busy CPU, a hypervisor
+/// taking the vCPU) causes short delays on every loaded VM, so it takes far
+/// more of them to make the node unhealthy.
+pub mod thresholds {
+    /// One stall or episode this long is a fault.
+    pub const FAULT_WORST_MS: f64 = 100.0;
+    /// ... or this many of them ...
+    pub const FAULT_REPEATED: usize = 3;
+    /// ... each at least this long.
+    pub const FAULT_REPEATED_MS: f64 = 20.0;
+    /// ... or this share (%) of the time, or of the probes, affected.
+    pub const FAULT_SHARE_PCT: f64 = 1.0;
+    /// The environment: one delay this long ...
+    pub const ENVIRONMENT_WORST_MS: f64 = 250.0;
+    /// ... or this share (%) of the time or of the probes.
+    pub const ENVIRONMENT_SHARE_PCT: f64 = 5.0;
+}
 
 /// The causes the doctor knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -22,8 +47,57 @@ pub enum CauseId {
     LongSyscallSoftirqPending,
     /// NET_RX left to ksoftirqd, which did not get the CPU in time.
     KsoftirqdStarved,
+    /// The hypervisor did not run the vCPUs (steal).
+    VcpuSteal,
+    /// Probes to this host stalled and no host evidence lines up.
+    Unexplained,
     /// Probes stalled but this host's CPUs did not: the path or the far side.
     NotThisHost,
+}
+
+/// Where a cause lies, which decides how much of it makes a node unhealthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// Something on this node to fix.
+    ThisNode,
+    /// The node's load or its hypervisor: real delay, nothing broken.
+    Environment,
+    /// Beyond this host: the network path or the far side.
+    Elsewhere,
+}
+
+/// How bad one cause is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    Degraded,
+    Unhealthy,
+}
+
+/// The verdict's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Nothing over the threshold.
+    Healthy,
+    /// Short delays with their explanation, under every threshold.
+    Degraded,
+    /// A cause over its threshold.
+    Unhealthy,
+    /// A source could not run: the doctor cannot say healthy.
+    Unknown,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Healthy => "healthy",
+            Status::Degraded => "degraded",
+            Status::Unhealthy => "unhealthy",
+            Status::Unknown => "unknown",
+        }
+    }
 }
 
 impl CauseId {
@@ -33,7 +107,21 @@ impl CauseId {
             CauseId::IrqsOffSection => "irqs-off-section",
             CauseId::LongSyscallSoftirqPending => "long-syscall-softirq-pending",
             CauseId::KsoftirqdStarved => "ksoftirqd-starved",
+            CauseId::VcpuSteal => "vcpu-steal",
+            CauseId::Unexplained => "unexplained",
             CauseId::NotThisHost => "not-this-host",
+        }
+    }
+
+    pub fn origin(self) -> Origin {
+        match self {
+            CauseId::DyingMemcgStatFlush
+            | CauseId::IrqsOffSection
+            | CauseId::LongSyscallSoftirqPending => Origin::ThisNode,
+            CauseId::KsoftirqdStarved | CauseId::VcpuSteal | CauseId::Unexplained => {
+                Origin::Environment
+            }
+            CauseId::NotThisHost => Origin::Elsewhere,
         }
     }
 
@@ -47,6 +135,12 @@ impl CauseId {
                 "a long non-preemptible syscall delays pending softirqs"
             }
             CauseId::KsoftirqdStarved => "ksoftirqd is starved: deferred RX waits for CPU time",
+            CauseId::VcpuSteal => {
+                "the hypervisor stopped this VM's vCPUs (steal): packets waited with nothing inside to blame"
+            }
+            CauseId::Unexplained => {
+                "probes to this host stalled and no evidence on this host lines up"
+            }
             CauseId::NotThisHost => "probes stall but this host does not: the path or the far side",
         }
     }
@@ -71,6 +165,14 @@ impl CauseId {
                 "give ksoftirqd CPU time: reduce the load on that CPU or move RX (RPS / IRQ affinity) elsewhere",
                 "check netdev_budget / netdev_budget_usecs and the busy tasks on that CPU",
             ],
+            CauseId::VcpuSteal => &[
+                "nothing on this node to fix: the host under the VM is oversubscribed or paused the VM",
+                "ask the provider / move the VM to a less loaded host or a dedicated instance type; watch `steal` in /proc/stat (top's `st`)",
+            ],
+            CauseId::Unexplained => &[
+                "run longer, or with `--icmp-seq`, to catch more of it; `netstall trace` shows every stall and steal as it happens",
+                "check what the listed evidence did not cover: qdiscs (tc -s qdisc), netfilter, the responder's own latency",
+            ],
             CauseId::NotThisHost => &[
                 "probe the other layers: `netstall bisect` (NodePort, overlay, pod IP, node IP)",
                 "run `netstall doctor` on the far side, or check the network path between the hosts",
@@ -85,6 +187,9 @@ impl CauseId {
 pub struct Cause {
     pub id: CauseId,
     pub title: String,
+    pub origin: Origin,
+    /// `degraded` or `unhealthy`, by [`thresholds`].
+    pub severity: Severity,
     /// 0–1: how sure the evidence makes the doctor.
     pub confidence: f64,
     /// The CPU with the most stalls of this cause.
@@ -97,10 +202,38 @@ pub struct Cause {
     pub named: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub culprit: Option<Culprit>,
+    /// Kernel stalls of this cause.
     pub stalls: usize,
+    /// Probe episodes of this cause.
+    pub episodes: usize,
     pub worst_ms: f64,
+    /// Share of the run's time (on the worst CPU) this cause stalled, %.
+    pub time_pct: f64,
+    /// Share of all probes its episodes held or lost, %.
+    pub probes_pct: f64,
     pub evidence: Vec<String>,
     pub remediation: Vec<String>,
+}
+
+/// A source of evidence and whether it ran.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Source {
+    /// `tracer`, `sampler`, `probes`, `steal`, `counters`.
+    pub name: &'static str,
+    /// `ran`, `partial`, `off` (not asked for) or `unavailable`.
+    pub state: &'static str,
+    pub detail: String,
+}
+
+/// What netstall itself cost while it watched: its own threads seen by the
+/// tracer, never a culprit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Observer {
+    pub stalls: usize,
+    /// Probe episodes that lined up with those stalls.
+    pub episodes: usize,
+    pub worst_ms: f64,
+    pub threads: Vec<String>,
 }
 
 /// The doctor's answer (the `"type":"verdict"` JSON line).
@@ -108,14 +241,26 @@ pub struct Cause {
 pub struct Verdict {
     #[serde(rename = "type")]
     pub kind: &'static str,
+    pub status: Status,
+    /// `status` is healthy or degraded (kept for scripts that read it).
     pub healthy: bool,
-    /// Kernel stalls over the threshold.
+    /// Kernel stalls over the threshold (the observer's own excluded).
     pub stalls: usize,
     /// The longest stall, kernel or probe-seen.
     pub worst_ms: f64,
     /// Probe episodes across all targets.
     pub episodes: usize,
+    /// Share of the run's time some CPU stalled, % (worst CPU).
+    pub time_pct: f64,
+    /// Share of probes held or lost in episodes, %.
+    pub probes_pct: f64,
     pub causes: Vec<Cause>,
+    /// Minor environment causes beside an unhealthy verdict (steal, load):
+    /// real, explained, and not what makes the node unhealthy.
+    pub also: Vec<Cause>,
+    /// Which sources ran: a verdict is only as good as what it saw.
+    pub sources: Vec<Source>,
+    pub observer: Observer,
     /// When the first stall (kernel or probe) started, REALTIME ns.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_stall_ns: Option<u64>,
@@ -125,6 +270,47 @@ pub struct Verdict {
     /// Seconds from the first stall to the verdict (set by a live run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from_first_stall_s: Option<f64>,
+}
+
+impl Verdict {
+    /// `VERDICT: unhealthy: dying-memcg-stat-flush on CPU 0, worst 117.2 ms`.
+    pub fn headline(&self) -> String {
+        let top = self.causes.first().map(|c| {
+            format!(
+                "{}{}, worst {:.1} ms",
+                c.id.as_str(),
+                c.cpu.map(|cpu| format!(" on CPU {cpu}")).unwrap_or_default(),
+                c.worst_ms
+            )
+        });
+        match (self.status, top) {
+            (Status::Healthy, _) => {
+                "VERDICT: healthy: no RX stall over the threshold, no probe episode".into()
+            }
+            (Status::Unknown, _) => format!(
+                "VERDICT: unknown: {} could not run; the doctor cannot say healthy",
+                self.sources
+                    .iter()
+                    .filter(|s| s.state == "unavailable" && matches!(s.name, "tracer" | "sampler"))
+                    .map(|s| s.name)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+            (status, Some(top)) => format!(
+                "VERDICT: {}: {top} ({} cause{}, {} kernel stall{}, {} probe episode{}, {:.2}% of the time, {:.2}% of probes)",
+                status.as_str(),
+                self.causes.len(),
+                plural(self.causes.len()),
+                self.stalls,
+                plural(self.stalls),
+                self.episodes,
+                plural(self.episodes),
+                self.time_pct,
+                self.probes_pct
+            ),
+            (status, None) => format!("VERDICT: {}", status.as_str()),
+        }
+    }
 }
 
 /// Frames that say how the CPU got somewhere, not what held it.
@@ -214,10 +400,17 @@ fn cause_key(stall: &Stall) -> (CauseId, Option<String>) {
     (id, named)
 }
 
+/// The story's mechanism was measured (the rstat lock, or the flush in the
+/// culprit's stack or file): no other explanation wins over it.
+fn is_memcg_flush(stall: &Stall) -> bool {
+    stall.seen_by.contains(&Detector::RstatHold)
+        || stall.culprit.as_ref().is_some_and(touches_memcg_flush)
+}
+
 /// Which cause explains one kernel stall.
 fn classify(stall: &Stall) -> CauseId {
     let culprit = stall.culprit.as_ref();
-    if stall.seen_by.contains(&Detector::RstatHold) || culprit.is_some_and(touches_memcg_flush) {
+    if is_memcg_flush(stall) {
         return CauseId::DyingMemcgStatFlush;
     }
     let in_softirq = culprit.is_some_and(|c| {
@@ -241,7 +434,11 @@ fn classify(stall: &Stall) -> CauseId {
     {
         return CauseId::KsoftirqdStarved;
     }
-    CauseId::IrqsOffSection
+    if culprit.is_some_and(|c| !c.kstack.is_empty()) {
+        return CauseId::IrqsOffSection;
+    }
+    // Packets waited, and nothing on the CPU held it: no one to name.
+    CauseId::Unexplained
 }
 
 fn stall_end_ns(stall: &Stall) -> u64 {
@@ -255,15 +452,35 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0 <= b.1 + ALIGN_SLACK_NS && b.0 <= a.1 + ALIGN_SLACK_NS
 }
 
-/// Ranks the causes behind the findings.
+/// A probe episode, with the target it was seen toward.
+type TargetEpisode<'a> = (&'a str, bool, &'a Episode);
+
+/// Ranks and grades the causes behind the findings.
 pub fn diagnose(findings: &Findings) -> Verdict {
+    let is_self =
+        |s: &Stall| findings.self_pid != 0 && s.culprit.as_ref().is_some_and(|c| c.pid == findings.self_pid);
+    let (own, stalls): (Vec<&Stall>, Vec<&Stall>) = findings.stalls.iter().partition(|s| is_self(s));
+
+    // A stall the hypervisor's steal covers is steal, whoever a tick found
+    // on the CPU; only the measured memcg flush and a tick gap (already
+    // discounted for steal in the kernel) keep their own cause.
+    let stolen = |s: &Stall| {
+        !is_memcg_flush(s)
+            && !s.seen_by.contains(&Detector::IrqsOff)
+            && steal_explains(&findings.steal, Some(s.cpu), s.start_ns, stall_end_ns(s))
+    };
+
     let mut groups: BTreeMap<(CauseId, Option<String>), Vec<&Stall>> = BTreeMap::new();
     // A stall only the backlog saw has no culprit of its own; when the task
     // that drained it is the culprit of other stalls, it is the same cause
     // (the holder processes the backlog the moment it lets go of the CPU).
     let mut by_holder: BTreeMap<String, (CauseId, Option<String>)> = BTreeMap::new();
-    for stall in findings.stalls.iter().filter(|s| s.culprit.is_some()) {
-        let key = cause_key(stall);
+    for stall in stalls.iter().copied().filter(|s| s.culprit.is_some()) {
+        let key = if stolen(stall) {
+            (CauseId::VcpuSteal, None)
+        } else {
+            cause_key(stall)
+        };
         if let Some(c) = &stall.culprit {
             by_holder
                 .entry(format!("{}[{}]", c.comm, c.pid))
@@ -271,74 +488,259 @@ pub fn diagnose(findings: &Findings) -> Verdict {
         }
         groups.entry(key).or_default().push(stall);
     }
-    for stall in findings.stalls.iter().filter(|s| s.culprit.is_none()) {
-        let key = stall
-            .drained_by
-            .as_ref()
-            .and_then(|d| by_holder.get(d).cloned())
-            .unwrap_or_else(|| cause_key(stall));
+    for stall in stalls.iter().copied().filter(|s| s.culprit.is_none()) {
+        let key = if stolen(stall) {
+            (CauseId::VcpuSteal, None)
+        } else {
+            stall
+                .drained_by
+                .as_ref()
+                .and_then(|d| by_holder.get(d).cloned())
+                .unwrap_or_else(|| cause_key(stall))
+        };
         groups.entry(key).or_default().push(stall);
     }
 
-    let episodes: Vec<(&str, &netstall_probe::episodes::Episode)> = findings
+    let episodes: Vec<TargetEpisode> = findings
         .targets
         .iter()
-        .flat_map(|t| t.episodes.iter().map(move |e| (t.target.as_str(), e)))
-        .filter(|(_, e)| e.kind != EpisodeKind::Loss || e.probes >= 3)
+        .flat_map(|t| {
+            t.episodes
+                .iter()
+                .map(move |e| (t.target.as_str(), t.on_this_host, e))
+        })
+        .filter(|(_, _, e)| e.kind != EpisodeKind::Loss || e.probes >= 3)
         .collect();
+    let probes_sent: u64 = findings.targets.iter().map(|t| t.sent).sum();
+    let run_ms = findings.end_ns.saturating_sub(findings.start_ns) as f64 / 1e6;
+    let blind = matches!(findings.tracer, TracerState::Unavailable { .. });
 
-    let mut causes: Vec<Cause> = groups
-        .into_iter()
-        .map(|((id, named), stalls)| cause_from_stalls(id, named, &stalls, findings, &episodes))
-        .collect();
-
-    // Probe episodes that no kernel stall explains point away from this host.
-    if !matches!(findings.tracer, TracerState::Unavailable { .. }) {
-        let unexplained: Vec<_> = episodes
-            .iter()
-            .filter(|(_, e)| {
-                !findings
-                    .stalls
-                    .iter()
-                    .any(|s| overlaps((e.start_ns, e.end_ns), (s.start_ns, stall_end_ns(s))))
-            })
-            .collect();
-        if !unexplained.is_empty() && unexplained.len() * 2 >= episodes.len() {
-            causes.push(not_this_host(&unexplained, episodes.len()));
+    // Each episode goes to the first of: a kernel stall it lines up with
+    // (that stall's cause), netstall's own stall (the observer), steal, and
+    // finally the network beyond this host or, for a target on this host
+    // (or when the tracer could not look), nothing found.
+    let lines_up = |e: &Episode, s: &Stall| overlaps((e.start_ns, e.end_ns), (s.start_ns, stall_end_ns(s)));
+    let mut steal_episodes = Vec::new();
+    let mut unexplained = Vec::new();
+    let mut elsewhere = Vec::new();
+    let mut observer_episodes = 0usize;
+    for ep in &episodes {
+        let e = ep.2;
+        if stalls.iter().any(|s| lines_up(e, s)) {
+            continue;
+        }
+        if own.iter().any(|s| lines_up(e, s)) {
+            observer_episodes += 1;
+        } else if steal_explains(&findings.steal, None, e.start_ns, e.end_ns) {
+            steal_episodes.push(*ep);
+        } else if ep.1 || blind {
+            unexplained.push(*ep);
+        } else {
+            elsewhere.push(*ep);
         }
     }
 
+    let grade = Grade {
+        run_ms,
+        probes_sent,
+    };
+    let mut causes: Vec<Cause> = Vec::new();
+    let mut steal_stalls = Vec::new();
+    let mut unexplained_stalls = Vec::new();
+    for ((id, named), stalls) in groups {
+        match id {
+            CauseId::VcpuSteal => steal_stalls = stalls,
+            CauseId::Unexplained => unexplained_stalls = stalls,
+            _ => causes.push(cause_from_stalls(id, named, &stalls, findings, &episodes, &grade)),
+        }
+    }
+    if !steal_stalls.is_empty() || !steal_episodes.is_empty() {
+        causes.push(vcpu_steal(&steal_stalls, &steal_episodes, findings, &grade));
+    }
+    if !unexplained_stalls.is_empty() || !unexplained.is_empty() {
+        causes.push(unexplained_cause(&unexplained_stalls, &unexplained, findings, &grade));
+    }
+    if !elsewhere.is_empty() {
+        causes.push(not_this_host(&elsewhere, episodes.len(), &grade));
+    }
+
     causes.sort_by(|a, b| {
-        b.confidence
-            .total_cmp(&a.confidence)
+        b.severity
+            .cmp(&a.severity)
+            .then(b.confidence.total_cmp(&a.confidence))
             .then(b.stalls.cmp(&a.stalls))
             .then(b.worst_ms.total_cmp(&a.worst_ms))
     });
-    let worst_kernel = findings
-        .stalls
-        .iter()
-        .map(|s| s.duration_ms)
-        .fold(0.0, f64::max);
+    let unhealthy = causes.iter().any(|c| c.severity == Severity::Unhealthy);
+    let sources = sources(findings);
+    let status = if unhealthy {
+        Status::Unhealthy
+    } else if sources.iter().any(|s| s.state == "unavailable" && matches!(s.name, "tracer" | "sampler")) {
+        Status::Unknown
+    } else if causes.is_empty() {
+        Status::Healthy
+    } else {
+        Status::Degraded
+    };
+    // Beside an unhealthy cause, minor environment delays are context.
+    let (causes, also): (Vec<Cause>, Vec<Cause>) = causes.into_iter().partition(|c| {
+        !unhealthy || c.severity == Severity::Unhealthy || c.origin != Origin::Environment
+    });
+
+    let worst_kernel = stalls.iter().map(|s| s.duration_ms).fold(0.0, f64::max);
     let worst_probe = episodes
         .iter()
-        .map(|(_, e)| e.duration_ms)
+        .map(|(_, _, e)| e.duration_ms)
         .fold(0.0, f64::max);
-    let first_stall_ns = findings
-        .stalls
+    let first_stall_ns = stalls
         .iter()
         .map(|s| s.start_ns)
-        .chain(episodes.iter().map(|(_, e)| e.start_ns))
+        .chain(episodes.iter().map(|(_, _, e)| e.start_ns))
         .min();
+    let all_episodes: Vec<&Episode> = episodes.iter().map(|(_, _, e)| *e).collect();
+    let observer = Observer {
+        stalls: own.len(),
+        episodes: observer_episodes,
+        worst_ms: round1(own.iter().map(|s| s.duration_ms).fold(0.0, f64::max)),
+        threads: own
+            .iter()
+            .filter_map(|s| s.culprit.as_ref().map(|c| c.comm.clone()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+    };
     Verdict {
         kind: "verdict",
-        healthy: causes.is_empty(),
-        stalls: findings.stalls.len(),
+        status,
+        healthy: matches!(status, Status::Healthy | Status::Degraded),
+        stalls: stalls.len(),
         worst_ms: round1(worst_kernel.max(worst_probe)),
         episodes: episodes.len(),
+        time_pct: grade.time_pct(&stalls, &all_episodes),
+        probes_pct: grade.probes_pct(&all_episodes),
         causes,
+        also,
+        sources,
+        observer,
         first_stall_ns,
         time_to_verdict_s: None,
         from_first_stall_s: None,
+    }
+}
+
+/// What each source contributed.
+fn sources(findings: &Findings) -> Vec<Source> {
+    let source = |name, state, detail: String| Source { name, state, detail };
+    let tracer = match &findings.tracer {
+        TracerState::Ran { detectors, missing } if missing.is_empty() => {
+            source("tracer", "ran", format!("detectors: {}", detectors.join(", ")))
+        }
+        TracerState::Ran { detectors, missing } => source(
+            "tracer",
+            "partial",
+            format!(
+                "detectors: {}; not on this kernel: {}",
+                detectors.join(", "),
+                missing.join(", ")
+            ),
+        ),
+        TracerState::Unavailable { reason } => source("tracer", "unavailable", reason.clone()),
+    };
+    let sampler = match &findings.sampler {
+        SamplerState::Ran => source("sampler", "ran", "cpu-clock samples on every CPU".into()),
+        SamplerState::Off => source("sampler", "off", "--no-sample".into()),
+        SamplerState::Unavailable { reason } => source("sampler", "unavailable", reason.clone()),
+    };
+    let probed = findings.targets.iter().filter(|t| t.error.is_none()).count();
+    let probes = match (findings.targets.len(), probed) {
+        (0, _) => source("probes", "off", "no --target".into()),
+        (n, p) if p == n => source(
+            "probes",
+            "ran",
+            format!(
+                "{n} target{}, {} probes",
+                plural(n),
+                findings.targets.iter().map(|t| t.sent).sum::<u64>()
+            ),
+        ),
+        (n, p) => source("probes", "partial", format!("{p} of {n} targets could be probed")),
+    };
+    let steal = match findings.steal_source {
+        Some(netstall_core::stall::StealSource::StealClock) => {
+            source("steal", "ran", "the runqueue steal clock, at every tick".into())
+        }
+        Some(netstall_core::stall::StealSource::ProcStat) => {
+            source("steal", "ran", "/proc/stat, sampled every 5 ms".into())
+        }
+        None => source("steal", "unavailable", "no steal clock and no /proc/stat".into()),
+    };
+    let counters = match &findings.memcg {
+        Some(m) => source("counters", "ran", format!("{} dying memory cgroups", m.dying)),
+        None => source("counters", "unavailable", "cgroup counts could not be read".into()),
+    };
+    vec![tracer, sampler, probes, steal, counters]
+}
+
+/// Measures a cause's impact against the run.
+struct Grade {
+    run_ms: f64,
+    probes_sent: u64,
+}
+
+impl Grade {
+    /// The most time any one CPU stalled (kernel) or the episodes' time
+    /// (probes), as a share of the run.
+    fn time_pct(&self, stalls: &[&Stall], episodes: &[&Episode]) -> f64 {
+        if self.run_ms <= 0.0 {
+            return 0.0;
+        }
+        let mut per_cpu: BTreeMap<u32, f64> = BTreeMap::new();
+        for s in stalls {
+            *per_cpu.entry(s.cpu).or_default() += s.duration_ms;
+        }
+        let kernel = per_cpu.values().copied().fold(0.0, f64::max);
+        let probes: f64 = episodes.iter().map(|e| e.duration_ms).sum();
+        round2(kernel.max(probes) / self.run_ms * 100.0)
+    }
+
+    fn probes_pct(&self, episodes: &[&Episode]) -> f64 {
+        if self.probes_sent == 0 {
+            return 0.0;
+        }
+        let held: u64 = episodes.iter().map(|e| u64::from(e.probes)).sum();
+        round2(held as f64 / self.probes_sent as f64 * 100.0)
+    }
+
+    fn severity(
+        &self,
+        origin: Origin,
+        stalls: &[&Stall],
+        episodes: &[&Episode],
+    ) -> (Severity, f64, f64) {
+        use thresholds::*;
+        let time_pct = self.time_pct(stalls, episodes);
+        let probes_pct = self.probes_pct(episodes);
+        let durations: Vec<f64> = stalls
+            .iter()
+            .map(|s| s.duration_ms)
+            .chain(episodes.iter().map(|e| e.duration_ms))
+            .collect();
+        let worst = durations.iter().copied().fold(0.0, f64::max);
+        let share = time_pct.max(probes_pct);
+        let unhealthy = match origin {
+            Origin::ThisNode | Origin::Elsewhere => {
+                worst >= FAULT_WORST_MS
+                    || durations.iter().filter(|d| **d >= FAULT_REPEATED_MS).count() >= FAULT_REPEATED
+                    || share >= FAULT_SHARE_PCT
+            }
+            Origin::Environment => worst >= ENVIRONMENT_WORST_MS || share >= ENVIRONMENT_SHARE_PCT,
+        };
+        let severity = if unhealthy {
+            Severity::Unhealthy
+        } else {
+            Severity::Degraded
+        };
+        (severity, time_pct, probes_pct)
     }
 }
 
@@ -347,7 +749,8 @@ fn cause_from_stalls(
     named: Option<String>,
     stalls: &[&Stall],
     findings: &Findings,
-    episodes: &[(&str, &netstall_probe::episodes::Episode)],
+    episodes: &[TargetEpisode],
+    grade: &Grade,
 ) -> Cause {
     let mut per_cpu: BTreeMap<u32, usize> = BTreeMap::new();
     for s in stalls {
@@ -392,17 +795,19 @@ fn cause_from_stalls(
     }
 
     // Probe episodes that line up with these stalls (same time base).
-    let matched = episodes
+    let matched: Vec<&Episode> = episodes
         .iter()
-        .filter(|(_, e)| {
+        .map(|(_, _, e)| *e)
+        .filter(|e| {
             stalls
                 .iter()
                 .any(|s| overlaps((e.start_ns, e.end_ns), (s.start_ns, stall_end_ns(s))))
         })
-        .count();
-    if matched > 0 {
+        .collect();
+    if !matched.is_empty() {
         evidence.push(format!(
-            "{matched} of {} probe episode{} line up in time with these stalls",
+            "{} of {} probe episode{} line up in time with these stalls",
+            matched.len(),
             episodes.len(),
             plural(episodes.len())
         ));
@@ -445,6 +850,8 @@ fn cause_from_stalls(
         CauseId::IrqsOffSection => 0.55,
         CauseId::LongSyscallSoftirqPending => 0.5,
         CauseId::KsoftirqdStarved => 0.45,
+        CauseId::VcpuSteal => 0.5,
+        CauseId::Unexplained => 0.2,
         CauseId::NotThisHost => 0.4,
     };
     if id == CauseId::DyingMemcgStatFlush {
@@ -478,7 +885,7 @@ fn cause_from_stalls(
     } else if named.is_some() {
         confidence += 0.2;
     }
-    if matched > 0 {
+    if !matched.is_empty() {
         confidence += 0.05;
     }
     if !gaps.is_empty() {
@@ -492,50 +899,171 @@ fn cause_from_stalls(
         Some(frame) => format!("{} (in {frame})", id.title()),
         None => id.title().to_owned(),
     };
+    let (severity, time_pct, probes_pct) = grade.severity(id.origin(), stalls, &matched);
     Cause {
         id,
         title,
+        origin: id.origin(),
+        severity,
         confidence: round2(confidence.min(0.99)),
         cpu,
         cpus: per_cpu.keys().copied().collect(),
         named,
         culprit,
         stalls: stalls.len(),
+        episodes: matched.len(),
         worst_ms: round1(worst),
+        time_pct,
+        probes_pct,
         evidence,
         remediation: id.remediation(),
     }
 }
 
-fn not_this_host(
-    unexplained: &[&(&str, &netstall_probe::episodes::Episode)],
-    total: usize,
+/// A cause made of episodes (and stalls) with no culprit of their own.
+fn cause_without_culprit(
+    id: CauseId,
+    stalls: &[&Stall],
+    episodes: &[TargetEpisode],
+    evidence: Vec<String>,
+    confidence: f64,
+    grade: &Grade,
 ) -> Cause {
-    let worst = unexplained
+    let eps: Vec<&Episode> = episodes.iter().map(|(_, _, e)| *e).collect();
+    let worst = stalls
         .iter()
-        .map(|(_, e)| e.duration_ms)
+        .map(|s| s.duration_ms)
+        .chain(eps.iter().map(|e| e.duration_ms))
         .fold(0.0, f64::max);
-    let targets: std::collections::BTreeSet<&str> = unexplained.iter().map(|(t, _)| *t).collect();
+    let cpus: BTreeSet<u32> = stalls.iter().map(|s| s.cpu).collect();
+    let (severity, time_pct, probes_pct) = grade.severity(id.origin(), stalls, &eps);
     Cause {
-        id: CauseId::NotThisHost,
-        title: CauseId::NotThisHost.title().to_owned(),
-        confidence: round2((0.4 + 0.05 * unexplained.len() as f64).min(0.8)),
-        cpu: None,
-        cpus: Vec::new(),
+        id,
+        title: id.title().to_owned(),
+        origin: id.origin(),
+        severity,
+        confidence: round2(confidence.min(0.95)),
+        cpu: cpus.iter().next().copied().filter(|_| cpus.len() == 1),
+        cpus: cpus.into_iter().collect(),
         named: None,
         culprit: None,
-        stalls: 0,
+        stalls: stalls.len(),
+        episodes: episodes.len(),
         worst_ms: round1(worst),
-        evidence: vec![
-            format!(
-                "{} of {total} probe episode{} (worst {worst:.1} ms, toward {}) match no stall on any CPU of this host",
-                unexplained.len(),
-                plural(total),
-                targets.into_iter().collect::<Vec<_>>().join(", ")
-            ),
-        ],
-        remediation: CauseId::NotThisHost.remediation(),
+        time_pct,
+        probes_pct,
+        evidence,
+        remediation: id.remediation(),
     }
+}
+
+fn targets_of(episodes: &[TargetEpisode]) -> String {
+    episodes
+        .iter()
+        .map(|(t, _, _)| *t)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn worst_episode(episodes: &[TargetEpisode]) -> f64 {
+    episodes
+        .iter()
+        .map(|(_, _, e)| e.duration_ms)
+        .fold(0.0, f64::max)
+}
+
+fn vcpu_steal(
+    stalls: &[&Stall],
+    episodes: &[TargetEpisode],
+    findings: &Findings,
+    grade: &Grade,
+) -> Cause {
+    let mut evidence = Vec::new();
+    let source = match findings.steal_source {
+        Some(netstall_core::stall::StealSource::ProcStat) => "/proc/stat",
+        _ => "the steal clock",
+    };
+    if !episodes.is_empty() {
+        let stolen = episodes
+            .iter()
+            .map(|(_, _, e)| steal_during(&findings.steal, None, e.start_ns, e.end_ns))
+            .max()
+            .unwrap_or(0);
+        evidence.push(format!(
+            "{} probe episode{} (worst {:.1} ms, toward {}) coincide with vCPU steal: up to {:.1} ms stolen from a CPU around one ({source})",
+            episodes.len(),
+            plural(episodes.len()),
+            worst_episode(episodes),
+            targets_of(episodes),
+            stolen as f64 / 1e6
+        ));
+    }
+    if !stalls.is_empty() {
+        evidence.push(format!(
+            "{} kernel stall{} (worst {:.1} ms) happened while the hypervisor held that CPU: at least half of each was stolen",
+            stalls.len(),
+            plural(stalls.len()),
+            stalls.iter().map(|s| s.duration_ms).fold(0.0, f64::max)
+        ));
+    }
+    let total: f64 = findings.steal.iter().map(|s| s.steal_ms).sum();
+    let cpus: BTreeSet<u32> = findings.steal.iter().map(|s| s.cpu).collect();
+    evidence.push(format!(
+        "{total:.1} ms of steal in all during the run, on CPU {}",
+        netstall_core::cpu::format_list(&cpus.into_iter().collect::<Vec<_>>())
+    ));
+    let confidence = 0.5 + 0.05 * (stalls.len() + episodes.len()).min(6) as f64;
+    cause_without_culprit(CauseId::VcpuSteal, stalls, episodes, evidence, confidence, grade)
+}
+
+fn unexplained_cause(
+    stalls: &[&Stall],
+    episodes: &[TargetEpisode],
+    findings: &Findings,
+    grade: &Grade,
+) -> Cause {
+    let mut evidence = Vec::new();
+    if !episodes.is_empty() {
+        evidence.push(format!(
+            "{} probe episode{} (worst {:.1} ms, toward {}, on this host) match no stall and no steal",
+            episodes.len(),
+            plural(episodes.len()),
+            worst_episode(episodes),
+            targets_of(episodes)
+        ));
+    }
+    if !stalls.is_empty() {
+        evidence.push(format!(
+            "{} kernel stall{} (worst {:.1} ms) where packets waited but no task, tick gap or softirq held the CPU",
+            stalls.len(),
+            plural(stalls.len()),
+            stalls.iter().map(|s| s.duration_ms).fold(0.0, f64::max)
+        ));
+    }
+    let checked: Vec<String> = sources(findings)
+        .into_iter()
+        .filter(|s| s.state == "ran" || s.state == "partial")
+        .map(|s| s.name.to_owned())
+        .collect();
+    evidence.push(format!(
+        "checked: {} (every CPU, on one time base)",
+        checked.join(", ")
+    ));
+    cause_without_culprit(CauseId::Unexplained, stalls, episodes, evidence, 0.2, grade)
+}
+
+fn not_this_host(elsewhere: &[TargetEpisode], total: usize, grade: &Grade) -> Cause {
+    let evidence = vec![format!(
+        "{} of {total} probe episode{} (worst {:.1} ms, toward {}) match no stall and no steal on any CPU of this host, and the target is not on this host",
+        elsewhere.len(),
+        plural(total),
+        worst_episode(elsewhere),
+        targets_of(elsewhere)
+    )];
+    let confidence = 0.4 + 0.05 * elsewhere.len() as f64;
+    cause_without_culprit(CauseId::NotThisHost, &[], elsewhere, evidence, confidence.min(0.8), grade)
 }
 
 /// The culprit most stalls name (by comm), with the richest details seen for it.
@@ -603,7 +1131,8 @@ fn round2(x: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::findings::{MemcgFindings, TargetFindings};
-    use netstall_probe::episodes::Episode;
+    use netstall_core::stall::StealSource;
+    use netstall_core::steal::{parse_proc_stat, ProcStatSteal};
 
     const T0: u64 = 1_700_000_000_000_000_000;
 
@@ -691,6 +1220,23 @@ mod tests {
             episodes,
             rtts: Vec::new(),
             error: None,
+            on_this_host: false,
+        }
+    }
+
+    /// A run of `seconds` from T0, as a live run records it.
+    fn run_of(seconds: u64) -> Findings {
+        Findings {
+            start_ns: T0,
+            end_ns: T0 + seconds * 1_000_000_000,
+            steal_source: Some(StealSource::ProcStat),
+            memcg: Some(MemcgFindings {
+                kernel: "6.18.44".into(),
+                live: 8,
+                dying: 20,
+                worst_stall_ms: Some(0.0),
+            }),
+            ..Findings::default()
         }
     }
 
@@ -698,9 +1244,11 @@ mod tests {
     fn no_stalls_and_no_episodes_is_healthy() {
         let verdict = diagnose(&Findings {
             targets: vec![target(vec![])],
-            ..Findings::default()
+            ..run_of(10)
         });
         assert!(verdict.healthy);
+        assert_eq!(verdict.status, Status::Healthy);
+        assert!(verdict.sources.iter().all(|s| s.state == "ran"), "{:?}", verdict.sources);
         assert!(verdict.causes.is_empty());
         assert_eq!(verdict.first_stall_ns, None);
     }
@@ -801,22 +1349,179 @@ mod tests {
     #[test]
     fn episodes_without_kernel_stalls_point_away_from_this_host() {
         let findings = Findings {
-            targets: vec![target(vec![episode(100, 40.0), episode(1100, 40.0)])],
-            ..Findings::default()
+            targets: vec![target(
+                (0..4).map(|i| episode(100 + 1000 * i, 40.0)).collect(),
+            )],
+            ..run_of(20)
         };
         let verdict = diagnose(&findings);
+        assert_eq!(verdict.status, Status::Unhealthy, "{verdict:?}");
         assert!(!verdict.healthy);
         assert_eq!(verdict.causes[0].id, CauseId::NotThisHost);
+        assert_eq!(verdict.causes[0].origin, Origin::Elsewhere);
         assert_eq!(verdict.worst_ms, 40.0);
         assert_eq!(verdict.first_stall_ns, Some(T0 + 100_000_000));
-        // Without the tracer, the doctor cannot tell: it does not claim it.
+
+        // The same episodes toward an address of this host: nothing left
+        // the machine, so it is not the network. Four 40 ms episodes in
+        // 20 s (0.8% of the time) on a node with nothing to blame: degraded.
+        let mut local = findings.clone();
+        local.targets[0].on_this_host = true;
+        let verdict = diagnose(&local);
+        assert_eq!(verdict.causes[0].id, CauseId::Unexplained);
+        assert_eq!(verdict.status, Status::Degraded);
+        assert!(verdict.healthy);
+        assert!(
+            verdict.causes[0].evidence.iter().any(|e| e.starts_with("checked: tracer, sampler, probes, steal")),
+            "{:?}",
+            verdict.causes[0].evidence
+        );
+
+        // Without the tracer, the doctor cannot tell: unknown, never healthy.
         let blind = Findings {
             tracer: TracerState::Unavailable {
                 reason: "needs CAP_BPF".into(),
             },
-            ..findings
+            targets: vec![target(vec![])],
+            ..run_of(20)
         };
-        assert!(diagnose(&blind).causes.is_empty());
+        let verdict = diagnose(&blind);
+        assert_eq!(verdict.status, Status::Unknown);
+        assert!(!verdict.healthy);
+        assert!(verdict.headline().contains("tracer could not run"), "{}", verdict.headline());
+        let sampler_blind = Findings {
+            sampler: SamplerState::Unavailable {
+                reason: "perf_event_open: EACCES".into(),
+            },
+            ..run_of(20)
+        };
+        assert_eq!(diagnose(&sampler_blind).status, Status::Unknown);
+        // Not sampling because the user said so is not blindness.
+        let no_sample = Findings {
+            sampler: SamplerState::Off,
+            ..run_of(20)
+        };
+        assert_eq!(diagnose(&no_sample).status, Status::Healthy);
+    }
+
+    // Two /proc/stat samples from this 2-vCPU VM, 30 ms apart, around a
+    // hypervisor pause: both CPUs' steal column moved at once.
+    const PROC_STAT_BEFORE: &str = include_str!("../testdata/proc-stat-steal-before.txt");
+    const PROC_STAT_AFTER: &str = include_str!("../testdata/proc-stat-steal-after.txt");
+
+    #[test]
+    fn episodes_during_recorded_steal_are_vcpu_steal_and_only_degraded() {
+        let mut watch = ProcStatSteal::new(100);
+        let at = T0 + 5_000_000_000;
+        watch.sample(at, parse_proc_stat(PROC_STAT_BEFORE).unwrap());
+        let steal = watch.sample(at + 30_000_000, parse_proc_stat(PROC_STAT_AFTER).unwrap());
+        assert!(!steal.is_empty());
+        let mut t = target(vec![episode(5_004, 25.0)]);
+        t.on_this_host = true;
+        let findings = Findings {
+            steal,
+            targets: vec![t],
+            ..run_of(15)
+        };
+        let verdict = diagnose(&findings);
+        assert_eq!(verdict.causes.len(), 1, "{:?}", verdict.causes);
+        let cause = &verdict.causes[0];
+        assert_eq!(cause.id, CauseId::VcpuSteal);
+        assert_eq!(cause.origin, Origin::Environment);
+        assert_eq!(cause.severity, Severity::Degraded);
+        assert_eq!(cause.episodes, 1);
+        assert!(cause.evidence[0].contains("coincide with vCPU steal"), "{:?}", cause.evidence);
+        assert_eq!(verdict.status, Status::Degraded);
+        assert!(verdict.healthy);
+
+        // Beside the story, steal is context (`also`), not a second cause.
+        let mut sick = findings.clone();
+        sick.stalls = (0..4)
+            .map(|i| stall(0, 1000 * i, 24.0, vec![Detector::RstatHold], poller_culprit()))
+            .collect();
+        let verdict = diagnose(&sick);
+        assert_eq!(verdict.status, Status::Unhealthy);
+        assert_eq!(verdict.causes.len(), 1, "{:?}", verdict.causes);
+        assert_eq!(verdict.causes[0].id, CauseId::DyingMemcgStatFlush);
+        assert_eq!(verdict.also[0].id, CauseId::VcpuSteal);
+    }
+
+    #[test]
+    fn a_stall_steal_covers_is_steal_but_the_memcg_flush_stays_the_story() {
+        let steal = vec![netstall_core::stall::Steal {
+            kind: "steal",
+            cpu: 0,
+            start_ns: T0,
+            end_ns: T0 + 30_000_000,
+            steal_ms: 25.0,
+            source: StealSource::StealClock,
+        }];
+        let mut holder = spinner_culprit();
+        holder.kstack = vec!["clear_page_erms+0x7".into()];
+        let mut sampled = stall(0, 2, 25.0, vec![Detector::SoftirqDelay], holder);
+        sampled.drained_by = None;
+        let findings = Findings {
+            steal: steal.clone(),
+            stalls: vec![sampled],
+            ..run_of(15)
+        };
+        let verdict = diagnose(&findings);
+        assert_eq!(verdict.causes[0].id, CauseId::VcpuSteal, "{:?}", verdict.causes);
+        let story = Findings {
+            steal,
+            stalls: vec![stall(0, 2, 25.0, vec![Detector::RstatHold], poller_culprit())],
+            ..run_of(15)
+        };
+        assert_eq!(diagnose(&story).causes[0].id, CauseId::DyingMemcgStatFlush);
+    }
+
+    #[test]
+    fn netstalls_own_threads_are_the_observer_never_a_cause() {
+        let mut own = spinner_culprit();
+        own.comm = "doctor-xray".into();
+        own.pid = 777;
+        own.kstack = vec!["perf_event_mmap+0x10".into()];
+        let findings = Findings {
+            self_pid: 777,
+            stalls: vec![stall(1, 10, 12.0, vec![Detector::SoftirqDelay], own)],
+            targets: vec![target(vec![episode(12, 11.0)])],
+            ..run_of(15)
+        };
+        let verdict = diagnose(&findings);
+        assert!(verdict.causes.is_empty(), "{:?}", verdict.causes);
+        assert_eq!(verdict.status, Status::Healthy);
+        assert_eq!(verdict.observer.stalls, 1);
+        assert_eq!(verdict.observer.episodes, 1);
+        assert_eq!(verdict.observer.threads, ["doctor-xray"]);
+    }
+
+    #[test]
+    fn severity_follows_the_documented_thresholds() {
+        let irqs_off = |ms: f64, n: u64| Findings {
+            stalls: (0..n)
+                .map(|i| stall(0, 1000 * i, ms, vec![Detector::IrqsOff], spinner_culprit()))
+                .collect(),
+            ..run_of(20)
+        };
+        // One short IRQs-off section on this node: degraded.
+        assert_eq!(diagnose(&irqs_off(15.0, 1)).status, Status::Degraded);
+        // Repeated (3 x 20 ms) or one long one (100 ms): unhealthy.
+        assert_eq!(diagnose(&irqs_off(20.0, 3)).status, Status::Unhealthy);
+        assert_eq!(diagnose(&irqs_off(100.0, 1)).status, Status::Unhealthy);
+        // The environment needs far more: 4 unexplained 30 ms episodes on
+        // this host in 20 s (4% of the probes) are degraded; one of 250 ms is not.
+        let local = |eps: Vec<Episode>| {
+            let mut t = target(eps);
+            t.on_this_host = true;
+            Findings {
+                targets: vec![t],
+                ..run_of(20)
+            }
+        };
+        let few = local((0..4).map(|i| episode(1000 * i, 30.0)).collect());
+        assert_eq!(diagnose(&few).status, Status::Degraded);
+        let long = local(vec![episode(100, 250.0)]);
+        assert_eq!(diagnose(&long).status, Status::Unhealthy);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! CLOCK_REALTIME nanosecond time base, so a probe episode, a kernel stall and
 //! a gap in CPU samples can be lined up.
 
-use netstall_core::stall::{IcmpEcho, Stall};
+use netstall_core::stall::{IcmpEcho, Stall, Steal, StealSource};
 use netstall_probe::episodes::Episode;
 use serde::Serialize;
 
@@ -14,8 +14,16 @@ pub struct Findings {
     pub end_ns: u64,
     /// Stalls the tracer reported (empty when it could not run: see `tracer`).
     pub stalls: Vec<Stall>,
-    /// Whether the tracer ran, and on which CPUs; why not, otherwise.
+    /// Whether the tracer ran, with which detectors; why not, otherwise.
     pub tracer: TracerState,
+    /// Whether the CPU sampler ran.
+    pub sampler: SamplerState,
+    /// vCPU steal windows (the hypervisor ran something else).
+    pub steal: Vec<Steal>,
+    /// Where `steal` came from; `None` when steal could not be measured.
+    pub steal_source: Option<StealSource>,
+    /// netstall's own process: its threads are the observer, never a culprit.
+    pub self_pid: u32,
     /// One entry per probed target.
     pub targets: Vec<TargetFindings>,
     /// Dying memory cgroups, counted at the start (never by reading memory.stat).
@@ -27,15 +35,36 @@ pub struct Findings {
 }
 
 /// Whether the kernel tracer ran.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum TracerState {
-    /// Traced every CPU.
-    #[default]
-    AllCpus,
-    /// Traced only these CPUs.
-    Cpus { cpus: Vec<u32> },
+    /// Traced every CPU with these detectors; `missing` could not load here.
+    Ran {
+        detectors: Vec<String>,
+        missing: Vec<String>,
+    },
     /// Could not run; the reason says why (privilege, kernel feature).
+    Unavailable { reason: String },
+}
+
+impl Default for TracerState {
+    fn default() -> Self {
+        TracerState::Ran {
+            detectors: Vec::new(),
+            missing: Vec::new(),
+        }
+    }
+}
+
+/// Whether the CPU sampler ran.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum SamplerState {
+    #[default]
+    Ran,
+    /// Not asked for (`--no-sample`).
+    Off,
+    /// Could not run; the reason says why.
     Unavailable { reason: String },
 }
 
@@ -56,6 +85,9 @@ pub struct TargetFindings {
     pub rtts: Vec<(u64, Option<f64>)>,
     /// Why the target could not be probed at all, if so.
     pub error: Option<String>,
+    /// The target is an address of this host (any of its network
+    /// namespaces): its probes never left this machine.
+    pub on_this_host: bool,
 }
 
 /// The dying memory cgroup count.

@@ -70,35 +70,40 @@ pub fn render(verdict: &Verdict, findings: &Findings, extras: &Extras) -> String
 
 fn verdict_section(html: &mut String, verdict: &Verdict) {
     let class = if verdict.healthy { "healthy" } else { "sick" };
-    let _ = write!(html, "<section id=\"verdict\" class=\"verdict {class}\"><h2 style=\"border:0;margin:0\">Verdict: ");
-    if verdict.healthy {
-        html.push_str("healthy</h2><p>No RX stall over the threshold and no probe episode.</p>");
-    } else {
+    let _ = write!(
+        html,
+        "<section id=\"verdict\" class=\"verdict {class}\"><h2 style=\"border:0;margin:0\">Verdict: {}</h2><p>",
+        verdict.status.as_str()
+    );
+    let headline = verdict.headline();
+    html.push_str(&esc(headline.strip_prefix("VERDICT: ").unwrap_or(&headline)));
+    if let (Some(t), Some(f)) = (verdict.time_to_verdict_s, verdict.from_first_stall_s) {
         let _ = write!(
             html,
-            "{} cause{} found</h2><p>{} kernel stall{}, {} probe episode{}, worst {:.1} ms.",
-            verdict.causes.len(),
-            if verdict.causes.len() == 1 { "" } else { "s" },
-            verdict.stalls,
-            if verdict.stalls == 1 { "" } else { "s" },
-            verdict.episodes,
-            if verdict.episodes == 1 { "" } else { "s" },
-            verdict.worst_ms
+            " Verdict {t:.1} s after start, {f:.1} s after the first stall."
         );
-        if let (Some(t), Some(f)) = (verdict.time_to_verdict_s, verdict.from_first_stall_s) {
-            let _ = write!(
-                html,
-                " Verdict {t:.1} s after start, {f:.1} s after the first stall."
-            );
-        }
-        html.push_str("</p>");
     }
-    for cause in &verdict.causes {
+    html.push_str("</p>");
+    let sources: Vec<String> = verdict
+        .sources
+        .iter()
+        .map(|s| format!("{} {} ({})", s.name, s.state, s.detail))
+        .collect();
+    let _ = write!(
+        html,
+        "<p class=\"muted\">Sources: {}</p>",
+        esc(&sources.join("; "))
+    );
+    for cause in verdict.causes.iter().chain(&verdict.also) {
         let _ = write!(
             html,
-            "<div class=\"cause\"><b class=\"cause-id mono\">{}</b> — {} <span class=\"muted\">(confidence {:.0}%{})</span><ul>",
+            "<div class=\"cause\"><b class=\"cause-id mono\">{}</b> — {} <span class=\"muted\">({}, confidence {:.0}%{})</span><ul>",
             esc(cause.id.as_str()),
             esc(&cause.title),
+            match cause.severity {
+                crate::diagnose::Severity::Unhealthy => "unhealthy",
+                crate::diagnose::Severity::Degraded => "degraded",
+            },
             cause.confidence * 100.0,
             cause.cpu.map(|c| format!(", CPU {c}")).unwrap_or_default()
         );

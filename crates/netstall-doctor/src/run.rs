@@ -8,14 +8,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use netstall_core::clock;
+use netstall_core::privilege::{self, Capability};
 use netstall_core::shutdown::Shutdown;
-use netstall_core::stall::Stall;
+use netstall_core::stall::{Stall, StealSource};
+use netstall_core::steal::{self, steal_explains};
 use netstall_kernel::trace::{self, Stop, TraceConfig, TraceEvent};
 use netstall_probe::{Mode, ProbeConfig};
 use netstall_xray::sampler::{self, SamplerConfig};
 use netstall_xray::timeline::{self, StallKind, StallRules};
 
-use crate::findings::{Findings, MemcgFindings, SampleGap, TargetFindings, TracerState};
+use crate::findings::{
+    Findings, MemcgFindings, SampleGap, SamplerState, TargetFindings, TracerState,
+};
 use crate::report::Extras;
 use crate::{diagnose, Verdict};
 
@@ -72,6 +76,9 @@ pub struct DoctorConfig {
     pub sample: bool,
     /// Trace every ICMP echo request (the seq / processing context table).
     pub icmp_seq: bool,
+    /// Run even when the tracer or the sampler cannot: the verdict is then
+    /// `unknown` instead of an error (never `healthy` while blind).
+    pub allow_partial: bool,
 }
 
 impl Default for DoctorConfig {
@@ -86,6 +93,7 @@ impl Default for DoctorConfig {
             threshold: Duration::from_millis(10),
             sample: true,
             icmp_seq: false,
+            allow_partial: false,
         }
     }
 }
@@ -107,6 +115,7 @@ pub enum Progress {
     },
     TracerUnavailable(String),
     SamplerUnavailable(String),
+    StealUnavailable(String),
     Finished,
 }
 
@@ -123,11 +132,41 @@ const SAMPLES_BEFORE: usize = 100;
 const SAMPLE_HZ: u64 = 999;
 const TICK: Duration = Duration::from_secs(5);
 
+/// What the doctor cannot see without these: the tracer needs BPF and
+/// perfmon (and syslog for kernel symbols), the sampler perfmon.
+const NEEDED: [(Capability, &str); 3] = [
+    (Capability::Bpf, "the kernel tracer"),
+    (Capability::Perfmon, "the tracer and CPU sampling"),
+    (Capability::Syslog, "kernel stack symbols"),
+];
+
+/// Refuses to start blind: without the capabilities the tracer and the
+/// sampler need, the doctor could only say `healthy` for lack of evidence.
+pub fn preflight(config: &DoctorConfig) -> Result<()> {
+    let missing: Vec<String> = NEEDED
+        .iter()
+        .filter(|(cap, _)| !privilege::has(*cap))
+        .map(|(cap, what)| format!("{} ({what})", cap.name()))
+        .collect();
+    if !missing.is_empty() && !config.allow_partial {
+        bail!(
+            "doctor cannot see the kernel without {}: run as root, or pass --allow-partial for a verdict of `unknown` on what it cannot see",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// How often `/proc/stat` is read for steal when the tracer has no steal
+/// clock: cheap (no cgroup walk), and fine enough for 10 ms episodes.
+const PROC_STAT_EVERY: Duration = Duration::from_millis(5);
+
 /// Runs every source for `config.duration` and returns the verdict.
 pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<DoctorRun> {
     if config.duration < Duration::from_secs(1) {
         bail!("-w must be at least 1s");
     }
+    preflight(config)?;
     let targets: Vec<(Target, std::net::Ipv4Addr)> = config
         .targets
         .iter()
@@ -138,6 +177,7 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
     let stop = Arc::new(Shutdown::new()?);
 
     let memcg = memcg_findings();
+    let host_addresses = netstall_probe::local::host_addresses();
 
     // The tracer streams stalls back as they are assembled.
     let (events_tx, events_rx) = mpsc::channel::<TraceEvent>();
@@ -161,15 +201,36 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
     // Probe and sample only once the detectors are attached, so every
     // stall the probes see could be seen by the tracer too.
     let mut early = Vec::new();
+    let mut tracer_state = None;
     let attach_deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < attach_deadline {
         match events_rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(TraceEvent::Started(_)) => break,
+            Ok(TraceEvent::Started(start)) => {
+                tracer_state = Some(TracerState::Ran {
+                    detectors: start.detectors.iter().map(|d| d.to_string()).collect(),
+                    missing: start
+                        .unavailable
+                        .iter()
+                        .map(|u| u.detector.to_string())
+                        .collect(),
+                });
+                break;
+            }
             Ok(event) => early.push(event),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+
+    let tracing = tracer_state.is_some();
+    // Without the tracer's steal clock, /proc/stat tells steal apart.
+    let steal_clock = matches!(&tracer_state, Some(TracerState::Ran { detectors, .. }) if detectors.iter().any(|d| d == "steal"));
+    let proc_stat = (!steal_clock).then(|| {
+        let stop = stop.clone();
+        thread::Builder::new()
+            .name("doctor-steal".into())
+            .spawn(move || steal::watch_proc_stat(&stop, PROC_STAT_EVERY))
+    });
 
     let sampling = config.sample;
     let sampler = sampling.then(|| {
@@ -214,7 +275,7 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
         })
         .collect::<std::io::Result<_>>()?;
     progress(Progress::Started {
-        tracing: true,
+        tracing,
         targets: targets.len(),
         sampling,
     });
@@ -222,8 +283,18 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
     let mut findings = Findings {
         start_ns,
         memcg,
+        self_pid: std::process::id(),
+        steal_source: steal_clock.then_some(StealSource::StealClock),
+        sampler: if sampling {
+            SamplerState::Ran
+        } else {
+            SamplerState::Off
+        },
         ..Findings::default()
     };
+    if let Some(state) = tracer_state {
+        findings.tracer = state;
+    }
     for event in early {
         collect(event, &mut findings, &mut progress);
     }
@@ -267,11 +338,26 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
     }
     findings.end_ns = clock::realtime_ns();
 
-    for prober in probers {
+    if let Some(handle) = proc_stat {
+        match handle.context("start the steal watcher")?.join() {
+            Ok(Ok(steals)) => {
+                findings.steal = steals;
+                findings.steal_source = Some(StealSource::ProcStat);
+            }
+            Ok(Err(e)) => progress(Progress::StealUnavailable(format!("{e:#}"))),
+            Err(_) => progress(Progress::StealUnavailable(
+                "the steal watcher panicked".into(),
+            )),
+        }
+    }
+
+    for (prober, (_, ip)) in probers.into_iter().zip(&targets) {
         let (text, result) = prober
             .join()
             .map_err(|_| anyhow::anyhow!("a prober thread panicked"))?;
-        findings.targets.push(target_findings(text, result));
+        let mut target = target_findings(text, result);
+        target.on_this_host = netstall_probe::local::is_on_this_host(*ip, &host_addresses);
+        findings.targets.push(target);
     }
 
     let mut extras = Extras {
@@ -282,13 +368,26 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
         match handle.context("start the sampler")?.join() {
             Ok(Ok(recording)) => {
                 let (gaps, chart) = read_samples(&recording.samples, &findings.stalls);
-                findings.gaps = gaps;
+                // A gap the hypervisor's steal covers is not IRQs off.
+                findings.gaps = gaps
+                    .into_iter()
+                    .filter(|g| {
+                        let end = g.start_ns + (g.duration_ms * 1e6) as u64;
+                        !steal_explains(&findings.steal, Some(g.cpu), g.start_ns, end)
+                    })
+                    .collect();
                 extras.flame_chart_svg = chart;
             }
-            Ok(Err(e)) => progress(Progress::SamplerUnavailable(format!("{e:#}"))),
-            Err(_) => progress(Progress::SamplerUnavailable(
-                "the sampler thread panicked".into(),
-            )),
+            Ok(Err(e)) => {
+                let reason = format!("{e:#}");
+                progress(Progress::SamplerUnavailable(reason.clone()));
+                findings.sampler = SamplerState::Unavailable { reason };
+            }
+            Err(_) => {
+                let reason = "the sampler thread panicked".to_string();
+                progress(Progress::SamplerUnavailable(reason.clone()));
+                findings.sampler = SamplerState::Unavailable { reason };
+            }
         }
     }
     findings.stalls.sort_by_key(|s| (s.start_ns, s.cpu));
@@ -314,6 +413,7 @@ fn collect(event: TraceEvent, findings: &mut Findings, progress: &mut impl FnMut
             findings.stalls.push(stall);
         }
         TraceEvent::Icmp(echo) => findings.icmp.push(echo),
+        TraceEvent::Steal(steal) => findings.steal.push(steal),
         TraceEvent::Started(_) | TraceEvent::Syscall(_) | TraceEvent::Totals(_) => {}
     }
 }
@@ -347,6 +447,7 @@ fn target_findings(text: String, result: Result<netstall_probe::Report>) -> Targ
                     .collect(),
                 error: report.unreachable_reason(),
                 episodes: report.episodes,
+                on_this_host: false,
             }
         }
         Err(e) => TargetFindings {
@@ -360,6 +461,7 @@ fn target_findings(text: String, result: Result<netstall_probe::Report>) -> Targ
             episodes: Vec::new(),
             rtts: Vec::new(),
             error: Some(format!("{e:#}")),
+            on_this_host: false,
         },
     }
 }

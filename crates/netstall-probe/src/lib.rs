@@ -30,6 +30,7 @@
 
 pub mod episodes;
 pub mod http;
+pub mod local;
 pub mod model;
 pub mod packet;
 pub mod session;

@@ -703,7 +703,7 @@ impl Collector {
                     self.stamp_waiters.insert(key, sent.seq);
                 }
                 self.pending.entry(sent.seq).or_default().sent = Some(sent);
-                self.try_finish(sent.seq, on_event);
+                self.try_finish(sent.seq, false, on_event);
             }
             Event::SendFailed { sent, error } => {
                 self.next_seq = self.next_seq.max(sent.seq + 1);
@@ -719,7 +719,7 @@ impl Collector {
             } => {
                 self.tx_stamps.insert((socket, key), kernel_ns);
                 if let Some(seq) = self.stamp_waiters.remove(&(socket, key)) {
-                    self.try_finish(seq, on_event);
+                    self.try_finish(seq, false, on_event);
                 }
             }
             Event::Reply {
@@ -735,7 +735,7 @@ impl Collector {
                     return;
                 }
                 self.pending.entry(seq).or_default().reply = Some((reply, kernel_ns, read_mono_ns));
-                self.try_finish(seq, on_event);
+                self.try_finish(seq, false, on_event);
             }
             Event::Failed { seq } => {
                 if let Some(Pending {
@@ -751,9 +751,17 @@ impl Collector {
     }
 
     /// Finishes probe `seq` once it is sent and answered, and its TX
-    /// timestamp is in (or overdue: the receiver may read a reply before the
-    /// timestamp that was queued first, but not by much).
-    fn try_finish(&mut self, seq: u64, on_event: &mut impl FnMut(SessionEvent<'_>)) {
+    /// timestamp is in, or overdue: the receiver may read a reply before the
+    /// timestamp that was queued first, but not by much. Only `expire`, run
+    /// when caught up with the receiver's queue, may call it overdue
+    /// (`may_give_up`): a collector that was itself descheduled would
+    /// otherwise give up on a stamp that is waiting right behind the reply.
+    fn try_finish(
+        &mut self,
+        seq: u64,
+        may_give_up: bool,
+        on_event: &mut impl FnMut(SessionEvent<'_>),
+    ) {
         let Some(Pending {
             sent: Some(sent),
             reply: Some((_, _, read_mono_ns)),
@@ -764,7 +772,7 @@ impl Collector {
         let stamp_due = sent
             .tx_key
             .is_some_and(|key| !self.tx_stamps.contains_key(&key));
-        if stamp_due && monotonic_ns() < read_mono_ns + TX_STAMP_GRACE_NS {
+        if stamp_due && (!may_give_up || monotonic_ns() < read_mono_ns + TX_STAMP_GRACE_NS) {
             return;
         }
         let Some(Pending {
@@ -799,7 +807,7 @@ impl Collector {
             }
         }
         for seq in answered {
-            self.try_finish(seq, on_event);
+            self.try_finish(seq, true, on_event);
         }
     }
 

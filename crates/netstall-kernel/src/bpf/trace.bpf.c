@@ -13,6 +13,11 @@
  *   rstat-hold     cgroup_rstat_locked -> unlock (IRQs off), holder's stack
  *   syscalls       slow syscalls, and always the culprit's, with the fd's path
  *   icmp           ICMP echo requests processed (seq, id, context)
+ *   steal          vCPU steal: time the hypervisor did not run this CPU
+ *
+ * Steal matters twice: a hypervisor pause delays every packet of the VM
+ * without any task or IRQs-off section to blame, and it makes the local
+ * timer late, which must not read as an irqs-off stall.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -34,6 +39,8 @@ const volatile __u64 packet_floor_ns = 1000 * 1000;
 const volatile __u64 syscall_threshold_ns = ~0ULL; /* culprits only */
 /* a tick gap this long is an irqs-off stall: threshold + 1 / CONFIG_HZ */
 const volatile __u64 tick_gap_ns = 14 * 1000 * 1000;
+/* steal this long between two looks at a CPU is reported */
+const volatile __u64 steal_floor_ns = 1000 * 1000;
 /* NET_RX blocked this long: a tick samples who holds the CPU (threshold / 2) */
 const volatile __u64 watchdog_ns = 5 * 1000 * 1000;
 const volatile bool filter_cpus = false;
@@ -88,6 +95,10 @@ struct {
 
 struct ns_cpu_state {
 	__u64 last_tick;     /* 0: idle (NO_HZ may stop the tick) or unknown */
+	__u64 tick_steal;    /* the steal clock at last_tick's exit */
+	__u64 gap_from;      /* the tick before this one (judged at its exit) */
+	__u64 steal_seen;    /* the steal clock at the last look */
+	__u64 steal_seen_ts;
 	__u64 netrx_raise;   /* first NET_RX raise not yet serviced */
 	__u64 netrx_blocked; /* when NET_RX became unable to run */
 	__u64 softirq_ts;    /* entry of the softirq running now, 0 if none */
@@ -158,6 +169,19 @@ static __always_inline bool cpu_selected(__u32 cpu)
 	if (cpu >= TRACE_MAX_CPUS)
 		return false;
 	return cpu_mask[(cpu >> 6) & (TRACE_MAX_CPUS / 64 - 1)] & (1ULL << (cpu & 63));
+}
+
+/* Steal time of this CPU's runqueue in ns (0 without steal accounting):
+ * updated with the runqueue clock, so current at a tick's exit and at a
+ * context switch. CO-RE: kernels without CONFIG_PARAVIRT_TIME_ACCOUNTING
+ * lack the field and read 0. */
+static __always_inline __u64 steal_clock(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	if (!bpf_core_field_exists(struct rq, prev_steal_time_rq))
+		return 0;
+	return BPF_CORE_READ(task, se.cfs_rq, rq, prev_steal_time_rq);
 }
 
 /* floor(log2(v)) in six steps, without a loop: it runs once per packet. */
@@ -251,6 +275,32 @@ static __always_inline void set_current2(struct ns_trace_event *e)
 	e->pid2 = pid_tgid >> 32;
 	e->tid2 = (__u32)pid_tgid;
 	bpf_get_current_comm(e->comm2, sizeof(e->comm2));
+}
+
+/* Reports the steal since the last look when it reaches steal_floor_ns. */
+static __always_inline void look_at_steal(struct ns_cpu_state *st, __u64 now, __u64 steal)
+{
+	struct ns_trace_event *e;
+	__u32 cpu;
+
+	if (!steal)
+		return;
+	if (st->steal_seen && steal >= st->steal_seen + steal_floor_ns) {
+		cpu = bpf_get_smp_processor_id();
+		if (cpu_selected(cpu)) {
+			e = reserve(TK_STEAL, cpu);
+			if (e) {
+				e->start_ns = st->steal_seen_ts;
+				e->end_ns = now;
+				e->a = steal - st->steal_seen;
+				bpf_ringbuf_submit(e, 0);
+			}
+		}
+	} else if (st->steal_seen && steal >= st->steal_seen) {
+		return; /* too little yet: keep accumulating from the last look */
+	}
+	st->steal_seen = steal;
+	st->steal_seen_ts = now;
 }
 
 static __always_inline bool is_fd_syscall(__s64 nr)
@@ -570,10 +620,8 @@ int BPF_PROG(on_local_timer_entry, int vector)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	bool idle = task->pid == 0;
-	struct ns_trace_event *e;
 	struct ns_cpu_state *st;
-	__u64 now, last;
-	__u32 cpu;
+	__u64 now;
 	long n;
 
 	st = cpu_state();
@@ -603,10 +651,37 @@ int BPF_PROG(on_local_timer_entry, int vector)
 		st->last_tick = 0;
 		return 0;
 	}
-	last = st->last_tick;
+	/* Judged at this tick's exit, when the steal clock has caught up. */
+	st->gap_from = st->last_tick;
 	st->last_tick = now;
+	return 0;
+}
+
+/* A late tick is an irqs-off stall only if the CPU ran: time stolen by the
+ * hypervisor in between delays the tick just the same, with nothing on
+ * this CPU to blame. The irqs-off judgement lives here for that reason. */
+SEC("tp_btf/local_timer_exit")
+int BPF_PROG(on_local_timer_exit, int vector)
+{
+	struct ns_trace_event *e;
+	struct ns_cpu_state *st;
+	__u64 now, steal, stolen, from, to;
+	__u32 cpu;
+	long n;
+
+	st = cpu_state();
+	if (!st)
+		return 0;
+	now = bpf_ktime_get_ns();
+	steal = steal_clock();
+	look_at_steal(st, now, steal);
+	from = st->gap_from;
+	to = st->last_tick;
+	st->gap_from = 0;
+	stolen = steal > st->tick_steal && st->tick_steal ? steal - st->tick_steal : 0;
+	st->tick_steal = steal;
 	/* IRQs were off for at least gap - tick: one late tick is not a stall */
-	if (!last || now - last < tick_gap_ns)
+	if (!from || !to || to - from < tick_gap_ns + stolen)
 		return 0;
 	cpu = bpf_get_smp_processor_id();
 	if (!cpu_selected(cpu))
@@ -614,8 +689,9 @@ int BPF_PROG(on_local_timer_entry, int vector)
 	e = reserve(TK_TICK_GAP, cpu);
 	if (!e)
 		return 0;
-	e->start_ns = last;
-	e->end_ns = now;
+	e->start_ns = from;
+	e->end_ns = to;
+	e->a = stolen;
 	set_current(e);
 	set_current_syscall(e, true);
 	/* where IRQs came back on: the interrupted context, under the IRQ frames */
@@ -642,8 +718,13 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	if (next->pid == 0) {
 		st->last_tick = 0; /* entering idle: NO_HZ may stop the tick */
 	} else if (prev->pid == 0) {
+		__u64 steal = steal_clock();
+
 		now = bpf_ktime_get_ns();
 		st->last_tick = now; /* leaving idle: a new baseline */
+		st->tick_steal = steal;
+		/* a VM's vCPU is often stolen as it wakes up */
+		look_at_steal(st, now, steal);
 	}
 
 	/* The common case costs no clock read and no helper: the name is

@@ -25,6 +25,7 @@ enum ns_trace_kind {
 	TK_RSTAT_HOLD = 5,    /* rstat-hold: cgroup rstat lock held with IRQs off */
 	TK_SYSCALL = 6,       /* slow (or culprit's) syscall */
 	TK_ICMP_ECHO = 7,     /* an ICMP echo request processed */
+	TK_STEAL = 8,         /* steal: the hypervisor ran something else (a = ns stolen) */
 };
 
 /* Per-CPU counters (index into the `counters` per-CPU array). */

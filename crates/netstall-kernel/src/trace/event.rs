@@ -16,6 +16,7 @@ const TK_KSOFTIRQD: u32 = 4;
 const TK_RSTAT_HOLD: u32 = 5;
 const TK_SYSCALL: u32 = 6;
 const TK_ICMP_ECHO: u32 = 7;
+const TK_STEAL: u32 = 8;
 
 const TF_IN_SOFTIRQ: u32 = 1 << 0;
 const TF_HAS_HOLDER: u32 = 1 << 1;
@@ -134,6 +135,14 @@ pub enum KernelEvent {
         task: Task,
         ts_ns: u64,
     },
+    /// The hypervisor did not run this vCPU for `stolen_ns` of
+    /// `[start_ns, end_ns]`.
+    Steal {
+        cpu: u32,
+        start_ns: u64,
+        end_ns: u64,
+        stolen_ns: u64,
+    },
 }
 
 /// Who held a CPU while NET_RX was blocked, sampled by a timer tick.
@@ -156,7 +165,8 @@ impl KernelEvent {
             | KernelEvent::Ksoftirqd { cpu, .. }
             | KernelEvent::RstatHold { cpu, .. }
             | KernelEvent::Syscall { cpu, .. }
-            | KernelEvent::IcmpEcho { cpu, .. } => *cpu,
+            | KernelEvent::IcmpEcho { cpu, .. }
+            | KernelEvent::Steal { cpu, .. } => *cpu,
         }
     }
 }
@@ -278,6 +288,12 @@ pub fn decode(
             id: raw.b as u16,
             task,
             ts_ns: rt(raw.start_ns),
+        },
+        TK_STEAL => KernelEvent::Steal {
+            cpu: raw.cpu,
+            start_ns: rt(raw.start_ns),
+            end_ns: rt(raw.end_ns),
+            stolen_ns: raw.a,
         },
         _ => return None,
     };

@@ -1,10 +1,20 @@
 //! One-line text for people: stalls, ICMP echo rows (the story's bcc table),
 //! slow syscalls.
 
-use netstall_core::stall::{Culprit, IcmpEcho, SlowSyscall, Stall};
+use netstall_core::stall::{Culprit, IcmpEcho, SlowSyscall, Stall, Steal};
 
 /// Frames shown in a stall's line (the JSON carries the whole stack).
 const FRAMES_SHOWN: usize = 5;
+
+/// `STEAL cpu=0 25.3 ms stolen by the hypervisor in 26.1 ms`
+pub fn steal_line(steal: &Steal) -> String {
+    format!(
+        "STEAL cpu={} {:.1} ms stolen by the hypervisor in {:.1} ms",
+        steal.cpu,
+        steal.steal_ms,
+        steal.end_ns.saturating_sub(steal.start_ns) as f64 / 1e6
+    )
+}
 
 /// `STALL cpu=1 irqs-off 117.2 ms, 12 packets waited, drained by ksoftirqd/1;
 /// culprit kubelet[4242] read(/sys/…/memory.stat) 118 ms: css_rstat_flush ← …`

@@ -14,7 +14,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBufferBuilder};
 use netstall_core::clock::{realtime_ns, ClockOffset};
 use netstall_core::privilege::{self, Capability};
-use netstall_core::stall::{IcmpEcho, SlowSyscall};
+use netstall_core::stall::{IcmpEcho, SlowSyscall, Steal, StealSource};
 
 use super::assemble::Assembler;
 use super::event::{decode, raw_from_bytes, KernelEvent};
@@ -41,7 +41,17 @@ const DETECTORS: &[(&str, &[&str])] = &[
         "softirq-delay",
         &["on_softirq_raise", "on_softirq_entry", "on_softirq_exit"],
     ),
-    ("irqs-off", &["on_local_timer_entry", "on_sched_switch"]),
+    (
+        "irqs-off",
+        &[
+            "on_local_timer_entry",
+            "on_local_timer_exit",
+            "on_sched_switch",
+        ],
+    ),
+    // Steal is read at tick exits and idle exits; without it, irqs-off
+    // still works (it cannot then discount a hypervisor's pause).
+    ("steal", &["on_local_timer_exit", "on_sched_switch"]),
     (
         "ksoftirqd",
         &["on_sched_switch", "on_softirq_raise", "on_softirq_entry"],
@@ -397,6 +407,19 @@ fn route(
             }
             assembler.push(event);
         }
+        KernelEvent::Steal {
+            cpu,
+            start_ns,
+            end_ns,
+            stolen_ns,
+        } => on_event(TraceEvent::Steal(Steal {
+            kind: "steal",
+            cpu,
+            start_ns,
+            end_ns,
+            steal_ms: stolen_ns as f64 / 1e6,
+            source: StealSource::StealClock,
+        })),
         _ => assembler.push(event),
     }
 }
@@ -433,6 +456,7 @@ pub fn run(
         icmp_rcv,
     };
     let mut wanted: Vec<&'static str> = STALL_DETECTORS.to_vec();
+    wanted.push("steal");
     if config.syscalls.is_some() {
         wanted.push("syscalls");
     }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netstall_core::shutdown::Shutdown;
-use netstall_core::stall::{IcmpEcho, SlowSyscall, Stall};
+use netstall_core::stall::{IcmpEcho, SlowSyscall, Stall, Steal};
 use serde::Serialize;
 
 pub use load::run;
@@ -110,6 +110,9 @@ pub enum TraceEvent {
     Stall(Stall),
     Icmp(IcmpEcho),
     Syscall(SlowSyscall),
+    /// vCPU steal of at least the packet floor on one CPU (the hypervisor
+    /// ran something else): always reported, rarely printed.
+    Steal(Steal),
     /// The running totals, every [`TraceConfig::totals_every`].
     Totals(TraceTotals),
 }

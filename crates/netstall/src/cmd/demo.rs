@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use netstall_core::output::Output;
+use netstall_core::shutdown::Shutdown;
+use netstall_core::stall::Steal;
+use netstall_core::steal;
 use netstall_doctor::run::{DoctorConfig, Target};
 use netstall_lab::{clean, topology, zombies};
 use netstall_probe::{Mode, ProbeConfig};
@@ -37,6 +40,16 @@ pub struct Args {
 /// The name the culprit runs under, as in the story.
 const POLLER_COMM: &str = "cadvisor";
 const INTERVAL: Duration = Duration::from_millis(10);
+const STEAL_EVERY: Duration = Duration::from_millis(5);
+
+/// How many of a probe run's episodes vCPU steal explains.
+fn stolen(report: &netstall_probe::Report, steals: &[Steal]) -> usize {
+    report
+        .episodes
+        .iter()
+        .filter(|e| steal::steal_explains(steals, None, e.start_ns, e.end_ns))
+        .count()
+}
 
 /// What the demo concluded (the last JSON line).
 #[derive(Serialize)]
@@ -46,7 +59,10 @@ struct DemoResult {
     rx_cpu: u32,
     poller_comm: &'static str,
     zombies: u64,
+    /// Baseline probe episodes that vCPU steal does not explain.
     baseline_episodes: usize,
+    /// Baseline probe episodes during which the hypervisor held a vCPU.
+    baseline_steal_episodes: usize,
     incident_episodes: usize,
     incident_max_rtt_ms: Option<f64>,
     diagnosed: Option<String>,
@@ -56,7 +72,9 @@ struct DemoResult {
     dying_before_remediation: u64,
     dying_after_remediation: u64,
     healthy_after: bool,
+    /// After remediation: probe episodes that steal does not explain.
     after_episodes: usize,
+    after_steal_episodes: usize,
     elapsed_s: f64,
 }
 
@@ -107,8 +125,24 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         config.cpu = Some(probe_cpu);
         netstall_probe::run(&config, |_| {})
     };
-    let baseline = probe(Duration::from_secs(3))?;
+    // Probes alone, beside a /proc/stat steal watch: on a VM, an episode
+    // the hypervisor caused is told apart from one the lab caused.
+    let probe_and_steal = |duration: Duration| -> Result<(netstall_probe::Report, Vec<Steal>)> {
+        let stop = std::sync::Arc::new(Shutdown::new()?);
+        let watch = {
+            let stop = stop.clone();
+            std::thread::spawn(move || steal::watch_proc_stat(&stop, STEAL_EVERY))
+        };
+        let report = probe(duration);
+        stop.request();
+        let steals = watch
+            .join()
+            .map_err(|_| anyhow::anyhow!("the steal watcher panicked"))??;
+        Ok((report?, steals))
+    };
+    let (baseline, baseline_steal) = probe_and_steal(Duration::from_secs(3))?;
     super::probe::print_report(&baseline, out);
+    note_steal(&baseline, &baseline_steal, out);
 
     step(out, 3, format!(
         "The incident: {} dying memory cgroups, and a cadvisor-like agent reading memory.stat every second on CPU {rx_cpu}",
@@ -187,8 +221,9 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     ));
 
     step(out, 7, "After: the same probes, and the doctor again (8 s)");
-    let after = probe(Duration::from_secs(3))?;
+    let (after, after_steal) = probe_and_steal(Duration::from_secs(3))?;
     super::probe::print_report(&after, out);
+    note_steal(&after, &after_steal, out);
     let healed = doctor(Duration::from_secs(8), false)?;
 
     let top = sick.verdict.causes.first();
@@ -197,7 +232,8 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         rx_cpu,
         poller_comm: POLLER_COMM,
         zombies: made.created as u64,
-        baseline_episodes: baseline.episodes.len(),
+        baseline_episodes: baseline.episodes.len() - stolen(&baseline, &baseline_steal),
+        baseline_steal_episodes: stolen(&baseline, &baseline_steal),
         incident_episodes: incident.episodes.len(),
         incident_max_rtt_ms: incident.summary.max_us.map(|us| us / 1e3),
         diagnosed: top.map(|c| c.id.as_str().to_owned()),
@@ -207,7 +243,8 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         dying_before_remediation: dying_before,
         dying_after_remediation: dying_after,
         healthy_after: healed.verdict.healthy,
-        after_episodes: after.episodes.len(),
+        after_episodes: after.episodes.len() - stolen(&after, &after_steal),
+        after_steal_episodes: stolen(&after, &after_steal),
         elapsed_s: 0.0,
     };
     drop(guard);
@@ -233,6 +270,16 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn note_steal(report: &netstall_probe::Report, steals: &[Steal], out: Output) {
+    let n = stolen(report, steals);
+    if n > 0 {
+        out.text(format!(
+            "      {n} of those episodes coincide with vCPU steal ({:.1} ms stolen in all): the hypervisor, not the lab",
+            steals.iter().map(|s| s.steal_ms).sum::<f64>()
+        ));
+    }
 }
 
 fn step(out: Output, n: u32, title: impl std::fmt::Display) {

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use netstall_core::duration;
 use netstall_core::output::Output;
 use netstall_doctor::run::{self, DoctorConfig, Progress, Target};
+use netstall_doctor::diagnose::{Severity, Status};
 use netstall_doctor::{report, Verdict};
 
 #[derive(clap::Args)]
@@ -16,8 +17,17 @@ use netstall_doctor::{report, Verdict};
     long_about = "Runs the eBPF stall tracer on every CPU, probes the given targets, samples the \
     CPUs (sample gaps = IRQs off; the samples before each stall), and counts dying memory cgroups \
     (never reading memory.stat), all on one time base; then prints a verdict: the ranked causes, each \
-    with confidence, CPU, culprit, evidence and remediation.\n\n\
-    Exit codes: 0 healthy, 1 findings, 2 error. Needs root (CAP_BPF, CAP_PERFMON, CAP_SYSLOG, CAP_NET_RAW)."
+    with its severity, confidence, CPU, culprit, evidence and remediation.\n\n\
+    Status: healthy (nothing over the threshold), degraded (short delays with their explanation, \
+    e.g. vCPU steal on a busy VM), unhealthy (a cause over its threshold), unknown (a source could \
+    not run). How it decides: docs/doctor.md.\n\n\
+    Exit codes: 0 healthy or degraded, 1 unhealthy, 2 unknown or error. Needs root (CAP_BPF, \
+    CAP_PERFMON, CAP_SYSLOG, CAP_NET_RAW); without them it refuses, unless --allow-partial.",
+    after_help = "Examples:\n  \
+    netstall doctor -w 30s                               watch every CPU for 30 s\n  \
+    netstall doctor --target 10.0.0.7:8080 --cpu 1       probe a pod's port from CPU 1 while watching\n  \
+    netstall doctor --netns client --target 192.168.50.1 --report doctor.html\n  \
+    netstall doctor --json | jq 'select(.type==\"verdict\") | .status'"
 )]
 pub struct Args {
     /// How long to watch.
@@ -47,6 +57,10 @@ pub struct Args {
     /// Also record which context processed every ICMP echo request.
     #[arg(long)]
     icmp_seq: bool,
+    /// Run even without the privileges or kernel features the tracer and the
+    /// sampler need: the verdict is then `unknown` (exit 2), never `healthy`.
+    #[arg(long)]
+    allow_partial: bool,
     /// Write a self-contained HTML report here.
     #[arg(long, value_name = "FILE.html")]
     report: Option<PathBuf>,
@@ -63,6 +77,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         threshold: args.threshold,
         sample: !args.no_sample,
         icmp_seq: args.icmp_seq,
+        allow_partial: args.allow_partial,
     };
     let run = diagnose(&config, out)?;
     if let Some(path) = &args.report {
@@ -71,10 +86,10 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             .with_context(|| format!("cannot write the report {}", path.display()))?;
         out.progress(format!("report written to {}", path.display()));
     }
-    Ok(if run.verdict.healthy {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    Ok(match run.verdict.status {
+        Status::Healthy | Status::Degraded => ExitCode::SUCCESS,
+        Status::Unhealthy => ExitCode::from(1),
+        Status::Unknown => ExitCode::from(2),
     })
 }
 
@@ -115,6 +130,9 @@ pub fn diagnose(config: &DoctorConfig, out: Output) -> Result<run::DoctorRun> {
         Progress::SamplerUnavailable(reason) => {
             out.progress(format!("doctor: CPU sampling could not run: {reason}"))
         }
+        Progress::StealUnavailable(reason) => {
+            out.progress(format!("doctor: vCPU steal could not be read: {reason}"))
+        }
         Progress::Finished => {}
     })?;
     for target in &run.findings.targets {
@@ -129,22 +147,16 @@ pub fn diagnose(config: &DoctorConfig, out: Output) -> Result<run::DoctorRun> {
 
 /// The verdict for people.
 pub fn print_verdict(verdict: &Verdict, out: Output) {
-    if verdict.healthy {
-        out.text("VERDICT: healthy: no RX stall over the threshold, no probe episode");
-    } else {
-        out.text(format!(
-            "VERDICT: {} cause(s); {} kernel stall(s), {} probe episode(s), worst {:.1} ms",
-            verdict.causes.len(),
-            verdict.stalls,
-            verdict.episodes,
-            verdict.worst_ms
-        ));
-    }
+    out.text(verdict.headline());
     for (rank, cause) in verdict.causes.iter().enumerate() {
         out.text(format!(
-            "{}. {} (confidence {:.0}%{}): {}",
+            "{}. {} [{}] (confidence {:.0}%{}): {}",
             rank + 1,
             cause.id.as_str(),
+            match cause.severity {
+                Severity::Unhealthy => "unhealthy",
+                Severity::Degraded => "degraded",
+            },
             cause.confidence * 100.0,
             cause.cpu.map(|c| format!(", CPU {c}")).unwrap_or_default(),
             cause.title
@@ -156,6 +168,33 @@ pub fn print_verdict(verdict: &Verdict, out: Output) {
         for (i, r) in cause.remediation.iter().enumerate() {
             out.text(format!("     {}. {r}", i + 1));
         }
+    }
+    for cause in &verdict.also {
+        out.text(format!(
+            "also: {} (degraded, {} episode{}, worst {:.1} ms): {}",
+            cause.id.as_str(),
+            cause.episodes + cause.stalls,
+            if cause.episodes + cause.stalls == 1 { "" } else { "s" },
+            cause.worst_ms,
+            cause.title
+        ));
+    }
+    if verdict.observer.stalls > 0 {
+        out.text(format!(
+            "observer: netstall's own threads ({}) were seen in {} stall(s), worst {:.1} ms: its cost, not a cause",
+            verdict.observer.threads.join(", "),
+            verdict.observer.stalls,
+            verdict.observer.worst_ms
+        ));
+    }
+    let sources: Vec<String> = verdict
+        .sources
+        .iter()
+        .map(|s| format!("{} {}", s.name, s.state))
+        .collect();
+    out.text(format!("sources: {}", sources.join(", ")));
+    for s in verdict.sources.iter().filter(|s| s.state == "unavailable") {
+        out.text(format!("   - {}: {}", s.name, s.detail));
     }
     if let Some(t) = verdict.time_to_verdict_s {
         out.text(format!(

@@ -95,6 +95,13 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             out.json(&syscall);
             out.text(format::syscall_line(&syscall));
         }
+        // Steal as long as a stall: the CPU did not run, nothing inside to blame.
+        TraceEvent::Steal(steal) => {
+            if steal.steal_ms * 1e6 >= args.threshold.as_nanos() as f64 {
+                out.json(&steal);
+                out.text(format::steal_line(&steal));
+            }
+        }
         // Not asked for (`totals_every` unset): the summary has them.
         TraceEvent::Totals(_) => {}
     })?;

@@ -1,0 +1,116 @@
+//! Is a target on this host? A probe to an address of any network namespace
+//! of this machine (a pod, a lab node, the host itself) never leaves it, so
+//! an episode toward it cannot be blamed on the network path.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+/// More namespaces than this are not looked into (a node runs a few hundred pods).
+const MAX_NAMESPACES: usize = 2048;
+
+/// Every network namespace of this host, one path each: the host's, the
+/// named ones (`ip netns`) and those of running processes (pods).
+fn network_namespaces() -> Vec<PathBuf> {
+    let mut candidates = vec![PathBuf::from("/proc/1/ns/net"), PathBuf::from("/proc/self/ns/net")];
+    for dir in ["/run/netns", "/var/run/netns"] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            candidates.extend(entries.flatten().map(|e| e.path()));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        candidates.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+                .map(|e| e.path().join("ns/net")),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    candidates
+        .into_iter()
+        .filter(|p| {
+            std::fs::metadata(p)
+                .map(|m| seen.insert((m.dev(), m.ino())))
+                .unwrap_or(false)
+        })
+        .take(MAX_NAMESPACES)
+        .collect()
+}
+
+/// The IPv4 addresses of the calling thread's network namespace.
+fn interface_addresses() -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cursor = head;
+    while !cursor.is_null() {
+        // SAFETY: a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cursor };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points at a sockaddr of its family.
+            let family = unsafe { (*ifa.ifa_addr).sa_family } as libc::c_int;
+            if family == libc::AF_INET {
+                // SAFETY: an AF_INET address is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+        }
+        cursor = ifa.ifa_next;
+    }
+    // SAFETY: the list came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+/// The addresses of the namespace at `path`, read from a thread that enters
+/// it (the caller's own namespace is left alone). Empty if it cannot be entered.
+fn addresses_in(path: PathBuf) -> Vec<Ipv4Addr> {
+    std::thread::spawn(move || {
+        let Ok(file) = File::open(&path) else {
+            return Vec::new();
+        };
+        // SAFETY: the fd is valid while `file` lives; setns moves only this thread.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Vec::new();
+        }
+        interface_addresses()
+    })
+    .join()
+    .unwrap_or_default()
+}
+
+/// Every IPv4 address of every network namespace of this host. Without the
+/// privilege to enter other namespaces, only the caller's own addresses.
+pub fn host_addresses() -> BTreeSet<Ipv4Addr> {
+    let mut all: BTreeSet<Ipv4Addr> = interface_addresses().into_iter().collect();
+    for ns in network_namespaces() {
+        all.extend(addresses_in(ns));
+    }
+    all
+}
+
+/// Whether `ip` is on this host: loopback, or an address of one of its namespaces.
+pub fn is_on_this_host(ip: Ipv4Addr, host_addresses: &BTreeSet<Ipv4Addr>) -> bool {
+    ip.is_loopback() || host_addresses.contains(&ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_and_own_addresses_are_this_host() {
+        let own = host_addresses();
+        assert!(own.contains(&Ipv4Addr::LOCALHOST), "{own:?}");
+        assert!(is_on_this_host(Ipv4Addr::new(127, 0, 0, 53), &own));
+        // TEST-NET-3 is never assigned.
+        assert!(!is_on_this_host(Ipv4Addr::new(203, 0, 113, 7), &own));
+    }
+}
