@@ -23,8 +23,10 @@ use crate::stall::{Steal, StealSource};
 pub const STEAL_LOOK_SLACK_NS: u64 = 12_000_000;
 
 /// The steal of one CPU (or of every CPU when `cpu` is `None`, the most on
-/// any one of them) inside `[start_ns, end_ns]` widened by the slack, in ns.
-/// A window that overlaps only partly counts in proportion.
+/// any one of them) that may have fallen inside `[start_ns, end_ns]` widened
+/// by the slack, in ns. A window only says how much was stolen somewhere in
+/// it (a pause is one burst, not spread evenly), so a window that overlaps
+/// counts up to the overlap.
 pub fn steal_during(steals: &[Steal], cpu: Option<u32>, start_ns: u64, end_ns: u64) -> u64 {
     let from = start_ns.saturating_sub(STEAL_LOOK_SLACK_NS);
     let to = end_ns.saturating_add(STEAL_LOOK_SLACK_NS);
@@ -34,10 +36,7 @@ pub fn steal_during(steals: &[Steal], cpu: Option<u32>, start_ns: u64, end_ns: u
         if overlap == 0 {
             continue;
         }
-        let stolen = (s.steal_ms * 1e6) as u64;
-        let window = s.end_ns.saturating_sub(s.start_ns).max(1);
-        // Steal cannot exceed the wall time it happened in.
-        let counted = (stolen as u128 * overlap.min(window) as u128 / window as u128) as u64;
+        let counted = ((s.steal_ms * 1e6) as u64).min(overlap);
         match per_cpu.iter_mut().find(|(c, _)| *c == s.cpu) {
             Some((_, sum)) => *sum += counted,
             None => per_cpu.push((s.cpu, counted)),
@@ -202,15 +201,18 @@ mod tests {
     }
 
     #[test]
-    fn steal_counts_in_proportion_and_only_near_the_episode() {
+    fn steal_counts_up_to_the_overlap_and_only_near_the_episode() {
         let ms = |ms: u64| ms * 1_000_000;
         let steals = [steal(0, 100, 200, 50.0), steal(1, 100, 125, 25.0)];
         assert_eq!(steal_during(&steals, Some(0), ms(100), ms(200)), ms(50));
-        // Every CPU: the most stolen from any one of them.
-        assert_eq!(steal_during(&steals, None, ms(100), ms(125)), ms(25));
-        // Half of CPU 0's window (the slack widens the look a little).
-        let half = steal_during(&steals, Some(0), ms(162), ms(188));
-        assert_eq!(half, ms(25), "{half}");
+        // Every CPU: the most that may have been stolen from any one of them
+        // (CPU 0's 50 ms may lie in the 37 ms its window shares with the look).
+        assert_eq!(steal_during(&steals, None, ms(100), ms(125)), ms(37));
+        // A pause anywhere in a long window may be the one near the episode,
+        // but no more of it than the (slack-widened) overlap.
+        assert_eq!(steal_during(&steals, Some(0), ms(180), ms(190)), ms(32));
+        let long = [steal(0, 0, 3000, 26.0)];
+        assert!(steal_explains(&long, Some(0), ms(1500), ms(1525)));
         // Far away: nothing.
         assert_eq!(steal_during(&steals, None, ms(400), ms(425)), 0);
         // A 25 ms episode where 25 ms were stolen is steal; a 100 ms one is not.

@@ -1404,8 +1404,9 @@ mod tests {
         assert_eq!(diagnose(&no_sample).status, Status::Healthy);
     }
 
-    // Two /proc/stat samples from this 2-vCPU VM, 30 ms apart, around a
-    // hypervisor pause: both CPUs' steal column moved at once.
+    // Two /proc/stat samples read on this 2-vCPU VM 25.3 ms apart (the
+    // reader itself was held up): CPU 1's steal column moved by one tick,
+    // 10 ms stolen in that window.
     const PROC_STAT_BEFORE: &str = include_str!("../testdata/proc-stat-steal-before.txt");
     const PROC_STAT_AFTER: &str = include_str!("../testdata/proc-stat-steal-after.txt");
 
@@ -1414,9 +1415,11 @@ mod tests {
         let mut watch = ProcStatSteal::new(100);
         let at = T0 + 5_000_000_000;
         watch.sample(at, parse_proc_stat(PROC_STAT_BEFORE).unwrap());
-        let steal = watch.sample(at + 30_000_000, parse_proc_stat(PROC_STAT_AFTER).unwrap());
-        assert!(!steal.is_empty());
-        let mut t = target(vec![episode(5_004, 25.0)]);
+        let steal = watch.sample(at + 25_285_000, parse_proc_stat(PROC_STAT_AFTER).unwrap());
+        assert_eq!(steal.len(), 1);
+        assert_eq!((steal[0].cpu, steal[0].steal_ms), (1, 10.0));
+        // A 15 ms probe episode inside it: two thirds of it stolen.
+        let mut t = target(vec![episode(5_006, 15.0)]);
         t.on_this_host = true;
         let findings = Findings {
             steal,

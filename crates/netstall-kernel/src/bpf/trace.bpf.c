@@ -39,7 +39,7 @@ const volatile __u64 packet_floor_ns = 1000 * 1000;
 const volatile __u64 syscall_threshold_ns = ~0ULL; /* culprits only */
 /* a tick gap this long is an irqs-off stall: threshold + 1 / CONFIG_HZ */
 const volatile __u64 tick_gap_ns = 14 * 1000 * 1000;
-/* steal this long between two looks at a CPU is reported */
+/* steal this long between two looks at a CPU is reported at once */
 const volatile __u64 steal_floor_ns = 1000 * 1000;
 /* NET_RX blocked this long: a tick samples who holds the CPU (threshold / 2) */
 const volatile __u64 watchdog_ns = 5 * 1000 * 1000;
@@ -277,27 +277,43 @@ static __always_inline void set_current2(struct ns_trace_event *e)
 	bpf_get_current_comm(e->comm2, sizeof(e->comm2));
 }
 
-/* Reports the steal since the last look when it reaches steal_floor_ns. */
+/* A window with some steal, but less than the floor, is reported after this
+ * long anyway: a steady drip of steal adds up, and a window must stay short
+ * enough to line up with a 10 ms episode. */
+#define STEAL_WINDOW_NS (100ULL * 1000 * 1000)
+
+/* Reports the steal since the last look: at once when it reaches
+ * steal_floor_ns, else when the window has aged. A look without new steal
+ * starts a fresh window. */
 static __always_inline void look_at_steal(struct ns_cpu_state *st, __u64 now, __u64 steal)
 {
 	struct ns_trace_event *e;
+	__u64 stolen;
 	__u32 cpu;
 
 	if (!steal)
 		return;
-	if (st->steal_seen && steal >= st->steal_seen + steal_floor_ns) {
-		cpu = bpf_get_smp_processor_id();
-		if (cpu_selected(cpu)) {
-			e = reserve(TK_STEAL, cpu);
-			if (e) {
-				e->start_ns = st->steal_seen_ts;
-				e->end_ns = now;
-				e->a = steal - st->steal_seen;
-				bpf_ringbuf_submit(e, 0);
-			}
+	if (!st->steal_seen || steal < st->steal_seen) {
+		st->steal_seen = steal;
+		st->steal_seen_ts = now;
+		return;
+	}
+	stolen = steal - st->steal_seen;
+	if (!stolen) {
+		st->steal_seen_ts = now;
+		return;
+	}
+	if (stolen < steal_floor_ns && now - st->steal_seen_ts < STEAL_WINDOW_NS)
+		return;
+	cpu = bpf_get_smp_processor_id();
+	if (cpu_selected(cpu)) {
+		e = reserve(TK_STEAL, cpu);
+		if (e) {
+			e->start_ns = st->steal_seen_ts;
+			e->end_ns = now;
+			e->a = stolen;
+			bpf_ringbuf_submit(e, 0);
 		}
-	} else if (st->steal_seen && steal >= st->steal_seen) {
-		return; /* too little yet: keep accumulating from the last look */
 	}
 	st->steal_seen = steal;
 	st->steal_seen_ts = now;
