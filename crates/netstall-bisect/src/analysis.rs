@@ -42,6 +42,9 @@ pub struct PathOutcome {
     /// Backlog releases among the replies after the kernel stamped them (the
     /// wake-up series): held on the vantage point's own host.
     pub sender_episodes: Vec<Episode>,
+    /// Episodes set aside because vCPU steal covered them: the hypervisor
+    /// held every path at once, no layer did.
+    pub steal_episodes: u64,
     pub flows_total: u16,
     /// Why the path is unreachable (no probe answered, or it could not run).
     pub unreachable: Option<String>,
@@ -118,6 +121,8 @@ pub struct PathRow {
     pub sender_episodes: u64,
     /// Whether `sender_episodes` is significantly above the healthy floor.
     pub sender_stalled: bool,
+    /// Episodes vCPU steal covered, not counted in `episodes`.
+    pub steal_episodes: u64,
     pub sender_p_value: f64,
     pub segments: Vec<Segment>,
 }
@@ -246,6 +251,7 @@ fn row(o: &PathOutcome, settings: &Settings) -> PathRow {
         flows_stalled,
         sender_episodes: o.sender_episodes.len() as u64,
         sender_stalled: false,
+        steal_episodes: o.steal_episodes,
         sender_p_value: 1.0,
         segments: o.spec.segments.clone(),
     }
@@ -682,6 +688,7 @@ mod tests {
             rtts_us,
             episodes,
             sender_episodes: Vec::new(),
+            steal_episodes: 0,
             flows_total: FLOWS,
             unreachable: None,
         }
@@ -979,6 +986,7 @@ mod tests {
             .iter()
             .map(|p| PathOutcome {
                 sender_episodes: held(p),
+                steal_episodes: 0,
                 ..outcome(p, episodes(p))
             })
             .collect();

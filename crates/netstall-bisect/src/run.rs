@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netstall_core::shutdown::Shutdown;
+use netstall_core::stall::Steal;
+use netstall_core::steal;
 use netstall_probe::{
     DetectorConfig, Episode, EpisodeKind, Mode, ProbeConfig, ProbeResult, Report, SessionEvent,
     StreamingDetector,
@@ -33,10 +35,44 @@ pub struct RunConfig {
     pub stop: Option<Arc<Shutdown>>,
 }
 
+/// How often `/proc/stat` is read for vCPU steal while the matrix runs.
+const STEAL_EVERY: Duration = Duration::from_millis(5);
+
 /// Probes every path concurrently and returns what each measured, in the
 /// order given. A path that cannot run or gets no answer comes back with
-/// its reason in `unreachable`; the others are not disturbed.
+/// its reason in `unreachable`; the others are not disturbed. Episodes
+/// that vCPU steal covers are set aside (counted in `steal_episodes`): a
+/// hypervisor pause holds every path at once and says nothing of a layer.
 pub fn run(paths: &[PathSpec], config: &RunConfig) -> Vec<PathOutcome> {
+    let stop = Arc::new(match Shutdown::new() {
+        Ok(stop) => stop,
+        Err(_) => return probe_all(paths, config),
+    });
+    let watch = {
+        let stop = stop.clone();
+        std::thread::spawn(move || steal::watch_proc_stat(&stop, STEAL_EVERY))
+    };
+    let mut outcomes = probe_all(paths, config);
+    stop.request();
+    // Without /proc/stat, nothing is set aside.
+    let steals = watch.join().ok().and_then(Result::ok).unwrap_or_default();
+    for outcome in &mut outcomes {
+        set_aside_steal(outcome, &steals);
+    }
+    outcomes
+}
+
+/// Removes the episodes steal covers (at least half of each) from `outcome`.
+pub fn set_aside_steal(outcome: &mut PathOutcome, steals: &[Steal]) {
+    let covered = |e: &Episode| steal::steal_explains(steals, None, e.start_ns, e.end_ns);
+    let before = outcome.episodes.len() + outcome.sender_episodes.len();
+    outcome.episodes.retain(|e| !covered(e));
+    outcome.sender_episodes.retain(|e| !covered(e));
+    outcome.steal_episodes +=
+        (before - outcome.episodes.len() - outcome.sender_episodes.len()) as u64;
+}
+
+fn probe_all(paths: &[PathSpec], config: &RunConfig) -> Vec<PathOutcome> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = paths
             .iter()
@@ -166,6 +202,7 @@ fn outcome(
         rtts_us,
         episodes: report.episodes.clone(),
         sender_episodes: Vec::new(),
+        steal_episodes: 0,
         flows_total: config.flows,
         unreachable: report.unreachable_reason(),
     }
@@ -180,7 +217,66 @@ fn failed(path: &PathSpec, config: &RunConfig, reason: String) -> PathOutcome {
         rtts_us: Vec::new(),
         episodes: Vec::new(),
         sender_episodes: Vec::new(),
+        steal_episodes: 0,
         flows_total: config.flows,
         unreachable: Some(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{matrix, Targets, Topology};
+
+    fn episode(start_ms: u64, ms: f64) -> Episode {
+        Episode {
+            kind: EpisodeKind::BacklogRelease,
+            start_ns: start_ms * 1_000_000,
+            end_ns: start_ms * 1_000_000 + (ms * 1e6) as u64,
+            duration_ms: ms,
+            uncertainty_ms: 1.0,
+            probes: 3,
+            flows_affected: 1,
+            flows_total: 1,
+            flows: vec![0],
+            first_seq: 1,
+            last_seq: 3,
+            max_rtt_us: Some(ms * 1e3),
+        }
+    }
+
+    #[test]
+    fn episodes_steal_covers_are_set_aside_and_counted() {
+        let targets = Targets {
+            nodeport: Some(([192, 168, 50, 1].into(), 30080)),
+            pod: Some(([10, 244, 2, 10].into(), 8080)),
+            node: None,
+            node_port: 8080,
+        };
+        let spec = matrix(&targets, None, Topology::Lab).remove(0);
+        let config = RunConfig {
+            client_netns: None,
+            outside_netns: None,
+            cpu: None,
+            interval: Duration::from_millis(10),
+            duration: Duration::from_secs(1),
+            flows: 1,
+            timeout: Duration::from_secs(1),
+            stop: None,
+        };
+        let mut outcome = failed(&spec, &config, String::new());
+        outcome.episodes = vec![episode(1000, 25.0), episode(5000, 40.0)];
+        let steal = [Steal {
+            kind: "steal",
+            cpu: 1,
+            start_ns: 998_000_000,
+            end_ns: 1_026_000_000,
+            steal_ms: 25.2,
+            source: netstall_core::stall::StealSource::ProcStat,
+        }];
+        set_aside_steal(&mut outcome, &steal);
+        assert_eq!(outcome.episodes.len(), 1);
+        assert_eq!(outcome.episodes[0].start_ns, 5_000_000_000);
+        assert_eq!(outcome.steal_episodes, 1);
     }
 }

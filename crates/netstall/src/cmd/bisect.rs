@@ -310,6 +310,12 @@ fn print_table(analysis: &Analysis, confidence: f64, out: Output) {
         "eps: stall episodes in the RTTs; held: replies held on the vantage point's own host \
          (after the kernel received them)",
     );
+    let stolen: u64 = analysis.paths.iter().map(|r| r.steal_episodes).sum();
+    if stolen > 0 {
+        out.text(format!(
+            "set aside: {stolen} episode(s) covered by vCPU steal (the hypervisor held every path at once)"
+        ));
+    }
     let v = &analysis.verdict;
     out.text(format!(
         "verdict: {} (confidence {:.3})",
