@@ -185,12 +185,7 @@ mod tests {
         assert_eq!(windows[1].steal_ms, 20.0);
         assert_eq!(windows[0].source, StealSource::ProcStat);
         // A 25 ms probe episode inside those samples is steal.
-        assert!(steal_explains(
-            &windows,
-            None,
-            1_004_000_000,
-            1_029_000_000
-        ));
+        assert!(steal_explains(&windows, None, 1_004_000_000, 1_029_000_000));
     }
 
     #[test]

@@ -279,7 +279,9 @@ impl Verdict {
             format!(
                 "{}{}, worst {:.1} ms",
                 c.id.as_str(),
-                c.cpu.map(|cpu| format!(" on CPU {cpu}")).unwrap_or_default(),
+                c.cpu
+                    .map(|cpu| format!(" on CPU {cpu}"))
+                    .unwrap_or_default(),
                 c.worst_ms
             )
         });
@@ -457,9 +459,14 @@ type TargetEpisode<'a> = (&'a str, bool, &'a Episode);
 
 /// Ranks and grades the causes behind the findings.
 pub fn diagnose(findings: &Findings) -> Verdict {
-    let is_self =
-        |s: &Stall| findings.self_pid != 0 && s.culprit.as_ref().is_some_and(|c| c.pid == findings.self_pid);
-    let (own, stalls): (Vec<&Stall>, Vec<&Stall>) = findings.stalls.iter().partition(|s| is_self(s));
+    let is_self = |s: &Stall| {
+        findings.self_pid != 0
+            && s.culprit
+                .as_ref()
+                .is_some_and(|c| c.pid == findings.self_pid)
+    };
+    let (own, stalls): (Vec<&Stall>, Vec<&Stall>) =
+        findings.stalls.iter().partition(|s| is_self(s));
 
     // A stall the hypervisor's steal covers is steal, whoever a tick found
     // on the CPU; only the measured memcg flush and a tick gap (already
@@ -519,7 +526,8 @@ pub fn diagnose(findings: &Findings) -> Verdict {
     // (that stall's cause), netstall's own stall (the observer), steal, and
     // finally the network beyond this host or, for a target on this host
     // (or when the tracer could not look), nothing found.
-    let lines_up = |e: &Episode, s: &Stall| overlaps((e.start_ns, e.end_ns), (s.start_ns, stall_end_ns(s)));
+    let lines_up =
+        |e: &Episode, s: &Stall| overlaps((e.start_ns, e.end_ns), (s.start_ns, stall_end_ns(s)));
     let mut steal_episodes = Vec::new();
     let mut unexplained = Vec::new();
     let mut elsewhere = Vec::new();
@@ -551,14 +559,21 @@ pub fn diagnose(findings: &Findings) -> Verdict {
         match id {
             CauseId::VcpuSteal => steal_stalls = stalls,
             CauseId::Unexplained => unexplained_stalls = stalls,
-            _ => causes.push(cause_from_stalls(id, named, &stalls, findings, &episodes, &grade)),
+            _ => causes.push(cause_from_stalls(
+                id, named, &stalls, findings, &episodes, &grade,
+            )),
         }
     }
     if !steal_stalls.is_empty() || !steal_episodes.is_empty() {
         causes.push(vcpu_steal(&steal_stalls, &steal_episodes, findings, &grade));
     }
     if !unexplained_stalls.is_empty() || !unexplained.is_empty() {
-        causes.push(unexplained_cause(&unexplained_stalls, &unexplained, findings, &grade));
+        causes.push(unexplained_cause(
+            &unexplained_stalls,
+            &unexplained,
+            findings,
+            &grade,
+        ));
     }
     if !elsewhere.is_empty() {
         causes.push(not_this_host(&elsewhere, episodes.len(), &grade));
@@ -575,7 +590,10 @@ pub fn diagnose(findings: &Findings) -> Verdict {
     let sources = sources(findings);
     let status = if unhealthy {
         Status::Unhealthy
-    } else if sources.iter().any(|s| s.state == "unavailable" && matches!(s.name, "tracer" | "sampler")) {
+    } else if sources
+        .iter()
+        .any(|s| s.state == "unavailable" && matches!(s.name, "tracer" | "sampler"))
+    {
         Status::Unknown
     } else if causes.is_empty() {
         Status::Healthy
@@ -630,11 +648,17 @@ pub fn diagnose(findings: &Findings) -> Verdict {
 
 /// What each source contributed.
 fn sources(findings: &Findings) -> Vec<Source> {
-    let source = |name, state, detail: String| Source { name, state, detail };
+    let source = |name, state, detail: String| Source {
+        name,
+        state,
+        detail,
+    };
     let tracer = match &findings.tracer {
-        TracerState::Ran { detectors, missing } if missing.is_empty() => {
-            source("tracer", "ran", format!("detectors: {}", detectors.join(", ")))
-        }
+        TracerState::Ran { detectors, missing } if missing.is_empty() => source(
+            "tracer",
+            "ran",
+            format!("detectors: {}", detectors.join(", ")),
+        ),
         TracerState::Ran { detectors, missing } => source(
             "tracer",
             "partial",
@@ -651,7 +675,11 @@ fn sources(findings: &Findings) -> Vec<Source> {
         SamplerState::Off => source("sampler", "off", "--no-sample".into()),
         SamplerState::Unavailable { reason } => source("sampler", "unavailable", reason.clone()),
     };
-    let probed = findings.targets.iter().filter(|t| t.error.is_none()).count();
+    let probed = findings
+        .targets
+        .iter()
+        .filter(|t| t.error.is_none())
+        .count();
     let probes = match (findings.targets.len(), probed) {
         (0, _) => source("probes", "off", "no --target".into()),
         (n, p) if p == n => source(
@@ -663,20 +691,38 @@ fn sources(findings: &Findings) -> Vec<Source> {
                 findings.targets.iter().map(|t| t.sent).sum::<u64>()
             ),
         ),
-        (n, p) => source("probes", "partial", format!("{p} of {n} targets could be probed")),
+        (n, p) => source(
+            "probes",
+            "partial",
+            format!("{p} of {n} targets could be probed"),
+        ),
     };
     let steal = match findings.steal_source {
-        Some(netstall_core::stall::StealSource::StealClock) => {
-            source("steal", "ran", "the runqueue steal clock, at every tick".into())
-        }
+        Some(netstall_core::stall::StealSource::StealClock) => source(
+            "steal",
+            "ran",
+            "the runqueue steal clock, at every tick".into(),
+        ),
         Some(netstall_core::stall::StealSource::ProcStat) => {
             source("steal", "ran", "/proc/stat, sampled every 5 ms".into())
         }
-        None => source("steal", "unavailable", "no steal clock and no /proc/stat".into()),
+        None => source(
+            "steal",
+            "unavailable",
+            "no steal clock and no /proc/stat".into(),
+        ),
     };
     let counters = match &findings.memcg {
-        Some(m) => source("counters", "ran", format!("{} dying memory cgroups", m.dying)),
-        None => source("counters", "unavailable", "cgroup counts could not be read".into()),
+        Some(m) => source(
+            "counters",
+            "ran",
+            format!("{} dying memory cgroups", m.dying),
+        ),
+        None => source(
+            "counters",
+            "unavailable",
+            "cgroup counts could not be read".into(),
+        ),
     };
     vec![tracer, sampler, probes, steal, counters]
 }
@@ -730,7 +776,11 @@ impl Grade {
         let unhealthy = match origin {
             Origin::ThisNode | Origin::Elsewhere => {
                 worst >= FAULT_WORST_MS
-                    || durations.iter().filter(|d| **d >= FAULT_REPEATED_MS).count() >= FAULT_REPEATED
+                    || durations
+                        .iter()
+                        .filter(|d| **d >= FAULT_REPEATED_MS)
+                        .count()
+                        >= FAULT_REPEATED
                     || share >= FAULT_SHARE_PCT
             }
             Origin::Environment => worst >= ENVIRONMENT_WORST_MS || share >= ENVIRONMENT_SHARE_PCT,
@@ -1015,7 +1065,14 @@ fn vcpu_steal(
         netstall_core::cpu::format_list(&cpus.into_iter().collect::<Vec<_>>())
     ));
     let confidence = 0.5 + 0.05 * (stalls.len() + episodes.len()).min(6) as f64;
-    cause_without_culprit(CauseId::VcpuSteal, stalls, episodes, evidence, confidence, grade)
+    cause_without_culprit(
+        CauseId::VcpuSteal,
+        stalls,
+        episodes,
+        evidence,
+        confidence,
+        grade,
+    )
 }
 
 fn unexplained_cause(
@@ -1063,7 +1120,14 @@ fn not_this_host(elsewhere: &[TargetEpisode], total: usize, grade: &Grade) -> Ca
         targets_of(elsewhere)
     )];
     let confidence = 0.4 + 0.05 * elsewhere.len() as f64;
-    cause_without_culprit(CauseId::NotThisHost, &[], elsewhere, evidence, confidence.min(0.8), grade)
+    cause_without_culprit(
+        CauseId::NotThisHost,
+        &[],
+        elsewhere,
+        evidence,
+        confidence.min(0.8),
+        grade,
+    )
 }
 
 /// The culprit most stalls name (by comm), with the richest details seen for it.
@@ -1248,7 +1312,11 @@ mod tests {
         });
         assert!(verdict.healthy);
         assert_eq!(verdict.status, Status::Healthy);
-        assert!(verdict.sources.iter().all(|s| s.state == "ran"), "{:?}", verdict.sources);
+        assert!(
+            verdict.sources.iter().all(|s| s.state == "ran"),
+            "{:?}",
+            verdict.sources
+        );
         assert!(verdict.causes.is_empty());
         assert_eq!(verdict.first_stall_ns, None);
     }
@@ -1372,7 +1440,10 @@ mod tests {
         assert_eq!(verdict.status, Status::Degraded);
         assert!(verdict.healthy);
         assert!(
-            verdict.causes[0].evidence.iter().any(|e| e.starts_with("checked: tracer, sampler, probes, steal")),
+            verdict.causes[0]
+                .evidence
+                .iter()
+                .any(|e| e.starts_with("checked: tracer, sampler, probes, steal")),
             "{:?}",
             verdict.causes[0].evidence
         );
@@ -1388,7 +1459,11 @@ mod tests {
         let verdict = diagnose(&blind);
         assert_eq!(verdict.status, Status::Unknown);
         assert!(!verdict.healthy);
-        assert!(verdict.headline().contains("tracer could not run"), "{}", verdict.headline());
+        assert!(
+            verdict.headline().contains("tracer could not run"),
+            "{}",
+            verdict.headline()
+        );
         let sampler_blind = Findings {
             sampler: SamplerState::Unavailable {
                 reason: "perf_event_open: EACCES".into(),
@@ -1433,14 +1508,26 @@ mod tests {
         assert_eq!(cause.origin, Origin::Environment);
         assert_eq!(cause.severity, Severity::Degraded);
         assert_eq!(cause.episodes, 1);
-        assert!(cause.evidence[0].contains("coincide with vCPU steal"), "{:?}", cause.evidence);
+        assert!(
+            cause.evidence[0].contains("coincide with vCPU steal"),
+            "{:?}",
+            cause.evidence
+        );
         assert_eq!(verdict.status, Status::Degraded);
         assert!(verdict.healthy);
 
         // Beside the story, steal is context (`also`), not a second cause.
         let mut sick = findings.clone();
         sick.stalls = (0..4)
-            .map(|i| stall(0, 1000 * i, 24.0, vec![Detector::RstatHold], poller_culprit()))
+            .map(|i| {
+                stall(
+                    0,
+                    1000 * i,
+                    24.0,
+                    vec![Detector::RstatHold],
+                    poller_culprit(),
+                )
+            })
             .collect();
         let verdict = diagnose(&sick);
         assert_eq!(verdict.status, Status::Unhealthy);
@@ -1469,10 +1556,21 @@ mod tests {
             ..run_of(15)
         };
         let verdict = diagnose(&findings);
-        assert_eq!(verdict.causes[0].id, CauseId::VcpuSteal, "{:?}", verdict.causes);
+        assert_eq!(
+            verdict.causes[0].id,
+            CauseId::VcpuSteal,
+            "{:?}",
+            verdict.causes
+        );
         let story = Findings {
             steal,
-            stalls: vec![stall(0, 2, 25.0, vec![Detector::RstatHold], poller_culprit())],
+            stalls: vec![stall(
+                0,
+                2,
+                25.0,
+                vec![Detector::RstatHold],
+                poller_culprit(),
+            )],
             ..run_of(15)
         };
         assert_eq!(diagnose(&story).causes[0].id, CauseId::DyingMemcgStatFlush);

@@ -76,7 +76,9 @@ fn verdict_section(html: &mut String, verdict: &Verdict) {
         verdict.status.as_str()
     );
     let headline = verdict.headline();
-    html.push_str(&esc(headline.strip_prefix("VERDICT: ").unwrap_or(&headline)));
+    html.push_str(&esc(headline
+        .strip_prefix("VERDICT: ")
+        .unwrap_or(&headline)));
     if let (Some(t), Some(f)) = (verdict.time_to_verdict_s, verdict.from_first_stall_s) {
         let _ = write!(
             html,

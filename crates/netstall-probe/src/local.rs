@@ -15,7 +15,10 @@ const MAX_NAMESPACES: usize = 2048;
 /// Every network namespace of this host, one path each: the host's, the
 /// named ones (`ip netns`) and those of running processes (pods).
 fn network_namespaces() -> Vec<PathBuf> {
-    let mut candidates = vec![PathBuf::from("/proc/1/ns/net"), PathBuf::from("/proc/self/ns/net")];
+    let mut candidates = vec![
+        PathBuf::from("/proc/1/ns/net"),
+        PathBuf::from("/proc/self/ns/net"),
+    ];
     for dir in ["/run/netns", "/var/run/netns"] {
         if let Ok(entries) = std::fs::read_dir(dir) {
             candidates.extend(entries.flatten().map(|e| e.path()));
@@ -25,7 +28,12 @@ fn network_namespaces() -> Vec<PathBuf> {
         candidates.extend(
             entries
                 .flatten()
-                .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                })
                 .map(|e| e.path().join("ns/net")),
         );
     }

@@ -246,7 +246,10 @@ fn doctor_on_a_healthy_lab_is_healthy() {
         .iter()
         .find(|s| s["name"] == "steal")
         .expect("steal is a source");
-    assert!(steal["detail"].as_str().unwrap().contains("steal clock"), "{steal}");
+    assert!(
+        steal["detail"].as_str().unwrap().contains("steal clock"),
+        "{steal}"
+    );
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
 
@@ -258,7 +261,12 @@ fn doctor_without_privileges_refuses_naming_the_capability() {
     // As nobody, with no capabilities: refused up front, in one line.
     let as_nobody = |extra: &[&str]| {
         Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
             .arg(NETSTALL)
             .args(["doctor", "-w", "2s", "--json"])
             .args(extra)

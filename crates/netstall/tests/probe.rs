@@ -297,7 +297,10 @@ fn stalls_are_found(lab: &Lab, interval: &str, stall_ms: u32, seconds: u32) {
         let e = matching[0];
         assert_eq!(e["kind"], "backlog-release", "{e}");
         let found = e["duration_ms"].as_f64().unwrap();
-        let (start_ns, end_ns) = (e["start_ns"].as_u64().unwrap(), e["end_ns"].as_u64().unwrap());
+        let (start_ns, end_ns) = (
+            e["start_ns"].as_u64().unwrap(),
+            e["end_ns"].as_u64().unwrap(),
+        );
         // The backlog was blocked as long as the kernel measured (the spin,
         // and what ran on right after it); a hypervisor pause adds to it.
         let blocked = seen.stall_ms(start_ns, end_ns).max(*ms);

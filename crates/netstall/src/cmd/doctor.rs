@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use netstall_core::duration;
 use netstall_core::output::Output;
-use netstall_doctor::run::{self, DoctorConfig, Progress, Target};
 use netstall_doctor::diagnose::{Severity, Status};
+use netstall_doctor::run::{self, DoctorConfig, Progress, Target};
 use netstall_doctor::{report, Verdict};
 
 #[derive(clap::Args)]
@@ -174,7 +174,11 @@ pub fn print_verdict(verdict: &Verdict, out: Output) {
             "also: {} (degraded, {} episode{}, worst {:.1} ms): {}",
             cause.id.as_str(),
             cause.episodes + cause.stalls,
-            if cause.episodes + cause.stalls == 1 { "" } else { "s" },
+            if cause.episodes + cause.stalls == 1 {
+                ""
+            } else {
+                "s"
+            },
             cause.worst_ms,
             cause.title
         ));

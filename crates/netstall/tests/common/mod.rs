@@ -152,7 +152,10 @@ impl KernelWatch {
         let lines = std::thread::spawn(move || {
             use std::io::BufRead;
             let mut lines = Vec::new();
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
                 let Ok(value) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
@@ -179,7 +182,12 @@ impl KernelWatch {
         // SAFETY: a signal to the child we started, by its PID.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
         let _ = child.wait();
-        let lines = self.lines.take().expect("reader").join().unwrap_or_default();
+        let lines = self
+            .lines
+            .take()
+            .expect("reader")
+            .join()
+            .unwrap_or_default();
         let mut seen = Seen::default();
         for l in &lines {
             if l["type"] == "steal" {
@@ -225,7 +233,9 @@ impl Seen {
     pub fn stall_ms(&self, start_ns: u64, end_ns: u64) -> f64 {
         self.stalls
             .iter()
-            .filter(|(_, s, e, _)| *s <= end_ns + KERNEL_SLACK_NS && start_ns <= e + KERNEL_SLACK_NS)
+            .filter(|(_, s, e, _)| {
+                *s <= end_ns + KERNEL_SLACK_NS && start_ns <= e + KERNEL_SLACK_NS
+            })
             .map(|(_, s, e, _)| (e - s) as f64 / 1e6)
             .fold(0.0, f64::max)
     }
@@ -259,7 +269,12 @@ impl Load {
         }
         children.push(
             Command::new("timeout")
-                .args([&secs, "sh", "-c", "while :; do find / -xdev >/dev/null 2>&1; done"])
+                .args([
+                    &secs,
+                    "sh",
+                    "-c",
+                    "while :; do find / -xdev >/dev/null 2>&1; done",
+                ])
                 .spawn()
                 .expect("start a filesystem walk"),
         );
