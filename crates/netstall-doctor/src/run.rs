@@ -477,6 +477,13 @@ fn read_samples(
     let gaps: Vec<SampleGap> = found
         .iter()
         .filter(|s| s.kind == StallKind::IrqsOff)
+        // Resumed in user mode: the timer would have fired the moment IRQs
+        // came back on, in the kernel; the CPU did not run (steal) instead.
+        // Resumed in netstall's own thread: the observer's rhythm, not a stall.
+        .filter(|s| {
+            let resumed = &samples[s.last];
+            resumed.kernel_depth > 0 && resumed.pid != std::process::id()
+        })
         .map(|s| SampleGap {
             cpu: s.cpu,
             start_ns: s.start_ns,
