@@ -1099,6 +1099,27 @@ fn unexplained_cause(
             stalls.iter().map(|s| s.duration_ms).fold(0.0, f64::max)
         ));
     }
+    if !episodes.is_empty() {
+        let late = episodes
+            .iter()
+            .flat_map(|(target, _, e)| {
+                findings
+                    .targets
+                    .iter()
+                    .filter(move |t| t.target == *target)
+                    .flat_map(|t| t.late_sends.iter())
+                    .filter(move |(at, _)| {
+                        *at + ALIGN_SLACK_NS >= e.start_ns && *at <= e.end_ns + ALIGN_SLACK_NS
+                    })
+                    .map(|(_, ms)| *ms)
+            })
+            .fold(0.0, f64::max);
+        evidence.push(if late > 0.0 {
+            format!("the prober itself was scheduled up to {late:.1} ms late around them (load on its CPU)")
+        } else {
+            "the prober's sends left on time around them (no scheduling delay of its own)".into()
+        });
+    }
     let checked: Vec<String> = sources(findings)
         .into_iter()
         .filter(|s| s.state == "ran" || s.state == "partial")
@@ -1285,6 +1306,7 @@ mod tests {
             rtts: Vec::new(),
             error: None,
             on_this_host: false,
+            late_sends: Vec::new(),
         }
     }
 
@@ -1435,8 +1457,17 @@ mod tests {
         // 20 s (0.8% of the time) on a node with nothing to blame: degraded.
         let mut local = findings.clone();
         local.targets[0].on_this_host = true;
+        local.targets[0].late_sends = vec![(T0 + 1_105_000_000, 6.5)];
         let verdict = diagnose(&local);
         assert_eq!(verdict.causes[0].id, CauseId::Unexplained);
+        assert!(
+            verdict.causes[0]
+                .evidence
+                .iter()
+                .any(|e| e.contains("scheduled up to 6.5 ms late")),
+            "{:?}",
+            verdict.causes[0].evidence
+        );
         assert_eq!(verdict.status, Status::Degraded);
         assert!(verdict.healthy);
         assert!(

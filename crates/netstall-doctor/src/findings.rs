@@ -88,6 +88,9 @@ pub struct TargetFindings {
     /// The target is an address of this host (any of its network
     /// namespaces): its probes never left this machine.
     pub on_this_host: bool,
+    /// (scheduled_ns, late_ms) of the sends that left at least 2 ms after
+    /// their schedule: the prober's own scheduling delay.
+    pub late_sends: Vec<(u64, f64)>,
 }
 
 /// The dying memory cgroup count.

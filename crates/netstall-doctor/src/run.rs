@@ -157,6 +157,9 @@ pub fn preflight(config: &DoctorConfig) -> Result<()> {
     Ok(())
 }
 
+/// A send this late is the prober's own scheduling delay worth showing.
+const LATE_SEND_NS: u64 = 2_000_000;
+
 /// How often `/proc/stat` is read for steal when the tracer has no steal
 /// clock: cheap (no cgroup walk), and fine enough for 10 ms episodes.
 const PROC_STAT_EVERY: Duration = Duration::from_millis(5);
@@ -446,6 +449,12 @@ fn target_findings(text: String, result: Result<netstall_probe::Report>) -> Targ
                     .map(|p| (p.sent_ns, p.rtt_ns.map(|ns| ns as f64 / 1e3)))
                     .collect(),
                 error: report.unreachable_reason(),
+                late_sends: report
+                    .probes
+                    .iter()
+                    .filter(|p| p.late_ns >= LATE_SEND_NS)
+                    .map(|p| (p.scheduled_ns, p.late_ns as f64 / 1e6))
+                    .collect(),
                 episodes: report.episodes,
                 on_this_host: false,
             }
@@ -462,6 +471,7 @@ fn target_findings(text: String, result: Result<netstall_probe::Report>) -> Targ
             rtts: Vec::new(),
             error: Some(format!("{e:#}")),
             on_this_host: false,
+            late_sends: Vec::new(),
         },
     }
 }
