@@ -22,6 +22,8 @@ pub mod icmp;
 pub mod kubernetes;
 pub mod mesh;
 pub mod metrics;
+pub mod remediation;
+pub mod remediator;
 pub mod rendezvous;
 pub mod tracer;
 pub mod tracker;
@@ -147,6 +149,16 @@ pub fn run(config: &AgentConfig, stop: Arc<Shutdown>, on_ready: impl FnOnce()) -
         .clone()
         .map(kubernetes::KubernetesPeers::connect)
         .transpose()?;
+    // Off (the default): no client, no thread, no API request at all.
+    let remediator = if config.remediation.mode == remediation::Mode::Off {
+        None
+    } else {
+        Some(remediator::Remediator::connect(
+            config.remediation.clone(),
+            &config.node_name,
+            config.dying_memcg_limit,
+        )?)
+    };
     let socket = if config.peers.is_empty() && config.peers_dns.is_none() && kubernetes.is_none() {
         None
     } else {
@@ -184,6 +196,10 @@ pub fn run(config: &AgentConfig, stop: Arc<Shutdown>, on_ready: impl FnOnce()) -
                     peers_generation.fetch_add(1, Ordering::Relaxed);
                 });
             })?;
+        }
+        if let Some(remediator) = remediator {
+            let (state, stop) = (&state, &stop);
+            spawn(scope, "remediate", move || remediator.run(state, stop))?;
         }
         let mesh = socket
             .as_ref()
