@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 /// first; a node with that many stalls is unhealthy either way).
 const MAX_RECENT: usize = 1000;
 
+/// (time ns, CPU, duration ms) of one kernel-seen RX stall.
+type StallAt = (u64, u32, f64);
+
 /// What the agent's tracing source is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TracerState {
@@ -42,7 +45,7 @@ pub struct Health {
     window_ns: u64,
     dying_limit: u64,
     /// (time ns, CPU, duration ms) of kernel-seen RX stalls.
-    stalls: VecDeque<(u64, u32, f64)>,
+    stalls: VecDeque<StallAt>,
     /// The culprit of each stall in `stalls` (same order), when known.
     culprits: VecDeque<Option<String>>,
     /// The latest stall or episode ever seen (not windowed): remediation's
@@ -136,7 +139,7 @@ impl Health {
     /// The verdict as of `now_ns` (REALTIME).
     pub fn report(&self, now_ns: u64) -> HealthReport {
         let since = now_ns.saturating_sub(self.window_ns);
-        let recent_stalls: Vec<(&(u64, u32, f64), &Option<String>)> = self
+        let recent_stalls: Vec<(&StallAt, &Option<String>)> = self
             .stalls
             .iter()
             .zip(&self.culprits)

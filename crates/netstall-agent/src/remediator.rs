@@ -81,12 +81,36 @@ pub struct Remediator {
 impl Remediator {
     /// Reads the in-cluster config (service account) or `KUBECONFIG`.
     pub fn connect(config: RemediationConfig, node: &str, dying_limit: u64) -> Result<Self> {
+        Self::connect_with(config, node, dying_limit, None)
+    }
+
+    /// As [`Remediator::connect`], or through the kubeconfig file given.
+    pub fn connect_with(
+        config: RemediationConfig,
+        node: &str,
+        dying_limit: u64,
+        kubeconfig: Option<&std::path::Path>,
+    ) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("start the Kubernetes client's runtime")?;
+        let connect = async {
+            match kubeconfig {
+                None => Client::try_default().await,
+                Some(path) => {
+                    let file = kube::config::Kubeconfig::read_from(path)
+                        .map_err(kube::Error::InferKubeconfig)?;
+                    let options = kube::config::KubeConfigOptions::default();
+                    let config = kube::Config::from_custom_kubeconfig(file, &options)
+                        .await
+                        .map_err(kube::Error::InferKubeconfig)?;
+                    Client::try_from(config)
+                }
+            }
+        };
         let client = runtime
-            .block_on(Client::try_default())
+            .block_on(connect)
             .map_err(|e| anyhow!("{e}"))
             .with_context(|| {
                 format!(
@@ -185,6 +209,9 @@ impl Remediator {
 
     /// One look and at most one step.
     pub fn tick(&mut self, state: &State) -> Result<()> {
+        if self.config.mode == Mode::Off {
+            return Ok(());
+        }
         let now = realtime_ns();
         let report = state.health.lock().expect("health lock").report(now);
         let verdict = judge(&report);
@@ -310,12 +337,17 @@ impl Remediator {
         now: u64,
     ) -> Result<()> {
         self.quick_fix_ns = Some(now);
-        let dying_before = report.dying_memcgs.unwrap_or(0);
         let level = netstall_cgroups::remediate::Level::PageCache;
+        let host = netstall_cgroups::Host::live();
+        // Counted now, not the last periodic count: the proof compares like with like.
+        let dying_before = netstall_cgroups::report::memory_count(&host)
+            .map(|m| m.dying)
+            .ok()
+            .or(report.dying_memcgs)
+            .unwrap_or(0);
         let result = if self.config.dry_run {
             Ok(netstall_cgroups::remediate::plan(level, dying_before, None))
         } else {
-            let host = netstall_cgroups::Host::live();
             netstall_cgroups::remediate::apply(&host, level, dying_before, None)
         };
         match result {
