@@ -1215,3 +1215,164 @@ fn the_schema_check_can_fail() {
     let out = kubernetes_validate(&[broken.display().to_string()]);
     assert!(!out.status.success(), "a boolean condition status passed");
 }
+
+/// deploy/remediation (a kustomize Component) on the agent's base: renders
+/// with `kubectl kustomize`, passes the official schemas, turns remediation
+/// on through flags the agent accepts, and grants exactly the RBAC the
+/// requests above need.
+#[test]
+fn the_remediation_component_renders_passes_the_schemas_and_grants_only_what_is_used() {
+    let tmp = TempDir::new();
+    let copy = |from: &str, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(repo_file(from)).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    };
+    let base = tmp.0.join("kubernetes");
+    copy("deploy/kubernetes", &base);
+    if !base.join("kustomization.yaml").exists() {
+        let mut files: Vec<String> = std::fs::read_dir(&base)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f.ends_with(".yaml"))
+            .collect();
+        files.sort();
+        let list: String = files.iter().map(|f| format!("  - {f}\n")).collect();
+        std::fs::write(
+            base.join("kustomization.yaml"),
+            format!("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n{list}"),
+        )
+        .unwrap();
+    }
+    copy("deploy/remediation", &tmp.0.join("remediation"));
+    let overlay = tmp.0.join("overlay");
+    std::fs::create_dir_all(&overlay).unwrap();
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+         resources:\n  - ../kubernetes\ncomponents:\n  - ../remediation\n",
+    )
+    .unwrap();
+    let out = Command::new("kubectl")
+        .args(["kustomize", overlay.to_str().unwrap()])
+        .output()
+        .expect("kubectl (for kustomize)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = tmp.0.join("rendered.yaml");
+    std::fs::write(&rendered, &out.stdout).unwrap();
+    let check = kubernetes_validate(&[rendered.display().to_string()]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    let docs = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+            rendered.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let docs: Vec<Value> = serde_json::from_slice(&docs.stdout).unwrap();
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+            .clone()
+    };
+    // The flags the Component adds are the agent's own, and valid.
+    let daemonset = find("DaemonSet", "netstall-agent");
+    let args: Vec<String> = daemonset["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .filter(|a| a.starts_with("--") && !a.contains("$(") && !a.starts_with("--config="))
+        .collect();
+    assert!(args.contains(&"--remediate=drain".to_string()), "{args:?}");
+    let config = tmp.0.join("agent.toml");
+    let configmap = find("ConfigMap", "netstall-agent");
+    std::fs::write(&config, configmap["data"]["agent.toml"].as_str().unwrap()).unwrap();
+    let out = Command::new(NETSTALL)
+        .arg("agent")
+        .args(&args)
+        .args(["--config", config.to_str().unwrap(), "--print-config"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["remediate"], "drain");
+    assert_eq!(printed["reboot_sentinel"], "/host/var/run/reboot-required");
+    let mounts = &daemonset["spec"]["template"]["spec"]["containers"][0]["volumeMounts"];
+    assert!(mounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["mountPath"] == "/host/var/run"));
+
+    // RBAC: the verbs the stand-in saw requested, nothing more.
+    let rules = |kind: &str| -> Vec<(String, String)> {
+        find(kind, "netstall-remediation")["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                let resources = r["resources"].as_array().unwrap().clone();
+                let verbs = r["verbs"].as_array().unwrap().clone();
+                resources.into_iter().flat_map(move |res| {
+                    let verbs = verbs.clone();
+                    verbs.into_iter().map(move |v| {
+                        (
+                            res.as_str().unwrap().to_string(),
+                            v.as_str().unwrap().to_string(),
+                        )
+                    })
+                })
+            })
+            .collect()
+    };
+    let mut cluster_rules = rules("ClusterRole");
+    cluster_rules.sort();
+    let expected: Vec<(String, String)> = [
+        ("events", "create"),
+        ("nodes", "get"),
+        ("nodes", "list"),
+        ("nodes", "patch"),
+        ("nodes/status", "patch"),
+        ("pods", "list"),
+        ("pods/eviction", "create"),
+    ]
+    .iter()
+    .map(|(r, v)| (r.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(cluster_rules, expected);
+    let mut lease_rules = rules("Role");
+    lease_rules.sort();
+    assert_eq!(
+        lease_rules,
+        [
+            ("leases", "create"),
+            ("leases", "get"),
+            ("leases", "update")
+        ]
+        .iter()
+        .map(|(r, v)| (r.to_string(), v.to_string()))
+        .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        find("Role", "netstall-remediation")["metadata"]["namespace"],
+        "netstall"
+    );
+}
