@@ -297,7 +297,7 @@ impl Remediator {
         // that two nodes flagged at once do not both start.
         let quick_fix_first =
             self.config.memcg_quick_fix && verdict.cause == remediation::DYING_MEMCG_CAUSE;
-        if self.config.mode >= Mode::Cordon && !quick_fix_first && self.min_healthy(state)? {
+        if self.config.mode >= Mode::Cordon && !quick_fix_first && self.may_take_out(state)? {
             self.lease(state, now, true)?;
         }
         self.set_condition(true, &camel_case(&verdict.cause), &verdict.message)?;
@@ -326,6 +326,10 @@ impl Remediator {
             .take()
             .unwrap_or_else(|| (now, Snapshot::default(), verdict.cause.clone()));
         self.quick_fix_ns = None;
+        // Taken when flagged, never used: free it for the fleet now.
+        if self.lease_renewed.is_some() {
+            self.release_lease(state)?;
+        }
         self.prove(state, report, verdict, cause, before, started, now);
         Ok(())
     }
@@ -372,8 +376,9 @@ impl Remediator {
         Ok(())
     }
 
-    /// Whether enough nodes are free of the condition to take this one out.
-    fn min_healthy(&mut self, state: &State) -> Result<bool> {
+    /// Whether this node may be taken out: no other node is under
+    /// remediation, and enough nodes are free of the condition.
+    fn may_take_out(&mut self, state: &State) -> Result<bool> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let list = self
             .runtime
@@ -385,6 +390,19 @@ impl Remediator {
             .iter()
             .filter(|n| n.metadata.name.as_deref() != Some(&self.node) && !has_condition(n))
             .count();
+        // A node still under remediation (its Lease may have expired while
+        // it rebooted) counts as taken out: wait for it to finish.
+        if let Some(other) = list.items.iter().find(|n| {
+            n.metadata.name.as_deref() != Some(&self.node) && record_of(n).ok().flatten().is_some()
+        }) {
+            let other = other.metadata.name.clone().unwrap_or_default();
+            self.wait(
+                state,
+                "NodeInRemediation",
+                format!("node {other} is still being remediated ({ANNOTATION}): waiting"),
+            );
+            return Ok(false);
+        }
         let met = self.config.min_healthy.met(healthy, total);
         if !met {
             self.wait(
@@ -499,7 +517,19 @@ impl Remediator {
                     .block_on(api.create(&PostParams::default(), &created))
             }
         };
-        result.with_context(|| format!("write the Lease {target}"))?;
+        match result {
+            // Another node wrote it between our read and our write: it won.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                self.lease_renewed = None;
+                self.wait(
+                    state,
+                    "LeaseHeld",
+                    format!("the Lease {target} was taken by another node first: waiting"),
+                );
+                return Ok(false);
+            }
+            other => other.with_context(|| format!("write the Lease {target}"))?,
+        };
         self.lease_renewed = Some(Instant::now());
         if taking {
             self.waiting = None;
@@ -567,7 +597,7 @@ impl Remediator {
         verdict: &Verdict,
         now: u64,
     ) -> Result<()> {
-        if !self.min_healthy(state)? || !self.lease(state, now, true)? {
+        if !self.may_take_out(state)? || !self.lease(state, now, true)? {
             return Ok(());
         }
         let before = match &self.flagged {

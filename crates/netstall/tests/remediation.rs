@@ -62,6 +62,8 @@ struct Cluster {
     /// Answer every request with 500 once an eviction was asked for.
     fail_after_eviction: bool,
     failing: bool,
+    /// Instead of answering 500: close every connection (an API server gone).
+    unreachable: bool,
 }
 
 struct ApiServer {
@@ -279,6 +281,15 @@ fn serve(stream: TcpStream, cluster: &Mutex<Cluster>) {
         let query = target.split_once('?').map_or("", |q| q.1).to_string();
         let (code, response) = {
             let mut c = cluster.lock().unwrap();
+            if c.failing && c.unreachable {
+                c.log.push(Seen {
+                    method,
+                    path,
+                    status: 0,
+                    body,
+                });
+                return;
+            }
             let answer = if c.failing {
                 (
                     500,
@@ -295,6 +306,9 @@ fn serve(stream: TcpStream, cluster: &Mutex<Cluster>) {
             });
             answer
         };
+        if code == 0 {
+            return; // gone: the connection closes without an answer
+        }
         let text = response.to_string();
         let reason = match code {
             200 => "OK",
@@ -396,6 +410,9 @@ fn route(
             c.written.push(eviction.clone());
             if c.fail_after_eviction {
                 c.failing = true;
+                if c.unreachable {
+                    return (0, Value::Null);
+                }
                 return (
                     500,
                     status(500, "InternalError", "etcdserver: leader changed"),
@@ -857,8 +874,9 @@ fn a_bad_node_is_flagged_cordoned_drained_rebooted_and_proven_in_order() {
     api.validate(&tmp.0);
 }
 
-/// A second bad node waits while the first holds the Lease and proceeds
-/// once it is released.
+/// Two nodes go bad at once: one takes the Lease, the other waits (no
+/// cordon) while it is held, and proceeds once it is released; never are
+/// both cordoned.
 #[test]
 fn one_node_at_a_time_and_the_next_after_the_release() {
     let tmp = TempDir::new();
@@ -870,63 +888,69 @@ fn one_node_at_a_time_and_the_next_after_the_release() {
         ("node-e", false),
     ];
     let api = ApiServer::start(cluster(&nodes, vec![]));
-    // node-a's stalls age out of its 3 s window: it recovers; node-b's stay.
-    let a = Agent::start(
-        &api,
-        &tmp.0,
-        &Settings {
-            node: "node-a",
-            mode: "cordon",
-            window: "3s",
-            extra: &[],
-        },
-    );
+    // Stalls age out of a 3 s window: a node left alone recovers.
+    let settings = |node| Settings {
+        node,
+        mode: "cordon",
+        window: "3s",
+        extra: &[],
+    };
+    let a = Agent::start(&api, &tmp.0, &settings("node-a"));
+    let b = Agent::start(&api, &tmp.0, &settings("node-b"));
     a.stalls(3);
-    wait_for("node-a cordoned", Duration::from_secs(20), || {
-        api.node("node-a")["spec"]["unschedulable"] == true
-    });
-    let b = Agent::start(
-        &api,
-        &tmp.0,
-        &Settings {
-            node: "node-b",
-            mode: "cordon",
-            window: "5m",
-            extra: &[],
-        },
-    );
     b.stalls(3);
-    wait_for("node-b flagged", Duration::from_secs(20), || {
-        api.writes()
-            .iter()
-            .any(|w| is_condition(w, "node-b", "True"))
+    let cordoned = |n: &str| api.node(n)["spec"]["unschedulable"] == true;
+    wait_for("a node cordoned", Duration::from_secs(20), || {
+        cordoned("node-a") || cordoned("node-b")
     });
-    assert_ne!(
-        api.node("node-b")["spec"]["unschedulable"],
-        true,
-        "node-b cordoned while node-a held the Lease"
-    );
-    wait_for("node-a released the Lease", Duration::from_secs(30), || {
-        api.writes().iter().any(|w| is_lease_write(w, Value::Null))
-    });
-    wait_for("node-b cordoned", Duration::from_secs(20), || {
-        api.node("node-b")["spec"]["unschedulable"] == true
-    });
+    let (first_node, second, second_node) = if cordoned("node-a") {
+        ("node-a", &b, "node-b")
+    } else {
+        ("node-b", &a, "node-a")
+    };
+    // The second stays bad (fresh stalls) until it gets its turn.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cordoned(second_node) {
+        assert!(
+            Instant::now() < deadline,
+            "{second_node} never got its turn"
+        );
+        assert!(
+            !(cordoned(first_node) && cordoned(second_node)),
+            "both cordoned at once"
+        );
+        second.stalls(3);
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let w = api.writes();
-    let released = first(&w, 0, "release", |w| is_lease_write(w, Value::Null));
-    let b_took = first(&w, 0, "node-b's Lease", |w| {
-        is_lease_write(w, json!("node-b"))
+    let first_uncordon = first(&w, 0, "the first node's uncordon", |w| {
+        is_unschedulable(w, first_node, Value::Null)
     });
-    let b_cordon = first(&w, 0, "node-b's cordon", |w| {
-        is_unschedulable(w, "node-b", json!(true))
+    let released = first(&w, first_uncordon, "release", |w| {
+        is_lease_write(w, Value::Null)
     });
-    assert!(released < b_took && b_took < b_cordon, "{:#?}", summary(&w));
+    let second_took = first(&w, 0, "the second node's Lease", |w| {
+        is_lease_write(w, json!(second_node))
+    });
+    let second_cordon = first(&w, 0, "the second node's cordon", |w| {
+        is_unschedulable(w, second_node, json!(true))
+    });
     assert!(
-        b.steps().iter().any(|s| s == "wait:LeaseHeld"),
-        "{:?}",
-        b.steps()
+        first_uncordon < released && released < second_took && second_took < second_cordon,
+        "{:#?}",
+        summary(&w)
     );
-    assert_eq!(api.lease_holder().as_deref(), Some("node-b"));
+    assert!(
+        w.iter().any(|w| is_condition(w, second_node, "True")),
+        "the waiting node still flagged itself: {:#?}",
+        summary(&w)
+    );
+    assert!(
+        second.steps().iter().any(|s| s == "wait:LeaseHeld"),
+        "{:?}",
+        second.steps()
+    );
+    assert_eq!(api.lease_holder().as_deref(), Some(second_node));
     drop((a, b));
     api.validate(&tmp.0);
 }
@@ -984,6 +1008,16 @@ fn min_healthy_not_met_means_no_node_acts() {
 /// /metrics, and the Lease, no longer renewed, expires.
 #[test]
 fn an_api_failing_mid_drain_stops_everything_and_the_lease_expires() {
+    api_lost_mid_drain(false);
+}
+
+/// The same with the API server gone (connections closed, no answer).
+#[test]
+fn an_api_unreachable_mid_drain_stops_everything_and_the_lease_expires() {
+    api_lost_mid_drain(true);
+}
+
+fn api_lost_mid_drain(unreachable: bool) {
     let tmp = TempDir::new();
     let pods = vec![
         pod("shop", "web-1", "node-a", Some("ReplicaSet"), json!({})),
@@ -994,6 +1028,7 @@ fn an_api_failing_mid_drain_stops_everything_and_the_lease_expires() {
         pods,
     );
     c.fail_after_eviction = true;
+    c.unreachable = unreachable;
     let api = ApiServer::start(c);
     let agent = Agent::start(
         &api,
