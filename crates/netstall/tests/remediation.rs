@@ -29,6 +29,7 @@ use netstall_agent::remediator::Remediator;
 use netstall_agent::tracer::{self, StallObservation};
 use netstall_agent::{AgentOptions, State};
 use netstall_core::shutdown::Shutdown;
+use netstall_testkit::{privileged, MachineLock};
 use serde_json::{json, Value};
 
 const KUBERNETES: &str = "1.33.0";
@@ -534,6 +535,8 @@ impl Agent {
             match *key {
                 "dry-run" => options.dry_run = Some(value.parse().unwrap()),
                 "min-healthy" => options.min_healthy = Some(value.to_string()),
+                "remediate-memcg" => options.remediate_memcg = Some(value.parse().unwrap()),
+                "dying-memcg-limit" => options.dying_memcg_limit = Some(value.parse().unwrap()),
                 "lease-duration" => {
                     options.lease_duration =
                         Some(netstall_core::duration::parse_nonzero(value).unwrap())
@@ -1410,4 +1413,99 @@ fn the_remediation_component_renders_passes_the_schemas_and_grants_only_what_is_
         find("Role", "netstall-remediation")["metadata"]["namespace"],
         "netstall"
     );
+}
+
+/// The quick fix first, for real: with real dying memory cgroups (the
+/// lab's, pinned by page cache) over the limit and --remediate-memcg, the
+/// agent drops the page cache (level 1) and measures the count before and
+/// after; nothing is cordoned while no stall follows, and the node is
+/// cordoned once stalls continue.
+#[test]
+fn the_memcg_quick_fix_comes_first_and_stalls_that_continue_escalate() {
+    if !privileged("the_memcg_quick_fix_comes_first_and_stalls_that_continue_escalate") {
+        return;
+    }
+    let _lock = MachineLock::acquire();
+    let tmp = TempDir::new();
+    let prefix = netstall_testkit::unique_prefix();
+    struct Clean(String);
+    impl Drop for Clean {
+        fn drop(&mut self) {
+            let _ = netstall(&["lab", "clean", "--prefix", &self.0]);
+        }
+    }
+    let _clean = Clean(prefix.clone());
+    let made = netstall(&[
+        "--json", "lab", "zombies", "--prefix", &prefix, "--count", "300",
+    ]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let host = netstall_cgroups::Host::live();
+    let dying = netstall_cgroups::report::memory_count(&host).unwrap().dying;
+    assert!(dying >= 300, "only {dying} dying memory cgroups");
+
+    let api = ApiServer::start(cluster(
+        &[("node-a", false), ("node-b", false), ("node-c", false)],
+        vec![],
+    ));
+    let agent = Agent::start(
+        &api,
+        &tmp.0,
+        &Settings {
+            node: "node-a",
+            mode: "cordon",
+            window: "5m",
+            extra: &[("remediate-memcg", "true"), ("dying-memcg-limit", "100")],
+        },
+    );
+    // What the agent's periodic count would have found.
+    agent.state.health.lock().unwrap().dying_memcgs(dying);
+    agent.stalls(3);
+    wait_for("the quick fix", Duration::from_secs(60), || {
+        agent
+            .lines()
+            .iter()
+            .any(|l| l["type"] == "remediation-quick-fix")
+    });
+    let lines = agent.lines();
+    let fix = &lines
+        .iter()
+        .find(|l| l["type"] == "remediation-quick-fix")
+        .unwrap()["remediation"];
+    assert_eq!(fix["applied"], true, "{fix}");
+    assert_eq!(fix["level"], 1, "{fix}");
+    let before = fix["dying_before"].as_u64().unwrap();
+    let after = fix["dying_after"].as_u64().unwrap();
+    assert!(before >= 300 && after < before, "{fix}");
+    eprintln!("quick fix: {}", fix["verdict"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let w = api.writes();
+    assert!(
+        w.iter().any(|w| is_event(w, "DropCaches")),
+        "{:#?}",
+        summary(&w)
+    );
+    assert!(
+        !w.iter().any(|w| is_unschedulable(w, "node-a", json!(true))),
+        "no cordon while no stall followed the fix: {:#?}",
+        summary(&w)
+    );
+    let condition = w
+        .iter()
+        .find(|w| is_condition(w, "node-a", "True"))
+        .unwrap();
+    assert_eq!(
+        condition.body.as_ref().unwrap()["status"]["conditions"][0]["reason"],
+        "DyingMemcgStatFlush"
+    );
+    // The stalls continue: escalate.
+    agent.stalls(3);
+    wait_for("the cordon", Duration::from_secs(20), || {
+        api.node("node-a")["spec"]["unschedulable"] == true
+    });
+    drop(agent);
+    api.validate(&tmp.0);
 }
