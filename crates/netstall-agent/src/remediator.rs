@@ -73,6 +73,9 @@ pub struct Remediator {
     /// The last reason given for waiting, so it is told once.
     waiting: Option<String>,
     error_told: bool,
+    /// The last look found the node healthy, unflagged and not under
+    /// remediation: nothing to read until it goes bad.
+    clean: bool,
     /// Dry run: the record and condition as they would be.
     dry_record: Option<Record>,
     dry_condition: Option<bool>,
@@ -130,6 +133,7 @@ impl Remediator {
             lease_renewed: None,
             waiting: None,
             error_told: false,
+            clean: false,
             dry_record: None,
             dry_condition: None,
         })
@@ -215,6 +219,11 @@ impl Remediator {
         let now = realtime_ns();
         let report = state.health.lock().expect("health lock").report(now);
         let verdict = judge(&report);
+        // A healthy node with nothing under way asks the API nothing: with
+        // every node running the agent, the API server hears from bad nodes only.
+        if self.clean && !verdict.bad {
+            return Ok(());
+        }
         let nodes: Api<Node> = Api::all(self.client.clone());
         let node = self
             .runtime
@@ -228,6 +237,8 @@ impl Remediator {
         } else {
             (has_condition(&node), record_of(&node)?)
         };
+        self.clean =
+            !verdict.bad && !condition_true && record.is_none() && self.quick_fix_ns.is_none();
         let rebooted = record.as_ref().is_some_and(|r| self.rebooted(r));
         let situation = Situation {
             mode: self.config.mode,
@@ -678,6 +689,15 @@ impl Remediator {
                 self.step(state, "drain", true, "NetworkStallDrainTimeout", &message);
                 return Ok(());
             }
+        }
+        if remaining > 0 && !self.config.dry_run && realtime_ns() > deadline_ns {
+            let message = format!(
+                "drain gave up after {}s: {remaining} pods still terminating; the node stays cordoned",
+                self.config.drain_timeout.as_secs()
+            );
+            self.set_phase(record, remediation::Phase::Probation, realtime_ns())?;
+            self.step(state, "drain", true, "NetworkStallDrainTimeout", &message);
+            return Ok(());
         }
         if self.config.dry_run || remaining == 0 {
             self.set_phase(record, remediation::Phase::Drained, realtime_ns())?;

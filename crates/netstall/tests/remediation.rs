@@ -1228,6 +1228,97 @@ fn mode_off_never_writes_to_the_api() {
     );
 }
 
+/// A healthy node in mode reboot looks at the API once (its own Node, for
+/// a remediation under way), then asks nothing more while it stays healthy.
+#[test]
+fn a_healthy_node_reads_its_node_once_and_then_nothing() {
+    let tmp = TempDir::new();
+    let api = ApiServer::start(cluster(&[("node-a", false), ("node-b", false)], vec![]));
+    let agent = Agent::start(
+        &api,
+        &tmp.0,
+        &Settings {
+            node: "node-a",
+            mode: "reboot",
+            window: "5m",
+            extra: &[],
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let log = api.log();
+    assert_eq!(log.len(), 1, "{:#?}", summary(&log));
+    assert_eq!(
+        (log[0].method.as_str(), log[0].path.as_str()),
+        ("GET", "/api/v1/nodes/node-a")
+    );
+    // One stall is not a bad node either.
+    agent.stalls(1);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(api.log().len(), 1, "{:#?}", summary(&api.log()));
+}
+
+/// The binary: `--remediate` starts the remediation (it reads its Node
+/// through KUBECONFIG), and without an API config it is one line, exit 2.
+#[test]
+fn the_agent_binary_remediates_only_when_asked_and_says_why_it_cannot() {
+    let tmp = TempDir::new();
+    let api = ApiServer::start(cluster(&[("node-a", false)], vec![]));
+    let mut child = Command::new(NETSTALL)
+        .env("KUBECONFIG", api.kubeconfig(&tmp.0))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .args(["agent", "--listen", "127.0.0.1:0", "--node-name", "node-a"])
+        .args([
+            "--tracer",
+            "false",
+            "--remediate",
+            "condition",
+            "--event-log",
+        ])
+        .arg(tmp.0.join("agent.jsonl"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let seen = Instant::now() + Duration::from_secs(20);
+    while api.log().is_empty() && Instant::now() < seen {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) on the PID of the child this test started and has not reaped.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let log = api.log();
+    assert_eq!(log.len(), 1, "{:#?}", summary(&log));
+    assert_eq!(log[0].path, "/api/v1/nodes/node-a");
+    assert!(status.success(), "{status}");
+
+    let out = Command::new(NETSTALL)
+        .env("KUBECONFIG", tmp.0.join("missing"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .args(["agent", "--listen", "127.0.0.1:0", "--tracer", "false"])
+        .args(["--remediate", "drain"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--remediate drain"), "{err}");
+    for (flag, value) in [
+        ("--remediate", "restart"),
+        ("--min-healthy", "150%"),
+        ("--lease", "netstall"),
+    ] {
+        let out = Command::new(NETSTALL)
+            .args(["agent", "--tracer", "false", flag, value])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(value), "{err}");
+    }
+}
+
 /// The bodies kube-rs's own `Api::evict` sends fail the Eviction schema
 /// (`delete_options`, no apiVersion/kind): the agent posts a real Eviction
 /// instead. A negative control for the schema check above.
