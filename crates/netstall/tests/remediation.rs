@@ -1600,3 +1600,133 @@ fn the_memcg_quick_fix_comes_first_and_stalls_that_continue_escalate() {
     drop(agent);
     api.validate(&tmp.0);
 }
+
+/// End to end with the real kernel: the agent binary's own tracer sees
+/// injected 50 ms RX stalls (lab spin on CPU 0, UDP traffic into the lab
+/// steered there), its verdict turns the node bad, and it sets
+/// `NetworkStall=True` with the stalled CPU in the message; when the stalls
+/// have aged out of its window it sets it `False` and proves it.
+#[test]
+fn real_kernel_stalls_flag_the_node_and_their_end_clears_it() {
+    if !privileged("real_kernel_stalls_flag_the_node_and_their_end_clears_it") {
+        return;
+    }
+    let _lock = MachineLock::acquire();
+    let tmp = TempDir::new();
+    let lab = Lab::up("0");
+    let api = ApiServer::start(cluster(&[("node-a", false), ("node-b", false)], vec![]));
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    let events = tmp.0.join("agent.jsonl");
+    struct Kill(Vec<std::process::Child>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            for child in &mut self.0 {
+                // SAFETY: kill(2) on the PID of a child this test started and has not reaped.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                let _ = child.wait();
+            }
+        }
+    }
+    let mut children = Kill(Vec::new());
+    children.0.push(
+        Command::new("taskset")
+            .args(["-c", "1", NETSTALL, "agent", "--node-name", "node-a"])
+            .args(["--listen", &listen.to_string(), "--stall-threshold", "20ms"])
+            .args([
+                "--problem-window",
+                "8s",
+                "--remediate",
+                "condition",
+                "--event-log",
+            ])
+            .arg(&events)
+            .env("KUBECONFIG", api.kubeconfig(&tmp.0))
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the agent's tracer", Duration::from_secs(60), || {
+        netstall_agent::http::get(listen, "/healthz", Duration::from_secs(2))
+            .is_ok_and(|h| h.contains("\"tracer\":\"running\""))
+    });
+    children.0.push(
+        Command::new(NETSTALL)
+            .args(["probe", "--udp", "--port", "30081", "192.168.50.1"])
+            .args([
+                "--netns",
+                &lab.netns("cli"),
+                "--cpu",
+                "1",
+                "-i",
+                "2ms",
+                "-w",
+                "9s",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let spin = netstall(&[
+        "lab", "spin", "--cpu", "0", "--ms", "50", "--every", "1s", "-w", "5s",
+    ]);
+    assert!(
+        spin.status.success(),
+        "{}",
+        String::from_utf8_lossy(&spin.stderr)
+    );
+    wait_for("NetworkStall=True", Duration::from_secs(20), || {
+        api.writes()
+            .iter()
+            .any(|w| is_condition(w, "node-a", "True"))
+    });
+    let w = api.writes();
+    let flagged = w
+        .iter()
+        .find(|w| is_condition(w, "node-a", "True"))
+        .unwrap();
+    let message = flagged.body.as_ref().unwrap()["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("CPU 0, worst stall"), "{message}");
+    // The stalls age out of the 8 s window: healthy again.
+    wait_for("NetworkStall=False", Duration::from_secs(30), || {
+        api.writes()
+            .iter()
+            .any(|w| is_condition(w, "node-a", "False"))
+    });
+    wait_for("the proof Event", Duration::from_secs(10), || {
+        api.writes()
+            .iter()
+            .any(|w| is_event(w, "NetworkStallRemediated"))
+    });
+    let proof: Value = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["type"] == "remediation-proof")
+        .expect("a proof line");
+    let worst = proof["before"]["worst_stall_ms"].as_f64().unwrap();
+    assert!((40.0..=70.0).contains(&worst), "{proof}");
+    assert_eq!(proof["cause_gone"], true, "{proof}");
+    eprintln!("condition message: {message}\nproof: {proof}");
+    assert!(
+        api.writes().iter().all(|w| !w.path.contains("/leases")
+            && !w.path.ends_with("/eviction")
+            && !(w.method == "PATCH" && w.path == "/api/v1/nodes/node-a")),
+        "mode condition writes the condition and Events only: {:#?}",
+        summary(&api.writes())
+    );
+    drop(children);
+    api.validate(&tmp.0);
+}
