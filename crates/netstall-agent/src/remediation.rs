@@ -286,6 +286,10 @@ pub struct Record {
     /// The host's boot id when the reboot was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id: Option<String>,
+    /// The node was already cordoned (by someone else) when this began: it
+    /// is left cordoned at the end.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub was_cordoned: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -641,6 +645,7 @@ mod tests {
             phase_ns,
             before: Snapshot::default(),
             boot_id: None,
+            was_cordoned: false,
         }
     }
 

@@ -73,6 +73,8 @@ pub struct Remediator {
     /// The last reason given for waiting, so it is told once.
     waiting: Option<String>,
     error_told: bool,
+    /// The node's `spec.unschedulable` at the last look.
+    node_unschedulable: bool,
     /// The last look found the node healthy, unflagged and not under
     /// remediation: nothing to read until it goes bad.
     clean: bool,
@@ -134,6 +136,7 @@ impl Remediator {
             waiting: None,
             error_told: false,
             clean: false,
+            node_unschedulable: false,
             dry_record: None,
             dry_condition: None,
         })
@@ -229,6 +232,11 @@ impl Remediator {
             .runtime
             .block_on(nodes.get(&self.node))
             .with_context(|| format!("read node {}", self.node))?;
+        self.node_unschedulable = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false);
         let (condition_true, record) = if self.config.dry_run {
             (
                 self.dry_condition.unwrap_or_else(|| has_condition(&node)),
@@ -622,6 +630,7 @@ impl Remediator {
             phase_ns: now,
             before,
             boot_id: None,
+            was_cordoned: self.node_unschedulable,
         };
         self.patch_node(json!({
             "metadata": {"annotations": {ANNOTATION: serde_json::to_string(&record)?}},
@@ -845,18 +854,30 @@ impl Remediator {
         record: Record,
         now: u64,
     ) -> Result<()> {
-        self.patch_node(json!({
-            "metadata": {"annotations": {ANNOTATION: null}},
-            "spec": {"unschedulable": null},
-        }))?;
+        if record.was_cordoned {
+            // Cordoned by someone else before: theirs to undo.
+            self.patch_node(json!({"metadata": {"annotations": {ANNOTATION: null}}}))?;
+            self.step(
+                state,
+                "uncordon",
+                false,
+                "NetworkStallUncordon",
+                "healthy for the probation; left cordoned, as it was before",
+            );
+        } else {
+            self.patch_node(json!({
+                "metadata": {"annotations": {ANNOTATION: null}},
+                "spec": {"unschedulable": null},
+            }))?;
+            self.step(
+                state,
+                "uncordon",
+                false,
+                "NetworkStallUncordon",
+                "healthy for the probation: uncordoned",
+            );
+        }
         self.dry_record = None;
-        self.step(
-            state,
-            "uncordon",
-            false,
-            "NetworkStallUncordon",
-            "healthy for the probation: uncordoned",
-        );
         self.set_condition(false, "NoNetworkStall", "no RX stalls")?;
         self.step(state, "condition", false, "NoNetworkStall", "no RX stalls");
         self.release_lease(state)?;

@@ -1228,6 +1228,43 @@ fn mode_off_never_writes_to_the_api() {
     );
 }
 
+/// A node an operator had cordoned before is left cordoned at the end.
+#[test]
+fn a_node_cordoned_before_stays_cordoned_after() {
+    let tmp = TempDir::new();
+    let mut c = cluster(
+        &[("node-a", false), ("node-b", false), ("node-c", false)],
+        vec![],
+    );
+    c.nodes.get_mut("node-a").unwrap()["spec"]["unschedulable"] = json!(true);
+    let api = ApiServer::start(c);
+    let agent = Agent::start(
+        &api,
+        &tmp.0,
+        &Settings {
+            node: "node-a",
+            mode: "cordon",
+            window: "3s",
+            extra: &[],
+        },
+    );
+    agent.stalls(3);
+    wait_for("the proof", Duration::from_secs(30), || {
+        agent
+            .lines()
+            .iter()
+            .any(|l| l["type"] == "remediation-proof")
+    });
+    let node = api.node("node-a");
+    assert_eq!(node["spec"]["unschedulable"], true, "{node}");
+    assert!(node["metadata"]
+        .get("annotations")
+        .is_none_or(|a| a.get("netstall.io/remediation").is_none()));
+    assert_eq!(api.lease_holder(), None);
+    drop(agent);
+    api.validate(&tmp.0);
+}
+
 /// A healthy node in mode reboot looks at the API once (its own Node, for
 /// a remediation under way), then asks nothing more while it stays healthy.
 #[test]
