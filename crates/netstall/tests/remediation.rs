@@ -535,6 +535,7 @@ impl Agent {
             match *key {
                 "dry-run" => options.dry_run = Some(value.parse().unwrap()),
                 "min-healthy" => options.min_healthy = Some(value.to_string()),
+                "reboot-command" => options.reboot_command = Some(value.to_string()),
                 "remediate-memcg" => options.remediate_memcg = Some(value.parse().unwrap()),
                 "dying-memcg-limit" => options.dying_memcg_limit = Some(value.parse().unwrap()),
                 "lease-duration" => {
@@ -1226,6 +1227,59 @@ fn mode_off_never_writes_to_the_api() {
         "{:#?}",
         summary(&log)
     );
+}
+
+/// With --reboot-command the command runs once, and the node, cordoned
+/// and holding the Lease, waits for the host's restart (a new boot id).
+#[test]
+fn the_reboot_command_runs_once_and_the_node_waits_for_the_restart() {
+    let tmp = TempDir::new();
+    let api = ApiServer::start(cluster(
+        &[("node-a", false), ("node-b", false), ("node-c", false)],
+        vec![],
+    ));
+    let ran = tmp.0.join("reboots");
+    let command = format!("echo asked >> {}", ran.display());
+    let extra = [("reboot-command", command.as_str())];
+    let agent = Agent::start(
+        &api,
+        &tmp.0,
+        &Settings {
+            node: "node-a",
+            mode: "reboot",
+            window: "5m",
+            extra: &extra,
+        },
+    );
+    agent.stalls(3);
+    wait_for("the reboot command", Duration::from_secs(20), || {
+        ran.exists()
+    });
+    // Longer than the Lease (3 s): it is renewed while waiting.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(std::fs::read_to_string(&ran).unwrap(), "asked\n");
+    let node = api.node("node-a");
+    let record: Value = serde_json::from_str(
+        node["metadata"]["annotations"]["netstall.io/remediation"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["phase"], "rebooting", "{record}");
+    assert!(record["boot_id"].is_string(), "{record}");
+    assert_eq!(node["spec"]["unschedulable"], true);
+    assert_eq!(api.lease_holder().as_deref(), Some("node-a"));
+    let renewed = api.cluster.lock().unwrap().lease.clone().unwrap()["spec"]["renewTime"]
+        .as_str()
+        .map(|t| humantime::parse_rfc3339(t).unwrap())
+        .unwrap();
+    assert!(renewed.elapsed().unwrap_or_default() < Duration::from_secs(3));
+    assert!(agent
+        .steps()
+        .iter()
+        .any(|s| s == "reboot:NetworkStallReboot"));
+    drop(agent);
+    api.validate(&tmp.0);
 }
 
 /// A node an operator had cordoned before is left cordoned at the end.
