@@ -86,8 +86,8 @@ pub struct HealthReport {
     /// When the latest stall or probe episode was seen, ever (REALTIME ns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_problem_ns: Option<u64>,
-    /// The stall limit the verdict used: `problems` names a peer or dying
-    /// problem too, but remediation needs at least this many stalls.
+    /// The dying-memcg limit the verdict used (remediation names the cause
+    /// `dying-memcg-stat-flush` when the count is over it).
     #[serde(default)]
     pub dying_memcg_limit: u64,
 }

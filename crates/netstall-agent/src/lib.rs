@@ -7,7 +7,11 @@
 //! * [`tracer`]: RX stalls and their culprits from the in-kernel detectors;
 //! * [`cgroups`]: cheap periodic dying-memcg counts (never memory.stat);
 //! * [`metrics`] on `/metrics`, the [`health`] verdict on `/healthz`
-//!   ([`http`]), and a JSON [`events`] log.
+//!   ([`http`]), and a JSON [`events`] log;
+//! * opt-in (`--remediate`), [`remediation`] (the state machine, pure) and
+//!   [`remediator`] (its Kubernetes API side): the `NetworkStall` node
+//!   condition, and one node at a time under a Lease, cordon, drain, reboot
+//!   and the proof.
 //!
 //! `netstall check` (node-problem-detector plugin) asks `/healthz` and
 //! turns the verdict into exit code 0, 1 or 2 ([`health::check_verdict`]).
