@@ -12,6 +12,7 @@ use netstall_core::duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::kubernetes::ServiceRef;
+use crate::remediation::{MinHealthy, Mode, ObjectRef, RemediationConfig, DEFAULT_LEASE};
 
 /// Every setting, each optional: what the file or the command line gave.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, clap::Args)]
@@ -62,6 +63,50 @@ pub struct AgentOptions {
     /// Append the JSON event log to this file ("-": standard output) [default: -].
     #[arg(long)]
     pub event_log: Option<PathBuf>,
+    /// Act on a bad node through the Kubernetes API: off, condition, cordon,
+    /// drain or reboot, each including the ones before it [default: off: no
+    /// API write, ever]. See docs/remediation.md.
+    #[arg(long, value_name = "MODE")]
+    pub remediate: Option<String>,
+    /// Report every remediation step (JSON lines, with the Events it would
+    /// create) and change nothing: no API write, no drop_caches, no sentinel.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub dry_run: Option<bool>,
+    /// The Lease that lets one node at a time cordon, drain or reboot,
+    /// NAMESPACE/NAME [default: netstall/netstall-remediation].
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub lease: Option<String>,
+    /// How long a Lease not renewed stays held (a crashed or cut-off agent
+    /// frees the fleet after this) [default: 5m].
+    #[arg(long, value_parser = duration::parse_nonzero)]
+    #[serde(default, deserialize_with = "some_duration")]
+    pub lease_duration: Option<Duration>,
+    /// No cordon, drain or reboot when fewer nodes than this are free of the
+    /// NetworkStall condition: a percentage or a count [default: 51%].
+    #[arg(long)]
+    pub min_healthy: Option<String>,
+    /// The file whose existence asks the host to reboot (kured's sentinel,
+    /// on a hostPath) [default: /var/run/reboot-required].
+    #[arg(long)]
+    pub reboot_sentinel: Option<PathBuf>,
+    /// Instead of the sentinel, run this command (through /bin/sh -c) to reboot.
+    #[arg(long)]
+    pub reboot_command: Option<String>,
+    /// After cordon, drain or reboot, how long the node must be healthy before
+    /// it is uncordoned and the Lease released [default: 5m].
+    #[arg(long, value_parser = duration::parse_nonzero)]
+    #[serde(default, deserialize_with = "some_duration")]
+    pub probation: Option<Duration>,
+    /// How long evictions refused by a PodDisruptionBudget (HTTP 429) are
+    /// retried before the drain gives up [default: 10m].
+    #[arg(long, value_parser = duration::parse_nonzero)]
+    #[serde(default, deserialize_with = "some_duration")]
+    pub drain_timeout: Option<Duration>,
+    /// Quick fix first: when the cause is dying-memcg-stat-flush, drop the
+    /// page cache (drop_caches level 1) before any cordon, and escalate only
+    /// if the stalls continue.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub remediate_memcg: Option<bool>,
 }
 
 fn some_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -106,6 +151,16 @@ impl AgentOptions {
             problem_window: self.problem_window.or(fallback.problem_window),
             tracer: self.tracer.or(fallback.tracer),
             event_log: self.event_log.or(fallback.event_log),
+            remediate: self.remediate.or(fallback.remediate),
+            dry_run: self.dry_run.or(fallback.dry_run),
+            lease: self.lease.or(fallback.lease),
+            lease_duration: self.lease_duration.or(fallback.lease_duration),
+            min_healthy: self.min_healthy.or(fallback.min_healthy),
+            reboot_sentinel: self.reboot_sentinel.or(fallback.reboot_sentinel),
+            reboot_command: self.reboot_command.or(fallback.reboot_command),
+            probation: self.probation.or(fallback.probation),
+            drain_timeout: self.drain_timeout.or(fallback.drain_timeout),
+            remediate_memcg: self.remediate_memcg.or(fallback.remediate_memcg),
         }
     }
 
@@ -149,7 +204,39 @@ impl AgentOptions {
         if peers_kubernetes.is_some() && self.peers_dns.is_some() {
             bail!("--peers-dns and --peers-kubernetes are two ways to find the same agents: choose one");
         }
+        let remediation = RemediationConfig {
+            mode: self
+                .remediate
+                .as_deref()
+                .map(Mode::from_str)
+                .transpose()?
+                .unwrap_or(Mode::Off),
+            dry_run: self.dry_run.unwrap_or(false),
+            lease: self
+                .lease
+                .as_deref()
+                .unwrap_or(DEFAULT_LEASE)
+                .parse::<ObjectRef>()
+                .context("--lease")?,
+            lease_duration: self.lease_duration.unwrap_or(Duration::from_secs(300)),
+            min_healthy: self
+                .min_healthy
+                .as_deref()
+                .unwrap_or("51%")
+                .parse::<MinHealthy>()?,
+            reboot_sentinel: self
+                .reboot_sentinel
+                .unwrap_or_else(|| PathBuf::from("/var/run/reboot-required")),
+            reboot_command: self.reboot_command.filter(|c| !c.trim().is_empty()),
+            probation: self.probation.unwrap_or(Duration::from_secs(300)),
+            drain_timeout: self.drain_timeout.unwrap_or(Duration::from_secs(600)),
+            memcg_quick_fix: self.remediate_memcg.unwrap_or(false),
+        };
+        if remediation.lease_duration < Duration::from_secs(1) {
+            bail!("--lease-duration must be at least 1s");
+        }
         Ok(AgentConfig {
+            remediation,
             peers_dns: self.peers_dns,
             peers_kubernetes,
             listen: self
@@ -225,6 +312,7 @@ pub struct AgentConfig {
     pub tracer: bool,
     /// `None`: standard output.
     pub event_log: Option<PathBuf>,
+    pub remediation: RemediationConfig,
 }
 
 #[cfg(test)]

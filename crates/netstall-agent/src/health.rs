@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 /// first; a node with that many stalls is unhealthy either way).
 const MAX_RECENT: usize = 1000;
 
+/// (time ns, CPU, duration ms) of one kernel-seen RX stall.
+type StallAt = (u64, u32, f64);
+
 /// What the agent's tracing source is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TracerState {
@@ -42,7 +45,12 @@ pub struct Health {
     window_ns: u64,
     dying_limit: u64,
     /// (time ns, CPU, duration ms) of kernel-seen RX stalls.
-    stalls: VecDeque<(u64, u32, f64)>,
+    stalls: VecDeque<StallAt>,
+    /// The culprit of each stall in `stalls` (same order), when known.
+    culprits: VecDeque<Option<String>>,
+    /// The latest stall or episode ever seen (not windowed): remediation's
+    /// probation counts from it.
+    last_problem_ns: Option<u64>,
     /// (time ns, peer) of probe episodes.
     episodes: VecDeque<(u64, String)>,
     dying: Option<u64>,
@@ -69,6 +77,19 @@ pub struct HealthReport {
     /// Peers toward which probes saw episodes within the window.
     pub peers_with_episodes: Vec<String>,
     pub window_s: u64,
+    /// The task holding the CPU in the worst stall (`comm` or `comm/syscall`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_culprit: Option<String>,
+    /// The CPU of the worst stall.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_cpu: Option<u32>,
+    /// When the latest stall or probe episode was seen, ever (REALTIME ns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_problem_ns: Option<u64>,
+    /// The dying-memcg limit the verdict used (remediation names the cause
+    /// `dying-memcg-stat-flush` when the count is over it).
+    #[serde(default)]
+    pub dying_memcg_limit: u64,
 }
 
 impl Health {
@@ -78,6 +99,8 @@ impl Health {
             window_ns: window.as_nanos() as u64,
             dying_limit,
             stalls: VecDeque::new(),
+            culprits: VecDeque::new(),
+            last_problem_ns: None,
             episodes: VecDeque::new(),
             dying: None,
             peers: 0,
@@ -86,11 +109,23 @@ impl Health {
     }
 
     pub fn stall(&mut self, at_ns: u64, cpu: u32, duration_ms: f64) {
+        self.stall_by(at_ns, cpu, duration_ms, None);
+    }
+
+    /// A stall with its culprit (`comm` or `comm/syscall`).
+    pub fn stall_by(&mut self, at_ns: u64, cpu: u32, duration_ms: f64, culprit: Option<String>) {
         push_bounded(&mut self.stalls, (at_ns, cpu, duration_ms));
+        push_bounded(&mut self.culprits, culprit);
+        self.saw_problem(at_ns);
     }
 
     pub fn episode(&mut self, at_ns: u64, peer: &str) {
         push_bounded(&mut self.episodes, (at_ns, peer.to_string()));
+        self.saw_problem(at_ns);
+    }
+
+    fn saw_problem(&mut self, at_ns: u64) {
+        self.last_problem_ns = Some(self.last_problem_ns.map_or(at_ns, |t| t.max(at_ns)));
     }
 
     pub fn dying_memcgs(&mut self, dying: u64) {
@@ -104,12 +139,17 @@ impl Health {
     /// The verdict as of `now_ns` (REALTIME).
     pub fn report(&self, now_ns: u64) -> HealthReport {
         let since = now_ns.saturating_sub(self.window_ns);
-        let recent_stalls: Vec<&(u64, u32, f64)> =
-            self.stalls.iter().filter(|s| s.0 >= since).collect();
-        let worst = recent_stalls
+        let recent_stalls: Vec<(&StallAt, &Option<String>)> = self
+            .stalls
+            .iter()
+            .zip(&self.culprits)
+            .filter(|s| s.0 .0 >= since)
+            .collect();
+        let worst_with_culprit = recent_stalls
             .iter()
             .copied()
-            .max_by(|a, b| a.2.total_cmp(&b.2));
+            .max_by(|a, b| a.0 .2.total_cmp(&b.0 .2));
+        let worst = worst_with_culprit.map(|(s, _)| s);
         let mut peers_with_episodes: Vec<String> = self
             .episodes
             .iter()
@@ -153,6 +193,10 @@ impl Health {
             peers: self.peers,
             peers_with_episodes,
             window_s: self.window_ns / 1_000_000_000,
+            worst_culprit: worst_with_culprit.and_then(|(_, c)| c.clone()),
+            worst_cpu: worst.map(|s| s.1),
+            last_problem_ns: self.last_problem_ns,
+            dying_memcg_limit: self.dying_limit,
         }
     }
 }

@@ -7,7 +7,11 @@
 //! * [`tracer`]: RX stalls and their culprits from the in-kernel detectors;
 //! * [`cgroups`]: cheap periodic dying-memcg counts (never memory.stat);
 //! * [`metrics`] on `/metrics`, the [`health`] verdict on `/healthz`
-//!   ([`http`]), and a JSON [`events`] log.
+//!   ([`http`]), and a JSON [`events`] log;
+//! * opt-in (`--remediate`), [`remediation`] (the state machine, pure) and
+//!   [`remediator`] (its Kubernetes API side): the `NetworkStall` node
+//!   condition, and one node at a time under a Lease, cordon, drain, reboot
+//!   and the proof.
 //!
 //! `netstall check` (node-problem-detector plugin) asks `/healthz` and
 //! turns the verdict into exit code 0, 1 or 2 ([`health::check_verdict`]).
@@ -22,6 +26,8 @@ pub mod icmp;
 pub mod kubernetes;
 pub mod mesh;
 pub mod metrics;
+pub mod remediation;
+pub mod remediator;
 pub mod rendezvous;
 pub mod tracer;
 pub mod tracker;
@@ -147,6 +153,16 @@ pub fn run(config: &AgentConfig, stop: Arc<Shutdown>, on_ready: impl FnOnce()) -
         .clone()
         .map(kubernetes::KubernetesPeers::connect)
         .transpose()?;
+    // Off (the default): no client, no thread, no API request at all.
+    let remediator = if config.remediation.mode == remediation::Mode::Off {
+        None
+    } else {
+        Some(remediator::Remediator::connect(
+            config.remediation.clone(),
+            &config.node_name,
+            config.dying_memcg_limit,
+        )?)
+    };
     let socket = if config.peers.is_empty() && config.peers_dns.is_none() && kubernetes.is_none() {
         None
     } else {
@@ -184,6 +200,10 @@ pub fn run(config: &AgentConfig, stop: Arc<Shutdown>, on_ready: impl FnOnce()) -
                     peers_generation.fetch_add(1, Ordering::Relaxed);
                 });
             })?;
+        }
+        if let Some(remediator) = remediator {
+            let (state, stop) = (&state, &stop);
+            spawn(scope, "remediate", move || remediator.run(state, stop))?;
         }
         let mesh = socket
             .as_ref()

@@ -174,11 +174,15 @@ pub fn record(state: &State, stall: &StallObservation, detail: &impl Serialize) 
         let syscall = stall.syscall.as_deref().unwrap_or("none");
         state.metrics.add_culprit_time(comm, syscall, seconds);
     }
-    state
-        .health
-        .lock()
-        .expect("health lock")
-        .stall(stall.start_ns, stall.cpu, stall.duration_ms);
+    state.health.lock().expect("health lock").stall_by(
+        stall.start_ns,
+        stall.cpu,
+        stall.duration_ms,
+        stall.comm.as_ref().map(|comm| match &stall.syscall {
+            Some(syscall) => format!("{comm}/{syscall}"),
+            None => comm.clone(),
+        }),
+    );
     state.event(&StallEvent {
         node: &state.node,
         stall: detail,

@@ -49,7 +49,7 @@ enum Command {
     /// Draw an SVG flame graph, or a flame chart (time on the x axis), from folded stacks or perf script text.
     Flame(cmd::flame::Args),
     /// Always-on node agent: stall histograms, peer mesh probing, Prometheus /metrics, /healthz.
-    Agent(cmd::agent::Args),
+    Agent(Box<cmd::agent::Args>),
     /// node-problem-detector plugin: the agent's verdict in one line; exit 0 OK, 1 problem, 2 unknown.
     Check(cmd::check::Args),
     /// Sample CPUs as an ordered timeline: sample gaps (IRQs off), softirq stalls, the samples before ksoftirqd.
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
         Command::Trace(args) => cmd::trace::run(args, out),
         Command::Collapse(args) => cmd::collapse::run(args, out),
         Command::Flame(args) => cmd::flame::run(args, out),
-        Command::Agent(args) => cmd::agent::run(args, out),
+        Command::Agent(args) => cmd::agent::run(*args, out),
         Command::Check(args) => cmd::check::run(args, out),
         Command::Xray(args) => cmd::xray::run(args, out),
         Command::Bisect(args) => cmd::bisect::run(args, out),

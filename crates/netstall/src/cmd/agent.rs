@@ -17,6 +17,14 @@ use netstall_core::output::Output;
         event log (one object per line).\n\n\
         Settings come from --config (TOML, keys named as the flags: `listen = \"0.0.0.0:9977\"`, \
         `probe-rate = 10`, `peers = [\"node2=10.0.0.2\"]`); flags override the file.\n\n\
+        Remediation (opt-in, docs/remediation.md): --remediate condition|cordon|drain|reboot sets the \
+        NetworkStall node condition on a bad node and, one node at a time (a Lease), cordons, drains \
+        and asks the host to reboot, then proves the result; --dry-run only tells what it would do.\n\n\
+        Examples:\n  \
+        netstall agent --peers node2=10.0.0.2,node3=10.0.0.3\n  \
+        netstall agent --config /etc/netstall/agent.toml --node-name \"$NODE_NAME\"\n  \
+        netstall agent --node-name node1 --remediate drain --dry-run\n  \
+        netstall agent --node-name node1 --remediate reboot --remediate-memcg --probation 10m\n\n\
         Needs CAP_NET_RAW to probe; the tracer needs CAP_BPF, CAP_PERFMON and CAP_SYSLOG."
 )]
 pub struct Args {
@@ -50,6 +58,16 @@ fn config_json(c: &AgentConfig) -> serde_json::Value {
         "problem_window_ms": duration::as_ms(c.problem_window),
         "tracer": c.tracer,
         "event_log": c.event_log.as_ref().map(|p| p.display().to_string()),
+        "remediate": c.remediation.mode.to_string(),
+        "dry_run": c.remediation.dry_run,
+        "lease": c.remediation.lease.to_string(),
+        "lease_duration_ms": duration::as_ms(c.remediation.lease_duration),
+        "min_healthy": c.remediation.min_healthy.to_string(),
+        "reboot_sentinel": c.remediation.reboot_sentinel.display().to_string(),
+        "reboot_command": c.remediation.reboot_command,
+        "probation_ms": duration::as_ms(c.remediation.probation),
+        "drain_timeout_ms": duration::as_ms(c.remediation.drain_timeout),
+        "remediate_memcg": c.remediation.memcg_quick_fix,
     })
 }
 
