@@ -14,16 +14,28 @@ use blazesym::MaybeDefault;
 /// name and dropped again once no stack has needed it for a while
 /// ([`KernelSymbols::release_if_idle`]), so a long-running tracer holds it
 /// only around stalls.
+///
+/// The table is a snapshot: a BPF program (or module) loaded after it was
+/// read is missing from it. An address it cannot name makes it read
+/// /proc/kallsyms again, at most once per [`REREAD_AFTER`].
 pub struct KernelSymbols {
     symbolizer: Option<Symbolizer>,
+    /// When the held table was read.
+    read_at: Instant,
     last_used: Instant,
     source: Source<'static>,
 }
+
+/// The youngest a symbol table may be and still be re-read for an address
+/// it cannot name: parsing kallsyms costs tens of ms, and an address that is
+/// really unknown (a freed BPF program) must not make every stack pay that.
+pub const REREAD_AFTER: Duration = Duration::from_secs(1);
 
 impl KernelSymbols {
     pub fn new() -> Self {
         Self {
             symbolizer: None,
+            read_at: Instant::now(),
             last_used: Instant::now(),
             source: Source::Kernel(Kernel {
                 vmlinux: MaybeDefault::None,
@@ -38,17 +50,39 @@ impl KernelSymbols {
             return Vec::new();
         }
         self.last_used = Instant::now();
-        let symbolizer = self.symbolizer.get_or_insert_with(Symbolizer::new);
+        let (frames, all_known) = self.lookup(addrs);
+        if all_known || self.read_at.elapsed() < REREAD_AFTER {
+            return frames;
+        }
+        // Loaded since the table was read (a BPF program, a module): read it again.
+        self.symbolizer = None;
+        self.lookup(addrs).0
+    }
+
+    /// The frames, and whether every address was named.
+    fn lookup(&mut self, addrs: &[u64]) -> (Vec<String>, bool) {
+        let read_at = &mut self.read_at;
+        let symbolizer = self.symbolizer.get_or_insert_with(|| {
+            *read_at = Instant::now();
+            Symbolizer::new()
+        });
         match symbolizer.symbolize(&self.source, Input::AbsAddr(addrs)) {
-            Ok(syms) => syms
-                .iter()
-                .zip(addrs)
-                .map(|(s, a)| match s {
-                    Symbolized::Sym(sym) => sym.name.to_string(),
-                    Symbolized::Unknown(_) => format!("{a:#x}"),
-                })
-                .collect(),
-            Err(_) => addrs.iter().map(|a| format!("{a:#x}")).collect(),
+            Ok(syms) => {
+                let mut all_known = true;
+                let frames = syms
+                    .iter()
+                    .zip(addrs)
+                    .map(|(s, a)| match s {
+                        Symbolized::Sym(sym) => sym.name.to_string(),
+                        Symbolized::Unknown(_) => {
+                            all_known = false;
+                            format!("{a:#x}")
+                        }
+                    })
+                    .collect();
+                (frames, all_known)
+            }
+            Err(_) => (addrs.iter().map(|a| format!("{a:#x}")).collect(), false),
         }
     }
 
@@ -147,6 +181,55 @@ ffffffffc0000000 t icmp_rcv\t[some_module]
         let hidden = "0000000000000000 t icmp_rcv\n0000000000000000 t other\n";
         let err = symbol_range(hidden, "icmp_rcv").unwrap_err().to_string();
         assert!(err.contains("CAP_SYSLOG"), "{err}");
+    }
+
+    /// The JIT image address of a loaded BPF program (what its stack frames hold).
+    fn jited_address(prog: &libbpf_rs::Program<'_>) -> u64 {
+        use std::os::fd::{AsFd, AsRawFd};
+        let mut addr: u64 = 0;
+        let mut info = libbpf_rs::libbpf_sys::bpf_prog_info {
+            nr_jited_ksyms: 1,
+            jited_ksyms: std::ptr::addr_of_mut!(addr) as u64,
+            ..Default::default()
+        };
+        let mut len = std::mem::size_of_val(&info) as u32;
+        // SAFETY: info is a valid bpf_prog_info of `len` bytes whose jited_ksyms
+        // points at one u64 that outlives the call; the fd is the program's.
+        let rc = unsafe {
+            libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(
+                prog.as_fd().as_raw_fd(),
+                &mut info,
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "bpf_prog_get_info_by_fd");
+        assert_ne!(addr, 0, "no JIT address (bpf_jit_kallsyms off?)");
+        addr
+    }
+
+    #[test]
+    fn a_bpf_program_loaded_after_the_table_was_read_is_still_named() {
+        use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+        if !netstall_testkit::privileged("a_bpf_program_loaded_after_the_table_was_read") {
+            return;
+        }
+        let mut symbols = KernelSymbols::new();
+        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
+        let (icmp_rcv, _) = symbol_range(&kallsyms, "icmp_rcv").unwrap();
+        assert_eq!(symbols.frames(&[icmp_rcv]), ["icmp_rcv"]);
+
+        // Loaded (not attached: it never runs) after the table was read.
+        let mut storage = std::mem::MaybeUninit::uninit();
+        let skel = crate::skel::spin::SpinSkelBuilder::default()
+            .open(&mut storage)
+            .unwrap()
+            .load()
+            .unwrap();
+        let addr = jited_address(&skel.progs.spin_in_softirq);
+        std::thread::sleep(REREAD_AFTER);
+        let frames = symbols.frames(&[addr, icmp_rcv]);
+        assert!(frames[0].contains("spin_in_softirq"), "{frames:?}");
+        assert_eq!(frames[1], "icmp_rcv");
     }
 
     #[test]
