@@ -25,7 +25,7 @@ use crate::TopConfig;
 /// each read is a few map lookups, and the lanes' NET_RX resolution is this.
 const TOTALS_EVERY: Duration = Duration::from_secs(1);
 /// CPU sampling rate for sample gaps: a gap is then at least 25 ms (five
-/// periods), the cost a tenth of `xray`'s default.
+/// periods). Only timestamps are recorded: naming stacks is what costs.
 const SAMPLE_HZ: u64 = 199;
 /// Sampling runs in chunks this long (a gap across two chunks is missed).
 const SAMPLE_CHUNK: Duration = Duration::from_secs(2);
@@ -249,7 +249,7 @@ fn sampler_thread(
             };
             let rules = StallRules::for_frequency(SAMPLE_HZ);
             while !stop.is_requested() {
-                match sampler::record(&config, SAMPLE_CHUNK, &stop) {
+                match sampler::record_times(&config, SAMPLE_CHUNK, &stop) {
                     Ok(recording) => {
                         for gap in timeline::stalls(&recording.samples, rules)
                             .into_iter()

@@ -244,7 +244,7 @@ fn draw_targets(frame: &mut Frame, area: Rect, model: &Model, now_ns: u64) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let name_width = 22.min(inner.width as usize / 3);
-    let stats_width = 30;
+    let stats_width = 33; // " max 12345.6ms ep 999 loss 100.0%"
     let spark_width = (inner.width as usize).saturating_sub(name_width + stats_width + 2);
     let lines: Vec<Line> = model
         .targets
@@ -430,7 +430,7 @@ const HELP: &[&str] = &[
     "p           pause the screen (data keeps coming)",
     "Tab         switch between lanes and culprits",
     "↑ ↓         move in the focused pane",
-    "Enter       the stall: detector, packets, culprit, stack",
+    "Enter       a stall: packets, culprit, stack",
     "?           this help; any key closes it",
     "",
     "Lanes: one per CPU, oldest left, now right.",
@@ -440,7 +440,7 @@ const HELP: &[&str] = &[
 ];
 
 fn draw_help(frame: &mut Frame, area: Rect) {
-    let pane = centered(area, 70, 70);
+    let pane = centered(area, 76, 70);
     frame.render_widget(Clear, pane);
     frame.render_widget(
         Paragraph::new(HELP.iter().map(|l| Line::from(*l)).collect::<Vec<_>>())
