@@ -31,6 +31,11 @@ pub struct KernelSymbols {
 /// really unknown (a freed BPF program) must not make every stack pay that.
 pub const REREAD_AFTER: Duration = Duration::from_secs(1);
 
+/// No kernel function is this long: an address further than this past the
+/// nearest symbol is not in the table (a BPF program loaded since would
+/// otherwise be named after the kernel image's last symbol, `__stop_…`).
+const MAX_SYMBOL_OFFSET: usize = 1 << 20;
+
 impl KernelSymbols {
     pub fn new() -> Self {
         Self {
@@ -73,8 +78,10 @@ impl KernelSymbols {
                     .iter()
                     .zip(addrs)
                     .map(|(s, a)| match s {
-                        Symbolized::Sym(sym) => sym.name.to_string(),
-                        Symbolized::Unknown(_) => {
+                        Symbolized::Sym(sym) if sym.offset < MAX_SYMBOL_OFFSET => {
+                            sym.name.to_string()
+                        }
+                        _ => {
                             all_known = false;
                             format!("{a:#x}")
                         }
