@@ -134,10 +134,18 @@ fn tracer(
     tx: Sender<Update>,
     started: Sender<Started>,
 ) -> Result<JoinHandle<()>> {
+    // The kernel's BPF run-time statistics (the tracer's cost) need
+    // CAP_SYS_ADMIN; without it, the view runs and says what is missing.
+    let self_cost = privilege::has(Capability::SysAdmin);
+    if !self_cost {
+        let _ = tx.send(Update::Note(
+            "tracer cost needs CAP_SYS_ADMIN (BPF stats)".into(),
+        ));
+    }
     let trace_config = TraceConfig {
         threshold: config.threshold,
         cpus: config.cpus.clone(),
-        self_cost: true,
+        self_cost,
         totals_every: Some(TOTALS_EVERY),
         // A stall shows a little sooner; later evidence for it is rare.
         settle: Duration::from_millis(300),

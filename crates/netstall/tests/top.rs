@@ -127,7 +127,7 @@ fn run_and_report(dir: &Path, top: &str) -> String {
 }
 
 /// The lane line of `cpu` on a captured screen.
-fn lane<'a>(screen: &'a str, cpu: u32) -> Option<&'a str> {
+fn lane(screen: &str, cpu: u32) -> Option<&str> {
     let label = format!("cpu{cpu} ");
     screen.lines().find(|l| l.contains(&label))
 }
@@ -281,4 +281,24 @@ fn top_rejects_a_refresh_faster_than_the_eye_needs() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1);
+}
+
+#[test]
+fn top_ctrl_c_quits_and_restores_the_terminal() {
+    if !privileged("top_ctrl_c_quits_and_restores_the_terminal") {
+        return;
+    }
+    let dir = TempDir::new();
+    let tmux = Tmux::new();
+    let top = format!("{NETSTALL} top --no-sample");
+    tmux.start(80, 24, &run_and_report(&dir.0, &top));
+    let (up, screen) = tmux.wait_for(Duration::from_secs(60), |s| s.contains("culprits"));
+    assert!(up, "top did not draw its screen:\n{screen}");
+    // Raw mode: Ctrl-C arrives as a key, not as SIGINT.
+    tmux.keys("C-c");
+    let (ended, screen) = tmux.wait_for(Duration::from_secs(10), |s| s.contains("top exited"));
+    assert!(ended, "Ctrl-C did not end top:\n{screen}");
+    assert!(screen.contains("top exited 0"), "{screen}");
+    assert!(screen.contains("terminal restored"), "{screen}");
+    assert!(!screen.contains("culprits"), "{screen}");
 }
