@@ -481,6 +481,20 @@ fn column(t: u64, now_ns: u64, width: usize) -> usize {
 
 fn culprit_key(stall: &Stall) -> CulpritKey {
     match &stall.culprit {
+        // A softirq held the CPU: the task it interrupted (and its syscall)
+        // is whoever happened to run, so the softirq and its frame name it.
+        Some(c)
+            if c.context
+                .as_deref()
+                .is_some_and(|x| x.starts_with("softirq")) =>
+        {
+            (
+                "(softirq)".to_string(),
+                None,
+                None,
+                netstall_doctor::diagnose::naming_frame(&c.kstack),
+            )
+        }
         Some(c) => (
             c.comm.clone(),
             c.syscall.clone(),
@@ -633,6 +647,25 @@ mod tests {
         let frame = rows[0].frame.as_deref().unwrap();
         assert_eq!(short_frame(frame), "bpf:spin_in_softirq");
         assert_eq!(rows[1].frame.as_deref(), Some("mem_cgroup_nr_lru_pages"));
+    }
+
+    #[test]
+    fn softirq_culprits_group_by_frame_not_by_the_task_they_interrupted() {
+        let mut m = Model::new(vec![0], vec![], 0);
+        for (t, comm) in [(1.0, "rustc"), (2.0, "swapper/0"), (3.0, "cc1")] {
+            let mut s = stall(0, t, 50.0, Detector::SoftirqDelay, comm);
+            let c = s.culprit.as_mut().unwrap();
+            c.context = Some("softirq TIMER".into());
+            c.syscall = Some("read".into());
+            m.apply(Update::Stall(Box::new(s)));
+        }
+        let rows = m.culprits();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].task, "(softirq)");
+        assert_eq!(rows[0].syscall, None);
+        assert_eq!(rows[0].stalls, 3);
+        // The detail view still has the interrupted task.
+        assert_eq!(rows[0].worst.culprit.as_ref().unwrap().comm, "cc1");
     }
 
     #[test]

@@ -569,7 +569,7 @@ mod tests {
         let lane0 = text.lines().find(|l| l.contains("cpu0")).unwrap();
         assert!(!lane0.contains('S'), "{text}");
         assert!(text.contains("bpf:spin_in_softirq"), "{text}");
-        assert!(text.contains("swapper/1"), "{text}");
+        assert!(text.contains("(softirq)"), "{text}");
         assert!(text.contains("192.168.50.1:30080"), "{text}");
         assert!(text.contains("q quit"), "{text}");
     }
