@@ -289,6 +289,40 @@ fn top_rejects_a_refresh_faster_than_the_eye_needs() {
     assert_eq!(stderr.lines().count(), 1);
 }
 
+/// The pid of the pane's shell's child (the running `netstall top`).
+fn top_pid(tmux: &Tmux) -> u32 {
+    let shell = tmux.run(&["list-panes", "-t", "top", "-F", "#{pane_pid}"]);
+    let shell = shell.trim();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+    children
+        .split_whitespace()
+        .next()
+        .expect("top runs under the pane's shell")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn top_sigterm_ends_it_and_restores_the_terminal() {
+    if !privileged("top_sigterm_ends_it_and_restores_the_terminal") {
+        return;
+    }
+    let dir = TempDir::new();
+    let tmux = Tmux::new();
+    let top = format!("{NETSTALL} top --no-sample");
+    tmux.start(80, 24, &run_and_report(&dir.0, &top));
+    let (up, screen) = tmux.wait_for(Duration::from_secs(60), |s| s.contains("culprits"));
+    assert!(up, "top did not draw its screen:\n{screen}");
+    let pid = top_pid(&tmux);
+    // SAFETY: kill(2) on the pid of the process this test started (in its tmux).
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    let (ended, screen) = tmux.wait_for(Duration::from_secs(10), |s| s.contains("end of report"));
+    assert!(ended, "SIGTERM did not end top:\n{screen}");
+    assert!(screen.contains("top exited 0"), "{screen}");
+    assert!(screen.contains("terminal restored"), "{screen}");
+    assert!(!screen.contains("culprits"), "{screen}");
+}
+
 #[test]
 fn top_ctrl_c_quits_and_restores_the_terminal() {
     if !privileged("top_ctrl_c_quits_and_restores_the_terminal") {
