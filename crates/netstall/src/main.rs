@@ -44,7 +44,8 @@ enum Command {
     Probe(cmd::probe::Args),
     /// Trace every RX stall on every CPU and name its culprit (eBPF).
     Trace(cmd::trace::Args),
-    /// Live terminal view: stalls per CPU, their culprits, probe RTTs.
+    // Its about, long help and examples are on `cmd::top::Args` (a doc
+    // comment here would replace the long help).
     Top(cmd::top::Args),
     /// Fold `perf script` output into stacks: aggregated (as stackcollapse-perf.pl) or in time order.
     Collapse(cmd::collapse::Args),

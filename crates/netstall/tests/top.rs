@@ -342,3 +342,18 @@ fn top_ctrl_c_quits_and_restores_the_terminal() {
     assert!(screen.contains("terminal restored"), "{screen}");
     assert!(!screen.contains("culprits"), "{screen}");
 }
+
+#[test]
+fn top_help_has_the_keys_and_examples() {
+    let out = netstall(&["top", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "Examples:",
+        "netstall top --target",
+        "q or Ctrl-C quit",
+        "CAP_BPF",
+    ] {
+        assert!(help.contains(needle), "{needle}: {help}");
+    }
+}
