@@ -334,6 +334,15 @@ fn top_ctrl_c_quits_and_restores_the_terminal() {
     tmux.start(80, 24, &run_and_report(&dir.0, &top));
     let (up, screen) = tmux.wait_for(Duration::from_secs(60), |s| s.contains("culprits"));
     assert!(up, "top did not draw its screen:\n{screen}");
+    // A resized terminal is redrawn to its new size.
+    tmux.run(&["resize-window", "-t", "top", "-x", "120", "-y", "30"]);
+    let (resized, screen) = tmux.wait_for(Duration::from_secs(5), |s| {
+        s.lines().count() == 30
+            && s.lines()
+                .last()
+                .is_some_and(|l| l.chars().count() == 120 && l.ends_with("q quit"))
+    });
+    assert!(resized, "not redrawn at 120x30:\n{screen}");
     // Raw mode: Ctrl-C arrives as a key, not as SIGINT.
     tmux.keys("C-c");
     let (ended, screen) = tmux.wait_for(Duration::from_secs(10), |s| s.contains("end of report"));
