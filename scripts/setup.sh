@@ -10,12 +10,14 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # Side-by-side benchmarks and comparisons: hping3, fping, iperf3, linux-perf, bpftrace (bench/trace.sh).
 # The agent's tests: a real Prometheus and promtool (prometheus).
 # The doctor's HTML report is checked in a real browser: chromium.
+# `netstall top` is checked in a real terminal: tmux (capture-pane).
 PACKAGES=(
   clang llvm libelf-dev zlib1g-dev pkg-config make gcc
   iproute2 nftables iputils-ping procps util-linux
   hping3 fping iperf3 linux-perf jq tcpdump bpftrace
   prometheus
   chromium
+  tmux
 )
 
 if [ "$(id -u)" -ne 0 ]; then

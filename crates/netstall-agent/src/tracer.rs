@@ -67,6 +67,8 @@ pub fn run(threshold: Duration, state: &State, stop: &Arc<Shutdown>) {
                 &TraceTotals {
                     ring_drops: report.ring_drops,
                     histograms: report.histograms,
+                    net_rx_ns: Vec::new(),
+                    bpf_run_ns: None,
                 },
             ),
             Ok(Err(e)) => {

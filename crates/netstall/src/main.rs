@@ -44,6 +44,9 @@ enum Command {
     Probe(cmd::probe::Args),
     /// Trace every RX stall on every CPU and name its culprit (eBPF).
     Trace(cmd::trace::Args),
+    // Its about, long help and examples are on `cmd::top::Args` (a doc
+    // comment here would replace the long help).
+    Top(cmd::top::Args),
     /// Fold `perf script` output into stacks: aggregated (as stackcollapse-perf.pl) or in time order.
     Collapse(cmd::collapse::Args),
     /// Draw an SVG flame graph, or a flame chart (time on the x axis), from folded stacks or perf script text.
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Responder(args) => cmd::responder::run(args, out),
         Command::Probe(args) => cmd::probe::run(args, out),
         Command::Trace(args) => cmd::trace::run(args, out),
+        Command::Top(args) => cmd::top::run(args, out),
         Command::Collapse(args) => cmd::collapse::run(args, out),
         Command::Flame(args) => cmd::flame::run(args, out),
         Command::Agent(args) => cmd::agent::run(*args, out),

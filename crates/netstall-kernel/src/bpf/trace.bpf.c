@@ -162,6 +162,14 @@ static __always_inline void count(__u32 counter)
 		(*n)++; /* per-CPU value: no atomics needed */
 }
 
+static __always_inline void count_ns(__u32 counter, __u64 ns)
+{
+	__u64 *n = bpf_map_lookup_elem(&counters, &counter);
+
+	if (n)
+		*n += ns; /* per-CPU value: no atomics needed */
+}
+
 static __always_inline bool cpu_selected(__u32 cpu)
 {
 	if (!filter_cpus)
@@ -605,14 +613,18 @@ int BPF_PROG(on_softirq_exit, unsigned int vec)
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct ns_trace_event *e;
 	struct ns_cpu_state *st;
+	__u64 entered;
 
 	st = cpu_state();
 	if (!st)
 		return 0;
+	entered = st->softirq_ts;
 	st->softirq_ts = 0;
 	if (vec != NET_RX_SOFTIRQ)
 		return 0;
 	st->in_netrx = 0;
+	if (entered)
+		count_ns(TC_NET_RX_NS, bpf_ktime_get_ns() - entered);
 	if (!st->batch_waited || st->batch_max < threshold_ns)
 		return 0;
 	e = reserve(TK_RX_BATCH, cpu);

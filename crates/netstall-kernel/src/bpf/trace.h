@@ -34,7 +34,8 @@ enum ns_trace_counter {
 	TC_PACKETS_WAITED = 1, /* packets that waited at least packet_floor_ns */
 	TC_KSOFTIRQD = 2,      /* switches to ksoftirqd with NET_RX pending */
 	TC_SLOT_MISSES = 3,    /* packets received without a matching enqueue stamp */
-	TC_NR = 4,
+	TC_NET_RX_NS = 4,      /* time spent in NET_RX softirq runs (ns) */
+	TC_NR = 5,
 };
 
 /* Bits of trace_event.flags */

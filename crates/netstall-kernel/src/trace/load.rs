@@ -77,6 +77,7 @@ const COUNTER_RING_DROPS: u32 = 0;
 const COUNTER_PACKETS_WAITED: u32 = 1;
 const COUNTER_KSOFTIRQD: u32 = 2;
 const COUNTER_SLOT_MISSES: u32 = 3;
+const COUNTER_NET_RX_NS: u32 = 4;
 const HIST_SLOTS: u32 = 32;
 /// The longest the reader sleeps when nothing is due: events, a settled
 /// stall, the totals, the end of the run and a shutdown request all wake it
@@ -263,17 +264,38 @@ fn program_stats(prog: &libbpf_rs::Program<'_>) -> Result<(u64, u64)> {
 }
 
 fn sum_counter(map: &dyn MapCore, index: u32) -> Result<u64> {
+    Ok(per_cpu_counter(map, index)?.iter().sum())
+}
+
+/// One counter's value on each CPU (index = CPU).
+fn per_cpu_counter(map: &dyn MapCore, index: u32) -> Result<Vec<u64>> {
     let values = map
         .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)?
         .unwrap_or_default();
     Ok(values
         .iter()
         .map(|v| u64::from_ne_bytes(v[..8].try_into().expect("u64 counter")))
-        .sum())
+        .collect())
 }
 
-/// The in-kernel totals so far: ring-buffer drops and latency histograms.
-fn totals(skel: &TraceSkel<'_>, cpus: &Option<Vec<u32>>) -> Result<TraceTotals> {
+/// How long the named (attached) programs have run in all, ns.
+fn bpf_run_ns(skel: &TraceSkel<'_>, programs: &[&str]) -> Result<u64> {
+    let mut total = 0;
+    for prog in skel.object().progs() {
+        if programs.iter().any(|name| prog.name() == *name) {
+            total += program_stats(&prog)?.1;
+        }
+    }
+    Ok(total)
+}
+
+/// The in-kernel totals so far: ring-buffer drops, latency histograms,
+/// NET_RX time per CPU, and (with BPF stats on) the programs' run time.
+fn totals(
+    skel: &TraceSkel<'_>,
+    cpus: &Option<Vec<u32>>,
+    stats_of: Option<&[&str]>,
+) -> Result<TraceTotals> {
     let mut histograms = read_histograms(&skel.maps.backlog_hist, "rx-backlog", cpus)?;
     histograms.extend(read_histograms(
         &skel.maps.softirq_delay_hist,
@@ -283,6 +305,8 @@ fn totals(skel: &TraceSkel<'_>, cpus: &Option<Vec<u32>>) -> Result<TraceTotals> 
     Ok(TraceTotals {
         ring_drops: sum_counter(&skel.maps.counters, COUNTER_RING_DROPS)?,
         histograms,
+        net_rx_ns: per_cpu_counter(&skel.maps.counters, COUNTER_NET_RX_NS)?,
+        bpf_run_ns: stats_of.map(|p| bpf_run_ns(skel, p)).transpose()?,
     })
 }
 
@@ -572,7 +596,8 @@ pub fn run(
         if let (Some(due), Some(every)) = (next_totals.as_mut(), config.totals_every) {
             if Instant::now() >= *due {
                 *due += every;
-                on_event(TraceEvent::Totals(totals(&skel, &config.cpus)?));
+                let stats_of = stats.as_ref().map(|_| programs.as_slice());
+                on_event(TraceEvent::Totals(totals(&skel, &config.cpus, stats_of)?));
             }
         }
     }
@@ -604,7 +629,8 @@ pub fn run(
     let TraceTotals {
         ring_drops,
         histograms,
-    } = totals(&skel, &config.cpus)?;
+        ..
+    } = totals(&skel, &config.cpus, None)?;
     Ok(TraceReport {
         kind: "trace-summary",
         duration_ms: started.elapsed().as_millis() as u64,

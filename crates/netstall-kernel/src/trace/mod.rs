@@ -123,6 +123,10 @@ pub struct TraceTotals {
     /// Events lost because the ring buffer was full.
     pub ring_drops: u64,
     pub histograms: Vec<Histogram>,
+    /// Time spent in NET_RX softirq runs on each CPU (index = CPU), ns.
+    pub net_rx_ns: Vec<u64>,
+    /// Time every attached BPF program ran, ns (with [`TraceConfig::self_cost`]).
+    pub bpf_run_ns: Option<u64>,
 }
 
 /// Tracing has begun (every detector attached).

@@ -12,6 +12,7 @@ pub mod flame;
 pub mod lab;
 pub mod probe;
 pub mod responder;
+pub mod top;
 pub mod trace;
 pub mod xray;
 
