@@ -187,6 +187,7 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
     let trace_config = TraceConfig {
         threshold: config.threshold,
         icmp: config.icmp_seq,
+        steal: true,
         ..TraceConfig::default()
     };
     let trace_stop = Stop {

@@ -41,6 +41,8 @@ const volatile __u64 syscall_threshold_ns = ~0ULL; /* culprits only */
 const volatile __u64 tick_gap_ns = 14 * 1000 * 1000;
 /* steal this long between two looks at a CPU is reported at once */
 const volatile __u64 steal_floor_ns = 1000 * 1000;
+/* steal events are sent only to a reader that wants them */
+const volatile bool report_steal = false;
 /* NET_RX blocked this long: a tick samples who holds the CPU (threshold / 2) */
 const volatile __u64 watchdog_ns = 5 * 1000 * 1000;
 const volatile bool filter_cpus = false;
@@ -299,7 +301,7 @@ static __always_inline void look_at_steal(struct ns_cpu_state *st, __u64 now, __
 	__u64 stolen;
 	__u32 cpu;
 
-	if (!steal)
+	if (!report_steal || !steal)
 		return;
 	if (!st->steal_seen || steal < st->steal_seen) {
 		st->steal_seen = steal;

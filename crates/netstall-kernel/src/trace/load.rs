@@ -96,6 +96,7 @@ struct Params {
     cpu_mask: Option<[u64; MAX_CPUS / 64]>,
     fd_syscalls: [u64; 8],
     icmp_rcv: (u64, u64),
+    report_steal: bool,
 }
 
 fn detector_of(program: &str) -> &'static str {
@@ -122,6 +123,7 @@ fn open_skel<'o>(
     rodata.tick_gap_ns = params.threshold_ns + params.tick_ns;
     rodata.watchdog_ns = params.threshold_ns / 2;
     rodata.packet_floor_ns = params.packet_floor_ns;
+    rodata.report_steal = params.report_steal;
     rodata.syscall_threshold_ns = params.syscall_threshold_ns;
     rodata.filter_cpus = params.cpu_mask.is_some();
     rodata.cpu_mask = params.cpu_mask.unwrap_or_default();
@@ -478,9 +480,12 @@ pub fn run(
         cpu_mask: config.cpus.as_deref().map(cpu_mask).transpose()?,
         fd_syscalls: syscall_names::fd_syscall_bitmap(),
         icmp_rcv,
+        report_steal: config.steal,
     };
     let mut wanted: Vec<&'static str> = STALL_DETECTORS.to_vec();
-    wanted.push("steal");
+    if config.steal {
+        wanted.push("steal");
+    }
     if config.syscalls.is_some() {
         wanted.push("syscalls");
     }

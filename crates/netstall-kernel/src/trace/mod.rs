@@ -55,6 +55,10 @@ pub struct TraceConfig {
     /// histograms) this often: a tracer that runs for days is read
     /// without being reloaded.
     pub totals_every: Option<Duration>,
+    /// Report vCPU steal ([`TraceEvent::Steal`]). Off, steal still keeps
+    /// hypervisor pauses from reading as irqs-off, but sends no events: an
+    /// always-on agent that does not use them is not woken by them.
+    pub steal: bool,
 }
 
 impl Default for TraceConfig {
@@ -68,6 +72,7 @@ impl Default for TraceConfig {
             self_cost: false,
             settle: Duration::from_millis(500),
             totals_every: None,
+            steal: false,
         }
     }
 }

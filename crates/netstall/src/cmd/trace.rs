@@ -50,6 +50,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         icmp: args.icmp_seq,
         syscalls: args.syscalls.then_some(args.threshold),
         self_cost: args.self_cost,
+        steal: true,
         ..TraceConfig::default()
     };
     let stop = Stop {
