@@ -10,12 +10,16 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # Side-by-side benchmarks and comparisons: hping3, fping, iperf3, linux-perf, bpftrace (bench/trace.sh).
 # The agent's tests: a real Prometheus and promtool (prometheus).
 # The doctor's HTML report is checked in a real browser: chromium.
+# The container image is built and run (crates/netstall/tests/image.rs): podman, and
+# runc (crun refuses this machine's hybrid cgroup layout). Only a scratch image is
+# built: nothing is pulled, no RUN step runs during the build.
 PACKAGES=(
   clang llvm libelf-dev zlib1g-dev pkg-config make gcc
   iproute2 nftables iputils-ping procps util-linux
   hping3 fping iperf3 linux-perf jq tcpdump bpftrace
   prometheus
   chromium
+  podman runc
 )
 
 if [ "$(id -u)" -ne 0 ]; then
