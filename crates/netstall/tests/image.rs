@@ -19,8 +19,12 @@ use std::time::{Duration, Instant};
 use netstall_testkit::{privileged, MachineLock};
 use serde_json::Value;
 
-/// The image size goal (the issue's ≤ 25 MB; goldpinger's is ~16 MB).
+/// The image size goal for the release build that ships (the issue's
+/// ≤ 25 MB; goldpinger's is ~16 MB), checked by scripts/image-test.sh.
 const MAX_IMAGE_BYTES: u64 = 25 * 1024 * 1024;
+/// The test build (opt-level 0 for netstall's own crates) is bigger, even
+/// stripped: a bound that still catches a library or debug info too many.
+const MAX_TEST_IMAGE_BYTES: u64 = 36 * 1024 * 1024;
 
 /// How podman runs containers on these machines: runc (crun refuses the
 /// hybrid cgroup layout), cgroupfs, and ulimits within what root may set
@@ -185,7 +189,12 @@ fn the_image_is_small_labelled_and_runs_as_nobody() {
         size as f64 / 1048576.0,
         image.built["libraries"]
     );
-    assert!(size <= MAX_IMAGE_BYTES, "{}", image.built);
+    let max = if std::env::var_os("NETSTALL_IMAGE_BINARY").is_some() {
+        MAX_IMAGE_BYTES
+    } else {
+        MAX_TEST_IMAGE_BYTES
+    };
+    assert!(size <= max, "over {max} bytes: {}", image.built);
     let libraries = image.built["libraries"].to_string();
     assert!(
         !libraries.contains("libelf") && !libraries.contains("libz."),
@@ -249,15 +258,16 @@ fn cgroups_in_the_container_count_the_hosts_dying_cgroups() {
     let image = Image::build();
     // Other tests make and release dying cgroups; not while this one counts.
     let _lock = MachineLock::acquire();
-    // Cgroups are created and released by the system too (podman's own
-    // container among them): the host and the container agree on one of
-    // three tries, each read back to back.
+    // Cgroups are created and released by the system too, podman's among
+    // them: a container's memory cgroup is live while it reads and dying
+    // after it ends. So the host reads first, then the container, back to
+    // back, and they agree on one of three tries.
     let mut tries = Vec::new();
     for _ in 0..3 {
-        let inside = image.run(AS_DEPLOYED, &["cgroups", "--json"]);
-        assert!(inside.status.success(), "{}", text(&inside));
         let host = netstall(&["cgroups", "--json"]);
         assert!(host.status.success(), "{}", text(&host));
+        let inside = image.run(AS_DEPLOYED, &["cgroups", "--json"]);
+        assert!(inside.status.success(), "{}", text(&inside));
         let (inside, host) = (dying_counts(&inside), dying_counts(&host));
         assert!(
             host.iter().any(|(h, _)| h.starts_with("memory")),
@@ -265,6 +275,13 @@ fn cgroups_in_the_container_count_the_hosts_dying_cgroups() {
         );
         if inside == host {
             eprintln!("dying cgroups, host = container: {host:?}");
+            // Without the host's cgroupfs, the container sees only its own
+            // sub-tree: one line saying which mount is missing, exit 2.
+            let out = image.run(&["--user=0"], &["cgroups"]);
+            assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(err.trim().lines().count(), 1, "{err}");
+            assert!(err.contains("mount the host's /sys/fs/cgroup"), "{err}");
             return;
         }
         tries.push((inside, host));
@@ -318,9 +335,23 @@ fn the_agent_in_a_container_serves_metrics_and_sees_a_spin_stall() {
     let ok = check(&["check", "--agent", &agent_arg]);
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
 
+    // The stall is seen by the packets that wait behind it: the lab's RX
+    // is steered to CPU 0 and pinged every 2 ms while CPU 0 spins. (The
+    // tracer is the kernel's, so the agent in the host's network namespace
+    // sees the lab's namespaces too.)
+    let lab = Lab::up("0");
+    let pod = lab.status["pod"]["addr"].as_str().unwrap().to_string();
+    let mut ping = Command::new("ip")
+        .args(["netns", "exec", &lab.netns("cli"), "ping", "-q", "-i", "0.002", "-w", "5"])
+        .arg(&pod)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ping");
     let spin = netstall(&[
         "lab", "spin", "--cpu", "0", "--ms", "30", "--every", "500ms", "-w", "3s",
     ]);
+    let _ = ping.wait();
     assert!(spin.status.success(), "lab spin: {}", text(&spin));
     let deadline = Instant::now() + Duration::from_secs(15);
     let stalls = loop {
