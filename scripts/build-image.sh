@@ -76,9 +76,10 @@ done
 
 tags=(--tag "$name:$tag")
 [ "$latest" = 1 ] && tags+=(--tag "$name:latest")
-# No RUN step: nothing executes during the build, so no network, no runtime,
-# and podman's layer cache makes an unchanged rebuild a no-op.
-podman build --quiet --file deploy/image/Containerfile \
+# No RUN step: nothing executes during the build (no network, no runtime),
+# and it takes a second or two, so there is nothing worth caching: without
+# intermediate images (--layers=false), removing the image leaves nothing.
+podman build --quiet --layers=false --file deploy/image/Containerfile \
   --build-arg VERSION="$version" --build-arg REVISION="$revision" --build-arg CREATED="$created" \
   "${tags[@]}" "$context" >/dev/null
 size="$(podman image inspect --format '{{.Size}}' "$name:$tag")"

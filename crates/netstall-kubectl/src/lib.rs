@@ -126,7 +126,11 @@ impl Interrupt {
     }
 }
 
-async fn doctor_on(client: Client, request: &DoctorRequest, output: impl FnMut(&str)) -> Result<u8> {
+async fn doctor_on(
+    client: Client,
+    request: &DoctorRequest,
+    output: impl FnMut(&str),
+) -> Result<u8> {
     // Caught from here on, so that a Ctrl-C while the pod is created still
     // reaches the select below (and the pod's deletion).
     let mut interrupt = Interrupt::new()?;
@@ -228,7 +232,10 @@ async fn wait_started(pods: &Api<Pod>, name: &str, request: &DoctorRequest) -> R
             .next();
         if let Some(waiting) = waiting {
             let reason = waiting.reason.as_deref().unwrap_or("");
-            if matches!(reason, "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName") {
+            if matches!(
+                reason,
+                "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName"
+            ) {
                 bail!(
                     "the node cannot pull the image {}: {reason}: {} (push it where the nodes pull from, or pass --image)",
                     request.pod.image,
@@ -245,10 +252,15 @@ async fn wait_started(pods: &Api<Pod>, name: &str, request: &DoctorRequest) -> R
                 .map(|c| {
                     format!(
                         "not scheduled: {}",
-                        c.message.as_deref().or(c.reason.as_deref()).unwrap_or("no reason given")
+                        c.message
+                            .as_deref()
+                            .or(c.reason.as_deref())
+                            .unwrap_or("no reason given")
                     )
                 })
-                .or_else(|| waiting.map(|w| format!("waiting: {}", w.reason.as_deref().unwrap_or("?"))))
+                .or_else(|| {
+                    waiting.map(|w| format!("waiting: {}", w.reason.as_deref().unwrap_or("?")))
+                })
                 .unwrap_or_else(|| format!("phase {phase}"));
             bail!(
                 "the doctor pod did not start on {} within {} s ({why}); --start-timeout waits longer",
@@ -330,7 +342,8 @@ async fn agent_health(client: &Client, namespace: &str, pod: &str) -> Result<Hea
         .request_text(request)
         .await
         .map_err(|e| format!("{:#}", explain(e, "get pods/proxy")))?;
-    serde_json::from_str(&body).map_err(|e| format!("the agent's /healthz is not a health report: {e}"))
+    serde_json::from_str(&body)
+        .map_err(|e| format!("the agent's /healthz is not a health report: {e}"))
 }
 
 fn http_get(path: &str) -> http::Request<Vec<u8>> {

@@ -62,10 +62,7 @@ mod tests {
                 Line::Report => None,
             })
             .collect();
-        assert_eq!(
-            shown,
-            ["watching 2 s", "verdict: healthy"]
-        );
+        assert_eq!(shown, ["watching 2 s", "verdict: healthy"]);
         assert_eq!(
             s.report(),
             Some("<!DOCTYPE html>\n<html><body>\n<p>x</p>\n</body></html>\n")

@@ -49,12 +49,8 @@ impl DoctorPod {
 
     /// The pod object to create.
     pub fn build(&self) -> Pod {
-        let host_path = |name: &str, path: &str| {
-            serde_json::json!({"name": name, "hostPath": {"path": path, "type": "Directory"}})
-        };
-        let mount = |name: &str, path: &str| {
-            serde_json::json!({"name": name, "mountPath": path, "readOnly": true})
-        };
+        let host_path = |name: &str, path: &str| serde_json::json!({"name": name, "hostPath": {"path": path, "type": "Directory"}});
+        let mount = |name: &str, path: &str| serde_json::json!({"name": name, "mountPath": path, "readOnly": true});
         let pod = serde_json::json!({
             "apiVersion": "v1",
             "kind": "Pod",
@@ -131,7 +127,10 @@ mod tests {
                 ["nodeSelectorTerms"][0]["matchFields"][0]["values"],
             serde_json::json!(["node-7"])
         );
-        assert_eq!((spec["hostNetwork"].clone(), spec["hostPID"].clone()), (true.into(), true.into()));
+        assert_eq!(
+            (spec["hostNetwork"].clone(), spec["hostPID"].clone()),
+            (true.into(), true.into())
+        );
         assert_eq!(spec["containers"][0]["securityContext"]["privileged"], true);
         assert_eq!(spec["activeDeadlineSeconds"], 320);
         assert_eq!(spec["restartPolicy"], "Never");

@@ -98,22 +98,46 @@ mod tests {
     #[test]
     fn a_true_condition_or_an_agent_problem_is_a_problem_and_comes_first() {
         let rows = [
-            node_status(&node("a-quiet", Some(("False", "no RX stalls"))), Some(Ok(report(&[])))),
+            node_status(
+                &node("a-quiet", Some(("False", "no RX stalls"))),
+                Some(Ok(report(&[]))),
+            ),
             node_status(&node("b-bare", None), None),
-            node_status(&node("c-stalling", Some(("True", "3 RX stalls"))), Some(Err("no answer".into()))),
-            node_status(&node("d-agent", None), Some(Ok(report(&["5 RX stalls over 10 ms"])))),
+            node_status(
+                &node("c-stalling", Some(("True", "3 RX stalls"))),
+                Some(Err("no answer".into())),
+            ),
+            node_status(
+                &node("d-agent", None),
+                Some(Ok(report(&["5 RX stalls over 10 ms"]))),
+            ),
         ];
-        let problems: Vec<(&str, bool)> = rows.iter().map(|r| (r.node.as_str(), r.problem)).collect();
+        let problems: Vec<(&str, bool)> =
+            rows.iter().map(|r| (r.node.as_str(), r.problem)).collect();
         assert_eq!(
             problems,
-            [("a-quiet", false), ("b-bare", false), ("c-stalling", true), ("d-agent", true)]
+            [
+                ("a-quiet", false),
+                ("b-bare", false),
+                ("c-stalling", true),
+                ("d-agent", true)
+            ]
         );
         let text = table(&rows);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("NODE"), "{text}");
         assert!(lines[1].starts_with("c-stalling  True"), "{text}");
-        assert!(lines[2].contains("NetStall: 5 RX stalls over 10 ms"), "{text}");
-        assert!(lines[3].contains("OK: no RX stalls in 300s, 12 dying memcgs"), "{text}");
-        assert!(lines[4].contains("b-bare") && lines[4].contains("no agent"), "{text}");
+        assert!(
+            lines[2].contains("NetStall: 5 RX stalls over 10 ms"),
+            "{text}"
+        );
+        assert!(
+            lines[3].contains("OK: no RX stalls in 300s, 12 dying memcgs"),
+            "{text}"
+        );
+        assert!(
+            lines[4].contains("b-bare") && lines[4].contains("no agent"),
+            "{text}"
+        );
     }
 }

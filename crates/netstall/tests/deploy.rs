@@ -299,9 +299,14 @@ fn every_overlay_renders_and_passes_the_official_schemas() {
         assert!(out.status.success(), "{overlay}: {}", text(&out));
         // Every object was checked, but for the Operator's own kinds.
         let report = text(&out);
-        for line in report.lines().filter(|l| l.contains("Couldn't find schema")) {
+        for line in report
+            .lines()
+            .filter(|l| l.contains("Couldn't find schema"))
+        {
             assert!(
-                CUSTOM_KINDS.iter().any(|k| line.contains(&format!("kind {k} "))),
+                CUSTOM_KINDS
+                    .iter()
+                    .any(|k| line.contains(&format!("kind {k} "))),
                 "{overlay}: {line}"
             );
         }
@@ -389,7 +394,12 @@ fn the_agent_reads_the_rendered_configmap() {
     std::fs::write(&file, configmap[0]["data"][key].as_str().unwrap()).unwrap();
     let out = run(
         NETSTALL,
-        &["agent", "--config", file.to_str().unwrap(), "--print-config"],
+        &[
+            "agent",
+            "--config",
+            file.to_str().unwrap(),
+            "--print-config",
+        ],
     );
     assert!(out.status.success(), "{}", text(&out));
     let config: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -437,7 +447,12 @@ fn the_node_problem_detector_overlay_runs_netstall_check_from_the_image() {
     assert_eq!(spec["hostNetwork"], true);
     let config_map = of_kind(&docs, "ConfigMap")
         .into_iter()
-        .find(|c| c["metadata"]["name"].as_str().unwrap().starts_with("netstall-npd-config"))
+        .find(|c| {
+            c["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("netstall-npd-config")
+        })
         .unwrap();
     let plugin: Value =
         serde_json::from_str(config_map["data"]["netstall-plugin.json"].as_str().unwrap()).unwrap();
@@ -495,5 +510,8 @@ fn the_node_problem_detector_overlay_runs_netstall_check_from_the_image() {
     assert!(out.status.success(), "{}", text(&out));
     let out = run(NETSTALL, &["copy-binary", "/nonexistent/dir/netstall"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+        1
+    );
 }

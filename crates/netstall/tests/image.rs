@@ -16,6 +16,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use netstall_kubectl::logs::{Line, LogSplitter};
+use netstall_kubectl::pod::DoctorPod;
 use netstall_testkit::{privileged, MachineLock};
 use serde_json::Value;
 
@@ -324,7 +326,8 @@ fn the_agent_in_a_container_serves_metrics_and_sees_a_spin_stall() {
             agent.logs()
         );
         std::thread::sleep(Duration::from_millis(300));
-        last = netstall_agent::http::get(addr, "/metrics", Duration::from_secs(2)).unwrap_or_default();
+        last =
+            netstall_agent::http::get(addr, "/metrics", Duration::from_secs(2)).unwrap_or_default();
     }
     assert!(
         metric(&last, "netstall_memcg_dying").is_some() || last.contains("netstall_memcg_dying"),
@@ -342,7 +345,17 @@ fn the_agent_in_a_container_serves_metrics_and_sees_a_spin_stall() {
     let lab = Lab::up("0");
     let pod = lab.status["pod"]["addr"].as_str().unwrap().to_string();
     let mut ping = Command::new("ip")
-        .args(["netns", "exec", &lab.netns("cli"), "ping", "-q", "-i", "0.002", "-w", "5"])
+        .args([
+            "netns",
+            "exec",
+            &lab.netns("cli"),
+            "ping",
+            "-q",
+            "-i",
+            "0.002",
+            "-w",
+            "5",
+        ])
         .arg(&pod)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -359,7 +372,9 @@ fn the_agent_in_a_container_serves_metrics_and_sees_a_spin_stall() {
             netstall_agent::http::get(addr, "/metrics", Duration::from_secs(2)).unwrap_or_default();
         let stalls: Vec<String> = text_
             .lines()
-            .filter(|l| l.starts_with("netstall_rx_stall_seconds_count{") && l.contains("cpu=\"0\""))
+            .filter(|l| {
+                l.starts_with("netstall_rx_stall_seconds_count{") && l.contains("cpu=\"0\"")
+            })
             .map(String::from)
             .collect();
         if !stalls.is_empty() {
@@ -373,6 +388,22 @@ fn the_agent_in_a_container_serves_metrics_and_sees_a_spin_stall() {
         std::thread::sleep(Duration::from_millis(300));
     };
     eprintln!("the containerized agent's stall series: {stalls:?}");
+    // Its event log (the container's stdout, as in the DaemonSet) has the
+    // stalls, on CPU 0 and about as long as the spin.
+    let logged: Vec<Value> = agent
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["type"] == "stall" && e["cpu"] == 0)
+        .collect();
+    eprintln!("logged: {logged:?}");
+    assert!(
+        logged.iter().any(|e| e["duration_ms"]
+            .as_f64()
+            .is_some_and(|ms| (20.0..=45.0).contains(&ms))),
+        "no ~30 ms stall on CPU 0 in the event log: {logged:?}\n{}",
+        agent.logs()
+    );
     let problem = check(&["check", "--agent", &agent_arg]);
     assert_eq!(problem.status.code(), Some(1), "{}", text(&problem));
     assert!(
@@ -383,4 +414,64 @@ fn the_agent_in_a_container_serves_metrics_and_sees_a_spin_stall() {
     drop(agent);
     let unknown = check(&["check", "--agent", &agent_arg, "--timeout", "1s"]);
     assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+}
+
+/// `trace` (with the DaemonSet's capabilities) and `doctor` (as the pod of
+/// `kubectl netstall doctor` runs it) in the container: tracefs, BTF and
+/// kallsyms are found through the mounts, and each ends with its summary
+/// or verdict; the doctor's report comes out whole through its stdout.
+#[test]
+fn trace_and_doctor_run_in_the_container_as_deployed() {
+    if !privileged("trace_and_doctor_run_in_the_container_as_deployed") {
+        return;
+    }
+    let image = Image::build();
+    let out = image.run(AS_DEPLOYED, &["trace", "-w", "2s", "--json"]);
+    assert!(out.status.success(), "trace: {}", text(&out));
+    // The doctor exactly as `kubectl netstall doctor --json --report F`
+    // runs it in its pod (privileged, host network and PID, the mounts),
+    // and its output split as the plugin splits the pod's log.
+    let pod = DoctorPod {
+        node: "here".into(),
+        namespace: "netstall".into(),
+        image: image.reference.clone(),
+        duration: Duration::from_secs(3),
+        report: true,
+        json: true,
+    };
+    let args = pod.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let as_the_pod: Vec<&str> = AS_DEPLOYED
+        .iter()
+        .copied()
+        .filter(|o| !o.starts_with("--cap") && *o != "--read-only")
+        .chain(["--privileged"])
+        .collect();
+    let out = image.run(&as_the_pod, &args);
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "doctor: {}",
+        text(&out)
+    );
+    let mut splitter = LogSplitter::default();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| match splitter.line(l) {
+            Line::Output(o) => Some(serde_json::from_str(o).unwrap_or_else(|e| panic!("{e}: {o}"))),
+            Line::Report => None,
+        })
+        .collect();
+    let report = splitter
+        .report()
+        .expect("a whole HTML report in the output");
+    assert!(report.contains("netstall"), "{report}");
+    let verdict = of_type(&lines, "verdict");
+    assert_eq!(verdict.len(), 1, "{}", text(&out));
+    assert_eq!(
+        verdict[0]["healthy"].as_bool(),
+        Some(out.status.code() == Some(0)),
+        "{}",
+        verdict[0]
+    );
 }

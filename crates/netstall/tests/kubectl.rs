@@ -156,7 +156,9 @@ fn pod_now(created: &Value, scenario: Scenario, gets: usize, log_done: bool) -> 
             "message": "0/3 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }"}]}),
         Scenario::ImagePullFails => json!({"phase": "Pending", "containerStatuses": waiting(
             "ErrImagePull", "failed to pull image \"localhost/netstall:0.1.0\": not found")}),
-        _ if gets <= 1 => json!({"phase": "Pending", "containerStatuses": waiting("ContainerCreating", "")}),
+        _ if gets <= 1 => {
+            json!({"phase": "Pending", "containerStatuses": waiting("ContainerCreating", "")})
+        }
         Scenario::Runs if log_done => json!({"phase": "Failed", "containerStatuses": [{
             "name": "doctor", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
             "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}),
@@ -381,7 +383,10 @@ fn doctor_creates_the_pod_streams_it_copies_the_report_and_deletes_it() {
     ];
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{methods:?}");
     let log = state.requests.iter().find(|r| r.contains("/log?")).unwrap();
-    assert!(log.contains("follow=true") && log.contains("container=doctor"), "{log}");
+    assert!(
+        log.contains("follow=true") && log.contains("container=doctor"),
+        "{log}"
+    );
     assert!(state.deleted);
 
     // The pod, schema-checked, as the issue asks for it.
@@ -464,7 +469,10 @@ fn doctor_deletes_the_pod_on_ctrl_c() {
         .unwrap();
     let out = interrupt_when(&mut child, || api.state().log_opened);
     let err = one_line_error(&out);
-    assert!(err.contains("interrupted") && err.contains("deleted"), "{err}");
+    assert!(
+        err.contains("interrupted") && err.contains("deleted"),
+        "{err}"
+    );
     assert!(api.state().deleted, "{:?}", api.state().requests);
 }
 
@@ -516,7 +524,10 @@ fn doctor_without_the_node_or_the_permission_is_one_line_and_exit_2() {
         err.contains("no permission to create pods -n netstall") && err.contains("cannot create"),
         "{err}"
     );
-    assert!(!api.state().deleted, "nothing was created, nothing to delete");
+    assert!(
+        !api.state().deleted,
+        "nothing was created, nothing to delete"
+    );
 
     // No API config at all.
     let out = Command::new(NETSTALL)
@@ -539,12 +550,18 @@ fn status_lists_conditions_and_the_agents_verdicts() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}");
-    assert!(lines[1].starts_with("node-a") && lines[1].contains("True"), "{stdout}");
+    assert!(
+        lines[1].starts_with("node-a") && lines[1].contains("True"),
+        "{stdout}"
+    );
     assert!(
         lines[1].contains("NetStall: 4 RX stalls in 300s, worst 51 ms on CPU 0"),
         "{stdout}"
     );
-    assert!(lines[2].starts_with("node-b") && lines[2].contains("no agent"), "{stdout}");
+    assert!(
+        lines[2].starts_with("node-b") && lines[2].contains("no agent"),
+        "{stdout}"
+    );
 
     let out = api.plugin(&["status", "--json"]).output().unwrap();
     let rows = json_lines(&out);

@@ -26,11 +26,18 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     let partial = args.dest.with_extension("partial");
     std::fs::copy(&source, &partial)
         .with_context(|| format!("cannot write {}", partial.display()))?;
-    std::fs::set_permissions(&partial, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .with_context(|| format!("cannot make {} executable", partial.display()))?;
+    std::fs::set_permissions(
+        &partial,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .with_context(|| format!("cannot make {} executable", partial.display()))?;
     // Whole or not at all: a plugin run never sees half a binary.
     std::fs::rename(&partial, &args.dest)
         .with_context(|| format!("cannot write {}", args.dest.display()))?;
-    out.progress(format!("copied {} to {}", source.display(), args.dest.display()));
+    out.progress(format!(
+        "copied {} to {}",
+        source.display(),
+        args.dest.display()
+    ));
     Ok(ExitCode::SUCCESS)
 }

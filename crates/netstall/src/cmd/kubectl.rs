@@ -42,21 +42,25 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Command {
     /// Run `netstall doctor` on NODE in a short-lived privileged pod; stream its output, copy its report, delete the pod.
-    #[command(long_about = "Creates a privileged pod pinned to NODE (host network and PID, the host's \
+    #[command(
+        long_about = "Creates a privileged pod pinned to NODE (host network and PID, the host's \
         cgroup, tracefs and BTF mounts, the netstall image), streams the doctor's output, writes its \
         HTML report with --report, and deletes the pod, also on Ctrl-C, on an error and on timeout. \
         The pod also ends by itself (activeDeadlineSeconds) if this command is killed.\n\n\
         Needs: get nodes; create, get, delete pods and get pods/log in the namespace.\n\
         Exit codes: 0 healthy, 1 findings, 2 error (no such node, no permission, the image cannot be \
         pulled, the pod not started in time).\n\n\
-        Example: kubectl netstall doctor node-7 -w 30s --report node-7.html")]
+        Example: kubectl netstall doctor node-7 -w 30s --report node-7.html"
+    )]
     Doctor(DoctorArgs),
     /// Every node's NetworkStall condition and its agent's latest verdict.
-    #[command(long_about = "Lists the nodes with their NetworkStall condition (node-problem-detector's \
+    #[command(
+        long_about = "Lists the nodes with their NetworkStall condition (node-problem-detector's \
         netstall plugin, or the agent's remediation) and the verdict of the netstall agent on each \
         (its /healthz, through the API server's pod proxy). Exit 0 when no node has a problem, 1 when \
         one does, 2 on error.\n\nNeeds: list nodes; list pods and get pods/proxy in the namespace.\n\n\
-        Example: kubectl netstall status --json")]
+        Example: kubectl netstall status --json"
+    )]
     Status,
 }
 
