@@ -234,6 +234,23 @@ fn the_image_is_small_labelled_and_runs_as_nobody() {
         .unwrap()
         .starts_with("20"));
 
+    // node-problem-detector's init container: as nobody, the binary copies
+    // itself into a shared volume, and the copy runs outside the image.
+    let plugin = TempDir::new();
+    std::fs::set_permissions(
+        &plugin.0,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let volume = format!("-v={}:/plugin", plugin.0.display());
+    let out = image.run(&[&volume], &["copy-binary", "/plugin/netstall"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let copy = Command::new(plugin.0.join("netstall"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(copy.status.success(), "{}", text(&copy));
+
     // Unprivileged modes run as nobody; asking for root-only work as
     // nobody is one line and exit 2, naming what is missing.
     let out = image.run(&["--network=host"], &["check", "--agent", "127.0.0.1:9"]);
