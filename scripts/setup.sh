@@ -11,6 +11,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # The agent's tests: a real Prometheus and promtool (prometheus).
 # The doctor's HTML report is checked in a real browser: chromium.
 # `netstall top` is checked in a real terminal: tmux (capture-pane).
+# The container image is built and run (crates/netstall/tests/image.rs): podman, and
+# runc (crun refuses this machine's hybrid cgroup layout). Only a scratch image is
+# built: nothing is pulled, no RUN step runs during the build.
 PACKAGES=(
   clang llvm libelf-dev zlib1g-dev pkg-config make gcc
   iproute2 nftables iputils-ping procps util-linux
@@ -18,6 +21,7 @@ PACKAGES=(
   prometheus
   chromium
   tmux
+  podman runc
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -20,8 +20,16 @@ pub struct CgroupMount {
 
 impl CgroupMount {
     /// Whether the whole hierarchy is visible here (not a sub-tree mount).
+    ///
+    /// Inside a cgroup namespace (a container's, the default for pods on
+    /// cgroup-v2 nodes), the host's hierarchy bind-mounted in (the
+    /// DaemonSet's hostPath) shows its root relative to the namespace's:
+    /// `/..` once per level up to the real root, e.g. `/../../..`. That is
+    /// the whole hierarchy too. (A bind mount of an ancestor part-way up
+    /// would look the same; runtimes and hostPath mounts make none.)
     pub fn is_whole_hierarchy(&self) -> bool {
         self.root == "/"
+            || (self.root.starts_with("/..") && self.root.split('/').skip(1).all(|c| c == ".."))
     }
 
     /// Whether this v1 hierarchy carries `controller`.
@@ -156,5 +164,21 @@ mod tests {
         assert_eq!(mounts[3].version, 2);
         assert!(mounts.iter().all(|m| m.root == "/"));
         assert_eq!(mounts[4].path, PathBuf::from("/mnt/with space"));
+    }
+
+    #[test]
+    fn the_hosts_hierarchy_seen_from_a_cgroup_namespace_is_whole() {
+        let mount = |root: &str| CgroupMount {
+            path: PathBuf::from("/sys/fs/cgroup/memory"),
+            root: root.into(),
+            version: 1,
+            controllers: vec!["memory".into()],
+        };
+        for whole in ["/", "/..", "/../../.."] {
+            assert!(mount(whole).is_whole_hierarchy(), "{whole}");
+        }
+        for part in ["/kubepods", "/../kubepods", "/..x", "/../..a/.."] {
+            assert!(!mount(part).is_whole_hierarchy(), "{part}");
+        }
     }
 }

@@ -338,8 +338,11 @@ fn memory_of(rows: &[Hierarchy]) -> Result<MemoryHierarchy> {
             live,
             dying,
         }),
+        // In a container the usual cause is its own cgroup mounts; say
+        // which mount would fix it.
         _ => bail!(
-            "cannot count dying memory cgroups: {}",
+            "cannot count dying memory cgroups: {} (in a container, mount the host's /sys/fs/cgroup \
+             there, recursively and read-only, as deploy/kubernetes/daemonset.yaml does)",
             row.note
                 .as_deref()
                 .unwrap_or("the memory hierarchy is not fully visible")

@@ -59,10 +59,28 @@ enum Command {
     Xray(cmd::xray::Args),
     /// The layer-by-layer experiment: NodePort vs pod vs node IP, TCP vs ICMP, sender vs receiver.
     Bisect(cmd::bisect::Args),
+    /// On a cluster (also `kubectl netstall`): the doctor on one node in a short-lived pod; every node's status.
+    Kubectl(cmd::kubectl::Args),
+    /// Copy this binary to a path (the image has no shell; node-problem-detector's pod gets its plugin so).
+    CopyBinary(cmd::copy_binary::Args),
+}
+
+/// The command line, with `kubectl netstall ARGS` (this binary installed as
+/// `kubectl-netstall`, kubectl's plugin convention) read as `netstall kubectl ARGS`.
+fn command_line() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    if invoked_as.as_deref() == Some("kubectl-netstall") {
+        args.insert(1, "kubectl".into());
+    }
+    args
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(command_line()) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -86,6 +104,8 @@ fn main() -> ExitCode {
         Command::Check(args) => cmd::check::run(args, out),
         Command::Xray(args) => cmd::xray::run(args, out),
         Command::Bisect(args) => cmd::bisect::run(args, out),
+        Command::Kubectl(args) => cmd::kubectl::run(args, out),
+        Command::CopyBinary(args) => cmd::copy_binary::run(args, out),
     };
     match result {
         Ok(code) => code,

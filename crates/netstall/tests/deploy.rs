@@ -59,6 +59,7 @@ fn manifests() -> Vec<PathBuf> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| !p.ends_with("kustomization.yaml"))
         .collect();
     files.sort();
     files
@@ -80,6 +81,7 @@ fn manifests_pass_the_official_kubernetes_schemas() {
         "RoleBinding",
         "ConfigMap",
         "Namespace",
+        "ResourceQuota",
     ] {
         assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
     }
@@ -125,7 +127,8 @@ fn the_daemonset_asks_for_the_least_privileges_that_work() {
             "verbs": ["list", "watch"],
         }])
     );
-    assert!(spec.get("hostPID").is_none());
+    // The culprit's pid and cgroup are the node's (/proc/PID/cgroup).
+    assert_eq!(spec["hostPID"], true);
     let security = &spec["containers"][0]["securityContext"];
     assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
     let mut added: Vec<&str> = security["capabilities"]["add"]
@@ -261,4 +264,254 @@ fn the_node_problem_detector_plugin_runs_netstall_check() {
         .as_u64()
         .unwrap() as usize;
     assert!(line.trim().len() <= max, "{line}");
+}
+
+/// The overlays a cluster admin applies (`kubectl apply -k deploy/overlays/X`).
+const OVERLAYS: [&str; 3] = ["agent", "prometheus-operator", "node-problem-detector"];
+
+/// The Prometheus Operator's kinds: no official schema to check them against.
+const CUSTOM_KINDS: [&str; 2] = ["PodMonitor", "PrometheusRule"];
+
+/// `kubectl kustomize deploy/overlays/NAME`, written to a file in `tmp`.
+fn render(tmp: &TempDir, overlay: &str) -> PathBuf {
+    let dir = repo_file(&format!("deploy/overlays/{overlay}"));
+    let out = run("kubectl", &["kustomize", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "kustomize {overlay}: {}", text(&out));
+    let file = tmp.0.join(format!("{overlay}.yaml"));
+    std::fs::write(&file, &out.stdout).unwrap();
+    file
+}
+
+fn of_kind<'a>(docs: &'a Value, kind: &str) -> Vec<&'a Value> {
+    docs.as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"] == kind)
+        .collect()
+}
+
+#[test]
+fn every_overlay_renders_and_passes_the_official_schemas() {
+    let tmp = TempDir::new();
+    for overlay in OVERLAYS {
+        let file = render(&tmp, overlay);
+        let out = kubernetes_validate(std::slice::from_ref(&file));
+        assert!(out.status.success(), "{overlay}: {}", text(&out));
+        // Every object was checked, but for the Operator's own kinds.
+        let report = text(&out);
+        for line in report
+            .lines()
+            .filter(|l| l.contains("Couldn't find schema"))
+        {
+            assert!(
+                CUSTOM_KINDS
+                    .iter()
+                    .any(|k| line.contains(&format!("kind {k} "))),
+                "{overlay}: {line}"
+            );
+        }
+        let docs = yaml_to_json(&file);
+        let checked = report.matches(" passed for resource ").count();
+        let custom = docs
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| CUSTOM_KINDS.contains(&d["kind"].as_str().unwrap()))
+            .count();
+        assert_eq!(checked + custom, docs.as_array().unwrap().len(), "{report}");
+
+        // The netstall image is the one scripts/build-image.sh makes; every
+        // DaemonSet runs on Linux nodes only, and a pod of the critical
+        // priority class has the quota that admits it (GKE).
+        let version = env!("CARGO_PKG_VERSION");
+        let quota = of_kind(&docs, "ResourceQuota");
+        assert_eq!(quota.len(), 1, "{overlay}");
+        let quota_classes = &quota[0]["spec"]["scopeSelector"]["matchExpressions"][0];
+        assert_eq!(quota_classes["scopeName"], "PriorityClass");
+        for ds in of_kind(&docs, "DaemonSet") {
+            let spec = &ds["spec"]["template"]["spec"];
+            assert_eq!(spec["nodeSelector"]["kubernetes.io/os"], "linux", "{ds}");
+            let class = &spec["priorityClassName"];
+            assert!(
+                quota_classes["values"].as_array().unwrap().contains(class),
+                "{class} is not in the quota"
+            );
+            let containers = spec["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .chain(spec["initContainers"].as_array().into_iter().flatten());
+            for image in containers.map(|c| c["image"].as_str().unwrap()) {
+                if image.contains("netstall") {
+                    assert_eq!(image, format!("localhost/netstall:{version}"), "{overlay}");
+                }
+            }
+        }
+    }
+
+    // Negative control: a misspelt key in the rendered output fails.
+    let file = render(&tmp, "agent");
+    let broken = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("hostNetwork:", "hostNetworking:");
+    std::fs::write(&file, broken).unwrap();
+    let out = kubernetes_validate(&[file]);
+    assert!(!out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn the_agent_reads_the_rendered_configmap() {
+    let tmp = TempDir::new();
+    let docs = yaml_to_json(&render(&tmp, "agent"));
+    let configmap = of_kind(&docs, "ConfigMap");
+    let daemonset = of_kind(&docs, "DaemonSet");
+    // The DaemonSet mounts that ConfigMap where its --config points.
+    let spec = &daemonset[0]["spec"]["template"]["spec"];
+    let volume = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["configMap"]["name"] == configmap[0]["metadata"]["name"])
+        .expect("the ConfigMap is a volume");
+    let mount = spec["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .unwrap();
+    let args: Vec<&str> = spec["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let key = "agent.toml";
+    assert!(
+        args.contains(&format!("--config={}/{key}", mount["mountPath"].as_str().unwrap()).as_str()),
+        "{args:?}"
+    );
+    let file = tmp.0.join(key);
+    std::fs::write(&file, configmap[0]["data"][key].as_str().unwrap()).unwrap();
+    let out = run(
+        NETSTALL,
+        &[
+            "agent",
+            "--config",
+            file.to_str().unwrap(),
+            "--print-config",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let config: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(config["listen"], "0.0.0.0:9977");
+}
+
+#[test]
+fn the_prometheus_operator_overlay_is_selected_by_kube_prometheus_stack() {
+    let tmp = TempDir::new();
+    let docs = yaml_to_json(&render(&tmp, "prometheus-operator"));
+    for kind in CUSTOM_KINDS {
+        let objects = of_kind(&docs, kind);
+        assert_eq!(objects.len(), 1, "{kind}");
+        assert_eq!(objects[0]["apiVersion"], "monitoring.coreos.com/v1");
+        // kube-prometheus-stack's default podMonitorSelector / ruleSelector.
+        assert_eq!(
+            objects[0]["metadata"]["labels"]["release"],
+            "kube-prometheus-stack"
+        );
+    }
+    let monitor = &of_kind(&docs, "PodMonitor")[0]["spec"];
+    let daemonset = of_kind(&docs, "DaemonSet")[0];
+    assert_eq!(
+        monitor["selector"]["matchLabels"],
+        daemonset["spec"]["template"]["metadata"]["labels"]
+    );
+    let port = &monitor["podMetricsEndpoints"][0]["port"];
+    let ports = &daemonset["spec"]["template"]["spec"]["containers"][0]["ports"];
+    assert!(
+        ports.as_array().unwrap().iter().any(|p| &p["name"] == port),
+        "{port} {ports}"
+    );
+}
+
+#[test]
+fn the_node_problem_detector_overlay_runs_netstall_check_from_the_image() {
+    let tmp = TempDir::new();
+    let docs = yaml_to_json(&render(&tmp, "node-problem-detector"));
+    let npd = of_kind(&docs, "DaemonSet")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "netstall-node-problem-detector")
+        .expect("node-problem-detector's DaemonSet");
+    let spec = &npd["spec"]["template"]["spec"];
+    // The plugin reaches the node's agent on 127.0.0.1.
+    assert_eq!(spec["hostNetwork"], true);
+    let config_map = of_kind(&docs, "ConfigMap")
+        .into_iter()
+        .find(|c| {
+            c["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("netstall-npd-config")
+        })
+        .unwrap();
+    let plugin: Value =
+        serde_json::from_str(config_map["data"]["netstall-plugin.json"].as_str().unwrap()).unwrap();
+    let plugin_path = plugin["rules"][0]["path"].as_str().unwrap();
+    let container = &spec["containers"][0];
+    let command: Vec<&str> = container["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let config_mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "config")
+        .unwrap();
+    assert!(
+        command.contains(
+            &format!(
+                "--config.custom-plugin-monitor={}/netstall-plugin.json",
+                config_mount["mountPath"].as_str().unwrap()
+            )
+            .as_str()
+        ),
+        "{command:?}"
+    );
+    // The init container copies the binary into the volume mounted at the
+    // plugin's path.
+    let plugin_mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == plugin_path)
+        .expect("the plugin's path is mounted");
+    let init = &spec["initContainers"][0];
+    let init_mount = &init["volumeMounts"][0];
+    assert_eq!(init_mount["name"], plugin_mount["name"]);
+    assert_eq!(
+        init["args"],
+        serde_json::json!([
+            "copy-binary",
+            format!(
+                "{}/{}",
+                init_mount["mountPath"].as_str().unwrap(),
+                plugin_mount["subPath"].as_str().unwrap()
+            )
+        ])
+    );
+    // And that copy runs: `netstall copy-binary` makes a working netstall.
+    let copy = tmp.0.join("netstall");
+    let out = run(NETSTALL, &["copy-binary", copy.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(copy.to_str().unwrap(), &["--version"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(NETSTALL, &["copy-binary", "/nonexistent/dir/netstall"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+        1
+    );
 }
