@@ -445,18 +445,51 @@ fn check_reports_ok_from_a_real_healthy_agent() {
     assert!(line.starts_with("OK: "), "{line}");
 }
 
-/// Voluntary context switches (wake-ups after sleeping) of all of `pid`'s threads.
-fn wakeups(pid: u32) -> u64 {
+/// Voluntary context switches (wake-ups after sleeping) of each of `pid`'s
+/// threads, by thread id and name. A thread that ends between two looks is
+/// simply absent from the second (its task directory is gone).
+fn wakeups(pid: u32) -> std::collections::BTreeMap<u32, (String, u64)> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
-        .map(|task| {
-            let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-                .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+        .flatten()
+        .filter_map(|task| {
+            let tid = task.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+            };
+            let woke = field("voluntary_ctxt_switches:")?.parse::<u64>().ok()?;
+            Some((tid, (field("Name:").unwrap_or_default(), woke)))
         })
-        .sum()
+        .collect()
+}
+
+/// The wake-ups between two looks: each thread's new ones, a thread that
+/// started or ended counting as one at least. With the threads that woke.
+fn woke_between(
+    before: &std::collections::BTreeMap<u32, (String, u64)>,
+    after: &std::collections::BTreeMap<u32, (String, u64)>,
+) -> (u64, Vec<String>) {
+    let mut total = 0;
+    let mut who = Vec::new();
+    for (tid, (name, n)) in after {
+        let woke = match before.get(tid) {
+            Some((_, m)) => n.saturating_sub(*m),
+            None => (*n).max(1),
+        };
+        if woke > 0 {
+            who.push(format!("{name}[{tid}] +{woke}"));
+        }
+        total += woke;
+    }
+    for (tid, (name, _)) in before.iter().filter(|(tid, _)| !after.contains_key(tid)) {
+        who.push(format!("{name}[{tid}] ended"));
+        total += 1;
+    }
+    (total, who)
 }
 
 #[test]
@@ -504,9 +537,13 @@ fn an_idle_agent_does_not_wake_up_and_stops_at_once() {
     // a second) woke up about 35 times in 5 s.
     let before = wakeups(pid);
     std::thread::sleep(Duration::from_secs(5));
-    let woke = wakeups(pid) - before;
+    let (woke, who) = woke_between(&before, &wakeups(pid));
     let (status, took) = stop(&mut agent);
-    assert!(woke <= 5, "an idle agent woke up {woke} times in 5 s");
+    assert!(
+        woke <= 5,
+        "an idle agent woke up {woke} times in 5 s: {}",
+        who.join(", ")
+    );
     assert!(status.success(), "{status:?}");
     assert!(
         took < Duration::from_secs(2),
