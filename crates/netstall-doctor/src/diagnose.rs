@@ -1510,9 +1510,9 @@ mod tests {
         assert_eq!(diagnose(&no_sample).status, Status::Healthy);
     }
 
-    // Two /proc/stat samples read on this 2-vCPU VM 25.3 ms apart (the
-    // reader itself was held up): CPU 1's steal column moved by one tick,
-    // 10 ms stolen in that window.
+    // Two /proc/stat samples read on this 2-vCPU VM 30.1 ms apart, meant to
+    // be 5 ms apart: the reader was held up by a pause in which CPU 1's
+    // steal column moved by two ticks (20 ms).
     const PROC_STAT_BEFORE: &str = include_str!("../testdata/proc-stat-steal-before.txt");
     const PROC_STAT_AFTER: &str = include_str!("../testdata/proc-stat-steal-after.txt");
 
@@ -1521,11 +1521,11 @@ mod tests {
         let mut watch = ProcStatSteal::new(100);
         let at = T0 + 5_000_000_000;
         watch.sample(at, parse_proc_stat(PROC_STAT_BEFORE).unwrap());
-        let steal = watch.sample(at + 25_285_000, parse_proc_stat(PROC_STAT_AFTER).unwrap());
+        let steal = watch.sample(at + 30_063_600, parse_proc_stat(PROC_STAT_AFTER).unwrap());
         assert_eq!(steal.len(), 1);
-        assert_eq!((steal[0].cpu, steal[0].steal_ms), (1, 10.0));
-        // A 15 ms probe episode inside it: two thirds of it stolen.
-        let mut t = target(vec![episode(5_006, 15.0)]);
+        assert_eq!((steal[0].cpu, steal[0].steal_ms), (1, 20.0));
+        // A 25 ms probe episode in that window: 20 ms of it stolen.
+        let mut t = target(vec![episode(5_003, 25.0)]);
         t.on_this_host = true;
         let findings = Findings {
             steal,
