@@ -119,8 +119,34 @@ fn record_times_samples_every_cpu_without_stacks() {
         cpus: cpus.clone(),
         frequency: 199,
     };
+    // cpu-clock samples a CPU while it runs, not while it idles (measured
+    // here: 6 samples in 1 s on an idle CPU): keep every CPU busy.
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let spinners: Vec<_> = cpus
+        .iter()
+        .map(|&cpu| {
+            let busy = busy.clone();
+            thread::spawn(move || {
+                // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and
+                // sched_setaffinity (this thread only) get valid pointers.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu as usize, &mut set);
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                }
+                while busy.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
     let stop = Shutdown::new().unwrap();
-    let recording = sampler::record_times(&config, Duration::from_secs(1), &stop).unwrap();
+    let recording = sampler::record_times(&config, Duration::from_secs(1), &stop);
+    busy.store(false, std::sync::atomic::Ordering::Relaxed);
+    for spinner in spinners {
+        spinner.join().unwrap();
+    }
+    let recording = recording.unwrap();
     for cpu in cpus {
         let n = recording.samples.iter().filter(|s| s.cpu == cpu).count();
         // 199 expected; a busy host loses some (stolen time is not cpu-clock time).
