@@ -14,6 +14,7 @@
 #   bench/doctor-load.sh
 #   RUNS=5 DEMOS=2 WATCH=10s bench/doctor-load.sh
 #   OLD=/tmp/netstall-d382b3e bench/doctor-load.sh
+#   NETSTALL=target/debug/netstall bench/doctor-load.sh   # a binary already built
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -23,8 +24,12 @@ WATCH=${WATCH:-15s}
 OLD=${OLD:-}
 prefix=bdl$$
 
-cargo build --release --quiet -p netstall
-netstall=$PWD/target/release/netstall
+if [ -n "${NETSTALL:-}" ]; then
+  netstall=$(realpath "$NETSTALL")
+else
+  cargo build --release --quiet -p netstall
+  netstall=$PWD/target/release/netstall
+fi
 
 exec 9>/tmp/netstall-machine-tests.lock
 flock 9
