@@ -142,7 +142,8 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     };
     let (baseline, baseline_steal) = probe_and_steal(Duration::from_secs(3))?;
     super::probe::print_report(&baseline, out);
-    note_steal(&baseline, &baseline_steal, out);
+    let baseline_stolen = stolen(&baseline, &baseline_steal);
+    note_steal(baseline_stolen, &baseline_steal, out);
 
     step(out, 3, format!(
         "The incident: {} dying memory cgroups, and a cadvisor-like agent reading memory.stat every second on CPU {rx_cpu}",
@@ -223,7 +224,8 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     step(out, 7, "After: the same probes, and the doctor again (8 s)");
     let (after, after_steal) = probe_and_steal(Duration::from_secs(3))?;
     super::probe::print_report(&after, out);
-    note_steal(&after, &after_steal, out);
+    let after_stolen = stolen(&after, &after_steal);
+    note_steal(after_stolen, &after_steal, out);
     let healed = doctor(Duration::from_secs(8), false)?;
 
     let top = sick.verdict.causes.first();
@@ -232,8 +234,8 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         rx_cpu,
         poller_comm: POLLER_COMM,
         zombies: made.created as u64,
-        baseline_episodes: baseline.episodes.len() - stolen(&baseline, &baseline_steal),
-        baseline_steal_episodes: stolen(&baseline, &baseline_steal),
+        baseline_episodes: baseline.episodes.len() - baseline_stolen,
+        baseline_steal_episodes: baseline_stolen,
         incident_episodes: incident.episodes.len(),
         incident_max_rtt_ms: incident.summary.max_us.map(|us| us / 1e3),
         diagnosed: top.map(|c| c.id.as_str().to_owned()),
@@ -243,8 +245,8 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         dying_before_remediation: dying_before,
         dying_after_remediation: dying_after,
         healthy_after: healed.verdict.healthy,
-        after_episodes: after.episodes.len() - stolen(&after, &after_steal),
-        after_steal_episodes: stolen(&after, &after_steal),
+        after_episodes: after.episodes.len() - after_stolen,
+        after_steal_episodes: after_stolen,
         elapsed_s: 0.0,
     };
     drop(guard);
@@ -272,8 +274,8 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     })
 }
 
-fn note_steal(report: &netstall_probe::Report, steals: &[Steal], out: Output) {
-    let n = stolen(report, steals);
+/// Says how many of a probe step's episodes (`n`) vCPU steal explains.
+fn note_steal(n: usize, steals: &[Steal], out: Output) {
     if n > 0 {
         out.text(format!(
             "      {n} of those episodes coincide with vCPU steal ({:.1} ms stolen in all): the hypervisor, not the lab",
