@@ -6,20 +6,9 @@ use std::time::{Duration, Instant};
 
 use netstall_cgroups::{report, Host};
 use netstall_core::shutdown::Shutdown;
-use serde::Serialize;
+use netstall_events::agent::MemcgDying;
 
 use crate::State;
-
-/// The `{"type":"memcg-dying"}` event, sent when the count crosses the limit.
-#[derive(Debug, Serialize)]
-struct DyingEvent<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    node: &'a str,
-    dying: u64,
-    limit: u64,
-    over_limit: bool,
-}
 
 /// Counts every `interval` until `stop`.
 pub fn run(interval: Duration, limit: u64, state: &State, stop: &Shutdown) {
@@ -48,9 +37,8 @@ pub fn run(interval: Duration, limit: u64, state: &State, stop: &Shutdown) {
                         .dying_memcgs(memory.dying);
                     if (memory.dying > limit) != over_limit {
                         over_limit = !over_limit;
-                        state.event(&DyingEvent {
-                            kind: "memcg-dying",
-                            node: &state.node,
+                        state.event(MemcgDying {
+                            node: state.node.clone(),
                             dying: memory.dying,
                             limit,
                             over_limit,

@@ -209,7 +209,8 @@ impl AgentOptions {
                 .remediate
                 .as_deref()
                 .map(Mode::from_str)
-                .transpose()?
+                .transpose()
+                .map_err(anyhow::Error::msg)?
                 .unwrap_or(Mode::Off),
             dry_run: self.dry_run.unwrap_or(false),
             lease: self

@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use netstall_events::Record;
 
 /// Size at which the log file is rotated to `<file>.1`.
 pub const MAX_FILE_BYTES: u64 = 16 << 20;
@@ -52,8 +52,8 @@ impl EventLog {
 
     /// Writes one event as a JSON line. A failing log never stops the agent:
     /// the error is returned for the caller to count or report once.
-    pub fn emit<T: Serialize>(&mut self, event: &T) -> io::Result<()> {
-        let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
+    pub fn emit(&mut self, record: &Record) -> io::Result<()> {
+        let mut line = record.to_json_line().into_bytes();
         line.push(b'\n');
         match &mut self.sink {
             Sink::Stdout => {
@@ -100,16 +100,19 @@ mod tests {
         let path = dir.join("events.jsonl");
         let mut log = EventLog::file(&path, 200).unwrap();
         for i in 0..10 {
-            log.emit(&serde_json::json!({"type": "episode", "n": i}))
-                .unwrap();
+            let crossing = netstall_events::agent::MemcgDying {
+                node: "n".into(),
+                dying: i,
+                limit: 5,
+                over_limit: i > 5,
+            };
+            log.emit(&crossing.into()).unwrap();
         }
         let current = std::fs::read_to_string(&path).unwrap();
         let old = std::fs::read_to_string(dir.join("events.jsonl.1")).unwrap();
         assert!(current.len() <= 200 && old.len() <= 200);
-        let last: serde_json::Value =
-            serde_json::from_str(current.lines().last().unwrap()).unwrap();
-        assert_eq!(last["n"], 9);
-        assert_eq!(last["type"], "episode");
+        let last = netstall_events::parse_line(current.lines().last().unwrap()).unwrap();
+        assert!(matches!(last, Record::MemcgDying(m) if m.dying == 9));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

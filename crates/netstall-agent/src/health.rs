@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+pub use netstall_events::agent::HealthReport;
 
 /// Recent events kept for the verdict, at most (older ones are forgotten
 /// first; a node with that many stalls is unhealthy either way).
@@ -56,40 +56,6 @@ pub struct Health {
     dying: Option<u64>,
     peers: usize,
     pub tracer: TracerState,
-}
-
-/// The `/healthz` body (`{"type":"health",...}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HealthReport {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub node: String,
-    /// `ok` or `problem`.
-    pub status: String,
-    /// One short sentence per problem, worst first.
-    pub problems: Vec<String>,
-    pub tracer: String,
-    pub dying_memcgs: Option<u64>,
-    /// Kernel-seen RX stalls over the threshold within the window.
-    pub stalls: usize,
-    pub worst_stall_ms: Option<f64>,
-    pub peers: usize,
-    /// Peers toward which probes saw episodes within the window.
-    pub peers_with_episodes: Vec<String>,
-    pub window_s: u64,
-    /// The task holding the CPU in the worst stall (`comm` or `comm/syscall`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worst_culprit: Option<String>,
-    /// The CPU of the worst stall.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worst_cpu: Option<u32>,
-    /// When the latest stall or probe episode was seen, ever (REALTIME ns).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_problem_ns: Option<u64>,
-    /// The dying-memcg limit the verdict used (remediation names the cause
-    /// `dying-memcg-stat-flush` when the count is over it).
-    #[serde(default)]
-    pub dying_memcg_limit: u64,
 }
 
 impl Health {
@@ -182,7 +148,6 @@ impl Health {
             ));
         }
         HealthReport {
-            kind: "health".into(),
             node: self.node.clone(),
             status: if problems.is_empty() { "ok" } else { "problem" }.into(),
             problems,

@@ -59,7 +59,7 @@ fn respond(request: Request, state: &State) {
                 .lock()
                 .expect("health lock")
                 .report(realtime_ns());
-            let body = serde_json::to_string(&report).expect("serializable report");
+            let body = netstall_events::Record::Health(report).to_json_line();
             Response::from_string(body).with_header(header("Content-Type", "application/json"))
         }
         _ => Response::from_string("not found: try /metrics or /healthz\n").with_status_code(404),

@@ -40,7 +40,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use netstall_core::clock::realtime_ns;
 use netstall_core::shutdown::Shutdown;
-use serde::Serialize;
+use netstall_events::agent::{AgentStart, Peers};
+use netstall_events::Record;
 
 pub use config::{AgentConfig, AgentOptions, Peer};
 use events::EventLog;
@@ -73,26 +74,18 @@ impl State {
 
     /// Logs an event; a full disk must not stop the agent, so only the
     /// first failure is reported (on stderr).
-    pub fn event<T: Serialize>(&self, event: &T) {
-        let result = self.events.lock().expect("event log lock").emit(event);
+    pub fn event(&self, event: impl Into<Record>) {
+        let result = self
+            .events
+            .lock()
+            .expect("event log lock")
+            .emit(&event.into());
         if let Err(e) = result {
             if self.event_errors.fetch_add(1, Ordering::Relaxed) == 0 {
                 eprintln!("netstall agent: cannot write the event log: {e}");
             }
         }
     }
-}
-
-/// The `{"type":"peers"}` event: the subset this node probes, at start and
-/// whenever discovery changes it.
-#[derive(Serialize)]
-struct PeersEvent<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    node: &'a str,
-    peers: Vec<&'a str>,
-    peers_known: usize,
-    ts_ns: u64,
 }
 
 /// How often the peers' DNS name is read again.
@@ -235,12 +228,11 @@ pub fn run(config: &AgentConfig, stop: Arc<Shutdown>, on_ready: impl FnOnce()) -
                 tracer::run(config.stall_threshold, &state, &stop)
             })?;
         }
-        state.event(&StartEvent {
-            kind: "agent",
-            node: &config.node_name,
+        state.event(AgentStart {
+            node: config.node_name.clone(),
             listen: config.listen.to_string(),
             peers_static: config.peers.len(),
-            peers_dns: config.peers_dns.as_deref(),
+            peers_dns: config.peers_dns.clone(),
             peers_kubernetes: config.peers_kubernetes.as_ref().map(ToString::to_string),
             probe_rate: config.probe_rate,
             tracer: config.tracer,
@@ -255,21 +247,6 @@ pub fn run(config: &AgentConfig, stop: Arc<Shutdown>, on_ready: impl FnOnce()) -
             None => Ok(()),
         }
     })
-}
-
-/// The `{"type":"agent"}` event at start.
-#[derive(Serialize)]
-struct StartEvent<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    node: &'a str,
-    listen: String,
-    peers_static: usize,
-    peers_dns: Option<&'a str>,
-    peers_kubernetes: Option<String>,
-    probe_rate: u32,
-    tracer: bool,
-    ts_ns: u64,
 }
 
 /// Re-reads the peers' DNS name until `stop`, bumping `generation` on change.
@@ -311,10 +288,9 @@ fn probe_mesh(
         let generation = peers_generation.load(Ordering::Relaxed);
         let (chosen, known) =
             choose_peers(config, &discovered.lock().expect("discovery lock").clone());
-        state.event(&PeersEvent {
-            kind: "peers",
-            node: &state.node,
-            peers: chosen.iter().map(|p| p.name.as_str()).collect(),
+        state.event(Peers {
+            node: state.node.clone(),
+            peers: chosen.iter().map(|p| p.name.clone()).collect(),
             peers_known: known,
             ts_ns: realtime_ns(),
         });

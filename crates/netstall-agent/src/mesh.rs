@@ -20,7 +20,6 @@ use netstall_probe::packet::{self, IcmpMessage};
 use netstall_probe::{Episode, ProbeResult, Proto, TsSource};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use serde::Serialize;
 
 use crate::config::Peer;
 use crate::icmp::{IcmpSocket, RecvBatch};
@@ -53,17 +52,6 @@ struct InFlight {
     peer: usize,
     scheduled_ns: u64,
     sent_ns: u64,
-}
-
-/// The `{"type":"episode"}` event.
-#[derive(Debug, Serialize)]
-struct EpisodeEvent<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    node: &'a str,
-    peer: &'a str,
-    #[serde(flatten)]
-    episode: &'a Episode,
 }
 
 /// Probes until `stop` is requested or `peers_generation` moves past
@@ -308,11 +296,10 @@ fn report_episode(state: &State, peer: &Peer, episode: &Episode) {
         .lock()
         .expect("health lock")
         .episode(episode.end_ns, &peer.name);
-    state.event(&EpisodeEvent {
-        kind: "episode",
-        node: &state.node,
-        peer: &peer.name,
-        episode,
+    state.event(Episode {
+        node: Some(state.node.clone()),
+        peer: Some(peer.name.clone()),
+        ..episode.clone()
     });
 }
 

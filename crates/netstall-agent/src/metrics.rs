@@ -76,14 +76,14 @@ const KERNEL_BOUNDS_LOG2_NS: [u32; 8] = [13, 16, 19, 21, 23, 25, 27, 30];
 #[derive(Debug, Default)]
 pub struct KernelLatency {
     /// Detector -> count per log2 slot.
-    slots: Mutex<std::collections::BTreeMap<&'static str, [u64; 64]>>,
+    slots: Mutex<std::collections::BTreeMap<String, [u64; 64]>>,
 }
 
 impl KernelLatency {
     /// Adds counts to slots: `(upper bound ns, count)` pairs, bounds powers of two.
-    pub fn add(&self, detector: &'static str, buckets: &[(u64, u64)]) {
+    pub fn add(&self, detector: &str, buckets: &[(u64, u64)]) {
         let mut slots = self.slots.lock().expect("kernel latency lock");
-        let detector_slots = slots.entry(detector).or_insert([0; 64]);
+        let detector_slots = slots.entry(detector.to_string()).or_insert([0; 64]);
         for &(upper, count) in buckets {
             let slot = upper.max(2).ilog2() as usize - 1;
             detector_slots[slot.min(63)] += count;
@@ -127,7 +127,7 @@ impl prometheus_client::collector::Collector for KernelLatency {
         )?;
         for (detector, detector_slots) in slots.iter() {
             let (sum, count, buckets) = KernelLatency::histogram(detector_slots);
-            let labels = [("detector", *detector)];
+            let labels = [("detector", detector.as_str())];
             metric
                 .encode_family(&labels)?
                 .encode_histogram::<prometheus_client::encoding::NoLabelSet>(

@@ -28,6 +28,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::health::HealthReport;
+pub use netstall_events::agent::{Mode, Proof, Snapshot};
 
 /// The node condition type this agent owns.
 pub const CONDITION: &str = "NetworkStall";
@@ -46,47 +47,6 @@ pub const MIN_STALLS: usize = 3;
 // ...or when probes toward at least 2 peers, and at least half of them,
 // saw episodes (the health verdict's own rule: this node's RX delays the
 // replies to all of its probes).
-
-/// How far the agent goes, each mode including the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Off,
-    Condition,
-    Cordon,
-    Drain,
-    Reboot,
-}
-
-impl FromStr for Mode {
-    type Err = anyhow::Error;
-
-    fn from_str(text: &str) -> Result<Self> {
-        Ok(match text.trim() {
-            "off" => Mode::Off,
-            "condition" => Mode::Condition,
-            "cordon" => Mode::Cordon,
-            "drain" => Mode::Drain,
-            "reboot" => Mode::Reboot,
-            other => {
-                bail!("--remediate must be off, condition, cordon, drain or reboot, not '{other}'")
-            }
-        })
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            Mode::Off => "off",
-            Mode::Condition => "condition",
-            Mode::Cordon => "cordon",
-            Mode::Drain => "drain",
-            Mode::Reboot => "reboot",
-        };
-        f.write_str(name)
-    }
-}
 
 /// A namespaced object, `NAMESPACE/NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,30 +208,6 @@ pub fn camel_case(id: &str) -> String {
             first.into_iter().chain(chars).collect::<String>()
         })
         .collect()
-}
-
-/// What the proof compares, before and after.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct Snapshot {
-    pub worst_stall_ms: Option<f64>,
-    /// Stalls per minute over the problem window.
-    pub stall_rate_per_min: f64,
-    /// p99 RTT of this node's probes to its peers (a stall on this node's
-    /// RX delays the replies), from the histogram since the agent started.
-    pub probe_p99_ms: Option<f64>,
-    pub dying_memcgs: Option<u64>,
-}
-
-impl Snapshot {
-    pub fn of(report: &HealthReport, probe_p99_ms: Option<f64>) -> Self {
-        let minutes = (report.window_s as f64 / 60.0).max(1.0 / 60.0);
-        Snapshot {
-            worst_stall_ms: report.worst_stall_ms,
-            stall_rate_per_min: report.stalls as f64 / minutes,
-            probe_p99_ms,
-            dying_memcgs: report.dying_memcgs,
-        }
-    }
 }
 
 /// An ongoing destructive remediation, kept in the Node's [`ANNOTATION`].
@@ -472,46 +408,6 @@ pub fn lease_call(lease: &LeaseView, me: &str, now_ns: u64) -> LeaseCall {
     }
 }
 
-/// The proof a remediation ends with.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Proof {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub node: String,
-    pub mode: Mode,
-    pub cause: String,
-    pub before: Snapshot,
-    pub after: Snapshot,
-    pub cause_gone: bool,
-    pub duration_s: f64,
-    pub ts_ns: u64,
-}
-
-impl Proof {
-    /// The Event message: one line, before → after.
-    pub fn message(&self) -> String {
-        fn ms(v: Option<f64>) -> String {
-            v.map_or("-".into(), |v| format!("{v:.0} ms"))
-        }
-        fn count(v: Option<u64>) -> String {
-            v.map_or("-".into(), |v| v.to_string())
-        }
-        format!(
-            "{}: worst stall {} → {}, {:.1} → {:.1} stalls/min, probe p99 {} → {}, dying memcgs {} → {}; cause gone: {}",
-            self.cause,
-            ms(self.before.worst_stall_ms),
-            ms(self.after.worst_stall_ms),
-            self.before.stall_rate_per_min,
-            self.after.stall_rate_per_min,
-            ms(self.before.probe_p99_ms),
-            ms(self.after.probe_p99_ms),
-            count(self.before.dying_memcgs),
-            count(self.after.dying_memcgs),
-            if self.cause_gone { "yes" } else { "no" },
-        )
-    }
-}
-
 /// Whether the cause is gone: the node is not bad, and for dying memcgs,
 /// their count is back within the limit.
 pub fn cause_gone(verdict: &Verdict, after: &Snapshot, dying_limit: u64) -> bool {
@@ -564,7 +460,6 @@ mod tests {
 
     fn report(stalls: usize, dying: u64) -> HealthReport {
         HealthReport {
-            kind: "health".into(),
             node: "node-a".into(),
             status: if stalls > 0 { "problem" } else { "ok" }.into(),
             problems: vec![],

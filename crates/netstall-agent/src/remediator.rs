@@ -26,7 +26,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use netstall_core::clock::realtime_ns;
 use netstall_core::shutdown::Shutdown;
-use serde::Serialize;
+use netstall_events::agent::{RemediationQuickFix, RemediationStep};
 use serde_json::json;
 
 use crate::remediation::{
@@ -41,20 +41,6 @@ use crate::State;
 const EVENT_NAMESPACE: &str = "default";
 /// The Events' and the Lease's `source.component`.
 const COMPONENT: &str = "netstall-agent";
-
-/// One `{"type":"remediation"}` JSON line per step.
-#[derive(Serialize)]
-struct StepLine<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    node: &'a str,
-    mode: Mode,
-    step: &'a str,
-    dry_run: bool,
-    reason: &'a str,
-    message: &'a str,
-    ts_ns: u64,
-}
 
 /// The remediation loop's state between ticks.
 pub struct Remediator {
@@ -172,14 +158,13 @@ impl Remediator {
     }
 
     fn line(&self, state: &State, step: &str, reason: &str, message: &str) {
-        state.event(&StepLine {
-            kind: "remediation",
-            node: &self.node,
+        state.event(RemediationStep {
+            node: self.node.clone(),
             mode: self.config.mode,
-            step,
+            step: step.to_owned(),
             dry_run: self.config.dry_run,
-            reason,
-            message,
+            reason: reason.to_owned(),
+            message: message.to_owned(),
             ts_ns: realtime_ns(),
         });
     }
@@ -384,7 +369,10 @@ impl Remediator {
                         .worst_stall_ms
                         .map_or("-".into(), |ms| format!("{ms:.0} ms"))
                 );
-                state.event(&json!({"type": "remediation-quick-fix", "node": self.node, "remediation": done}));
+                state.event(RemediationQuickFix {
+                    node: self.node.clone(),
+                    remediation: done.clone(),
+                });
                 self.step(state, "quick-fix", false, "DropCaches", &message);
             }
             Err(e) => {
@@ -908,7 +896,6 @@ impl Remediator {
     ) {
         let after = Self::snapshot(state, report);
         let proof = Proof {
-            kind: "remediation-proof",
             node: self.node.clone(),
             mode: self.config.mode,
             cause_gone: remediation::cause_gone(
@@ -925,7 +912,7 @@ impl Remediator {
             duration_s: now.saturating_sub(started_ns) as f64 / 1e9,
             ts_ns: now,
         };
-        state.event(&proof);
+        state.event(proof.clone());
         let message = proof.message();
         if !self.config.dry_run {
             if let Err(e) =

@@ -17,9 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netstall_core::shutdown::Shutdown;
-use netstall_core::stall::Stall;
+use netstall_events::kernel::{Culprit, Detector, Stall};
 use netstall_kernel::trace::{self, Stop, TraceConfig, TraceEvent, TraceTotals};
-use serde::Serialize;
 
 use crate::health::TracerState;
 use crate::metrics::StallLabels;
@@ -56,7 +55,7 @@ pub fn run(threshold: Duration, state: &State, stop: &Arc<Shutdown>) {
                     // SAFETY: malloc_trim only releases free memory of this process's heap.
                     unsafe { libc::malloc_trim(0) };
                 }
-                TraceEvent::Stall(stall) => record(state, &observation(&stall), &stall),
+                TraceEvent::Stall(stall) => record(state, &stall),
                 TraceEvent::Totals(totals) => seen.advance(state, &totals),
                 TraceEvent::Icmp(_) | TraceEvent::Syscall(_) | TraceEvent::Steal(_) => {}
             })
@@ -99,7 +98,7 @@ pub fn run(threshold: Duration, state: &State, stop: &Arc<Shutdown>) {
 struct SeenTotals {
     ring_drops: u64,
     /// Count per (detector, CPU, bucket upper bound).
-    buckets: HashMap<(&'static str, u32, u64), u64>,
+    buckets: HashMap<(String, u32, u64), u64>,
 }
 
 impl SeenTotals {
@@ -114,7 +113,7 @@ impl SeenTotals {
                 .buckets
                 .iter()
                 .map(|&(upper, count)| {
-                    let key = (histogram.detector, histogram.cpu, upper);
+                    let key = (histogram.detector.clone(), histogram.cpu, upper);
                     let before = self.buckets.insert(key, count).unwrap_or(0);
                     (upper, count.saturating_sub(before))
                 })
@@ -123,71 +122,40 @@ impl SeenTotals {
             state
                 .metrics
                 .kernel_latency
-                .add(histogram.detector, &increments);
+                .add(&histogram.detector, &increments);
         }
     }
 }
 
-fn observation(stall: &Stall) -> StallObservation {
-    StallObservation {
-        detector: stall.detector.name().to_string(),
-        cpu: stall.cpu,
-        start_ns: stall.start_ns,
-        duration_ms: stall.duration_ms,
-        comm: stall.culprit.as_ref().map(|c| c.comm.clone()),
-        syscall: stall.culprit.as_ref().and_then(|c| c.syscall.clone()),
-    }
-}
-
-/// One over-threshold RX stall, as the agent records it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StallObservation {
-    /// The detector that measured it (`irqs-off`, `rx-backlog`, ...).
-    pub detector: String,
-    pub cpu: u32,
-    pub start_ns: u64,
-    pub duration_ms: f64,
-    /// The task holding the CPU and the syscall it was in, when known.
-    pub comm: Option<String>,
-    pub syscall: Option<String>,
-}
-
-/// The `{"type":"stall"}` event: the tracer's stall (culprit, kernel
-/// stack) with the node's name.
-#[derive(Debug, Serialize)]
-struct StallEvent<'a, T: Serialize> {
-    node: &'a str,
-    #[serde(flatten)]
-    stall: &'a T,
-}
-
-/// Records one stall everywhere it shows; `detail` is what the event log gets.
-pub fn record(state: &State, stall: &StallObservation, detail: &impl Serialize) {
+/// Records one stall everywhere it shows: the histogram, the culprits'
+/// time, the health window and the event log (with the node's name).
+pub fn record(state: &State, stall: &Stall) {
     let seconds = stall.duration_ms / 1e3;
     state
         .metrics
         .rx_stall
         .get_or_create(&StallLabels {
             cpu: stall.cpu.to_string(),
-            detector: stall.detector.clone(),
+            detector: stall.detector.name().to_string(),
         })
         .observe(seconds);
-    if let Some(comm) = &stall.comm {
-        let syscall = stall.syscall.as_deref().unwrap_or("none");
-        state.metrics.add_culprit_time(comm, syscall, seconds);
+    let culprit = stall.culprit.as_ref();
+    if let Some(c) = culprit {
+        let syscall = c.syscall.as_deref().unwrap_or("none");
+        state.metrics.add_culprit_time(&c.comm, syscall, seconds);
     }
     state.health.lock().expect("health lock").stall_by(
         stall.start_ns,
         stall.cpu,
         stall.duration_ms,
-        stall.comm.as_ref().map(|comm| match &stall.syscall {
-            Some(syscall) => format!("{comm}/{syscall}"),
-            None => comm.clone(),
+        culprit.map(|c| match &c.syscall {
+            Some(syscall) => format!("{}/{syscall}", c.comm),
+            None => c.comm.clone(),
         }),
     );
-    state.event(&StallEvent {
-        node: &state.node,
-        stall: detail,
+    state.event(Stall {
+        node: Some(state.node.clone()),
+        ..stall.clone()
     });
 }
 
@@ -198,6 +166,27 @@ pub fn set_state(state: &State, tracer: TracerState) {
         .tracer_up
         .set(i64::from(tracer == TracerState::Running));
     state.health.lock().expect("health lock").tracer = tracer;
+}
+
+/// The story's stall as the kernel tracer reports it: 117 ms of IRQs off on
+/// CPU 3, by cadvisor in read() (for tests of what a stall does to the agent).
+pub fn cadvisor_stall(start_ns: u64) -> Stall {
+    Stall {
+        detector: Detector::IrqsOff,
+        cpu: 3,
+        start_ns,
+        duration_ms: 117.0,
+        seen_by: vec![Detector::IrqsOff],
+        packets: None,
+        max_wait_ms: None,
+        drained_by: None,
+        culprit: Some(Culprit {
+            comm: "cadvisor".into(),
+            syscall: Some("read".into()),
+            ..Culprit::default()
+        }),
+        node: None,
+    }
 }
 
 #[cfg(test)]
@@ -219,19 +208,7 @@ mod tests {
         .unwrap();
         let state = State::new(&config, EventLog::file(&log, 1 << 20).unwrap());
         let now = netstall_core::clock::realtime_ns();
-        let stall = StallObservation {
-            detector: "irqs-off".into(),
-            cpu: 3,
-            start_ns: now,
-            duration_ms: 117.0,
-            comm: Some("cadvisor".into()),
-            syscall: Some("read".into()),
-        };
-        record(
-            &state,
-            &stall,
-            &serde_json::json!({"type": "stall", "cpu": 3}),
-        );
+        record(&state, &cadvisor_stall(now));
 
         let text = state.metrics.encode_prometheus();
         assert!(

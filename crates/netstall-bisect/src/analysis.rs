@@ -22,11 +22,12 @@
 
 use std::collections::BTreeSet;
 
+use netstall_events::probe::Proto;
 use netstall_probe::Episode;
-use serde::Serialize;
 
-use crate::plan::{Destination, PathSpec, ProbeKind, Segment, Vantage};
+use crate::plan::{PathSpec, ProbeKind, Segment, Vantage};
 use crate::stats::{self, Interval};
+pub use netstall_events::bisect::{Analysis, Layer, PathRow, Scope, Side, Status, Verdict};
 
 /// What one path measured.
 #[derive(Debug, Clone)]
@@ -76,116 +77,6 @@ impl Settings {
     fn alpha(&self) -> f64 {
         1.0 - self.confidence
     }
-}
-
-/// What a path's numbers say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Stalled,
-    Clean,
-    Inconclusive,
-    Unreachable,
-}
-
-/// One row of the table (the `paths` of the `bisect` JSON line).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PathRow {
-    pub name: String,
-    pub vantage: Vantage,
-    pub destination: Destination,
-    pub target: String,
-    pub proto: &'static str,
-    /// Probes sent.
-    pub probes: u64,
-    pub received: u64,
-    pub episodes: u64,
-    pub episodes_per_min: f64,
-    pub episodes_per_min_ci: Interval,
-    pub p50_us: Option<f64>,
-    pub p99_us: Option<f64>,
-    pub p99_ci_us: Interval,
-    pub p999_us: Option<f64>,
-    pub p999_ci_us: Interval,
-    pub reachable: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unreachable_reason: Option<String>,
-    pub status: Status,
-    /// p-value of the test behind `status` (stalled: above the healthy
-    /// floor; clean: below the least-stalled path).
-    pub p_value: Option<f64>,
-    pub flows_total: u16,
-    /// Flows that took part in at least one episode.
-    pub flows_stalled: u16,
-    /// Replies held on the vantage point's own host (see [`PathOutcome`]).
-    pub sender_episodes: u64,
-    /// Whether `sender_episodes` is significantly above the healthy floor.
-    pub sender_stalled: bool,
-    /// Episodes vCPU steal covered, not counted in `episodes`.
-    pub steal_episodes: u64,
-    pub sender_p_value: f64,
-    pub segments: Vec<Segment>,
-}
-
-/// Which layer adds stalls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Layer {
-    Nat,
-    Overlay,
-    HostRx,
-    Network,
-    None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    Sender,
-    Receiver,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Scope {
-    /// Only some flows stall: RX queue/CPU hashing.
-    PerFlow,
-    /// Every flow through the layer stalls.
-    PerHost,
-}
-
-/// The verdict (the `verdict` of the `bisect` JSON line).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Verdict {
-    pub layer: Layer,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub side: Option<Side>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scope: Option<Scope>,
-    /// 0..1: how sure the tests behind the verdict are (see [`analyze`]).
-    pub confidence: f64,
-    /// The verdict in words.
-    pub summary: String,
-    /// The segment blamed, and those the matrix could not tell from it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub segment: Option<Segment>,
-    pub not_told_apart: Vec<Segment>,
-    pub stalled: Vec<String>,
-    pub clean: Vec<String>,
-    pub inconclusive: Vec<String>,
-    pub unreachable: Vec<String>,
-    /// Whether the tails agree: every stalled path's p99 is significantly
-    /// above every clean path's (their intervals do not overlap).
-    pub tails_separate: Option<bool>,
-}
-
-/// The table and the verdict.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Analysis {
-    pub paths: Vec<PathRow>,
-    pub verdict: Verdict,
 }
 
 /// Reads the matrix. Confidence of a blame: (1 − the largest p-value among
@@ -330,10 +221,10 @@ fn compare_vantages(rows: &mut [PathRow], outcomes: &[PathOutcome]) {
 /// TCP sibling (same vantage point and destination) stalled.
 fn clears(row: &PathRow, rows: &[PathRow]) -> bool {
     row.status == Status::Clean
-        && !(row.proto == "icmp"
+        && !(row.proto == Proto::Icmp
             && rows.iter().any(|other| {
                 other.status == Status::Stalled
-                    && other.proto == "tcp"
+                    && other.proto == Proto::Tcp
                     && other.vantage == row.vantage
                     && other.destination == row.destination
             }))
@@ -533,9 +424,9 @@ fn scope(
     settings: &Settings,
 ) -> Scope {
     let icmp_spared = stalled.iter().any(|tcp| {
-        tcp.proto == "tcp"
+        tcp.proto == Proto::Tcp
             && rows.iter().any(|icmp| {
-                icmp.proto == "icmp"
+                icmp.proto == Proto::Icmp
                     && icmp.status == Status::Clean
                     && icmp.vantage == tcp.vantage
                     && icmp.destination == tcp.destination
@@ -620,7 +511,7 @@ fn round_interval(i: Interval) -> Interval {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{matrix, OutsideView, Targets, Topology};
+    use crate::plan::{matrix, Destination, OutsideView, Targets, Topology};
     use netstall_probe::EpisodeKind;
 
     const SECONDS: f64 = 20.0;
@@ -654,6 +545,8 @@ mod tests {
             first_seq: index * 50,
             last_seq: index * 50 + flows.len() as u64 - 1,
             max_rtt_us: Some(30_000.0),
+            peer: None,
+            node: None,
             flows,
         }
     }

@@ -10,46 +10,9 @@
 
 use std::net::Ipv4Addr;
 
+pub use netstall_events::bisect::{Destination, Segment, Vantage};
+use netstall_events::probe::Proto;
 use serde::Serialize;
-
-/// A layer a path crosses. A stall in a segment shows on every path through it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Segment {
-    /// The vantage point's own host (it sends, and receives the replies).
-    Sender(Vantage),
-    /// The network between the hosts (shared by every path).
-    Network,
-    /// Host RX processing on the node that receives the NodePort traffic.
-    Node1,
-    /// The NodePort's DNAT (kube-proxy).
-    Nat,
-    /// The overlay (VXLAN/IPIP encapsulation between the nodes).
-    Overlay,
-    /// Host RX processing on the pod's node.
-    Node2,
-    /// The pod's own network namespace.
-    Pod,
-}
-
-/// Where probes leave from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Vantage {
-    /// The main vantage point (the client; `--netns` or this host).
-    Client,
-    /// The second vantage point, outside the cluster (`--from-host`).
-    Outside,
-}
-
-impl Vantage {
-    pub fn name(self) -> &'static str {
-        match self {
-            Vantage::Client => "client",
-            Vantage::Outside => "outside",
-        }
-    }
-}
 
 /// How a path's probes are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -62,33 +25,10 @@ pub enum ProbeKind {
 }
 
 impl ProbeKind {
-    pub fn proto(self) -> &'static str {
+    pub fn proto(self) -> Proto {
         match self {
-            ProbeKind::Tcp { .. } => "tcp",
-            ProbeKind::Icmp => "icmp",
-        }
-    }
-}
-
-/// What the path aims at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Destination {
-    NodePort,
-    Pod,
-    /// The pod's node.
-    Node2,
-    /// The NodePort's node, without the NodePort.
-    Node1,
-}
-
-impl Destination {
-    pub fn name(self) -> &'static str {
-        match self {
-            Destination::NodePort => "nodeport",
-            Destination::Pod => "pod",
-            Destination::Node2 => "node2",
-            Destination::Node1 => "node1",
+            ProbeKind::Tcp { .. } => Proto::Tcp,
+            ProbeKind::Icmp => Proto::Icmp,
         }
     }
 }

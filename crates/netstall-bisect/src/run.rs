@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netstall_core::shutdown::Shutdown;
-use netstall_core::stall::Steal;
 use netstall_core::steal;
+use netstall_events::kernel::Steal;
 use netstall_probe::{
     DetectorConfig, Episode, EpisodeKind, Mode, ProbeConfig, ProbeResult, Report, SessionEvent,
     StreamingDetector,
@@ -242,6 +242,8 @@ mod tests {
             first_seq: 1,
             last_seq: 3,
             max_rtt_us: Some(ms * 1e3),
+            peer: None,
+            node: None,
         }
     }
 
@@ -267,12 +269,11 @@ mod tests {
         let mut outcome = failed(&spec, &config, String::new());
         outcome.episodes = vec![episode(1000, 25.0), episode(5000, 40.0)];
         let steal = [Steal {
-            kind: "steal",
             cpu: 1,
             start_ns: 998_000_000,
             end_ns: 1_026_000_000,
             steal_ms: 25.2,
-            source: netstall_core::stall::StealSource::ProcStat,
+            source: netstall_events::kernel::StealSource::ProcStat,
         }];
         set_aside_steal(&mut outcome, &steal);
         assert_eq!(outcome.episodes.len(), 1);

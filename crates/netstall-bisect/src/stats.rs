@@ -11,16 +11,8 @@
 //! * [`missing_flows_p`]: how unlikely it is that some flows never took part
 //!   in any episode if every flow were equally exposed (per-host stalls).
 
-use serde::Serialize;
+pub use netstall_events::bisect::Interval;
 use statrs::distribution::{Binomial, ContinuousCDF, DiscreteCDF, Gamma, Poisson};
-
-/// A two-sided interval around an estimate. `None` bounds are unbounded
-/// (too few samples to bound that side).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Interval {
-    pub low: Option<f64>,
-    pub high: Option<f64>,
-}
 
 /// The exact two-sided `confidence` interval of a Poisson mean after seeing
 /// `count` events, scaled by `per` (e.g. `60 / seconds` for a rate per minute).

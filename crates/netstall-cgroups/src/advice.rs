@@ -1,7 +1,7 @@
 //! What the counts mean on this kernel: the memory.stat cost by kernel era,
 //! the worst stall at the current count, and what to do. Pure functions.
 
-use serde::Serialize;
+pub use netstall_events::cgroups::StatEra;
 
 /// IRQs-off time per dying memcg with pending stat updates during one
 /// memory.stat flush, measured on 6.18 with bench/cgroups.sh (median: 12k
@@ -29,6 +29,19 @@ pub struct KernelVersion {
 }
 
 impl KernelVersion {
+    /// How memory.stat reads cost on this kernel.
+    pub fn stat_era(self) -> StatEra {
+        if self < KernelVersion::at(4, 16) {
+            StatEra::WalkPerCpu
+        } else if self < KernelVersion::at(5, 2) {
+            StatEra::WalkDescendants
+        } else if self < KernelVersion::at(5, 13) {
+            StatEra::Recursive
+        } else {
+            StatEra::RstatFlush
+        }
+    }
+
     /// Parses the start of a release string such as `6.18.44-fc-v769` or `4.9.0-8-amd64`.
     pub fn parse(release: &str) -> Option<Self> {
         let mut parts = release.split(|c: char| !c.is_ascii_digit());
@@ -39,72 +52,6 @@ impl KernelVersion {
 
     const fn at(major: u32, minor: u32) -> Self {
         Self { major, minor }
-    }
-}
-
-/// How reading memory.stat costs with dying memcgs around, by kernel era.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StatEra {
-    /// Before 4.16: every read sums ~70 counters over every descendant memcg
-    /// and every possible CPU.
-    WalkPerCpu,
-    /// 4.16-5.1: per-CPU counters batched into atomics ("fix excessive
-    /// complexity in memory.stat reporting"), but every read still walks
-    /// every descendant, dying ones included.
-    WalkDescendants,
-    /// 5.2-5.12: recursive counters spilled upward on update; a read no
-    /// longer visits descendants, so dying memcgs cost memory, not latency.
-    Recursive,
-    /// 5.13 on: stats through rstat; a read flushes every memcg with pending
-    /// updates in the subtree, dying ones included, with IRQs off.
-    RstatFlush,
-}
-
-impl StatEra {
-    pub fn of(kernel: KernelVersion) -> Self {
-        if kernel < KernelVersion::at(4, 16) {
-            StatEra::WalkPerCpu
-        } else if kernel < KernelVersion::at(5, 2) {
-            StatEra::WalkDescendants
-        } else if kernel < KernelVersion::at(5, 13) {
-            StatEra::Recursive
-        } else {
-            StatEra::RstatFlush
-        }
-    }
-
-    /// Whether a memory.stat read costs time per dying memcg on this era.
-    pub fn read_scales_with_dying(self) -> bool {
-        self != StatEra::Recursive
-    }
-
-    fn explain(self) -> &'static str {
-        match self {
-            StatEra::WalkPerCpu => {
-                "before 4.16 every memory.stat read sums ~70 counters over every descendant memcg \
-                 (dying ones included) and every possible CPU: tens of thousands of dying memcgs make \
-                 one read take 100 ms to seconds of non-preemptible kernel work (the story's era); \
-                 4.16 batches the per-CPU counters, 5.2 makes reads independent of the count"
-            }
-            StatEra::WalkDescendants => {
-                "on 4.16-5.1 memory.stat reads no longer sum per-CPU counters (4.16) but still walk \
-                 every descendant memcg, dying ones included; since 4.19 (stable; 4.20) reclaim no \
-                 longer skips the last pages of small memcgs, so memory pressure frees dying memcgs \
-                 slowly; 5.2 makes reads independent of the count"
-            }
-            StatEra::Recursive => {
-                "on 5.2-5.12 memory.stat counters are recursive (spilled upward on update): reads do \
-                 not visit dying memcgs, which cost memory but not read latency; 5.13 moved the \
-                 stats to rstat, which flushes pending updates (dying memcgs included) on read"
-            }
-            StatEra::RstatFlush => {
-                "since 5.13 memory stats use rstat: a memory.stat read (or the periodic flusher) \
-                 flushes every memcg with pending updates in the subtree, dying ones included, under \
-                 a spinlock with IRQs off, ~2 us per memcg measured on 6.18; that CPU's network RX \
-                 waits in its backlog meanwhile"
-            }
-        }
     }
 }
 
@@ -149,7 +96,7 @@ pub fn advise(state: &MemoryState) -> Vec<String> {
         ));
         return advise_counts(state, StatEra::RstatFlush, advice);
     };
-    let era = StatEra::of(kernel);
+    let era = kernel.stat_era();
     advise_counts(state, era, advice)
 }
 
@@ -254,7 +201,7 @@ mod tests {
 
     #[test]
     fn eras_follow_the_known_memory_stat_changes() {
-        let era = |r| StatEra::of(KernelVersion::parse(r).unwrap());
+        let era = |r| KernelVersion::parse(r).unwrap().stat_era();
         assert_eq!(era("4.9.0"), StatEra::WalkPerCpu);
         assert_eq!(era("4.15.18"), StatEra::WalkPerCpu);
         assert_eq!(era("4.16.0"), StatEra::WalkDescendants);

@@ -6,27 +6,13 @@
 //! taken once, never in a loop, on a CPU the user may choose.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
 
 use crate::host::Host;
-
-/// One timed read.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Canary {
-    pub path: PathBuf,
-    /// open + read to the end + close.
-    pub read_ms: f64,
-    /// The CPU the read ran on, when pinned.
-    pub cpu: Option<u32>,
-    pub bytes: usize,
-    /// What this read does to an affected node (also in JSON, where no
-    /// progress lines are printed).
-    pub warning: String,
-}
+pub use netstall_events::cgroups::Canary;
 
 /// The warning printed before the read.
 pub fn warning(path: &Path, cpu: Option<u32>) -> String {

@@ -15,10 +15,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
 
 use crate::canary;
 use crate::host::Host;
+pub use netstall_events::cgroups::Remediation;
 
 const DROP_CACHES: &str = "/proc/sys/vm/drop_caches";
 
@@ -76,30 +76,6 @@ impl Level {
             }
         }
     }
-}
-
-/// What a remediation did (or, without `--yes`, would do).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Remediation {
-    pub level: u8,
-    /// The exact write and what it frees.
-    pub action: String,
-    /// Whether anything was written.
-    pub applied: bool,
-    pub dying_before: u64,
-    pub dying_after: Option<u64>,
-    pub released: Option<u64>,
-    pub canary_before_ms: Option<f64>,
-    pub canary_after_ms: Option<f64>,
-    /// Whether at least 90% of the dying memcgs were released; `None` when
-    /// nothing was applied or there was nothing to release.
-    pub worked: Option<bool>,
-    /// How long sync and the write took (the kernel frees synchronously).
-    pub write_ms: Option<f64>,
-    /// How long the count took to settle afterwards.
-    pub settle_ms: Option<f64>,
-    /// One sentence: what happened.
-    pub verdict: String,
 }
 
 fn action(level: Level) -> String {

@@ -10,15 +10,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use serde::Serialize;
 
-use crate::advice::{self, KernelVersion, MemoryState, StatEra};
-use crate::canary::Canary;
+use crate::advice::{self, KernelVersion, MemoryState};
 use crate::host::Host;
 use crate::mounts::CgroupMount;
-use crate::remediate::Remediation;
 use crate::stat::CgroupStat;
-use crate::watch::WatchReport;
+pub use netstall_events::cgroups::{Hierarchy, MemoryHierarchy, Report, Subtree};
 
 /// How many sub-trees with dying cgroups a v2 row lists.
 const TOP_SUBTREES: usize = 5;
@@ -27,80 +24,15 @@ const SUBTREE_DEPTH: u32 = 2;
 /// At most this many directories per level are read (bounded work on big nodes).
 const SUBTREE_LIMIT: usize = 4_000;
 
-/// One controller on one hierarchy.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Hierarchy {
-    /// The controller (`memory`, `cpu`...), or `cgroup` for the v2 cgroups themselves.
-    pub controller: String,
-    /// 1 or 2.
-    pub version: u8,
-    /// Where the hierarchy is mounted; `None` when it is not mounted here.
-    pub mount: Option<PathBuf>,
-    /// Live + dying; `None` when it cannot be known.
-    pub total: Option<u64>,
-    pub live: Option<u64>,
-    pub dying: Option<u64>,
-    /// v2: the sub-trees holding the most dying cgroups of this controller.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub subtrees: Vec<Subtree>,
-    /// Why a number is missing or approximate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-/// A v2 sub-tree and the dying cgroups at and beneath it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Subtree {
-    pub path: PathBuf,
-    pub dying: u64,
-}
-
-/// Where the memory controller is, and its counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MemoryHierarchy {
-    pub version: u8,
-    pub mount: PathBuf,
-    pub total: u64,
-    pub live: u64,
-    pub dying: u64,
-}
-
-/// `netstall cgroups`'s report (the `"type":"cgroups"` JSON line).
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// Kernel release (`uname -r`).
-    pub kernel: String,
-    pub hierarchies: Vec<Hierarchy>,
-    pub memory: MemoryHierarchy,
-    /// How memory.stat reads cost on this kernel; `None` if the release is unparsable.
-    pub stat_era: Option<StatEra>,
-    /// IRQs-off time of one memory.stat read at the current count with all
-    /// dying memcgs dirty (typical per-memcg cost), `None` where reads do not scale with it.
-    pub worst_stall_ms: Option<f64>,
-    /// The same at the highest per-memcg cost measured (a busy CPU).
-    pub worst_stall_ms_high: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub canary: Option<Canary>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub watch: Option<WatchReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remediation: Option<Remediation>,
-    pub advice: Vec<String>,
-}
-
-impl Report {
-    /// Rebuilds the advice from the counts and whatever canary was taken.
-    pub fn refresh_advice(&mut self) {
-        self.advice = advice::advise(&MemoryState {
-            kernel_release: &self.kernel,
-            version: self.memory.version,
-            live: self.memory.live,
-            dying: self.memory.dying,
-            canary_ms: self.canary.as_ref().map(|c| c.read_ms),
-        });
-    }
+/// Rebuilds the advice from the counts and whatever canary was taken.
+pub fn refresh_advice(report: &mut Report) {
+    report.advice = advice::advise(&MemoryState {
+        kernel_release: &report.kernel,
+        version: report.memory.version,
+        live: report.memory.live,
+        dying: report.memory.dying,
+        canary_ms: report.canary.as_ref().map(|c| c.read_ms),
+    });
 }
 
 /// Counts every hierarchy of `host` and returns the typed report (nothing is
@@ -109,10 +41,9 @@ pub fn report(host: &Host) -> Result<Report> {
     let kernel = host.kernel_release()?;
     let hierarchies = count_hierarchies(host)?;
     let memory = memory_of(&hierarchies)?;
-    let stat_era = KernelVersion::parse(&kernel).map(StatEra::of);
+    let stat_era = KernelVersion::parse(&kernel).map(KernelVersion::stat_era);
     let worst = stat_era.and_then(|era| advice::worst_stall(era, memory.dying));
     let mut report = Report {
-        kind: "cgroups",
         kernel,
         hierarchies,
         memory,
@@ -124,7 +55,7 @@ pub fn report(host: &Host) -> Result<Report> {
         remediation: None,
         advice: Vec::new(),
     };
-    report.refresh_advice();
+    refresh_advice(&mut report);
     Ok(report)
 }
 

@@ -13,115 +13,46 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use netstall_kernel::cgwatch::{CgroupEvent, CgroupOp};
-use serde::Serialize;
 
 use crate::host::Host;
 use crate::mounts::CgroupMount;
 use crate::proc_cgroups::ControllerLine;
+pub use netstall_events::cgroups::{
+    Churn, ChurnSource, Creator, HierarchyChurn, ParentChurn, WatchReport,
+};
 
 /// How many parents the report names.
 pub const TOP_PARENTS: usize = 10;
 
-/// Churn over the window on one hierarchy, or under one parent.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Churn {
-    pub created: u64,
-    pub removed: u64,
-    pub released: u64,
-    pub created_per_s: f64,
-    pub removed_per_s: f64,
-    pub released_per_s: f64,
-    /// removed − released per second: how fast dying cgroups pile up.
-    pub net_dying_per_s: f64,
+fn count(churn: &mut Churn, op: CgroupOp) {
+    match op {
+        CgroupOp::Mkdir => churn.created += 1,
+        CgroupOp::Rmdir => churn.removed += 1,
+        CgroupOp::Release => churn.released += 1,
+    }
 }
 
-impl Churn {
-    fn count(&mut self, op: CgroupOp) {
-        match op {
-            CgroupOp::Mkdir => self.created += 1,
-            CgroupOp::Rmdir => self.removed += 1,
-            CgroupOp::Release => self.released += 1,
+fn with_rates(mut churn: Churn, seconds: f64) -> Churn {
+    let per_s = |n: u64| {
+        if seconds > 0.0 {
+            n as f64 / seconds
+        } else {
+            0.0
         }
-    }
-
-    fn with_rates(mut self, seconds: f64) -> Self {
-        let per_s = |n: u64| {
-            if seconds > 0.0 {
-                n as f64 / seconds
-            } else {
-                0.0
-            }
-        };
-        self.created_per_s = per_s(self.created);
-        self.removed_per_s = per_s(self.removed);
-        self.released_per_s = per_s(self.released);
-        self.net_dying_per_s = self.removed_per_s - self.released_per_s;
-        self
-    }
-
-    fn activity(&self) -> u64 {
-        self.created + self.removed + self.released
-    }
+    };
+    churn.created_per_s = per_s(churn.created);
+    churn.removed_per_s = per_s(churn.removed);
+    churn.released_per_s = per_s(churn.released);
+    churn.net_dying_per_s = churn.removed_per_s - churn.released_per_s;
+    churn
 }
 
-/// One hierarchy's churn.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HierarchyChurn {
-    /// `/proc/cgroups` hierarchy id; 0 is cgroup v2.
-    pub hierarchy_id: u32,
-    /// Its controllers, e.g. `memory` or `cpu,cpuacct`; `cgroup2` for v2.
-    pub controllers: String,
-    #[serde(flatten)]
-    pub churn: Churn,
-}
-
-/// A task that created cgroups under a parent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Creator {
-    pub comm: String,
-    /// Cgroups it created in the window.
-    pub created: u64,
-}
-
-/// One parent cgroup's churn (its children come and go).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ParentChurn {
-    /// The parent, relative to the hierarchy root (`/kubepods/burstable/pod1`).
-    pub cgroup: String,
-    /// The parent's directory, where the hierarchy is mounted here.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<PathBuf>,
-    pub hierarchy_id: u32,
-    pub controllers: String,
-    #[serde(flatten)]
-    pub churn: Churn,
-    /// Who created its children (mkdir), busiest first: containerd, kubelet, systemd...
-    pub creators: Vec<Creator>,
+fn activity(churn: &Churn) -> u64 {
+    churn.created + churn.removed + churn.released
 }
 
 /// How many creators a parent names.
 pub const TOP_CREATORS: usize = 3;
-
-/// What `--watch` saw.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct WatchReport {
-    /// `tracepoints` or `polling`.
-    pub source: &'static str,
-    /// The window, CLOCK_REALTIME.
-    pub start_ns: u64,
-    pub end_ns: u64,
-    pub seconds: f64,
-    pub hierarchies: Vec<HierarchyChurn>,
-    /// Parents by churn, busiest first (tracepoints only).
-    pub top_parents: Vec<ParentChurn>,
-    /// Dying memory cgroups at the start and end of the window.
-    pub memory_dying_start: u64,
-    pub memory_dying_end: u64,
-    /// Events lost (the ring buffer was full).
-    pub dropped: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
 
 /// Names hierarchies (by id) after their controllers and mounts.
 #[derive(Debug, Clone, Default)]
@@ -213,15 +144,15 @@ pub struct ChurnCounter {
 
 impl ChurnCounter {
     pub fn add(&mut self, event: &CgroupEvent) {
-        self.hierarchies
-            .entry(event.hierarchy_id)
-            .or_default()
-            .count(event.op);
+        count(
+            self.hierarchies.entry(event.hierarchy_id).or_default(),
+            event.op,
+        );
         let (churn, creators) = self
             .parents
             .entry((event.hierarchy_id, parent_of(&event.path).to_owned()))
             .or_default();
-        churn.count(event.op);
+        count(churn, event.op);
         if event.op == CgroupOp::Mkdir {
             *creators.entry(event.comm.clone()).or_default() += 1;
         }
@@ -241,10 +172,10 @@ impl ChurnCounter {
             .map(|(id, churn)| HierarchyChurn {
                 hierarchy_id: id,
                 controllers: names.name(id),
-                churn: churn.with_rates(seconds),
+                churn: with_rates(churn, seconds),
             })
             .collect();
-        hierarchies.sort_by_key(|h| (std::cmp::Reverse(h.churn.activity()), h.hierarchy_id));
+        hierarchies.sort_by_key(|h| (std::cmp::Reverse(activity(&h.churn)), h.hierarchy_id));
         let mut parents: Vec<ParentChurn> = self
             .parents
             .into_iter()
@@ -253,14 +184,13 @@ impl ChurnCounter {
                 controllers: names.name(id),
                 hierarchy_id: id,
                 cgroup,
-                churn: churn.with_rates(seconds),
+                churn: with_rates(churn, seconds),
                 creators: top_creators(creators),
             })
             .collect();
         parents.sort_by(|a, b| {
-            b.churn
-                .activity()
-                .cmp(&a.churn.activity())
+            activity(&b.churn)
+                .cmp(&activity(&a.churn))
                 .then(a.hierarchy_id.cmp(&b.hierarchy_id))
                 .then(a.cgroup.cmp(&b.cgroup))
         });
@@ -296,7 +226,7 @@ pub fn watch(host: &Host, duration: Duration) -> Result<WatchReport> {
             let memory_dying_end = crate::report::memory_count(host)?.dying;
             let (hierarchies, top_parents) = counter.finish(stats.elapsed, &names);
             Ok(WatchReport {
-                source: "tracepoints",
+                source: ChurnSource::Tracepoints,
                 start_ns: stats.start_ns,
                 end_ns: stats.start_ns + stats.elapsed.as_nanos() as u64,
                 seconds: stats.elapsed.as_secs_f64(),
@@ -352,7 +282,7 @@ fn poll(
         })
         .collect();
     Ok(WatchReport {
-        source: "polling",
+        source: ChurnSource::Polling,
         start_ns,
         end_ns,
         seconds,

@@ -108,7 +108,7 @@ fn pure_v2_reads_dying_memcgs_and_the_subtrees_holding_them() {
     let canary = report::memory_stat_path(&recorded("v2"), &report).unwrap();
     assert_eq!(canary, Path::new("/sys/fs/cgroup/memory.stat"));
 
-    let json = serde_json::to_value(&report).unwrap();
+    let json = serde_json::to_value(netstall_events::Record::from(report.clone())).unwrap();
     assert_eq!(json["type"], "cgroups");
     let memory_json = json["hierarchies"]
         .as_array()
@@ -260,7 +260,7 @@ fn watching_a_recording_falls_back_to_polling_and_says_why() {
     let host = recorded("hybrid");
     let watch =
         netstall_cgroups::watch::watch(&host, std::time::Duration::from_millis(200)).unwrap();
-    assert_eq!(watch.source, "polling");
+    assert_eq!(watch.source, netstall_cgroups::watch::ChurnSource::Polling);
     assert!(watch
         .note
         .as_deref()

@@ -14,5 +14,4 @@ pub mod duration;
 pub mod output;
 pub mod privilege;
 pub mod shutdown;
-pub mod stall;
 pub mod steal;

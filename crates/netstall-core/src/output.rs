@@ -1,11 +1,12 @@
 //! How results reach the user: JSON lines (`--json`) or text.
 //!
-//! Every JSON object carries a `"type"`; one object per line so output can be
-//! streamed into `jq`, a log pipeline or a test.
+//! Every JSON line is a [`Record`] (its `"type"` names it); one object per
+//! line so output can be streamed into `jq`, a log pipeline or a test, and
+//! read back with [`netstall_events::read_records`].
 
 use std::io::Write;
 
-use serde::Serialize;
+use netstall_events::Record;
 
 /// Text for people, or one JSON object per line for programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,10 +32,21 @@ impl Output {
         self.format == Format::Json
     }
 
-    /// Prints `value` as one JSON line (in JSON mode only).
-    pub fn json<T: Serialize>(&self, value: &T) {
+    /// Prints a record as one JSON line (in JSON mode only).
+    pub fn json(&self, record: impl Into<Record>) {
         if self.is_json() {
-            print_json_line(value);
+            print_json_line(&record.into());
+        }
+    }
+
+    /// Prints a record: its JSON line, or in text mode its text form (if
+    /// it has one).
+    pub fn emit(&self, record: impl Into<Record>) {
+        let record = record.into();
+        if self.is_json() {
+            print_json_line(&record);
+        } else if let Some(text) = record.text() {
+            self.text(text);
         }
     }
 
@@ -55,11 +67,10 @@ impl Output {
     }
 }
 
-/// Writes one JSON object and a newline to stdout, flushing so consumers see it now.
-pub fn print_json_line<T: Serialize>(value: &T) {
+/// Writes one record and a newline to stdout, flushing so consumers see it now.
+pub fn print_json_line(record: &Record) {
     let mut out = std::io::stdout().lock();
-    if serde_json::to_writer(&mut out, value).is_ok() {
-        let _ = out.write_all(b"\n");
-        let _ = out.flush();
-    }
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = writeln!(out, "{}", record.to_json_line());
+    let _ = out.flush();
 }

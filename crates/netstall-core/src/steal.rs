@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 
 use crate::clock::realtime_ns;
 use crate::shutdown::Shutdown;
-use crate::stall::{Steal, StealSource};
+use netstall_events::kernel::{Steal, StealSource};
 
 /// How far around an episode steal is still looked for: a window's edges
 /// are only as exact as the looks that bound it (a tick, a sample).
@@ -105,7 +105,6 @@ impl ProcStatSteal {
                 let stolen = before.map_or(0, |b| ticks.saturating_sub(b));
                 if stolen > 0 {
                     out.push(Steal {
-                        kind: "steal",
                         cpu: *cpu,
                         start_ns: *since,
                         end_ns: at_ns,
@@ -152,7 +151,6 @@ mod tests {
 
     fn steal(cpu: u32, start_ms: u64, end_ms: u64, steal_ms: f64) -> Steal {
         Steal {
-            kind: "steal",
             cpu,
             start_ns: start_ms * 1_000_000,
             end_ns: end_ms * 1_000_000,

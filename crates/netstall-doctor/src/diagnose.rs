@@ -6,10 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use netstall_core::stall::{Culprit, Detector, Stall};
 use netstall_core::steal::{steal_during, steal_explains};
+pub use netstall_events::doctor::{
+    Cause, CauseId, Observer, Origin, Severity, Source, SourceName, SourceState, Status, Verdict,
+};
+use netstall_events::kernel::{Culprit, Detector, Stall};
 use netstall_probe::episodes::{Episode, EpisodeKind};
-use serde::Serialize;
 
 use crate::findings::{Findings, SamplerState, TracerState};
 
@@ -34,285 +36,62 @@ pub mod thresholds {
     pub const ENVIRONMENT_SHARE_PCT: f64 = 5.0;
 }
 
-/// The causes the doctor knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CauseId {
-    /// The story: a memory.stat read (or the periodic flusher) flushing the
-    /// stats of many dying memcgs with IRQs off.
-    DyingMemcgStatFlush,
-    /// A long section with IRQs or bottom halves off, named by its stack.
-    IrqsOffSection,
-    /// A long non-preemptible syscall while softirqs were pending.
-    LongSyscallSoftirqPending,
-    /// NET_RX left to ksoftirqd, which did not get the CPU in time.
-    KsoftirqdStarved,
-    /// The hypervisor did not run the vCPUs (steal).
-    VcpuSteal,
-    /// Probes to this host stalled and no host evidence lines up.
-    Unexplained,
-    /// Probes stalled but this host's CPUs did not: the path or the far side.
-    NotThisHost,
-}
-
-/// Where a cause lies, which decides how much of it makes a node unhealthy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Origin {
-    /// Something on this node to fix.
-    ThisNode,
-    /// The node's load or its hypervisor: real delay, nothing broken.
-    Environment,
-    /// Beyond this host: the network path or the far side.
-    Elsewhere,
-}
-
-/// How bad one cause is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Severity {
-    Degraded,
-    Unhealthy,
-}
-
-/// The verdict's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Status {
-    /// Nothing over the threshold.
-    Healthy,
-    /// Short delays with their explanation, under every threshold.
-    Degraded,
-    /// A cause over its threshold.
-    Unhealthy,
-    /// A source could not run: the doctor cannot say healthy.
-    Unknown,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Healthy => "healthy",
-            Status::Degraded => "degraded",
-            Status::Unhealthy => "unhealthy",
-            Status::Unknown => "unknown",
+/// What a cause is, in a sentence.
+fn title(id: CauseId) -> &'static str {
+    match id {
+        CauseId::DyingMemcgStatFlush => {
+            "memory.stat reads flush the stats of dying memory cgroups with IRQs off"
         }
-    }
-}
-
-impl CauseId {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CauseId::DyingMemcgStatFlush => "dying-memcg-stat-flush",
-            CauseId::IrqsOffSection => "irqs-off-section",
-            CauseId::LongSyscallSoftirqPending => "long-syscall-softirq-pending",
-            CauseId::KsoftirqdStarved => "ksoftirqd-starved",
-            CauseId::VcpuSteal => "vcpu-steal",
-            CauseId::Unexplained => "unexplained",
-            CauseId::NotThisHost => "not-this-host",
+        CauseId::IrqsOffSection => "a long IRQs/BH-off section blocks RX processing",
+        CauseId::LongSyscallSoftirqPending => {
+            "a long non-preemptible syscall delays pending softirqs"
         }
-    }
-
-    pub fn origin(self) -> Origin {
-        match self {
-            CauseId::DyingMemcgStatFlush
-            | CauseId::IrqsOffSection
-            | CauseId::LongSyscallSoftirqPending => Origin::ThisNode,
-            CauseId::KsoftirqdStarved | CauseId::VcpuSteal | CauseId::Unexplained => {
-                Origin::Environment
-            }
-            CauseId::NotThisHost => Origin::Elsewhere,
+        CauseId::KsoftirqdStarved => "ksoftirqd is starved: deferred RX waits for CPU time",
+        CauseId::VcpuSteal => {
+            "the hypervisor stopped this VM's vCPUs (steal): packets waited with nothing inside to blame"
         }
-    }
-
-    fn title(self) -> &'static str {
-        match self {
-            CauseId::DyingMemcgStatFlush => {
-                "memory.stat reads flush the stats of dying memory cgroups with IRQs off"
-            }
-            CauseId::IrqsOffSection => "a long IRQs/BH-off section blocks RX processing",
-            CauseId::LongSyscallSoftirqPending => {
-                "a long non-preemptible syscall delays pending softirqs"
-            }
-            CauseId::KsoftirqdStarved => "ksoftirqd is starved: deferred RX waits for CPU time",
-            CauseId::VcpuSteal => {
-                "the hypervisor stopped this VM's vCPUs (steal): packets waited with nothing inside to blame"
-            }
-            CauseId::Unexplained => {
-                "probes to this host stalled and no evidence on this host lines up"
-            }
-            CauseId::NotThisHost => "probes stall but this host does not: the path or the far side",
+        CauseId::Unexplained => {
+            "probes to this host stalled and no evidence on this host lines up"
         }
-    }
-
-    fn remediation(self) -> Vec<String> {
-        let lines: &[&str] = match self {
-            CauseId::DyingMemcgStatFlush => &[
-                "release the dying memcgs now: `netstall cgroups --remediate 1 --yes` (drop_caches level 1, measured to release them; level 2 does not)",
-                "find who creates them: `netstall cgroups --watch 30s` (crash-looping pods, cron jobs, short-lived units)",
-                "make the reader cheaper: poll memory.stat less often, or skip the hierarchy root (cadvisor's root stats knob)",
-                "keep nodes from accumulating them: drain and reboot nodes whose dying count stays high; upgrade the kernel",
-            ],
-            CauseId::IrqsOffSection => &[
-                "find the owner of the named code path (driver, BPF program, kernel subsystem) from the stack below",
-                "move latency-sensitive RX off that CPU (RPS / IRQ affinity) until it is fixed",
-            ],
-            CauseId::LongSyscallSoftirqPending => &[
-                "find why the syscall is slow (its file and stack are below) and make it shorter or rarer",
-                "on PREEMPT_NONE kernels, long in-kernel loops hold softirqs: consider PREEMPT_DYNAMIC=voluntary/full",
-            ],
-            CauseId::KsoftirqdStarved => &[
-                "give ksoftirqd CPU time: reduce the load on that CPU or move RX (RPS / IRQ affinity) elsewhere",
-                "check netdev_budget / netdev_budget_usecs and the busy tasks on that CPU",
-            ],
-            CauseId::VcpuSteal => &[
-                "nothing on this node to fix: the host under the VM is oversubscribed or paused the VM",
-                "ask the provider / move the VM to a less loaded host or a dedicated instance type; watch `steal` in /proc/stat (top's `st`)",
-            ],
-            CauseId::Unexplained => &[
-                "run longer, or with `--icmp-seq`, to catch more of it; `netstall trace` shows every stall and steal as it happens",
-                "check what the listed evidence did not cover: qdiscs (tc -s qdisc), netfilter, the responder's own latency",
-            ],
-            CauseId::NotThisHost => &[
-                "probe the other layers: `netstall bisect` (NodePort, overlay, pod IP, node IP)",
-                "run `netstall doctor` on the far side, or check the network path between the hosts",
-            ],
-        };
-        lines.iter().map(|l| l.to_string()).collect()
+        CauseId::NotThisHost => "probes stall but this host does not: the path or the far side",
     }
 }
 
-/// One ranked cause.
-#[derive(Debug, Clone, Serialize)]
-pub struct Cause {
-    pub id: CauseId,
-    pub title: String,
-    pub origin: Origin,
-    /// `degraded` or `unhealthy`, by [`thresholds`].
-    pub severity: Severity,
-    /// 0–1: how sure the evidence makes the doctor.
-    pub confidence: f64,
-    /// The CPU with the most stalls of this cause.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu: Option<u32>,
-    /// Every CPU that stalled with this cause.
-    pub cpus: Vec<u32>,
-    /// Where it was found, for causes named by their stack.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub named: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub culprit: Option<Culprit>,
-    /// Kernel stalls of this cause.
-    pub stalls: usize,
-    /// Probe episodes of this cause.
-    pub episodes: usize,
-    pub worst_ms: f64,
-    /// Share of the run's time (on the worst CPU) this cause stalled, %.
-    pub time_pct: f64,
-    /// Share of all probes its episodes held or lost, %.
-    pub probes_pct: f64,
-    pub evidence: Vec<String>,
-    pub remediation: Vec<String>,
-}
-
-/// A source of evidence and whether it ran.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Source {
-    /// `tracer`, `sampler`, `probes`, `steal`, `counters`.
-    pub name: &'static str,
-    /// `ran`, `partial`, `off` (not asked for) or `unavailable`.
-    pub state: &'static str,
-    pub detail: String,
-}
-
-/// What netstall itself cost while it watched: its own threads seen by the
-/// tracer, never a culprit.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Observer {
-    pub stalls: usize,
-    /// Probe episodes that lined up with those stalls.
-    pub episodes: usize,
-    pub worst_ms: f64,
-    pub threads: Vec<String>,
-}
-
-/// The doctor's answer (the `"type":"verdict"` JSON line).
-#[derive(Debug, Clone, Serialize)]
-pub struct Verdict {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub status: Status,
-    /// `status` is healthy or degraded (kept for scripts that read it).
-    pub healthy: bool,
-    /// Kernel stalls over the threshold (the observer's own excluded).
-    pub stalls: usize,
-    /// The longest stall, kernel or probe-seen.
-    pub worst_ms: f64,
-    /// Probe episodes across all targets.
-    pub episodes: usize,
-    /// Share of the run's time some CPU stalled, % (worst CPU).
-    pub time_pct: f64,
-    /// Share of probes held or lost in episodes, %.
-    pub probes_pct: f64,
-    pub causes: Vec<Cause>,
-    /// Minor environment causes beside an unhealthy verdict (steal, load):
-    /// real, explained, and not what makes the node unhealthy.
-    pub also: Vec<Cause>,
-    /// Which sources ran: a verdict is only as good as what it saw.
-    pub sources: Vec<Source>,
-    pub observer: Observer,
-    /// When the first stall (kernel or probe) started, REALTIME ns.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub first_stall_ns: Option<u64>,
-    /// Seconds from the start of the run to the verdict (set by a live run).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub time_to_verdict_s: Option<f64>,
-    /// Seconds from the first stall to the verdict (set by a live run).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from_first_stall_s: Option<f64>,
-}
-
-impl Verdict {
-    /// `VERDICT: unhealthy: dying-memcg-stat-flush on CPU 0, worst 117.2 ms`.
-    pub fn headline(&self) -> String {
-        let top = self.causes.first().map(|c| {
-            format!(
-                "{}{}, worst {:.1} ms",
-                c.id.as_str(),
-                c.cpu
-                    .map(|cpu| format!(" on CPU {cpu}"))
-                    .unwrap_or_default(),
-                c.worst_ms
-            )
-        });
-        match (self.status, top) {
-            (Status::Healthy, _) => {
-                "VERDICT: healthy: no RX stall over the threshold, no probe episode".into()
-            }
-            (Status::Unknown, _) => format!(
-                "VERDICT: unknown: {} could not run; the doctor cannot say healthy",
-                self.sources
-                    .iter()
-                    .filter(|s| s.state == "unavailable" && matches!(s.name, "tracer" | "sampler"))
-                    .map(|s| s.name)
-                    .collect::<Vec<_>>()
-                    .join(" and ")
-            ),
-            (status, Some(top)) => format!(
-                "VERDICT: {}: {top} ({} cause{}, {} kernel stall{}, {} probe episode{}, {:.2}% of the time, {:.2}% of probes)",
-                status.as_str(),
-                self.causes.len(),
-                plural(self.causes.len()),
-                self.stalls,
-                plural(self.stalls),
-                self.episodes,
-                plural(self.episodes),
-                self.time_pct,
-                self.probes_pct
-            ),
-            (status, None) => format!("VERDICT: {}", status.as_str()),
-        }
-    }
+/// What to do about a cause, most useful first.
+fn remediation(id: CauseId) -> Vec<String> {
+    let lines: &[&str] = match id {
+        CauseId::DyingMemcgStatFlush => &[
+            "release the dying memcgs now: `netstall cgroups --remediate 1 --yes` (drop_caches level 1, measured to release them; level 2 does not)",
+            "find who creates them: `netstall cgroups --watch 30s` (crash-looping pods, cron jobs, short-lived units)",
+            "make the reader cheaper: poll memory.stat less often, or skip the hierarchy root (cadvisor's root stats knob)",
+            "keep nodes from accumulating them: drain and reboot nodes whose dying count stays high; upgrade the kernel",
+        ],
+        CauseId::IrqsOffSection => &[
+            "find the owner of the named code path (driver, BPF program, kernel subsystem) from the stack below",
+            "move latency-sensitive RX off that CPU (RPS / IRQ affinity) until it is fixed",
+        ],
+        CauseId::LongSyscallSoftirqPending => &[
+            "find why the syscall is slow (its file and stack are below) and make it shorter or rarer",
+            "on PREEMPT_NONE kernels, long in-kernel loops hold softirqs: consider PREEMPT_DYNAMIC=voluntary/full",
+        ],
+        CauseId::KsoftirqdStarved => &[
+            "give ksoftirqd CPU time: reduce the load on that CPU or move RX (RPS / IRQ affinity) elsewhere",
+            "check netdev_budget / netdev_budget_usecs and the busy tasks on that CPU",
+        ],
+        CauseId::VcpuSteal => &[
+            "nothing on this node to fix: the host under the VM is oversubscribed or paused the VM",
+            "ask the provider / move the VM to a less loaded host or a dedicated instance type; watch `steal` in /proc/stat (top's `st`)",
+        ],
+        CauseId::Unexplained => &[
+            "run longer, or with `--icmp-seq`, to catch more of it; `netstall trace` shows every stall and steal as it happens",
+            "check what the listed evidence did not cover: qdiscs (tc -s qdisc), netfilter, the responder's own latency",
+        ],
+        CauseId::NotThisHost => &[
+            "probe the other layers: `netstall bisect` (NodePort, overlay, pod IP, node IP)",
+            "run `netstall doctor` on the far side, or check the network path between the hosts",
+        ],
+    };
+    lines.iter().map(|l| l.to_string()).collect()
 }
 
 /// Frames that say how the CPU got somewhere, not what held it.
@@ -590,10 +369,10 @@ pub fn diagnose(findings: &Findings) -> Verdict {
     let sources = sources(findings);
     let status = if unhealthy {
         Status::Unhealthy
-    } else if sources
-        .iter()
-        .any(|s| s.state == "unavailable" && matches!(s.name, "tracer" | "sampler"))
-    {
+    } else if sources.iter().any(|s| {
+        s.state == SourceState::Unavailable
+            && matches!(s.name, SourceName::Tracer | SourceName::Sampler)
+    }) {
         Status::Unknown
     } else if causes.is_empty() {
         Status::Healthy
@@ -628,7 +407,6 @@ pub fn diagnose(findings: &Findings) -> Verdict {
             .collect(),
     };
     Verdict {
-        kind: "verdict",
         status,
         healthy: matches!(status, Status::Healthy | Status::Degraded),
         stalls: stalls.len(),
@@ -655,25 +433,35 @@ fn sources(findings: &Findings) -> Vec<Source> {
     };
     let tracer = match &findings.tracer {
         TracerState::Ran { detectors, missing } if missing.is_empty() => source(
-            "tracer",
-            "ran",
+            SourceName::Tracer,
+            SourceState::Ran,
             format!("detectors: {}", detectors.join(", ")),
         ),
         TracerState::Ran { detectors, missing } => source(
-            "tracer",
-            "partial",
+            SourceName::Tracer,
+            SourceState::Partial,
             format!(
                 "detectors: {}; not on this kernel: {}",
                 detectors.join(", "),
                 missing.join(", ")
             ),
         ),
-        TracerState::Unavailable { reason } => source("tracer", "unavailable", reason.clone()),
+        TracerState::Unavailable { reason } => {
+            source(SourceName::Tracer, SourceState::Unavailable, reason.clone())
+        }
     };
     let sampler = match &findings.sampler {
-        SamplerState::Ran => source("sampler", "ran", "cpu-clock samples on every CPU".into()),
-        SamplerState::Off => source("sampler", "off", "--no-sample".into()),
-        SamplerState::Unavailable { reason } => source("sampler", "unavailable", reason.clone()),
+        SamplerState::Ran => source(
+            SourceName::Sampler,
+            SourceState::Ran,
+            "cpu-clock samples on every CPU".into(),
+        ),
+        SamplerState::Off => source(SourceName::Sampler, SourceState::Off, "--no-sample".into()),
+        SamplerState::Unavailable { reason } => source(
+            SourceName::Sampler,
+            SourceState::Unavailable,
+            reason.clone(),
+        ),
     };
     let probed = findings
         .targets
@@ -681,10 +469,10 @@ fn sources(findings: &Findings) -> Vec<Source> {
         .filter(|t| t.error.is_none())
         .count();
     let probes = match (findings.targets.len(), probed) {
-        (0, _) => source("probes", "off", "no --target".into()),
+        (0, _) => source(SourceName::Probes, SourceState::Off, "no --target".into()),
         (n, p) if p == n => source(
-            "probes",
-            "ran",
+            SourceName::Probes,
+            SourceState::Ran,
             format!(
                 "{n} target{}, {} probes",
                 plural(n),
@@ -692,35 +480,37 @@ fn sources(findings: &Findings) -> Vec<Source> {
             ),
         ),
         (n, p) => source(
-            "probes",
-            "partial",
+            SourceName::Probes,
+            SourceState::Partial,
             format!("{p} of {n} targets could be probed"),
         ),
     };
     let steal = match findings.steal_source {
-        Some(netstall_core::stall::StealSource::StealClock) => source(
-            "steal",
-            "ran",
+        Some(netstall_events::kernel::StealSource::StealClock) => source(
+            SourceName::Steal,
+            SourceState::Ran,
             "the runqueue steal clock, at every tick".into(),
         ),
-        Some(netstall_core::stall::StealSource::ProcStat) => {
-            source("steal", "ran", "/proc/stat, sampled every 5 ms".into())
-        }
+        Some(netstall_events::kernel::StealSource::ProcStat) => source(
+            SourceName::Steal,
+            SourceState::Ran,
+            "/proc/stat, sampled every 5 ms".into(),
+        ),
         None => source(
-            "steal",
-            "unavailable",
+            SourceName::Steal,
+            SourceState::Unavailable,
             "no steal clock and no /proc/stat".into(),
         ),
     };
     let counters = match &findings.memcg {
         Some(m) => source(
-            "counters",
-            "ran",
+            SourceName::Counters,
+            SourceState::Ran,
             format!("{} dying memory cgroups", m.dying),
         ),
         None => source(
-            "counters",
-            "unavailable",
+            SourceName::Counters,
+            SourceState::Unavailable,
             "cgroup counts could not be read".into(),
         ),
     };
@@ -946,8 +736,8 @@ fn cause_from_stalls(
     }
 
     let title = match &named {
-        Some(frame) => format!("{} (in {frame})", id.title()),
-        None => id.title().to_owned(),
+        Some(frame) => format!("{} (in {frame})", title(id)),
+        None => title(id).to_owned(),
     };
     let (severity, time_pct, probes_pct) = grade.severity(id.origin(), stalls, &matched);
     Cause {
@@ -966,7 +756,7 @@ fn cause_from_stalls(
         time_pct,
         probes_pct,
         evidence,
-        remediation: id.remediation(),
+        remediation: remediation(id),
     }
 }
 
@@ -989,7 +779,7 @@ fn cause_without_culprit(
     let (severity, time_pct, probes_pct) = grade.severity(id.origin(), stalls, &eps);
     Cause {
         id,
-        title: id.title().to_owned(),
+        title: title(id).to_owned(),
         origin: id.origin(),
         severity,
         confidence: round2(confidence.min(0.95)),
@@ -1003,7 +793,7 @@ fn cause_without_culprit(
         time_pct,
         probes_pct,
         evidence,
-        remediation: id.remediation(),
+        remediation: remediation(id),
     }
 }
 
@@ -1032,7 +822,7 @@ fn vcpu_steal(
 ) -> Cause {
     let mut evidence = Vec::new();
     let source = match findings.steal_source {
-        Some(netstall_core::stall::StealSource::ProcStat) => "/proc/stat",
+        Some(netstall_events::kernel::StealSource::ProcStat) => "/proc/stat",
         _ => "the steal clock",
     };
     if !episodes.is_empty() {
@@ -1122,8 +912,8 @@ fn unexplained_cause(
     }
     let checked: Vec<String> = sources(findings)
         .into_iter()
-        .filter(|s| s.state == "ran" || s.state == "partial")
-        .map(|s| s.name.to_owned())
+        .filter(|s| matches!(s.state, SourceState::Ran | SourceState::Partial))
+        .map(|s| s.name.as_str().to_owned())
         .collect();
     evidence.push(format!(
         "checked: {} (every CPU, on one time base)",
@@ -1216,14 +1006,13 @@ fn round2(x: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::findings::{MemcgFindings, TargetFindings};
-    use netstall_core::stall::StealSource;
     use netstall_core::steal::{parse_proc_stat, ProcStatSteal};
+    use netstall_events::kernel::StealSource;
 
     const T0: u64 = 1_700_000_000_000_000_000;
 
     fn stall(cpu: u32, at_ms: u64, ms: f64, seen_by: Vec<Detector>, culprit: Culprit) -> Stall {
         Stall {
-            kind: "stall",
             detector: seen_by[0],
             cpu,
             start_ns: T0 + at_ms * 1_000_000,
@@ -1233,6 +1022,7 @@ mod tests {
             max_wait_ms: Some(ms),
             drained_by: Some(format!("ksoftirqd/{cpu}")),
             culprit: Some(culprit),
+            node: None,
         }
     }
 
@@ -1290,6 +1080,8 @@ mod tests {
             first_seq: 1,
             last_seq: 10,
             max_rtt_us: Some(ms * 1e3),
+            peer: None,
+            node: None,
         }
     }
 
@@ -1335,7 +1127,7 @@ mod tests {
         assert!(verdict.healthy);
         assert_eq!(verdict.status, Status::Healthy);
         assert!(
-            verdict.sources.iter().all(|s| s.state == "ran"),
+            verdict.sources.iter().all(|s| s.state == SourceState::Ran),
             "{:?}",
             verdict.sources
         );
@@ -1394,7 +1186,7 @@ mod tests {
             "every episode is explained: {:?}",
             verdict.causes
         );
-        let json = serde_json::to_value(&verdict).unwrap();
+        let json = serde_json::to_value(netstall_events::Record::from(verdict.clone())).unwrap();
         assert_eq!(json["type"], "verdict");
         assert_eq!(json["causes"][0]["id"], "dying-memcg-stat-flush");
     }
@@ -1569,8 +1361,7 @@ mod tests {
 
     #[test]
     fn a_stall_steal_covers_is_steal_but_the_memcg_flush_stays_the_story() {
-        let steal = vec![netstall_core::stall::Steal {
-            kind: "steal",
+        let steal = vec![netstall_events::kernel::Steal {
             cpu: 0,
             start_ns: T0,
             end_ns: T0 + 30_000_000,

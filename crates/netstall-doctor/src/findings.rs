@@ -1,13 +1,26 @@
 //! What the doctor's sources measured during one run. Everything is on the
 //! CLOCK_REALTIME nanosecond time base, so a probe episode, a kernel stall and
 //! a gap in CPU samples can be lined up.
+//!
+//! A run is saved as records (`doctor --save`) and read back from them
+//! (`doctor --replay`): [`Findings::to_records`] and [`Findings::from_records`]
+//! are each other's inverse, so a replayed verdict is the live one.
 
-use netstall_core::stall::{IcmpEcho, Stall, Steal, StealSource};
-use netstall_probe::episodes::Episode;
-use serde::Serialize;
+use anyhow::{bail, Result};
+use netstall_events::doctor::{DoctorRun, MemcgCount, ProbeTarget, Verdict};
+use netstall_events::kernel::{IcmpEcho, Stall, Steal, StealSource};
+use netstall_events::xray::{FoldedStack, SampleGap};
+use netstall_events::Record;
+
+pub use netstall_events::doctor::{SamplerState, TracerState};
+
+/// Probes toward one target.
+pub type TargetFindings = ProbeTarget;
+/// The dying memory cgroup count.
+pub type MemcgFindings = MemcgCount;
 
 /// Everything the diagnosis is made from.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Findings {
     /// When the run started and ended.
     pub start_ns: u64,
@@ -34,86 +47,103 @@ pub struct Findings {
     pub icmp: Vec<IcmpEcho>,
 }
 
-/// Whether the kernel tracer ran.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "state", rename_all = "kebab-case")]
-pub enum TracerState {
-    /// Traced every CPU with these detectors; `missing` could not load here.
-    Ran {
-        detectors: Vec<String>,
-        missing: Vec<String>,
-    },
-    /// Could not run; the reason says why (privilege, kernel feature).
-    Unavailable { reason: String },
+/// What goes into a report besides the verdict and findings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extras {
+    /// Host name, kernel, CPUs: shown in the header.
+    pub host: String,
+    /// The samples before the stalls, folded (`comm;root;...;leaf`), in
+    /// time order: the report's flame chart.
+    pub chart: Vec<String>,
+    /// Dying memory cgroups after remediation, when the run remediated.
+    pub dying_after: Option<u64>,
 }
 
-impl Default for TracerState {
-    fn default() -> Self {
-        TracerState::Ran {
-            detectors: Vec::new(),
-            missing: Vec::new(),
-        }
+/// A saved run, read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Saved {
+    pub findings: Findings,
+    pub extras: Extras,
+    /// The verdict the run printed, if the file has it.
+    pub verdict: Option<Verdict>,
+}
+
+impl Findings {
+    /// The run as records: its `doctor-run` header first, then every stall,
+    /// steal window, probe target (with its episodes), dying-memcg count,
+    /// sample gap, ICMP echo and chart stack, then `verdict` if given.
+    pub fn to_records(&self, extras: &Extras, verdict: Option<&Verdict>) -> Vec<Record> {
+        let mut records = vec![Record::DoctorRun(DoctorRun {
+            start_ns: self.start_ns,
+            end_ns: self.end_ns,
+            host: extras.host.clone(),
+            tracer: self.tracer.clone(),
+            sampler: self.sampler.clone(),
+            steal_source: self.steal_source,
+            self_pid: self.self_pid,
+            dying_after: extras.dying_after,
+        })];
+        records.extend(self.stalls.iter().cloned().map(Record::Stall));
+        records.extend(self.steal.iter().cloned().map(Record::Steal));
+        records.extend(self.targets.iter().cloned().map(Record::ProbeTarget));
+        records.extend(self.memcg.iter().cloned().map(Record::MemcgCount));
+        records.extend(self.gaps.iter().cloned().map(Record::SampleGap));
+        records.extend(self.icmp.iter().cloned().map(Record::Icmp));
+        records.extend(extras.chart.iter().map(|stack| {
+            Record::Stack(FoldedStack {
+                stack: stack.clone(),
+                count: 1,
+            })
+        }));
+        records.extend(verdict.cloned().map(Record::Verdict));
+        records
     }
-}
 
-/// Whether the CPU sampler ran.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(tag = "state", rename_all = "kebab-case")]
-pub enum SamplerState {
-    #[default]
-    Ran,
-    /// Not asked for (`--no-sample`).
-    Off,
-    /// Could not run; the reason says why.
-    Unavailable { reason: String },
-}
-
-/// Probes toward one target.
-#[derive(Debug, Clone, Serialize)]
-pub struct TargetFindings {
-    /// As the user gave it (`HOST[:PORT]`).
-    pub target: String,
-    /// `icmp`, `tcp`, `udp`.
-    pub proto: String,
-    pub sent: u64,
-    pub received: u64,
-    pub p50_us: Option<f64>,
-    pub p99_us: Option<f64>,
-    pub max_us: Option<f64>,
-    pub episodes: Vec<Episode>,
-    /// (sent_ns, rtt_us) of every probe, for the report's timeline.
-    pub rtts: Vec<(u64, Option<f64>)>,
-    /// Why the target could not be probed at all, if so.
-    pub error: Option<String>,
-    /// The target is an address of this host (any of its network
-    /// namespaces): its probes never left this machine.
-    pub on_this_host: bool,
-    /// (scheduled_ns, late_ms) of the sends that left at least 2 ms after
-    /// their schedule: the prober's own scheduling delay.
-    pub late_sends: Vec<(u64, f64)>,
-}
-
-/// The dying memory cgroup count.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MemcgFindings {
-    pub kernel: String,
-    pub live: u64,
-    pub dying: u64,
-    /// The worst IRQs-off time one memory.stat read can take at this count
-    /// on this kernel era (about 2 µs per dying memcg with pending updates).
-    pub worst_stall_ms: Option<f64>,
-}
-
-/// A CPU that went unsampled: software cpu-clock samples cannot land while
-/// IRQs are off, so the gap is evidence, and the first sample after it
-/// names where they came back on.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SampleGap {
-    pub cpu: u32,
-    pub start_ns: u64,
-    pub duration_ms: f64,
-    /// The task of the first sample after the gap.
-    pub comm: String,
-    /// Its kernel stack, innermost first.
-    pub resumed_in: Vec<String>,
+    /// Reads a run back from its records (see [`Findings::to_records`]).
+    /// Records of other types (a `trace-start`, a `session`) are ignored, so
+    /// a file can hold more than one command's output; a file without a
+    /// `doctor-run` record, or with two, is not one doctor run.
+    pub fn from_records(records: impl IntoIterator<Item = Record>) -> Result<Saved> {
+        let mut run: Option<DoctorRun> = None;
+        let mut findings = Findings::default();
+        let mut chart = Vec::new();
+        let mut verdict = None;
+        for record in records {
+            match record {
+                Record::DoctorRun(r) => {
+                    if run.is_some() {
+                        bail!("two doctor runs in one file: save each run to its own file");
+                    }
+                    run = Some(r);
+                }
+                Record::Stall(s) => findings.stalls.push(s),
+                Record::Steal(s) => findings.steal.push(s),
+                Record::ProbeTarget(t) => findings.targets.push(t),
+                Record::MemcgCount(m) => findings.memcg = Some(m),
+                Record::SampleGap(g) => findings.gaps.push(g),
+                Record::Icmp(i) => findings.icmp.push(i),
+                Record::Stack(s) => chart.extend(std::iter::repeat_n(s.stack, s.count as usize)),
+                Record::Verdict(v) => verdict = Some(v),
+                _ => {}
+            }
+        }
+        let Some(run) = run else {
+            bail!("no doctor-run record: not a file written by `netstall doctor --save` or `--report`");
+        };
+        findings.start_ns = run.start_ns;
+        findings.end_ns = run.end_ns;
+        findings.tracer = run.tracer;
+        findings.sampler = run.sampler;
+        findings.steal_source = run.steal_source;
+        findings.self_pid = run.self_pid;
+        Ok(Saved {
+            findings,
+            extras: Extras {
+                host: run.host,
+                chart,
+                dying_after: run.dying_after,
+            },
+            verdict,
+        })
+    }
 }

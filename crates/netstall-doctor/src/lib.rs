@@ -7,6 +7,7 @@
 
 pub mod diagnose;
 pub mod findings;
+pub mod replay;
 pub mod report;
 pub mod run;
 

@@ -5,22 +5,11 @@
 
 use std::fmt::Write;
 
-use serde::Serialize;
+use netstall_events::Record;
 
 use crate::diagnose::Verdict;
-use crate::findings::Findings;
-
-/// What goes into a report besides the verdict and findings.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Extras {
-    /// Host name, kernel, command line: shown in the header.
-    pub host: String,
-    /// An inferno flame chart (SVG) of the samples before the stalls.
-    #[serde(skip)]
-    pub flame_chart_svg: Option<String>,
-    /// Dying memory cgroups after remediation, when the run remediated.
-    pub dying_after: Option<u64>,
-}
+pub use crate::findings::Extras;
+use crate::findings::{Findings, Saved};
 
 const WIDTH: f64 = 960.0;
 const COLORS: [&str; 6] = [
@@ -56,14 +45,18 @@ pub fn render(verdict: &Verdict, findings: &Findings, extras: &Extras) -> String
     icmp_table(&mut html, findings);
     flame_section(&mut html, extras);
     cgroups_section(&mut html, findings, extras);
-    let raw = serde_json::json!({ "verdict": verdict, "findings": findings, "extras": extras });
     let _ = writeln!(
         html,
-        "<h2>Raw events</h2><p class=\"muted\">The verdict and every event it was made from, as JSON in this file \
-         (<code>script#raw-findings</code>), for reproduction.</p>\
-         <script type=\"application/json\" id=\"raw-findings\">{}</script>",
-        serde_json::to_string(&raw).unwrap_or_default().replace("</", "<\\/")
+        "<h2>Raw records</h2><p class=\"muted\">Every record the verdict was computed from, as JSON lines in this \
+         file (<code>script#{RECORDS_ID}</code>): <code>netstall doctor --replay</code> this file recomputes the verdict \
+         and this report.</p>\n<script type=\"application/x-ndjson\" id=\"{RECORDS_ID}\">"
     );
+    for record in findings.to_records(extras, Some(verdict)) {
+        // `</` would end the script element; `<\/` is the same JSON.
+        html.push_str(&record.to_json_line().replace("</", "<\\/"));
+        html.push('\n');
+    }
+    html.push_str("</script>\n");
     html.push_str("</body></html>\n");
     html
 }
@@ -89,7 +82,7 @@ fn verdict_section(html: &mut String, verdict: &Verdict) {
     let sources: Vec<String> = verdict
         .sources
         .iter()
-        .map(|s| format!("{} {} ({})", s.name, s.state, s.detail))
+        .map(|s| format!("{} {} ({})", s.name.as_str(), s.state.as_str(), s.detail))
         .collect();
     let _ = write!(
         html,
@@ -338,7 +331,7 @@ fn icmp_table(html: &mut String, findings: &Findings) {
 
 fn flame_section(html: &mut String, extras: &Extras) {
     html.push_str("<h2>What ran before the stalls (flame chart)</h2>");
-    match &extras.flame_chart_svg {
+    match flame_chart(&extras.chart) {
         Some(svg) => {
             // inferno's SVG carries a script that takes the page's first <svg> as
             // its own; a sandboxed srcdoc frame keeps it (and its zoom and search)
@@ -347,7 +340,7 @@ fn flame_section(html: &mut String, extras: &Extras) {
                 html,
                 "<iframe id=\"flame-chart\" title=\"flame chart\" sandbox=\"allow-scripts\" \
                  style=\"width:100%;height:640px;border:1px solid #ddd\" srcdoc=\"{}\"></iframe>",
-                esc(svg)
+                esc(&svg)
             );
         }
         None => html.push_str("<p class=\"muted\">No CPU samples were taken before a stall.</p>"),
@@ -371,6 +364,45 @@ fn cgroups_section(html: &mut String, findings: &Findings, extras: &Extras) {
         }
         None => html.push_str("<p class=\"muted\">Not counted.</p>"),
     }
+}
+
+/// The samples before the stalls as an inferno flame chart (SVG).
+fn flame_chart(chart: &[String]) -> Option<String> {
+    if chart.is_empty() {
+        return None;
+    }
+    let lines: Vec<String> = chart.iter().map(|stack| format!("{stack} 1")).collect();
+    let options = netstall_xray::flame::FlameOptions {
+        chart: true,
+        title: Some("The samples before each stall, in time order".into()),
+    };
+    let mut svg = Vec::new();
+    netstall_xray::flame::render(lines.iter().map(String::as_str), &options, &mut svg).ok()?;
+    String::from_utf8(svg).ok()
+}
+
+/// The id of the script element that holds a report's records.
+const RECORDS_ID: &str = "netstall-records";
+
+/// Reads the records a report embeds back into the run they describe.
+pub fn records_of(html: &str) -> Result<Vec<Record>, String> {
+    let open = format!("id=\"{RECORDS_ID}\">");
+    let start = html
+        .find(&open)
+        .map(|i| i + open.len())
+        .ok_or("this HTML file has no embedded records (not a `netstall doctor --report`, or an older one)")?;
+    let end = html[start..]
+        .find("</script>")
+        .map(|i| start + i)
+        .ok_or("the report's embedded records are cut off (no closing </script>)")?;
+    netstall_events::read_records(html[start..end].trim_start_matches('\n').as_bytes())
+        .map_err(|e| format!("embedded record {e}"))
+}
+
+/// Reads a saved run from a report.
+pub fn saved_of(html: &str) -> anyhow::Result<Saved> {
+    let records = records_of(html).map_err(anyhow::Error::msg)?;
+    Findings::from_records(records)
 }
 
 /// Escapes text for HTML.
@@ -406,6 +438,9 @@ mod tests {
             "no external fetches"
         );
         assert!(!html.contains("<script src"));
-        assert!(html.contains("id=\"raw-findings\""));
+        let saved = saved_of(&html).unwrap();
+        assert_eq!(saved.findings, findings);
+        assert_eq!(saved.extras, extras);
+        assert_eq!(saved.verdict, Some(verdict));
     }
 }

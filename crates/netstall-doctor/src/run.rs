@@ -10,17 +10,16 @@ use anyhow::{bail, Context, Result};
 use netstall_core::clock;
 use netstall_core::privilege::{self, Capability};
 use netstall_core::shutdown::Shutdown;
-use netstall_core::stall::{Stall, StealSource};
 use netstall_core::steal::{self, steal_explains};
+use netstall_events::kernel::{Stall, StealSource};
 use netstall_kernel::trace::{self, Stop, TraceConfig, TraceEvent};
 use netstall_probe::{Mode, ProbeConfig};
 use netstall_xray::sampler::{self, SamplerConfig};
-use netstall_xray::timeline::{self, StallKind, StallRules};
+use netstall_xray::timeline::{self, GapKind, StallRules};
 
-use crate::findings::{
-    Findings, MemcgFindings, SampleGap, SamplerState, TargetFindings, TracerState,
-};
-use crate::report::Extras;
+use netstall_events::xray::SampleGap;
+
+use crate::findings::{Extras, Findings, MemcgFindings, SamplerState, TargetFindings, TracerState};
 use crate::{diagnose, Verdict};
 
 /// A probe target: `HOST` (ICMP echo) or `HOST:PORT` (TCP SYN).
@@ -375,12 +374,9 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
                 // A gap the hypervisor's steal covers is not IRQs off.
                 findings.gaps = gaps
                     .into_iter()
-                    .filter(|g| {
-                        let end = g.start_ns + (g.duration_ms * 1e6) as u64;
-                        !steal_explains(&findings.steal, Some(g.cpu), g.start_ns, end)
-                    })
+                    .filter(|g| !steal_explains(&findings.steal, Some(g.cpu), g.start_ns, g.end_ns))
                     .collect();
-                extras.flame_chart_svg = chart;
+                extras.chart = chart;
             }
             Ok(Err(e)) => {
                 let reason = format!("{e:#}");
@@ -477,17 +473,14 @@ fn target_findings(text: String, result: Result<netstall_probe::Report>) -> Targ
     }
 }
 
-/// Sample gaps (IRQs off) with where sampling resumed, and a flame chart of
-/// the samples before each kernel stall on its CPU (or before each gap when
-/// the tracer saw none).
-fn read_samples(
-    samples: &[timeline::Sample],
-    stalls: &[Stall],
-) -> (Vec<SampleGap>, Option<String>) {
-    let found = timeline::stalls(samples, StallRules::for_frequency(SAMPLE_HZ));
+/// Sample gaps (IRQs off) with where sampling resumed, and the samples
+/// before each kernel stall on its CPU (or before each gap when the tracer
+/// saw none), folded, in time order: the report's flame chart.
+fn read_samples(samples: &[timeline::Sample], stalls: &[Stall]) -> (Vec<SampleGap>, Vec<String>) {
+    let found = timeline::gaps(samples, StallRules::for_frequency(SAMPLE_HZ));
     let gaps: Vec<SampleGap> = found
         .iter()
-        .filter(|s| s.kind == StallKind::IrqsOff)
+        .filter(|s| s.kind == GapKind::IrqsOff)
         // Resumed in user mode: the timer would have fired the moment IRQs
         // came back on, in the kernel; the CPU did not run (steal) instead.
         // Resumed in netstall's own thread: the observer's rhythm, not a stall.
@@ -495,41 +488,22 @@ fn read_samples(
             let resumed = &samples[s.last];
             resumed.kernel_depth > 0 && resumed.pid != std::process::id()
         })
-        .map(|s| SampleGap {
-            cpu: s.cpu,
-            start_ns: s.start_ns,
-            duration_ms: s.duration_ms,
-            comm: samples[s.last].comm.clone(),
-            resumed_in: samples[s.last].stack.iter().rev().cloned().collect(),
-        })
+        .map(|s| timeline::sample_gap(samples, s))
         .collect();
     let anchors: Vec<(u32, u64)> = if stalls.is_empty() {
         gaps.iter().map(|g| (g.cpu, g.start_ns)).collect()
     } else {
         stalls.iter().map(|s| (s.cpu, s.start_ns)).collect()
     };
-    let mut lines = Vec::new();
+    let mut chart = Vec::new();
     for (cpu, at) in anchors.iter().take(20) {
         let before: Vec<&timeline::Sample> = samples
             .iter()
             .filter(|s| s.cpu == *cpu && s.time_ns <= *at + 1_000_000)
             .collect();
         let from = before.len().saturating_sub(SAMPLES_BEFORE);
-        lines.extend(before[from..].iter().map(|s| format!("{} 1", s.folded())));
+        chart.extend(before[from..].iter().map(|s| s.folded()));
     }
-    if lines.is_empty() {
-        return (gaps, None);
-    }
-    let mut svg = Vec::new();
-    let options = netstall_xray::flame::FlameOptions {
-        chart: true,
-        title: Some(format!(
-            "The {SAMPLES_BEFORE} samples before each stall, in time order"
-        )),
-    };
-    let chart = netstall_xray::flame::render(lines.iter().map(String::as_str), &options, &mut svg)
-        .ok()
-        .and_then(|_| String::from_utf8(svg).ok());
     (gaps, chart)
 }
 

@@ -10,6 +10,7 @@ use libbpf_rs::{OpenObject, RingBufferBuilder};
 use netstall_core::clock::ClockOffset;
 
 use crate::skel::spin::{types::spin_event, SpinSkelBuilder};
+pub use netstall_events::kernel::InjectedStall;
 
 /// The longest single stall the injector agrees to make: long enough for
 /// every scenario in the story, short of the kernel's RCU stall warnings.
@@ -22,16 +23,6 @@ pub struct SpinConfig {
     pub spin: Duration,
     pub every: Duration,
     pub duration: Duration,
-}
-
-/// One injected stall, in the REALTIME time base.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct InjectedStall {
-    pub cpu: u32,
-    pub start_ns: u64,
-    pub end_ns: u64,
-    /// The softirq vector the wait ran in (never NET_RX).
-    pub vec: u32,
 }
 
 /// Loads the injector, calls `on_stall` for every stall it makes, and
@@ -77,10 +68,15 @@ pub fn run(
             // SAFETY: the ring buffer record is a `struct spin_event` written by the
             // BPF program; read_unaligned copes with any alignment.
             let raw: spin_event = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+            let (start_ns, end_ns) = (
+                offset.to_realtime(raw.start_ns),
+                offset.to_realtime(raw.end_ns),
+            );
             let stall = InjectedStall {
                 cpu: raw.cpu,
-                start_ns: offset.to_realtime(raw.start_ns),
-                end_ns: offset.to_realtime(raw.end_ns),
+                start_ns,
+                end_ns,
+                duration_ms: end_ns.saturating_sub(start_ns) as f64 / 1e6,
                 vec: raw.vec,
             };
             on_stall(&stall);

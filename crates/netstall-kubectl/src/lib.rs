@@ -342,8 +342,7 @@ async fn agent_health(client: &Client, namespace: &str, pod: &str) -> Result<Hea
         .request_text(request)
         .await
         .map_err(|e| format!("{:#}", explain(e, "get pods/proxy")))?;
-    serde_json::from_str(&body)
-        .map_err(|e| format!("the agent's /healthz is not a health report: {e}"))
+    HealthReport::from_json(&body)
 }
 
 fn http_get(path: &str) -> http::Request<Vec<u8>> {

@@ -4,26 +4,10 @@
 
 use k8s_openapi::api::core::v1::Node;
 use netstall_agent::health::{check_verdict, CheckStatus, HealthReport};
-use serde::Serialize;
+pub use netstall_events::agent::NodeStatus;
 
 /// The node condition netstall reports under.
 pub const CONDITION: &str = "NetworkStall";
-
-/// One node's line of `kubectl netstall status`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NodeStatus {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub node: String,
-    /// The `NetworkStall` condition: `True`, `False`, `Unknown`, or none.
-    pub condition: Option<String>,
-    pub condition_message: Option<String>,
-    /// The agent's one-line verdict (as `netstall check` prints it), or why
-    /// there is none (no agent on the node, its /healthz unreachable).
-    pub agent: String,
-    /// Whether the condition or the agent names a problem.
-    pub problem: bool,
-}
 
 /// The status of `node`, from its object and its agent's answer.
 pub fn node_status(node: &Node, agent: Option<Result<HealthReport, String>>) -> NodeStatus {
@@ -43,7 +27,6 @@ pub fn node_status(node: &Node, agent: Option<Result<HealthReport, String>>) -> 
     };
     let condition_true = condition.is_some_and(|c| c.status == "True");
     NodeStatus {
-        kind: "node-status",
         node: name,
         condition: condition.map(|c| c.status.clone()),
         condition_message: condition.and_then(|c| c.message.clone()),

@@ -7,20 +7,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
 
 use crate::zombies::ZombiePaths;
-
-/// What `lab clean` reports.
-#[derive(Debug, Clone, Serialize)]
-pub struct CleanReport {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub dying_before: u64,
-    pub dying_after: u64,
-    pub files_removed: u64,
-    pub elapsed_ms: u64,
-}
+pub use netstall_events::lab::CleanReport;
 
 /// How long to wait at most for the kernel to free released cgroups.
 const SETTLE: Duration = Duration::from_secs(20);
@@ -59,7 +48,6 @@ pub fn clean(paths: &ZombiePaths) -> Result<CleanReport> {
         }
     }
     Ok(CleanReport {
-        kind: "clean",
         dying_before: before.dying,
         dying_after: netstall_cgroups::memory_v1_count()?.dying,
         files_removed,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+pub use netstall_events::lab::PollRead;
 
 /// How to poll.
 #[derive(Debug, Clone)]
@@ -25,21 +25,6 @@ pub struct PollerConfig {
     pub cpu: Option<u32>,
     /// The process name, as `ps`, `top` and tracers will show it.
     pub comm: String,
-}
-
-/// One timed read of memory.stat.
-#[derive(Debug, Clone, Serialize)]
-pub struct PollRead {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub seq: u32,
-    pub pid: u32,
-    pub cpu: Option<u32>,
-    pub path: PathBuf,
-    /// CLOCK_REALTIME at the start of the read.
-    pub start_ns: u64,
-    pub read_ms: f64,
-    pub touched_files: u32,
 }
 
 /// Runs the poller for `config.duration`, calling `on_read` after each read.
@@ -69,7 +54,6 @@ pub fn run(config: &PollerConfig, mut on_read: impl FnMut(&PollRead)) -> Result<
             .and_then(|mut f| f.read_to_end(&mut buf))
             .with_context(|| format!("cannot read {}", config.stat_path.display()))?;
         let read = PollRead {
-            kind: "poll",
             seq,
             pid: std::process::id(),
             cpu: config.cpu,

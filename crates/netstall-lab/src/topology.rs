@@ -11,10 +11,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use netstall_events::Record;
 
 use crate::command::{run, run_with_input};
 use crate::netns;
+pub use netstall_events::lab::{Endpoint, Host, LabStatus, Responder, Role};
 
 /// NodePort ports on node1, as kube-proxy would program them.
 pub const NODEPORT_TCP: u16 = 30080;
@@ -35,44 +36,17 @@ const POD_ADDR: &str = "10.244.2.10";
 const POD_CIDR: &str = "10.244.2.0/24";
 const VXLAN_PORT: &str = "8472";
 
-/// The hosts of a lab.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Client,
-    Node1,
-    Node2,
-    Pod,
-    Outside,
+/// Where each lab host sits in the topology (its names, interfaces and
+/// addresses): the lab's knowledge, kept out of the record type.
+trait Placement: Copy {
+    fn suffix(self) -> &'static str;
+    fn rx_interfaces(self) -> &'static [&'static str];
+    fn is_node_side(self) -> bool;
+    fn addrs(self) -> &'static [&'static str];
 }
 
-impl std::str::FromStr for Role {
-    type Err = anyhow::Error;
-
-    fn from_str(text: &str) -> Result<Self> {
-        Role::ALL
-            .into_iter()
-            .find(|r| {
-                serde_json::to_value(r)
-                    .ok()
-                    .and_then(|v| v.as_str().map(|s| s == text))
-                    .unwrap_or(false)
-            })
-            .ok_or_else(|| {
-                anyhow::anyhow!("unknown lab host '{text}' (client, node1, node2, pod, outside)")
-            })
-    }
-}
-
-impl Role {
-    pub const ALL: [Role; 5] = [
-        Role::Client,
-        Role::Node1,
-        Role::Node2,
-        Role::Pod,
-        Role::Outside,
-    ];
-
+impl Placement for Role {
+    /// The short name of a lab host, in its namespace's name.
     fn suffix(self) -> &'static str {
         match self {
             Role::Client => "cli",
@@ -138,55 +112,6 @@ pub struct LabConfig {
     pub responder_exe: PathBuf,
 }
 
-/// What `lab status` reports; also kept on disk while the lab is up.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LabStatus {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub prefix: String,
-    /// The first RX CPU (the usual single-CPU setup); all of them in `rx_cpus`.
-    pub rx_cpu: u32,
-    pub rx_cpus: Vec<u32>,
-    pub hosts: Vec<Host>,
-    pub nodeport: Endpoint,
-    pub pod: Endpoint,
-    /// Responder processes, by PID, that `lab down` stops.
-    pub responders: Vec<Responder>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Host {
-    pub role: Role,
-    pub netns: String,
-    pub addrs: Vec<String>,
-    /// CPUs its receive processing is steered to (empty: not steered).
-    pub rx_cpus: Vec<u32>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Endpoint {
-    pub addr: String,
-    pub tcp: u16,
-    pub udp: u16,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Responder {
-    pub role: Role,
-    pub pid: u32,
-}
-
-impl LabStatus {
-    /// The namespace of `role`.
-    pub fn netns(&self, role: Role) -> &str {
-        self.hosts
-            .iter()
-            .find(|h| h.role == role)
-            .map(|h| h.netns.as_str())
-            .unwrap_or_default()
-    }
-}
-
 fn state_dir() -> PathBuf {
     PathBuf::from("/run/netstall/lab")
 }
@@ -202,8 +127,8 @@ pub fn status(prefix: &str) -> Result<LabStatus> {
     let text = std::fs::read_to_string(&path).map_err(|_| {
         anyhow::anyhow!("no lab '{prefix}' is up (run `netstall lab up --prefix {prefix}`)")
     })?;
-    let status: LabStatus = serde_json::from_str(&text)
-        .with_context(|| format!("corrupt lab state {}", path.display()))?;
+    let status = read_state(&text)
+        .map_err(|e| anyhow::anyhow!("corrupt lab state {}: {e}", path.display()))?;
     if let Some(missing) = Role::ALL
         .iter()
         .map(|r| netns_name(prefix, *r))
@@ -418,7 +343,6 @@ fn build(config: &LabConfig) -> Result<LabStatus> {
     }
 
     let status = LabStatus {
-        kind: "lab".into(),
         prefix: p.clone(),
         rx_cpu: config.rx_cpus[0],
         rx_cpus: config.rx_cpus.clone(),
@@ -451,11 +375,18 @@ fn build(config: &LabConfig) -> Result<LabStatus> {
 /// Records the lab's state (for `status`, `down` and re-steering).
 pub fn save(status: &LabStatus) -> Result<()> {
     std::fs::create_dir_all(state_dir())?;
-    std::fs::write(
-        state_file(&status.prefix),
-        serde_json::to_vec_pretty(status)?,
-    )?;
+    let line = Record::Lab(status.clone()).to_json_line() + "\n";
+    std::fs::write(state_file(&status.prefix), line)?;
     Ok(())
+}
+
+/// The lab's state on disk: one `lab` record.
+fn read_state(text: &str) -> Result<LabStatus, String> {
+    match netstall_events::parse_line(text) {
+        Ok(Record::Lab(status)) => Ok(status),
+        Ok(other) => Err(format!("a `{}` record, not `lab`", other.type_name())),
+        Err(e) => Err(e),
+    }
 }
 
 fn veth(ns_a: &str, a: &str, addr_a: &str, ns_b: &str, b: &str, addr_b: &str) -> Result<()> {
@@ -597,7 +528,7 @@ pub fn down(prefix: &str) -> Result<()> {
 
 fn teardown(prefix: &str) -> Result<()> {
     if let Ok(text) = std::fs::read_to_string(state_file(prefix)) {
-        if let Ok(status) = serde_json::from_str::<LabStatus>(&text) {
+        if let Ok(status) = read_state(&text) {
             stop_responders(&status.responders.iter().map(|r| r.pid).collect::<Vec<_>>());
         }
     }

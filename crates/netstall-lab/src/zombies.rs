@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+pub use netstall_events::lab::ZombieReport;
 
 /// Page cache charged to each zombie: enough to pin it, small enough that
 /// 50k of them are 800 MB.
@@ -49,20 +49,6 @@ impl ZombiePaths {
             .map(|d| d.count())
             .unwrap_or(0)
     }
-}
-
-/// What `lab zombies` reports.
-#[derive(Debug, Clone, Serialize)]
-pub struct ZombieReport {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub created: u32,
-    pub failed: u32,
-    pub dying_before: u64,
-    pub dying_after: u64,
-    pub parent: PathBuf,
-    pub data_dir: PathBuf,
-    pub elapsed_ms: u64,
 }
 
 /// Makes `count` dying memory cgroups; `progress(done)` is called now and then.
@@ -104,7 +90,6 @@ pub fn create(
     progress(count);
     let after = netstall_cgroups::memory_v1_count()?;
     Ok(ZombieReport {
-        kind: "zombies",
         created: count - failed,
         failed,
         dying_before: before.dying,

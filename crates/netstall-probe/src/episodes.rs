@@ -16,46 +16,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::model::ProbeResult;
 
-/// What kind of episode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EpisodeKind {
-    /// Probes held and released together: an RX backlog drained at once.
-    BacklogRelease,
-    /// One probe delayed, with no others held with it.
-    Spike,
-    /// Consecutive probes that got no answer.
-    Loss,
-}
-
-/// One stall (or loss burst) seen by the probes. Times are REALTIME ns.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Episode {
-    pub kind: EpisodeKind,
-    /// Estimated start of the stall (for a loss burst: the first lost send).
-    pub start_ns: u64,
-    /// Estimated end of the stall.
-    pub end_ns: u64,
-    pub duration_ms: f64,
-    /// How far off `start_ns` (and so the duration) may be: the stall began
-    /// somewhere between the last probe that got through and the first held
-    /// one, and the estimate is the middle (half an interval with one flow).
-    pub uncertainty_ms: f64,
-    /// Probes held (or lost) by the episode.
-    pub probes: u32,
-    pub flows_affected: u16,
-    pub flows_total: u16,
-    /// Which flows (indices into the session's flows), ascending.
-    pub flows: Vec<u16>,
-    pub first_seq: u64,
-    pub last_seq: u64,
-    /// The largest RTT among the held probes (null for a loss burst).
-    pub max_rtt_us: Option<f64>,
-}
+pub use netstall_events::probe::{Episode, EpisodeKind};
 
 /// How to read a series.
 #[derive(Debug, Clone)]
@@ -309,6 +272,8 @@ fn delay_episode(
         first_seq: first.seq,
         last_seq: held[held.len() - 1].seq,
         max_rtt_us: Some(crate::model::round3(max_rtt as f64 / 1e3)),
+        peer: None,
+        node: None,
     }
 }
 
@@ -335,6 +300,8 @@ fn losses(sorted: &[&ProbeResult], config: &DetectorConfig) -> Vec<Episode> {
                 first_seq: run[0].seq,
                 last_seq: run[run.len() - 1].seq,
                 max_rtt_us: None,
+                peer: None,
+                node: None,
             }
         })
         .collect()

@@ -31,7 +31,8 @@
 pub mod episodes;
 pub mod http;
 pub mod local;
-pub mod model;
+/// The records a probe session produces (in netstall-events).
+pub use netstall_events::probe as model;
 pub mod packet;
 pub mod session;
 pub mod summary;

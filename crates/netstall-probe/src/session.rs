@@ -17,7 +17,6 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use netstall_core::clock::{monotonic_ns, ClockOffset};
 use netstall_core::shutdown::Shutdown;
-use serde::Serialize;
 
 use crate::episodes::{DetectorConfig, Episode, StreamingDetector};
 use crate::http::{self, HttpUrl};
@@ -25,6 +24,7 @@ use crate::model::{ProbeResult, Proto, Reply, TsSource};
 use crate::summary::{Summary, SummaryBuilder};
 use crate::sys::{self, Stamping};
 use crate::wire::{IcmpWire, SynWire, UdpWire, Wire, WireConfig};
+pub use netstall_events::probe::SessionInfo;
 
 /// The sender wakes this long before a send and spins the rest: a timer
 /// wake-up is late by tens of µs on an idle CPU and by hundreds on a busy
@@ -136,23 +136,6 @@ impl ProbeConfig {
         }
         Ok(())
     }
-}
-
-/// What a session is, for the header line and the `{"type":"session"}` record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SessionInfo {
-    pub target: Ipv4Addr,
-    pub proto: Proto,
-    pub port: Option<u16>,
-    pub interval_us: f64,
-    pub flows_total: u16,
-    /// Source port of each flow (null for ICMP and HTTP).
-    pub src_ports: Vec<Option<u16>>,
-    /// Which timestamps the RTTs come from.
-    pub timestamps: &'static str,
-    /// Whether the sender runs at real-time priority (SCHED_FIFO 1), keeping
-    /// its schedule under load; it does when permitted and the interval is ≥ 500 µs.
-    pub realtime_sender: bool,
 }
 
 /// What a running session reports as it goes.
@@ -400,7 +383,9 @@ fn session_info(config: &ProbeConfig, wire: Option<&dyn Wire>, realtime: bool) -
         src_ports: (0..config.flows)
             .map(|f| wire.and_then(|w| w.src_port(f)))
             .collect(),
-        timestamps: wire.map_or("user space (HTTP)", |w| w.stamping().describe()),
+        timestamps: wire
+            .map_or("user space (HTTP)", |w| w.stamping().describe())
+            .to_string(),
     }
 }
 

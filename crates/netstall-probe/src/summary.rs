@@ -2,7 +2,6 @@
 //! histogram, send-schedule deviation), overall and per flow. Pure.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
 
 use crate::episodes::Episode;
 use std::collections::BTreeMap;
@@ -67,45 +66,7 @@ impl NsHistogram {
     }
 }
 
-/// The final `{"type":"summary",...}` line.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Summary {
-    pub sent: u64,
-    pub received: u64,
-    pub loss_pct: f64,
-    pub min_us: Option<f64>,
-    pub p50_us: Option<f64>,
-    pub p90_us: Option<f64>,
-    pub p99_us: Option<f64>,
-    pub p999_us: Option<f64>,
-    pub max_us: Option<f64>,
-    pub episodes: usize,
-    /// Probes sent per second, first send to last.
-    pub rate_per_s: Option<f64>,
-    /// How far sends were from the absolute schedule: p50, p99 and max, µs.
-    pub send_late_p50_us: Option<f64>,
-    pub send_late_p99_us: Option<f64>,
-    pub send_late_max_us: Option<f64>,
-    /// Probes with both ends stamped by the kernel.
-    pub kernel_timestamps: u64,
-    /// Replies that came after their probe had been given up as lost.
-    pub late_replies: u64,
-    pub flows: Vec<FlowSummary>,
-}
-
-/// One flow's share of the session.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FlowSummary {
-    pub flow: u16,
-    pub src_port: Option<u16>,
-    pub sent: u64,
-    pub received: u64,
-    pub p50_us: Option<f64>,
-    pub p99_us: Option<f64>,
-    pub max_us: Option<f64>,
-    /// Episodes that held or lost a probe of this flow.
-    pub episodes: usize,
-}
+pub use netstall_events::probe::{FlowSummary, Summary};
 
 /// Summarizes a session's results and episodes.
 pub fn summarize(probes: &[ProbeResult], episodes: &[Episode], late_replies: u64) -> Summary {
@@ -244,6 +205,8 @@ mod tests {
             first_seq: 9,
             last_seq: 9,
             max_rtt_us: None,
+            peer: None,
+            node: None,
         };
         let s = summarize(&probes, &[episode], 3);
         assert_eq!((s.sent, s.received), (1000, 900));

@@ -26,8 +26,8 @@ use netstall_core::clock::realtime_ns;
 use netstall_core::output::Output;
 use netstall_core::shutdown::Shutdown;
 use netstall_doctor::run::Target;
+use netstall_events::top::{CpuStatus, TopStatus};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
-use serde::Serialize;
 
 use model::{Model, Update};
 use sources::Sources;
@@ -216,29 +216,9 @@ fn screen(
     result
 }
 
-/// One line a few seconds apart when stdout is not a terminal.
-#[derive(Debug, Serialize)]
-struct PlainStatus {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    cpus: Vec<CpuStatus>,
-    dying_memcgs: Option<u64>,
-    bpf_ms_per_s: Option<f64>,
-    ring_drops: u64,
-    own_cpu_pct: Option<f64>,
-}
-
-#[derive(Debug, Serialize)]
-struct CpuStatus {
-    cpu: u32,
-    net_rx_pct: Option<f64>,
-    stalls_60s: usize,
-}
-
-fn plain_status(model: &Model) -> PlainStatus {
+fn plain_status(model: &Model) -> TopStatus {
     let s = &model.status;
-    PlainStatus {
-        kind: "top-status",
+    TopStatus {
         cpus: model
             .cpus
             .iter()
@@ -256,7 +236,7 @@ fn plain_status(model: &Model) -> PlainStatus {
 }
 
 /// `TOP cpu0 rx 1.2% 3 stalls | cpu1 … | dying memcgs 12 · tracer 0.31 ms/s · drops 0 · top 0.4% CPU`
-fn plain_status_line(status: &PlainStatus) -> String {
+fn plain_status_line(status: &TopStatus) -> String {
     let cpus: Vec<String> = status
         .cpus
         .iter()
@@ -299,7 +279,7 @@ fn plain(
         }
         match sources.updates.recv_timeout(Duration::from_millis(200)) {
             Ok(Update::Stall(stall)) => {
-                out.json(&*stall);
+                out.json((*stall).clone());
                 out.text(netstall_kernel::trace::format::stall_line(&stall));
                 model.apply(Update::Stall(stall));
             }
@@ -318,7 +298,7 @@ fn plain(
             }
             model.prune(realtime_ns());
             let status = plain_status(&model);
-            out.json(&status);
+            out.json(status.clone());
             out.text(plain_status_line(&status));
         }
     }

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use netstall_core::stall::{Detector, Stall};
+use netstall_events::kernel::{Detector, Stall};
 
 /// How far back the lanes and sparklines look.
 pub const WINDOW_NS: u64 = 60_000_000_000;
@@ -529,13 +529,12 @@ pub fn short_frame(frame: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netstall_core::stall::Culprit;
+    use netstall_events::kernel::Culprit;
 
     const S: u64 = 1_000_000_000;
 
     fn stall(cpu: u32, start_s: f64, ms: f64, detector: Detector, comm: &str) -> Stall {
         Stall {
-            kind: "stall",
             detector,
             cpu,
             start_ns: (start_s * 1e9) as u64,
@@ -553,6 +552,7 @@ mod tests {
                 ],
                 ..Culprit::default()
             }),
+            node: None,
         }
     }
 

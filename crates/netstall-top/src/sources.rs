@@ -16,7 +16,7 @@ use netstall_core::shutdown::Shutdown;
 use netstall_kernel::trace::{self, Stop, TraceConfig, TraceEvent};
 use netstall_probe::{Mode, ProbeConfig, SessionEvent};
 use netstall_xray::sampler::{self, SamplerConfig};
-use netstall_xray::timeline::{self, StallKind, StallRules};
+use netstall_xray::timeline::{self, GapKind, StallRules};
 
 use crate::model::Update;
 use crate::TopConfig;
@@ -38,7 +38,7 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
 /// The running sources.
 pub struct Sources {
     pub updates: Receiver<Update>,
-    pub detectors: Vec<&'static str>,
+    pub detectors: Vec<String>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -126,7 +126,7 @@ pub fn start(config: &TopConfig, stop: &Arc<Shutdown>) -> Result<Sources> {
     })
 }
 
-type Started = std::result::Result<Vec<&'static str>, String>;
+type Started = std::result::Result<Vec<String>, String>;
 
 fn tracer(
     config: &TopConfig,
@@ -259,9 +259,9 @@ fn sampler_thread(
             while !stop.is_requested() {
                 match sampler::record_times(&config, SAMPLE_CHUNK, &stop) {
                     Ok(recording) => {
-                        for gap in timeline::stalls(&recording.samples, rules)
+                        for gap in timeline::gaps(&recording.samples, rules)
                             .into_iter()
-                            .filter(|s| s.kind == StallKind::IrqsOff)
+                            .filter(|s| s.kind == GapKind::IrqsOff)
                         {
                             let _ = tx.send(Update::SampleGap {
                                 cpu: gap.cpu,

@@ -1,7 +1,7 @@
 //! Drawing the model (ratatui) and the keys that move around it. Pure: it
 //! draws into whatever backend it is given, so tests render to a buffer.
 
-use netstall_core::stall::{Detector, Stall};
+use netstall_events::kernel::{Detector, Stall};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -102,7 +102,7 @@ impl View {
 pub struct Header {
     pub threshold_ms: f64,
     pub refresh_ms: u64,
-    pub detectors: Vec<&'static str>,
+    pub detectors: Vec<String>,
 }
 
 const LANE_LABEL: u16 = 6; // "cpu12 "
@@ -499,7 +499,7 @@ fn trim_float(x: f64) -> String {
 mod tests {
     use super::*;
     use crate::model::Update;
-    use netstall_core::stall::Culprit;
+    use netstall_events::kernel::Culprit;
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
 
@@ -507,7 +507,6 @@ mod tests {
 
     fn spin_stall(start_s: u64) -> Stall {
         Stall {
-            kind: "stall",
             detector: Detector::SoftirqDelay,
             cpu: 1,
             start_ns: start_s * S,
@@ -526,6 +525,7 @@ mod tests {
                 ],
                 ..Culprit::default()
             }),
+            node: None,
         }
     }
 

@@ -14,79 +14,18 @@
 //!
 //! Everything here is pure, so it is tested on recorded samples.
 
-use serde::Serialize;
+pub use netstall_events::xray::{GapKind, Sample, SampleGap, Trigger};
 
-/// One symbolized sample.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Sample {
-    /// CLOCK_REALTIME.
-    pub time_ns: u64,
-    pub cpu: u32,
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: String,
-    /// Frames, root first: user frames, then kernel frames down to the leaf.
-    pub stack: Vec<String>,
-    /// How many of the last frames are kernel frames.
-    pub kernel_depth: usize,
-}
-
-impl Sample {
-    /// `comm;root;...;leaf`, the folded form.
-    pub fn folded(&self) -> String {
-        let mut line = self.comm.replace(' ', "_");
-        for frame in &self.stack {
-            line.push(';');
-            line.push_str(frame);
-        }
-        line
-    }
-
-    /// Whether a frame named `name` is on the stack.
-    pub fn has_frame(&self, name: &str) -> bool {
-        self.stack.iter().any(|f| f == name)
-    }
-
-    /// Running in softirq processing (the kernel's softirq loop is on the stack).
-    pub fn in_softirq(&self) -> bool {
-        self.stack
-            .iter()
-            .any(|f| f == "handle_softirqs" || f == "__do_softirq")
-    }
-
-    /// In the kernel, but the kernel stack did not unwind past a frame or
-    /// two (seen in samples that land inside BPF programs), so whether it
-    /// is in a softirq cannot be told.
-    pub fn kernel_stack_truncated(&self) -> bool {
-        (1..=2).contains(&self.kernel_depth)
-    }
-
-    pub fn is_ksoftirqd(&self) -> bool {
-        self.comm.starts_with("ksoftirqd/")
-    }
-}
-
-/// Why a CPU could not process network RX for a while.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StallKind {
-    /// No samples at all: IRQs were off.
-    IrqsOff,
-    /// Samples inside softirq processing the whole time: BHs were off.
-    Softirq,
-}
-
-/// A stall seen in the samples of one CPU.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Stall {
-    pub kind: StallKind,
+/// A gap in the samples of one CPU, with the samples that bound it (the
+/// record users see is its [`SampleGap`], from [`sample_gap`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gap {
+    pub kind: GapKind,
     pub cpu: u32,
     /// The last sample before the gap (irqs-off) or the first sample of the
     /// softirq run, as an index into the samples.
-    #[serde(skip)]
     pub first: usize,
     /// The first sample after the gap or the last one of the run.
-    #[serde(skip)]
     pub last: usize,
     pub start_ns: u64,
     pub end_ns: u64,
@@ -115,8 +54,8 @@ impl StallRules {
     }
 }
 
-/// Stalls in `samples` (time-ordered, any CPUs), ordered by start time.
-pub fn stalls(samples: &[Sample], rules: StallRules) -> Vec<Stall> {
+/// Gaps in `samples` (time-ordered, any CPUs), ordered by start time.
+pub fn gaps(samples: &[Sample], rules: StallRules) -> Vec<Gap> {
     let mut found = Vec::new();
     for cpu in cpus(samples) {
         let on_cpu: Vec<usize> = (0..samples.len())
@@ -124,9 +63,8 @@ pub fn stalls(samples: &[Sample], rules: StallRules) -> Vec<Stall> {
             .collect();
         for pair in on_cpu.windows(2) {
             let (a, b) = (&samples[pair[0]], &samples[pair[1]]);
-            let gap = b.time_ns.saturating_sub(a.time_ns);
-            if gap > rules.min_gap_ns {
-                found.push(stall(StallKind::IrqsOff, cpu, samples, pair[0], pair[1]));
+            if b.time_ns.saturating_sub(a.time_ns) > rules.min_gap_ns {
+                found.push(gap(GapKind::IrqsOff, cpu, samples, pair[0], pair[1]));
             }
         }
         // A run starts and ends at softirq samples; samples whose kernel
@@ -151,7 +89,7 @@ pub fn stalls(samples: &[Sample], rules: StallRules) -> Vec<Stall> {
 }
 
 fn push_softirq_run(
-    found: &mut Vec<Stall>,
+    found: &mut Vec<Gap>,
     cpu: u32,
     samples: &[Sample],
     first: usize,
@@ -159,13 +97,13 @@ fn push_softirq_run(
     rules: StallRules,
 ) {
     if samples[last].time_ns - samples[first].time_ns >= rules.min_softirq_ns {
-        found.push(stall(StallKind::Softirq, cpu, samples, first, last));
+        found.push(gap(GapKind::Softirq, cpu, samples, first, last));
     }
 }
 
-fn stall(kind: StallKind, cpu: u32, samples: &[Sample], first: usize, last: usize) -> Stall {
+fn gap(kind: GapKind, cpu: u32, samples: &[Sample], first: usize, last: usize) -> Gap {
     let (start_ns, end_ns) = (samples[first].time_ns, samples[last].time_ns);
-    Stall {
+    Gap {
         kind,
         cpu,
         first,
@@ -173,6 +111,25 @@ fn stall(kind: StallKind, cpu: u32, samples: &[Sample], first: usize, last: usiz
         start_ns,
         end_ns,
         duration_ms: (end_ns - start_ns) as f64 / 1e6,
+    }
+}
+
+/// The record of `gap`: the sample that names it is the one after an
+/// irqs-off gap (where IRQs came back on) or the first of a softirq run.
+pub fn sample_gap(samples: &[Sample], gap: &Gap) -> SampleGap {
+    let named = &samples[match gap.kind {
+        GapKind::IrqsOff => gap.last,
+        GapKind::Softirq => gap.first,
+    }];
+    SampleGap {
+        kind: gap.kind,
+        cpu: gap.cpu,
+        start_ns: gap.start_ns,
+        end_ns: gap.end_ns,
+        duration_ms: gap.duration_ms,
+        comm: named.comm.clone(),
+        tid: named.tid,
+        resumed_in: named.stack.iter().rev().cloned().collect(),
     }
 }
 
@@ -217,16 +174,6 @@ pub fn window_before(samples: &[Sample], at: usize, count: usize) -> Vec<usize> 
     window
 }
 
-/// What a window of samples leads up to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Trigger {
-    /// Each stall (see [`stalls`]).
-    Stall,
-    /// Each run of ksoftirqd samples.
-    Ksoftirqd,
-}
-
 /// The samples of one CPU leading up to a trigger, as indexes into the samples.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
@@ -240,18 +187,13 @@ pub struct Window {
 }
 
 /// The `count` samples before each trigger on its CPU.
-pub fn windows(
-    samples: &[Sample],
-    stalls: &[Stall],
-    trigger: Trigger,
-    count: usize,
-) -> Vec<Window> {
+pub fn windows(samples: &[Sample], gaps: &[Gap], trigger: Trigger, count: usize) -> Vec<Window> {
     match trigger {
-        Trigger::Stall => stalls
+        Trigger::Stall => gaps
             .iter()
             .map(|stall| {
                 let mut window = window_before(samples, stall.first, count);
-                if stall.kind == StallKind::IrqsOff {
+                if stall.kind == GapKind::IrqsOff {
                     window.push(stall.last);
                 }
                 Window {
@@ -343,18 +285,15 @@ mod tests {
     #[test]
     fn a_hole_in_the_samples_is_irqs_off_and_the_next_sample_says_where_they_came_back() {
         let samples = recorded();
-        let found = stalls(&samples, StallRules::for_frequency(999));
+        let found = gaps(&samples, StallRules::for_frequency(999));
         let gap = found
             .iter()
-            .find(|s| s.kind == StallKind::IrqsOff)
+            .find(|s| s.kind == GapKind::IrqsOff)
             .expect("the gap");
         assert_eq!((gap.cpu, gap.duration_ms), (0, 50.0));
         assert!(samples[gap.last].has_frame("_raw_spin_unlock_irq"));
         assert_eq!(
-            found
-                .iter()
-                .filter(|s| s.kind == StallKind::IrqsOff)
-                .count(),
+            found.iter().filter(|s| s.kind == GapKind::IrqsOff).count(),
             1
         );
     }
@@ -362,10 +301,10 @@ mod tests {
     #[test]
     fn a_long_softirq_run_is_a_stall_and_ksoftirqd_does_not_end_it_early() {
         let samples = recorded();
-        let found = stalls(&samples, StallRules::for_frequency(999));
+        let found = gaps(&samples, StallRules::for_frequency(999));
         let run = found
             .iter()
-            .find(|s| s.kind == StallKind::Softirq)
+            .find(|s| s.kind == GapKind::Softirq)
             .expect("the run");
         // 100..=129 in the app's softirq, then 130 in ksoftirqd's: one run.
         assert_eq!(run.duration_ms, 30.0);
@@ -390,7 +329,7 @@ mod tests {
             }
         }
         samples.push(sample(40, 0, "app", &["main", "work", "more"]));
-        let found = stalls(&samples, StallRules::for_frequency(999));
+        let found = gaps(&samples, StallRules::for_frequency(999));
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].duration_ms, 39.0);
     }
@@ -407,7 +346,7 @@ mod tests {
             };
             samples.push(sample(ms, 1, "app", stack));
         }
-        assert!(stalls(&samples, StallRules::for_frequency(999)).is_empty());
+        assert!(gaps(&samples, StallRules::for_frequency(999)).is_empty());
     }
 
     #[test]
@@ -425,7 +364,7 @@ mod tests {
     #[test]
     fn stall_window_ends_with_the_sample_where_irqs_came_back_on() {
         let samples = recorded();
-        let found = stalls(&samples, StallRules::for_frequency(999));
+        let found = gaps(&samples, StallRules::for_frequency(999));
         let windows = windows(&samples, &found, Trigger::Stall, 3);
         assert_eq!(windows.len(), 2);
         let irqs_off = &windows[0];

@@ -7,7 +7,7 @@ use netstall_core::shutdown::Shutdown;
 use netstall_kernel::spin::{self, SpinConfig};
 use netstall_testkit::{privileged, MachineLock};
 use netstall_xray::sampler::{self, SamplerConfig};
-use netstall_xray::timeline::{self, StallKind, StallRules, Trigger};
+use netstall_xray::timeline::{self, GapKind, StallRules, Trigger};
 
 /// `lab spin` busy-waits 50 ms inside a softirq with IRQs on, so cpu-clock
 /// samples keep landing, all of them inside softirq processing: each stall
@@ -50,12 +50,12 @@ fn injected_50ms_stalls_are_found_with_the_samples_before_them() {
         "time order"
     );
 
-    let stalls = timeline::stalls(samples, StallRules::for_frequency(999));
+    let stalls = timeline::gaps(samples, StallRules::for_frequency(999));
     for stall in &injected {
         let found = stalls
             .iter()
             .find(|s| {
-                s.kind == StallKind::Softirq
+                s.kind == GapKind::Softirq
                     && s.cpu == 0
                     && s.start_ns.abs_diff(stall.start_ns) < 5_000_000
             })

@@ -93,6 +93,10 @@ fn demo_reproduces_diagnoses_and_fixes_the_incident() {
     );
     assert_eq!(verdicts[1]["healthy"], true);
 
+    // The incident's report embeds its records: replayed offline, they give
+    // the live verdict again (but for the timing of the live run).
+    assert_replays_to(&report, verdicts[0]);
+
     // The dying cgroups and the lab are gone.
     assert!(!netstall_lab::netns::exists(&format!("{prefix}-cli")));
     render_report_in_chromium(&report);
@@ -314,6 +318,7 @@ fn doctor_names_an_injected_bh_off_stall_by_its_stack() {
         .spawn()
         .unwrap();
     let report = std::env::temp_dir().join(format!("netstall-spin-{}.html", lab.prefix));
+    let saved = std::env::temp_dir().join(format!("netstall-spin-{}.jsonl", lab.prefix));
     let mut doctor = Command::new(NETSTALL)
         .args([
             "doctor",
@@ -329,6 +334,8 @@ fn doctor_names_an_injected_bh_off_stall_by_its_stack() {
         ])
         .arg("--report")
         .arg(&report)
+        .arg("--save")
+        .arg(&saved)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -361,8 +368,96 @@ fn doctor_names_an_injected_bh_off_stall_by_its_stack() {
     );
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(html.contains("spin_in_softirq"));
+    // Saved and replayed (the records file and the report), the verdict is
+    // the live one.
+    assert_replays_to(&saved, verdict);
+    assert_replays_to(&report, verdict);
     let _ = std::fs::remove_file(&report);
+    let _ = std::fs::remove_file(&saved);
     std::thread::sleep(Duration::from_millis(10));
+}
+
+/// `doctor --replay FILE --json`, as nobody (replay needs no privileges),
+/// gives `live` again, but for the fields that describe the live run's
+/// timing.
+fn assert_replays_to(file: &std::path::Path, live: &Value) {
+    // The file must be readable by nobody.
+    let copy = std::env::temp_dir().join(format!(
+        "netstall-replay-{}-{}",
+        std::process::id(),
+        file.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::copy(file, &copy).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(NETSTALL)
+        .args(["doctor", "--json", "--replay"])
+        .arg(&copy)
+        .output()
+        .expect("run setpriv");
+    let _ = std::fs::remove_file(&copy);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines = json_lines(&out);
+    let replayed = *of_type(&lines, "verdict")
+        .last()
+        .unwrap_or_else(|| panic!("no verdict replaying {}: {stderr}", file.display()));
+    let without_timing = |v: &Value| {
+        let mut v = v.clone();
+        let map = v.as_object_mut().unwrap();
+        map.remove("time_to_verdict_s");
+        map.remove("from_first_stall_s");
+        v
+    };
+    assert_eq!(
+        without_timing(replayed),
+        without_timing(live),
+        "replaying {}",
+        file.display()
+    );
+    let live_exit = match live["status"].as_str() {
+        Some("unhealthy") => 1,
+        Some("unknown") => 2,
+        _ => 0,
+    };
+    assert_eq!(out.status.code(), Some(live_exit), "{stderr}");
+}
+
+#[test]
+fn replay_of_bad_input_names_the_line_in_one_line() {
+    let dir = TempDir::new();
+    let good = std::fs::read_to_string(repo_file(
+        "crates/netstall-doctor/tests/fixtures/incident.jsonl",
+    ))
+    .unwrap();
+    let first = good.lines().next().unwrap();
+    let second = good.lines().nth(1).unwrap();
+    let cases: [(&str, String, &str); 6] = [
+        ("truncated", format!("{first}\n{}", &second[..second.len() / 2]), "line 2"),
+        ("unknown-type", format!("{first}\n{{\"type\":\"no-such-record\"}}\n"), "line 2: unknown record type `no-such-record`"),
+        ("wrong-field-type", format!("{first}\n{{\"type\":\"steal\",\"cpu\":\"zero\",\"start_ns\":1,\"end_ns\":2,\"steal_ms\":1.0,\"source\":\"proc-stat\"}}\n"), "line 2: invalid type"),
+        ("not-a-run", format!("{second}\n"), "no doctor-run record"),
+        ("report.html", "<!DOCTYPE html>\n<html><body>no records</body></html>\n".into(), "no embedded records"),
+        ("missing", String::new(), "cannot open"),
+    ];
+    for (name, text, needle) in cases {
+        let path = dir.0.join(name);
+        if name != "missing" {
+            std::fs::write(&path, text).unwrap();
+        }
+        let out = netstall(&["doctor", "--replay", path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{name}: {stderr}");
+        assert!(stderr.contains(needle), "{name}: {stderr}");
+        assert!(out.stdout.is_empty(), "{name}: no verdict from bad input");
+    }
 }
 
 #[test]

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use netstall_agent::events::EventLog;
 use netstall_agent::remediator::Remediator;
-use netstall_agent::tracer::{self, StallObservation};
+use netstall_agent::tracer;
 use netstall_agent::{AgentOptions, State};
 use netstall_core::shutdown::Shutdown;
 use netstall_testkit::{privileged, MachineLock};
@@ -575,15 +575,8 @@ impl Agent {
     /// Stalls as the kernel tracer reports them: 117 ms on CPU 3, by cadvisor in read().
     fn stalls(&self, n: usize) {
         for _ in 0..n {
-            let stall = StallObservation {
-                detector: "irqs-off".into(),
-                cpu: 3,
-                start_ns: netstall_core::clock::realtime_ns(),
-                duration_ms: 117.0,
-                comm: Some("cadvisor".into()),
-                syscall: Some("read".into()),
-            };
-            tracer::record(&self.state, &stall, &json!({"type": "stall", "cpu": 3}));
+            let stall = tracer::cadvisor_stall(netstall_core::clock::realtime_ns());
+            tracer::record(&self.state, &stall);
         }
     }
 

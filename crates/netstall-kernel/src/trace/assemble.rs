@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use netstall_core::stall::{Culprit, Detector, Stall};
+use netstall_events::kernel::{Culprit, Detector, Stall};
 
 use super::event::{KernelEvent, SyscallInFlight, Task};
 
@@ -227,7 +227,6 @@ impl Assembler {
         });
 
         Stall {
-            kind: "stall",
             detector: primary,
             cpu: group.cpu,
             start_ns,
@@ -237,6 +236,7 @@ impl Assembler {
             max_wait_ms: max_wait_ns.map(|w| w as f64 / 1e6),
             drained_by,
             culprit: self.culprit(group),
+            node: None,
         }
     }
 

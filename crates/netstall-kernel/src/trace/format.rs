@@ -1,7 +1,7 @@
 //! One-line text for people: stalls, ICMP echo rows (the story's bcc table),
 //! slow syscalls.
 
-use netstall_core::stall::{Culprit, IcmpEcho, SlowSyscall, Stall, Steal};
+use netstall_events::kernel::{Culprit, IcmpEcho, SlowSyscall, Stall, Steal};
 
 /// Frames shown in a stall's line (the JSON carries the whole stack).
 const FRAMES_SHOWN: usize = 5;
@@ -130,11 +130,10 @@ pub fn syscall_line(s: &SlowSyscall) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netstall_core::stall::Detector;
+    use netstall_events::kernel::Detector;
 
     fn stall() -> Stall {
         Stall {
-            kind: "stall",
             detector: Detector::IrqsOff,
             cpu: 1,
             start_ns: 1,
@@ -165,6 +164,7 @@ mod tests {
                 .map(|s| s.to_string())
                 .collect(),
             }),
+            node: None,
         }
     }
 
@@ -192,7 +192,6 @@ mod tests {
     #[test]
     fn icmp_rows_mark_ksoftirqd() {
         let mut e = IcmpEcho {
-            kind: "icmp",
             seq: 770,
             id: 9,
             cpu: 11,

@@ -14,7 +14,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBufferBuilder};
 use netstall_core::clock::{realtime_ns, ClockOffset};
 use netstall_core::privilege::{self, Capability};
-use netstall_core::stall::{IcmpEcho, SlowSyscall, Steal, StealSource};
+use netstall_events::kernel::{IcmpEcho, SlowSyscall, Steal, StealSource};
 
 use super::assemble::Assembler;
 use super::event::{decode, raw_from_bytes, KernelEvent};
@@ -208,7 +208,7 @@ fn plan(
             .map_or(&[][..], |(_, p)| *p);
         match failures.iter().find(|(p, _)| progs.contains(p)) {
             Some((_, why)) => unavailable.push(Unavailable {
-                detector,
+                detector: detector.to_string(),
                 reason: why.clone(),
             }),
             None => usable.push(*detector),
@@ -337,8 +337,7 @@ fn read_histograms(
             !b.is_empty() && cpus.as_ref().is_none_or(|c| c.contains(&(*cpu as u32)))
         })
         .map(|(cpu, buckets)| Histogram {
-            kind: "histogram",
-            detector,
+            detector: detector.to_string(),
             cpu: cpu as u32,
             buckets,
         })
@@ -394,7 +393,6 @@ fn route(
             ref task,
             ts_ns,
         } => on_event(TraceEvent::Icmp(IcmpEcho {
-            kind: "icmp",
             seq,
             id,
             cpu,
@@ -419,7 +417,6 @@ fn route(
                 .is_some_and(|t| duration_ns >= t.as_nanos() as u64)
             {
                 on_event(TraceEvent::Syscall(SlowSyscall {
-                    kind: "syscall",
                     comm: task.comm.clone(),
                     pid: task.pid,
                     tid: task.tid,
@@ -439,7 +436,6 @@ fn route(
             end_ns,
             stolen_ns,
         } => on_event(TraceEvent::Steal(Steal {
-            kind: "steal",
             cpu,
             start_ns,
             end_ns,
@@ -513,12 +509,11 @@ pub fn run(
         .collect::<Result<_>>()?;
 
     on_event(TraceEvent::Started(TraceStart {
-        kind: "trace-start",
         ts_ns: realtime_ns(),
         detectors: wanted
             .iter()
-            .copied()
-            .filter(|d| !unavailable.iter().any(|u| u.detector == *d))
+            .filter(|d| !unavailable.iter().any(|u| u.detector == **d))
+            .map(|d| d.to_string())
             .collect(),
         unavailable: unavailable.clone(),
     }));
@@ -616,8 +611,7 @@ pub fn run(
                 let (run_count, run_time_ns) = program_stats(&p)?;
                 let name = p.name().to_string_lossy().into_owned();
                 Ok(ProgramCost {
-                    kind: "self-cost",
-                    detector: detector_of(&name),
+                    detector: detector_of(&name).to_string(),
                     program: name,
                     run_count,
                     run_time_ns,
@@ -637,7 +631,6 @@ pub fn run(
         ..
     } = totals(&skel, &config.cpus, None)?;
     Ok(TraceReport {
-        kind: "trace-summary",
         duration_ms: started.elapsed().as_millis() as u64,
         stalls,
         ring_drops,

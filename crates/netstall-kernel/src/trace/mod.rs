@@ -27,8 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netstall_core::shutdown::Shutdown;
-use netstall_core::stall::{IcmpEcho, SlowSyscall, Stall, Steal};
-use serde::Serialize;
+use netstall_events::kernel::{IcmpEcho, SlowSyscall, Stall, Steal};
 
 pub use load::run;
 
@@ -134,67 +133,4 @@ pub struct TraceTotals {
     pub bpf_run_ns: Option<u64>,
 }
 
-/// Tracing has begun (every detector attached).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TraceStart {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub ts_ns: u64,
-    pub detectors: Vec<&'static str>,
-    /// Detectors that could not be loaded on this kernel, with the reason.
-    pub unavailable: Vec<Unavailable>,
-}
-
-/// One BPF program's cost, from the kernel's BPF stats.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ProgramCost {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub program: String,
-    pub detector: &'static str,
-    pub run_count: u64,
-    pub run_time_ns: u64,
-    pub ns_per_event: Option<f64>,
-}
-
-/// Per-CPU log2 histogram: `buckets[cpu][i]` counts values in [2^i, 2^(i+1)) ns.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Histogram {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub detector: &'static str,
-    pub cpu: u32,
-    /// `[upper bound ns, count]` for each non-empty log2 bucket.
-    pub buckets: Vec<(u64, u64)>,
-}
-
-/// What a finished trace saw, beyond the streamed events.
-#[derive(Debug, Clone, Serialize)]
-pub struct TraceReport {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub duration_ms: u64,
-    pub stalls: u64,
-    /// Events lost because the ring buffer was full (never silently).
-    pub ring_drops: u64,
-    /// Packets whose backlog wait was measured, and those that waited.
-    pub packets: u64,
-    pub packets_waited: u64,
-    pub ksoftirqd_takeovers: u64,
-    /// Packets received without an enqueue stamp to measure from (their
-    /// slot was reused, or they entered the stack before tracing began).
-    pub unmatched_packets: u64,
-    /// Detectors that could not be loaded on this kernel, with the reason.
-    pub unavailable: Vec<Unavailable>,
-    #[serde(skip)]
-    pub histograms: Vec<Histogram>,
-    #[serde(skip)]
-    pub self_cost: Vec<ProgramCost>,
-}
-
-/// A detector this kernel could not load.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Unavailable {
-    pub detector: &'static str,
-    pub reason: String,
-}
+pub use netstall_events::kernel::{Histogram, ProgramCost, TraceReport, TraceStart, Unavailable};

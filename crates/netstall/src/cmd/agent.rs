@@ -7,6 +7,7 @@ use anyhow::Result;
 use netstall_agent::{AgentConfig, AgentOptions};
 use netstall_core::duration;
 use netstall_core::output::Output;
+use netstall_events::Record;
 
 #[derive(clap::Args)]
 #[command(
@@ -41,34 +42,37 @@ pub struct Args {
     options: AgentOptions,
 }
 
-/// The settings as one JSON object (`{"type":"agent-config",...}`).
-fn config_json(c: &AgentConfig) -> serde_json::Value {
-    serde_json::json!({
-        "type": "agent-config",
-        "listen": c.listen.to_string(),
-        "node_name": c.node_name,
-        "peers": c.peers.iter().map(|p| format!("{}={}", p.name, p.addr)).collect::<Vec<_>>(),
-        "peers_dns": c.peers_dns,
-        "peers_kubernetes": c.peers_kubernetes.as_ref().map(ToString::to_string),
-        "probe_rate": c.probe_rate,
-        "max_peers": c.max_peers,
-        "stall_threshold_ms": duration::as_ms(c.stall_threshold),
-        "cgroup_interval_ms": duration::as_ms(c.cgroup_interval),
-        "dying_memcg_limit": c.dying_memcg_limit,
-        "problem_window_ms": duration::as_ms(c.problem_window),
-        "tracer": c.tracer,
-        "event_log": c.event_log.as_ref().map(|p| p.display().to_string()),
-        "remediate": c.remediation.mode.to_string(),
-        "dry_run": c.remediation.dry_run,
-        "lease": c.remediation.lease.to_string(),
-        "lease_duration_ms": duration::as_ms(c.remediation.lease_duration),
-        "min_healthy": c.remediation.min_healthy.to_string(),
-        "reboot_sentinel": c.remediation.reboot_sentinel.display().to_string(),
-        "reboot_command": c.remediation.reboot_command,
-        "probation_ms": duration::as_ms(c.remediation.probation),
-        "drain_timeout_ms": duration::as_ms(c.remediation.drain_timeout),
-        "remediate_memcg": c.remediation.memcg_quick_fix,
-    })
+/// The settings in effect, as a record (`{"type":"agent-config",...}`).
+fn config_record(c: &AgentConfig) -> netstall_events::agent::AgentConfig {
+    netstall_events::agent::AgentConfig {
+        listen: c.listen.to_string(),
+        node_name: c.node_name.clone(),
+        peers: c
+            .peers
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.addr))
+            .collect(),
+        peers_dns: c.peers_dns.clone(),
+        peers_kubernetes: c.peers_kubernetes.as_ref().map(ToString::to_string),
+        probe_rate: c.probe_rate,
+        max_peers: c.max_peers,
+        stall_threshold_ms: duration::as_ms(c.stall_threshold),
+        cgroup_interval_ms: duration::as_ms(c.cgroup_interval),
+        dying_memcg_limit: c.dying_memcg_limit,
+        problem_window_ms: duration::as_ms(c.problem_window),
+        tracer: c.tracer,
+        event_log: c.event_log.as_ref().map(|p| p.display().to_string()),
+        remediate: c.remediation.mode,
+        dry_run: c.remediation.dry_run,
+        lease: c.remediation.lease.to_string(),
+        lease_duration_ms: duration::as_ms(c.remediation.lease_duration),
+        min_healthy: c.remediation.min_healthy.to_string(),
+        reboot_sentinel: c.remediation.reboot_sentinel.display().to_string(),
+        reboot_command: c.remediation.reboot_command.clone(),
+        probation_ms: duration::as_ms(c.remediation.probation),
+        drain_timeout_ms: duration::as_ms(c.remediation.drain_timeout),
+        remediate_memcg: c.remediation.memcg_quick_fix,
+    }
 }
 
 pub fn run(args: Args, _out: Output) -> Result<ExitCode> {
@@ -78,7 +82,7 @@ pub fn run(args: Args, _out: Output) -> Result<ExitCode> {
     };
     let config = args.options.or(file).resolve()?;
     if args.print_config {
-        println!("{}", config_json(&config));
+        println!("{}", Record::from(config_record(&config)).to_json_line());
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(ns) = &args.netns {

@@ -12,8 +12,8 @@ use netstall_bisect::{Analysis, OutsideView, RunConfig, Settings, Targets, Topol
 use netstall_core::duration;
 use netstall_core::output::Output;
 use netstall_core::privilege::{self, Capability};
+use netstall_events::bisect::BisectRun;
 use netstall_lab::topology::{self as lab, LabStatus, Role};
-use serde::Serialize;
 
 /// SYNs to a node IP go here unless told otherwise: the kubelet listens on
 /// every node (and a closed port's RST answers the probe just as well).
@@ -181,18 +181,6 @@ fn addr_near(lab: &LabStatus, role: Role, near: Role) -> Result<Ipv4Addr> {
         .with_context(|| format!("the lab's state has no underlay address for {role:?}"))
 }
 
-#[derive(Serialize)]
-struct Line<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    interval_us: f64,
-    duration_s: f64,
-    flows: u16,
-    confidence: f64,
-    #[serde(flatten)]
-    analysis: &'a Analysis,
-}
-
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     let plan = plan(&args)?;
     let mut needed = vec![Capability::NetRaw];
@@ -234,13 +222,12 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         ..Settings::default()
     };
     let analysis = netstall_bisect::analyze(&outcomes, &settings);
-    out.json(&Line {
-        kind: "bisect",
+    out.json(BisectRun {
         interval_us: args.interval.as_secs_f64() * 1e6,
         duration_s: args.duration.as_secs_f64(),
         flows: args.flows,
         confidence: args.confidence,
-        analysis: &analysis,
+        analysis: analysis.clone(),
     });
     if !out.is_json() {
         print_table(&analysis, args.confidence, out);

@@ -48,7 +48,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         let path = report::memory_stat_path(&host, &report)?;
         out.progress(canary::warning(&path, args.cpu));
         report.canary = Some(canary::read_once(&host, &path, args.cpu)?);
-        report.refresh_advice();
+        netstall_cgroups::report::refresh_advice(&mut report);
     }
     if let Some(duration) = args.watch {
         out.progress(format!(
@@ -75,7 +75,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         });
     }
 
-    out.json(&report);
+    out.json(report.clone());
     if !out.is_json() {
         print_text(&report, out);
     }
@@ -151,7 +151,10 @@ fn print_text(report: &Report, out: Output) {
 fn print_watch(w: &WatchReport, out: Output) {
     out.text(format!(
         "watch ({}, {:.1} s): dying memory cgroups {} -> {}",
-        w.source, w.seconds, w.memory_dying_start, w.memory_dying_end
+        w.source.as_str(),
+        w.seconds,
+        w.memory_dying_start,
+        w.memory_dying_end
     ));
     out.text(format!(
         "  {:<24} {:>10} {:>10} {:>11} {:>12}",

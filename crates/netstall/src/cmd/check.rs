@@ -28,10 +28,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
-    let report = netstall_agent::http::get(args.agent, "/healthz", args.timeout).and_then(|body| {
-        serde_json::from_str::<HealthReport>(&body)
-            .map_err(|e| anyhow::anyhow!("the agent's /healthz is not a health report: {e}"))
-    });
+    let report = netstall_agent::http::get(args.agent, "/healthz", args.timeout)
+        .and_then(|body| HealthReport::from_json(&body).map_err(anyhow::Error::msg));
     let (status, line) = match &report {
         Ok(report) => check_verdict(report),
         Err(e) => (
@@ -40,7 +38,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         ),
     };
     match (&report, out.is_json()) {
-        (Ok(report), true) => out.json(report),
+        (Ok(report), true) => out.json(report.clone()),
         _ => println!("{line}"),
     }
     Ok(ExitCode::from(status as u8))

@@ -7,11 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use netstall_core::output::Output;
+use netstall_events::xray::{CollapseSummary, FoldedStack};
+use netstall_events::Record;
 use netstall_xray::collapse::{self, CollapseOptions, CollapseStats};
 use netstall_xray::fold::FoldOptions;
 use netstall_xray::window::BeforeWindow;
 use regex::bytes::Regex;
-use serde::Serialize;
 
 #[derive(clap::Args)]
 #[command(
@@ -66,26 +67,6 @@ pub struct Args {
     /// Folding threads for aggregated output (default: one per CPU).
     #[arg(short = 'j', long, value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
-}
-
-#[derive(Serialize)]
-struct StackLine<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    stack: &'a str,
-    count: u64,
-}
-
-#[derive(Serialize)]
-struct Summary {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    samples: u64,
-    kept_event: Option<String>,
-    filtered_samples: u64,
-    unrecognized_lines: u64,
-    first_unrecognized_line: Option<u64>,
-    unterminated_last_sample: bool,
 }
 
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
@@ -164,13 +145,11 @@ impl Sink {
 
     fn stack(&mut self, stack: &[u8], count: u64) -> io::Result<()> {
         if self.out.is_json() {
-            let line = StackLine {
-                kind: "stack",
-                stack: &String::from_utf8_lossy(stack),
+            let record = Record::Stack(FoldedStack {
+                stack: String::from_utf8_lossy(stack).into_owned(),
                 count,
-            };
-            serde_json::to_writer(&mut self.writer, &line)?;
-            self.writer.write_all(b"\n")
+            });
+            writeln!(self.writer, "{}", record.to_json_line())
         } else {
             self.writer.write_all(stack)?;
             writeln!(self.writer, " {count}")
@@ -216,8 +195,7 @@ fn report(stats: &CollapseStats, name: &str, out: Output) -> Result<()> {
              as stackcollapse-perf.pl drops it (--flush-eof keeps it)",
         );
     }
-    out.json(&Summary {
-        kind: "collapse",
+    out.json(CollapseSummary {
         samples: fold.samples,
         kept_event: lossy(&stats.kept_event),
         filtered_samples: fold.filtered_samples,

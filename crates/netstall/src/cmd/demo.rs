@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use netstall_core::output::Output;
 use netstall_core::shutdown::Shutdown;
-use netstall_core::stall::Steal;
 use netstall_core::steal;
 use netstall_doctor::run::{DoctorConfig, Target};
+use netstall_events::doctor::{CauseId, DemoResult, DemoStep};
+use netstall_events::kernel::Steal;
 use netstall_lab::{clean, topology, zombies};
 use netstall_probe::{Mode, ProbeConfig};
-use serde::Serialize;
 
 #[derive(clap::Args)]
 #[command(
@@ -49,33 +49,6 @@ fn stolen(report: &netstall_probe::Report, steals: &[Steal]) -> usize {
         .iter()
         .filter(|e| steal::steal_explains(steals, None, e.start_ns, e.end_ns))
         .count()
-}
-
-/// What the demo concluded (the last JSON line).
-#[derive(Serialize)]
-struct DemoResult {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    rx_cpu: u32,
-    poller_comm: &'static str,
-    zombies: u64,
-    /// Baseline probe episodes that vCPU steal does not explain.
-    baseline_episodes: usize,
-    /// Baseline probe episodes during which the hypervisor held a vCPU.
-    baseline_steal_episodes: usize,
-    incident_episodes: usize,
-    incident_max_rtt_ms: Option<f64>,
-    diagnosed: Option<String>,
-    culprit: Option<String>,
-    diagnosed_cpu: Option<u32>,
-    from_first_stall_s: Option<f64>,
-    dying_before_remediation: u64,
-    dying_after_remediation: u64,
-    healthy_after: bool,
-    /// After remediation: probe episodes that steal does not explain.
-    after_episodes: usize,
-    after_steal_episodes: usize,
-    elapsed_s: f64,
 }
 
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
@@ -151,7 +124,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     ));
     let paths = zombies::ZombiePaths::for_host(&args.prefix)?;
     let made = zombies::create(&paths, args.zombies, |_| {})?;
-    out.json(&made);
+    out.json(made.clone());
     out.text(format!(
         "      created {} dying memory cgroups in {:.1} s (dying now: {})",
         made.created,
@@ -214,7 +187,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         dying_before,
         None,
     )?;
-    out.json(&remediation);
+    out.json(remediation.clone());
     let dying_after = netstall_cgroups::report::memory_count(&host)?.dying;
     out.text(format!(
         "      dying memory cgroups: {dying_before} -> {dying_after} ({})",
@@ -230,15 +203,14 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
 
     let top = sick.verdict.causes.first();
     let result = DemoResult {
-        kind: "demo",
         rx_cpu,
-        poller_comm: POLLER_COMM,
+        poller_comm: POLLER_COMM.to_owned(),
         zombies: made.created as u64,
         baseline_episodes: baseline.episodes.len() - baseline_stolen,
         baseline_steal_episodes: baseline_stolen,
         incident_episodes: incident.episodes.len(),
         incident_max_rtt_ms: incident.summary.max_us.map(|us| us / 1e3),
-        diagnosed: top.map(|c| c.id.as_str().to_owned()),
+        diagnosed: top.map(|c| c.id),
         culprit: top.and_then(|c| c.culprit.as_ref()).map(|c| c.comm.clone()),
         diagnosed_cpu: top.and_then(|c| c.cpu),
         from_first_stall_s: sick.verdict.from_first_stall_s,
@@ -254,19 +226,18 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         elapsed_s: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         ..result
     };
-    out.json(&result);
+    out.json(result.clone());
     out.text(format!(
         "\nDone in {:.0} s: {} named {} (culprit {}, CPU {}) {:.1} s after the first stall; after remediation the node is {}.",
         result.elapsed_s,
         "netstall doctor",
-        result.diagnosed.as_deref().unwrap_or("nothing"),
+        result.diagnosed.map_or("nothing", CauseId::as_str),
         result.culprit.as_deref().unwrap_or("unknown"),
         result.diagnosed_cpu.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
         result.from_first_stall_s.unwrap_or(0.0),
         if result.healthy_after { "healthy" } else { "still unhealthy" }
     ));
-    let reproduced =
-        result.diagnosed.as_deref() == Some("dying-memcg-stat-flush") && result.healthy_after;
+    let reproduced = result.diagnosed == Some(CauseId::DyingMemcgStatFlush) && result.healthy_after;
     Ok(if reproduced {
         ExitCode::SUCCESS
     } else {
@@ -285,7 +256,10 @@ fn note_steal(n: usize, steals: &[Steal], out: Output) {
 }
 
 fn step(out: Output, n: u32, title: impl std::fmt::Display) {
-    out.json(&serde_json::json!({"type": "demo-step", "step": n, "title": title.to_string()}));
+    out.json(DemoStep {
+        step: n,
+        title: title.to_string(),
+    });
     out.text(format!("\n[{n}/7] {title}"));
 }
 

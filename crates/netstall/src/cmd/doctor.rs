@@ -1,16 +1,17 @@
 //! `netstall doctor`: tracer, probes, CPU sampling and cgroup counts
 //! together, correlated into one verdict with evidence.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use netstall_core::duration;
 use netstall_core::output::Output;
-use netstall_doctor::diagnose::{Severity, Status};
+use netstall_doctor::diagnose::Status;
+use netstall_doctor::findings::Extras;
 use netstall_doctor::run::{self, DoctorConfig, Progress, Target};
-use netstall_doctor::{report, Verdict};
+use netstall_doctor::{report, Findings, Verdict};
 
 #[derive(clap::Args)]
 #[command(
@@ -27,7 +28,10 @@ use netstall_doctor::{report, Verdict};
     netstall doctor -w 30s                               watch every CPU for 30 s\n  \
     netstall doctor --target 10.0.0.7:8080 --cpu 1       probe a pod's port from CPU 1 while watching\n  \
     netstall doctor --netns client --target 192.168.50.1 --report doctor.html\n  \
-    netstall doctor --json | jq 'select(.type==\"verdict\") | .status'"
+    netstall doctor --json | jq 'select(.type==\"verdict\") | .status'\n  \
+    netstall doctor -w 60s --save run.jsonl --report run.html   keep what the verdict was made from\n  \
+    netstall doctor --replay run.jsonl --json            the same verdict again, offline, no privileges\n  \
+    netstall doctor --replay run.html --report again.html   from a report: it embeds its records"
 )]
 pub struct Args {
     /// How long to watch.
@@ -61,12 +65,26 @@ pub struct Args {
     /// sampler need: the verdict is then `unknown` (exit 2), never `healthy`.
     #[arg(long)]
     allow_partial: bool,
-    /// Write a self-contained HTML report here.
+    /// Write a self-contained HTML report here (it embeds the run's records,
+    /// so `--replay` reads it back).
     #[arg(long, value_name = "FILE.html")]
     report: Option<PathBuf>,
+    /// Write every record the verdict was computed from (JSON lines: the run,
+    /// stalls, steal, probe targets with their episodes, dying-memcg count,
+    /// sample gaps, ICMP echoes, the flame chart's stacks, the verdict).
+    #[arg(long, value_name = "FILE.jsonl")]
+    save: Option<PathBuf>,
+    /// Do not watch: recompute the verdict (and with --report, the report)
+    /// from a file written by --save or --report, here or on another
+    /// machine. Needs no privileges.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["targets", "netns", "cpu", "icmp_seq", "allow_partial", "save"])]
+    replay: Option<PathBuf>,
 }
 
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
+    if let Some(path) = &args.replay {
+        return replay(path, args.report.as_deref(), out);
+    }
     let config = DoctorConfig {
         duration: args.duration,
         targets: args.targets,
@@ -80,17 +98,60 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         allow_partial: args.allow_partial,
     };
     let run = diagnose(&config, out)?;
-    if let Some(path) = &args.report {
-        let html = report::render(&run.verdict, &run.findings, &run.extras);
-        std::fs::write(path, html)
-            .with_context(|| format!("cannot write the report {}", path.display()))?;
-        out.progress(format!("report written to {}", path.display()));
+    if let Some(path) = &args.save {
+        let mut lines = String::new();
+        for record in run.findings.to_records(&run.extras, Some(&run.verdict)) {
+            lines.push_str(&record.to_json_line());
+            lines.push('\n');
+        }
+        std::fs::write(path, lines)
+            .with_context(|| format!("cannot write the records {}", path.display()))?;
+        out.progress(format!("records written to {}", path.display()));
     }
-    Ok(match run.verdict.status {
+    if let Some(path) = &args.report {
+        write_report(path, &run.verdict, &run.findings, &run.extras, out)?;
+    }
+    Ok(exit_code(run.verdict.status))
+}
+
+fn exit_code(status: Status) -> ExitCode {
+    match status {
         Status::Healthy | Status::Degraded => ExitCode::SUCCESS,
         Status::Unhealthy => ExitCode::from(1),
         Status::Unknown => ExitCode::from(2),
-    })
+    }
+}
+
+fn write_report(
+    path: &Path,
+    verdict: &Verdict,
+    findings: &Findings,
+    extras: &Extras,
+    out: Output,
+) -> Result<()> {
+    let html = report::render(verdict, findings, extras);
+    std::fs::write(path, html)
+        .with_context(|| format!("cannot write the report {}", path.display()))?;
+    out.progress(format!("report written to {}", path.display()));
+    Ok(())
+}
+
+/// `--replay`: the verdict (and report) of a saved run, offline.
+fn replay(path: &Path, report_path: Option<&Path>, out: Output) -> Result<ExitCode> {
+    let saved = netstall_doctor::replay::read(path)?;
+    let verdict = netstall_doctor::diagnose(&saved.findings);
+    out.progress(format!(
+        "doctor: replaying {} ({}; {} stall(s), {} target(s))",
+        path.display(),
+        saved.extras.host,
+        saved.findings.stalls.len(),
+        saved.findings.targets.len()
+    ));
+    out.emit(verdict.clone());
+    if let Some(report_path) = report_path {
+        write_report(report_path, &verdict, &saved.findings, &saved.extras, out)?;
+    }
+    Ok(exit_code(verdict.status))
 }
 
 /// Runs the doctor with live progress, prints the verdict, and returns the run.
@@ -109,7 +170,7 @@ pub fn diagnose(config: &DoctorConfig, out: Output) -> Result<run::DoctorRun> {
             config.duration
         )),
         Progress::Stall(stall) => {
-            out.json(&*stall);
+            out.json((*stall).clone());
             out.progress(format!(
                 "  {}",
                 netstall_kernel::trace::format::stall_line(&stall)
@@ -140,73 +201,6 @@ pub fn diagnose(config: &DoctorConfig, out: Output) -> Result<run::DoctorRun> {
             out.progress(format!("doctor: {}: {error}", target.target));
         }
     }
-    out.json(&run.verdict);
-    print_verdict(&run.verdict, out);
+    out.emit(run.verdict.clone());
     Ok(run)
-}
-
-/// The verdict for people.
-pub fn print_verdict(verdict: &Verdict, out: Output) {
-    out.text(verdict.headline());
-    for (rank, cause) in verdict.causes.iter().enumerate() {
-        out.text(format!(
-            "{}. {} [{}] (confidence {:.0}%{}): {}",
-            rank + 1,
-            cause.id.as_str(),
-            match cause.severity {
-                Severity::Unhealthy => "unhealthy",
-                Severity::Degraded => "degraded",
-            },
-            cause.confidence * 100.0,
-            cause.cpu.map(|c| format!(", CPU {c}")).unwrap_or_default(),
-            cause.title
-        ));
-        for e in &cause.evidence {
-            out.text(format!("   - {e}"));
-        }
-        out.text("   remediation:");
-        for (i, r) in cause.remediation.iter().enumerate() {
-            out.text(format!("     {}. {r}", i + 1));
-        }
-    }
-    for cause in &verdict.also {
-        out.text(format!(
-            "also: {} (degraded, {} episode{}, worst {:.1} ms): {}",
-            cause.id.as_str(),
-            cause.episodes + cause.stalls,
-            if cause.episodes + cause.stalls == 1 {
-                ""
-            } else {
-                "s"
-            },
-            cause.worst_ms,
-            cause.title
-        ));
-    }
-    if verdict.observer.stalls > 0 {
-        out.text(format!(
-            "observer: netstall's own threads ({}) were seen in {} stall(s), worst {:.1} ms: its cost, not a cause",
-            verdict.observer.threads.join(", "),
-            verdict.observer.stalls,
-            verdict.observer.worst_ms
-        ));
-    }
-    let sources: Vec<String> = verdict
-        .sources
-        .iter()
-        .map(|s| format!("{} {}", s.name, s.state))
-        .collect();
-    out.text(format!("sources: {}", sources.join(", ")));
-    for s in verdict.sources.iter().filter(|s| s.state == "unavailable") {
-        out.text(format!("   - {}: {}", s.name, s.detail));
-    }
-    if let Some(t) = verdict.time_to_verdict_s {
-        out.text(format!(
-            "time to verdict: {t:.1} s from start{}",
-            verdict
-                .from_first_stall_s
-                .map(|f| format!(", {f:.1} s from the first stall"))
-                .unwrap_or_default()
-        ));
-    }
 }

@@ -111,7 +111,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             let rows = netstall_kubectl::status(&cluster, &args.namespace)?;
             if out.is_json() {
                 for row in &rows {
-                    out.json(row);
+                    out.json(row.clone());
                 }
             } else {
                 print!("{}", netstall_kubectl::status::table(&rows));

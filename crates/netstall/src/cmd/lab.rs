@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use netstall_core::duration;
 use netstall_core::output::Output;
+use netstall_events::lab::LabDown;
 use netstall_lab::{clean, poller, topology, zombies};
 
 const DEFAULT_PREFIX: &str = "nst";
@@ -130,7 +131,9 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         LabCommand::Down { prefix } => {
             topology::down(&prefix.prefix)?;
             out.text(format!("lab '{}' removed", prefix.prefix));
-            out.json(&serde_json::json!({"type": "lab-down", "prefix": prefix.prefix}));
+            out.json(LabDown {
+                prefix: prefix.prefix.clone(),
+            });
         }
         LabCommand::Status { prefix } => print_status(&topology::status(&prefix.prefix)?, out),
         LabCommand::Rps {
@@ -171,7 +174,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
                     out.progress(format!("  {done}/{count}"));
                 }
             })?;
-            out.json(&report);
+            out.json(report.clone());
             out.text(format!(
                 "created {} dying memory cgroups in {:.1} s ({} failed); dying now {} (was {})",
                 report.created,
@@ -201,7 +204,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
                 comm,
             };
             poller::run(&config, |read| {
-                out.json(read);
+                out.json(read.clone());
                 out.text(format!(
                     "{} [{}] read {} in {:.2} ms (touched {} files)",
                     config.comm,
@@ -228,8 +231,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
                 "stalling CPU {cpu} for {ms} ms every {every:?} during {duration:?}"
             ));
             let stalls = netstall_kernel::spin::run(&config, |stall| {
-                out.json(&serde_json::json!({"type": "spin", "cpu": stall.cpu, "start_ns": stall.start_ns,
-                    "duration_ms": (stall.end_ns - stall.start_ns) as f64 / 1e6, "vec": stall.vec}));
+                out.json(*stall);
                 out.text(format!(
                     "stalled CPU {} for {:.1} ms (softirq vector {})",
                     stall.cpu,
@@ -242,7 +244,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         LabCommand::Clean { prefix } => {
             let paths = zombies::ZombiePaths::for_host(&prefix.prefix)?;
             let report = clean::clean(&paths)?;
-            out.json(&report);
+            out.json(report.clone());
             out.text(format!(
                 "removed {} files; dying memory cgroups {} -> {} in {:.1} s",
                 report.files_removed,
@@ -256,7 +258,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
 }
 
 fn print_status(status: &topology::LabStatus, out: Output) {
-    out.json(status);
+    out.json(status.clone());
     out.text(format!(
         "lab '{}': node RX on CPU {}",
         status.prefix,

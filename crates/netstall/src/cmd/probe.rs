@@ -12,7 +12,6 @@ use netstall_probe::session::unreachable_text;
 use netstall_probe::{
     Episode, Mode, ProbeConfig, ProbeResult, Reply, Report, SessionEvent, SessionInfo, Summary,
 };
-use serde::Serialize;
 
 #[derive(clap::Args)]
 #[command(
@@ -106,14 +105,6 @@ fn config(args: &Args) -> Result<ProbeConfig> {
     Ok(config)
 }
 
-#[derive(Serialize)]
-struct Typed<'a, T: Serialize> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(flatten)]
-    value: &'a T,
-}
-
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     let config = config(&args)?;
     let slow_ns = args.slow.map(|d| d.as_nanos() as u64);
@@ -131,10 +122,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     ));
     let report = netstall_probe::run(&config, |event| match event {
         SessionEvent::Probe(probe) => {
-            out.json(&Typed {
-                kind: "probe",
-                value: probe,
-            });
+            out.json(probe.clone());
             if let Some(line) = probe_line(probe, config.flows > 1) {
                 if slow_ns.is_none_or(|slow| probe.rtt_ns.is_some_and(|rtt| rtt >= slow)) {
                     out.text(line);
@@ -142,10 +130,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             }
         }
         // Streamed as soon as they are over; listed again in text at the end.
-        SessionEvent::Episode(episode) => out.json(&Typed {
-            kind: "episode",
-            value: episode,
-        }),
+        SessionEvent::Episode(episode) => out.json(episode.clone()),
     })?;
     print_end(&report, out, true);
     if let Some(reason) = report.unreachable_reason() {
@@ -198,22 +183,13 @@ pub(crate) fn print_report(report: &Report, out: Output) {
 }
 
 fn print_end(report: &Report, out: Output, episodes_streamed: bool) {
-    out.json(&Typed {
-        kind: "session",
-        value: &report.info,
-    });
+    out.json(report.info.clone());
     if !episodes_streamed {
         for episode in &report.episodes {
-            out.json(&Typed {
-                kind: "episode",
-                value: episode,
-            });
+            out.json(episode.clone());
         }
     }
-    out.json(&Typed {
-        kind: "summary",
-        value: &report.summary,
-    });
+    out.json(report.summary.clone());
     if out.is_json() {
         return;
     }
@@ -261,10 +237,7 @@ fn print_text_report(info: &SessionInfo, episodes: &[Episode], s: &Summary, out:
             .unwrap_or_default();
         out.text(format!(
             "  {:<15} {}  {:.1} ms  {} probes (seq {}-{})  flows {}/{} {:?}{max_rtt}",
-            serde_json::to_value(e.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            e.kind.name(),
             wall_clock(e.start_ns),
             e.duration_ms,
             e.probes,

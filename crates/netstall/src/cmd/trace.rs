@@ -60,7 +60,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     let mut icmp_header = args.icmp_seq;
     let report = trace::run(&config, &stop, |event| match event {
         TraceEvent::Started(start) => {
-            out.json(&start);
+            out.json(start.clone());
             for missing in &start.unavailable {
                 out.progress(format!(
                     "note: detector {} unavailable: {}",
@@ -82,24 +82,24 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             ));
         }
         TraceEvent::Stall(stall) => {
-            out.json(&stall);
+            out.json(stall.clone());
             out.text(format::stall_line(&stall));
         }
         TraceEvent::Icmp(icmp) => {
             if std::mem::take(&mut icmp_header) {
                 out.text(format::ICMP_HEADER);
             }
-            out.json(&icmp);
+            out.json(icmp.clone());
             out.text(format::icmp_row(&icmp));
         }
         TraceEvent::Syscall(syscall) => {
-            out.json(&syscall);
+            out.json(syscall.clone());
             out.text(format::syscall_line(&syscall));
         }
         // Steal as long as a stall: the CPU did not run, nothing inside to blame.
         TraceEvent::Steal(steal) => {
             if steal.steal_ms * 1e6 >= args.threshold.as_nanos() as f64 {
-                out.json(&steal);
+                out.json(steal.clone());
                 out.text(format::steal_line(&steal));
             }
         }
@@ -108,7 +108,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     })?;
 
     for cost in &report.self_cost {
-        out.json(cost);
+        out.json(cost.clone());
         out.text(format!(
             "COST {:<32} {:<14} runs={:<10} {}",
             cost.program,
@@ -120,7 +120,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         ));
     }
     for hist in &report.histograms {
-        out.json(hist);
+        out.json(hist.clone());
         let buckets: Vec<String> = hist
             .buckets
             .iter()
@@ -133,7 +133,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             buckets.join(" ")
         ));
     }
-    out.json(&report);
+    out.json(report.clone());
     out.text(format!(
         "{} stalls in {:.1} s; {} packets measured ({} without an enqueue stamp), {} waited >= 1 ms; {} ksoftirqd takeovers; {} events lost (ring buffer full)",
         report.stalls,

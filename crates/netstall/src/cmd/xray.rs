@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use netstall_core::output::Output;
 use netstall_core::shutdown::Shutdown;
+use netstall_events::xray::{SampleWindow, XraySummary};
 use netstall_xray::flame::{self, FlameOptions};
 use netstall_xray::sampler::{self, SamplerConfig};
-use netstall_xray::timeline::{self, Sample, Stall, StallKind, StallRules, Trigger};
-use serde::Serialize;
+use netstall_xray::timeline::{self, StallRules, Trigger};
 
 #[derive(clap::Args)]
 #[command(
@@ -58,39 +58,6 @@ enum Before {
     Ksoftirqd,
 }
 
-#[derive(Serialize)]
-struct StallLine<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(flatten)]
-    stall: &'a Stall,
-    /// The sample after the gap (IRQs back on) or the first of the softirq run.
-    sample: &'a Sample,
-}
-
-#[derive(Serialize)]
-struct WindowLine<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    trigger: Trigger,
-    cpu: u32,
-    at_ns: u64,
-    samples: Vec<&'a Sample>,
-}
-
-#[derive(Serialize)]
-struct Summary {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    cpus: Vec<u32>,
-    frequency_hz: u64,
-    duration_ms: u128,
-    samples: usize,
-    lost: u64,
-    stalls: usize,
-    ksoftirqd_runs: usize,
-}
-
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     let config = SamplerConfig {
         cpus: args.cpu.clone(),
@@ -110,36 +77,10 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         rules.min_gap_ns = gap.as_nanos() as u64;
         rules.min_softirq_ns = gap.as_nanos() as u64;
     }
-    let stalls = timeline::stalls(samples, rules);
+    let gaps = timeline::gaps(samples, rules);
 
-    for stall in &stalls {
-        let sample = &samples[match stall.kind {
-            StallKind::IrqsOff => stall.last,
-            StallKind::Softirq => stall.first,
-        }];
-        out.json(&StallLine {
-            kind: "stall",
-            stall,
-            sample,
-        });
-        out.text(match stall.kind {
-            StallKind::IrqsOff => format!(
-                "stall  CPU {}  {:>7.1} ms  no samples (IRQs off); back on in {} {}: {}",
-                stall.cpu,
-                stall.duration_ms,
-                sample.comm,
-                sample.tid,
-                sample.folded()
-            ),
-            StallKind::Softirq => format!(
-                "stall  CPU {}  {:>7.1} ms  in softirq (BHs off), first in {} {}: {}",
-                stall.cpu,
-                stall.duration_ms,
-                sample.comm,
-                sample.tid,
-                sample.folded()
-            ),
-        });
+    for gap in &gaps {
+        out.emit(timeline::sample_gap(samples, gap));
     }
 
     if let Some(before) = args.before {
@@ -147,34 +88,13 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             Before::Stall => Trigger::Stall,
             Before::Ksoftirqd => Trigger::Ksoftirqd,
         };
-        for window in timeline::windows(samples, &stalls, trigger, args.samples) {
-            out.json(&WindowLine {
-                kind: "window",
+        for window in timeline::windows(samples, &gaps, trigger, args.samples) {
+            out.emit(SampleWindow {
                 trigger: window.trigger,
                 cpu: window.cpu,
                 at_ns: window.at_ns,
-                samples: window.samples.iter().map(|&i| &samples[i]).collect(),
+                samples: window.samples.iter().map(|&i| samples[i].clone()).collect(),
             });
-            out.text(format!(
-                "--- {} samples before the {} on CPU {}",
-                window.samples.len(),
-                if trigger == Trigger::Stall {
-                    "stall"
-                } else {
-                    "ksoftirqd run"
-                },
-                window.cpu
-            ));
-            for &i in &window.samples {
-                let s = &samples[i];
-                let offset_ms = (s.time_ns as f64 - window.at_ns as f64) / 1e6;
-                out.text(format!(
-                    "{offset_ms:>+9.1} ms  {} {}  {}",
-                    s.comm,
-                    s.tid,
-                    s.folded()
-                ));
-            }
         }
     }
 
@@ -201,22 +121,14 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     }
 
     let ksoftirqd_runs = timeline::ksoftirqd_runs(samples).len();
-    out.json(&Summary {
-        kind: "xray",
+    out.emit(XraySummary {
         cpus: config.cpus.clone(),
         frequency_hz: config.frequency,
-        duration_ms: args.duration.as_millis(),
+        duration_ms: args.duration.as_millis() as u64,
         samples: samples.len(),
         lost: recording.lost,
-        stalls: stalls.len(),
+        gaps: gaps.len(),
         ksoftirqd_runs,
     });
-    out.text(format!(
-        "xray: {} samples ({} lost), {} stall(s), {} ksoftirqd run(s)",
-        samples.len(),
-        recording.lost,
-        stalls.len(),
-        ksoftirqd_runs
-    ));
     Ok(ExitCode::SUCCESS)
 }

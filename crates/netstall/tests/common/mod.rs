@@ -130,7 +130,7 @@ pub struct KernelWatch {
 /// The kernel's evidence, from a [`KernelWatch`].
 #[derive(Debug, Default)]
 pub struct Seen {
-    pub steal: Vec<netstall_core::stall::Steal>,
+    pub steal: Vec<netstall_events::kernel::Steal>,
     /// (cpu, start_ns, end_ns, detector) of every stall.
     pub stalls: Vec<(u32, u64, u64, String)>,
 }
@@ -191,13 +191,12 @@ impl KernelWatch {
         let mut seen = Seen::default();
         for l in &lines {
             if l["type"] == "steal" {
-                seen.steal.push(netstall_core::stall::Steal {
-                    kind: "steal",
+                seen.steal.push(netstall_events::kernel::Steal {
                     cpu: l["cpu"].as_u64().unwrap_or(0) as u32,
                     start_ns: l["start_ns"].as_u64().unwrap_or(0),
                     end_ns: l["end_ns"].as_u64().unwrap_or(0),
                     steal_ms: l["steal_ms"].as_f64().unwrap_or(0.0),
-                    source: netstall_core::stall::StealSource::StealClock,
+                    source: netstall_events::kernel::StealSource::StealClock,
                 });
             } else if l["type"] == "stall" {
                 let start = l["start_ns"].as_u64().unwrap_or(0);

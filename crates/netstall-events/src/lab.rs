@@ -1,0 +1,139 @@
+//! The lab's records: its hosts and endpoints (`lab status`, also its
+//! state on disk), and what `lab poller`, `lab clean` and `lab zombies` did.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The hosts of a lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Client,
+    Node1,
+    Node2,
+    Pod,
+    Outside,
+}
+
+/// What `lab status` reports; also kept on disk while the lab is up.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LabStatus {
+    pub prefix: String,
+    /// The first RX CPU (the usual single-CPU setup); all of them in `rx_cpus`.
+    pub rx_cpu: u32,
+    pub rx_cpus: Vec<u32>,
+    pub hosts: Vec<Host>,
+    pub nodeport: Endpoint,
+    pub pod: Endpoint,
+    /// Responder processes, by PID, that `lab down` stops.
+    pub responders: Vec<Responder>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Host {
+    pub role: Role,
+    pub netns: String,
+    pub addrs: Vec<String>,
+    /// CPUs its receive processing is steered to (empty: not steered).
+    pub rx_cpus: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Endpoint {
+    pub addr: String,
+    pub tcp: u16,
+    pub udp: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Responder {
+    pub role: Role,
+    pub pid: u32,
+}
+
+/// One timed read of memory.stat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PollRead {
+    pub seq: u32,
+    pub pid: u32,
+    pub cpu: Option<u32>,
+    pub path: PathBuf,
+    /// CLOCK_REALTIME at the start of the read.
+    pub start_ns: u64,
+    pub read_ms: f64,
+    pub touched_files: u32,
+}
+
+/// What `lab clean` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanReport {
+    pub dying_before: u64,
+    pub dying_after: u64,
+    pub files_removed: u64,
+    pub elapsed_ms: u64,
+}
+
+/// What `lab zombies` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZombieReport {
+    pub created: u32,
+    pub failed: u32,
+    pub dying_before: u64,
+    pub dying_after: u64,
+    pub parent: PathBuf,
+    pub data_dir: PathBuf,
+    pub elapsed_ms: u64,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Client,
+        Role::Node1,
+        Role::Node2,
+        Role::Pod,
+        Role::Outside,
+    ];
+
+    /// The name used in JSON and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Node1 => "node1",
+            Role::Node2 => "node2",
+            Role::Pod => "pod",
+            Role::Outside => "outside",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.name() == text)
+            .ok_or_else(|| {
+                format!("unknown lab host '{text}' (client, node1, node2, pod, outside)")
+            })
+    }
+}
+
+impl LabStatus {
+    /// The namespace of `role`.
+    pub fn netns(&self, role: Role) -> &str {
+        self.hosts
+            .iter()
+            .find(|h| h.role == role)
+            .map(|h| h.netns.as_str())
+            .unwrap_or_default()
+    }
+}
+
+/// `lab down`: the lab `prefix` is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabDown {
+    pub prefix: String,
+}

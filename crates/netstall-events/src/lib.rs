@@ -1,0 +1,200 @@
+//! netstall's records: every JSON line a netstall command writes is one
+//! [`Record`], tagged by its `"type"`, and reads back into the same value.
+//!
+//! The tracer, the prober, the sampler, the doctor, the agent and the
+//! reports all speak these types; text and JSON are two renderings of the
+//! same records (a record's text form is its `Display`, beside its type).
+//! All `*_ns` are CLOCK_REALTIME nanoseconds. The contract, with one example
+//! line per type, is docs/json.md.
+
+pub mod agent;
+pub mod bisect;
+pub mod cgroups;
+pub mod doctor;
+pub mod kernel;
+pub mod lab;
+pub mod probe;
+pub mod top;
+pub mod xray;
+
+use std::fmt;
+use std::io::BufRead;
+
+use serde::{Deserialize, Serialize};
+
+/// Declares the record enum, its `"type"` names and its conversions, from
+/// one list: a record type is added in exactly one place.
+macro_rules! records {
+    ($($(#[$doc:meta])* $variant:ident($ty:ty) = $name:literal,)*) => {
+        /// Every JSON line netstall writes.
+        // Records are made, written and read one at a time (a saved run holds
+        // thousands at most): boxing the large ones would cost every user a
+        // `Box` for no measurable gain.
+        #[allow(clippy::large_enum_variant)]
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type")]
+        pub enum Record {
+            $($(#[$doc])* #[serde(rename = $name)] $variant($ty),)*
+        }
+
+        /// Every record type, as its `"type"` says it.
+        pub const TYPE_NAMES: &[&str] = &[$($name),*];
+
+        impl Record {
+            /// The record's `"type"`.
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(Record::$variant(_) => $name,)*
+                }
+            }
+        }
+
+        $(impl From<$ty> for Record {
+            fn from(value: $ty) -> Self {
+                Record::$variant(value)
+            }
+        })*
+    };
+}
+
+records! {
+    // The prober (`probe`, the doctor's and the agent's probes).
+    /// A probe session's settings.
+    Session(probe::SessionInfo) = "session",
+    Probe(probe::ProbeResult) = "probe",
+    Episode(probe::Episode) = "episode",
+    /// A probe session's summary.
+    Summary(probe::Summary) = "summary",
+
+    // The kernel tracer (`trace`, the doctor, the agent).
+    TraceStart(kernel::TraceStart) = "trace-start",
+    Stall(kernel::Stall) = "stall",
+    Icmp(kernel::IcmpEcho) = "icmp",
+    Syscall(kernel::SlowSyscall) = "syscall",
+    Steal(kernel::Steal) = "steal",
+    Histogram(kernel::Histogram) = "histogram",
+    SelfCost(kernel::ProgramCost) = "self-cost",
+    TraceSummary(kernel::TraceReport) = "trace-summary",
+
+    // CPU sampling (`xray`, the doctor) and stacks (`collapse`).
+    SampleGap(xray::SampleGap) = "sample-gap",
+    Window(xray::SampleWindow) = "window",
+    Xray(xray::XraySummary) = "xray",
+    Stack(xray::FoldedStack) = "stack",
+    Collapse(xray::CollapseSummary) = "collapse",
+
+    // The doctor (`doctor`, `demo`): a saved run is its `doctor-run` record,
+    // then everything the verdict was computed from, then the verdict.
+    DoctorRun(doctor::DoctorRun) = "doctor-run",
+    ProbeTarget(doctor::ProbeTarget) = "probe-target",
+    MemcgCount(doctor::MemcgCount) = "memcg-count",
+    Verdict(doctor::Verdict) = "verdict",
+    DemoStep(doctor::DemoStep) = "demo-step",
+    Demo(doctor::DemoResult) = "demo",
+
+    // Cgroups, the lab, bisect.
+    Cgroups(cgroups::Report) = "cgroups",
+    /// Dying memory cgroups released (or, dry, what would be).
+    MemcgRemediation(cgroups::Remediation) = "memcg-remediation",
+    Lab(lab::LabStatus) = "lab",
+    LabDown(lab::LabDown) = "lab-down",
+    Spin(kernel::InjectedStall) = "spin",
+    Poll(lab::PollRead) = "poll",
+    Clean(lab::CleanReport) = "clean",
+    Zombies(lab::ZombieReport) = "zombies",
+    Bisect(bisect::BisectRun) = "bisect",
+
+    // The node agent, `top`, `kubectl netstall`.
+    Agent(agent::AgentStart) = "agent",
+    AgentConfig(agent::AgentConfig) = "agent-config",
+    Peers(agent::Peers) = "peers",
+    Health(agent::HealthReport) = "health",
+    MemcgDying(agent::MemcgDying) = "memcg-dying",
+    Remediation(agent::RemediationStep) = "remediation",
+    RemediationQuickFix(agent::RemediationQuickFix) = "remediation-quick-fix",
+    RemediationProof(agent::Proof) = "remediation-proof",
+    NodeStatus(agent::NodeStatus) = "node-status",
+    TopStatus(top::TopStatus) = "top-status",
+}
+
+impl Record {
+    /// The record as one JSON line (without the newline).
+    pub fn to_json_line(&self) -> String {
+        // Records hold only strings, numbers, options, vectors and maps
+        // with string keys: serializing them cannot fail.
+        serde_json::to_string(self).expect("a record serializes")
+    }
+
+    /// The record's text form for people, where it has one (records only
+    /// meant for programs, such as histograms, have none).
+    pub fn text(&self) -> Option<String> {
+        Some(match self {
+            Record::SampleGap(r) => r.to_string(),
+            Record::Window(r) => r.to_string(),
+            Record::Xray(r) => r.to_string(),
+            Record::Stack(r) => r.to_string(),
+            Record::Verdict(r) => r.to_string(),
+            _ => return None,
+        })
+    }
+}
+
+/// A line of JSON-lines input that is not a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadError {
+    /// 1-based line number.
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// Parses one JSON line into a record; the error says what is wrong
+/// (unknown type, missing or mistyped field, not JSON).
+pub fn parse_line(line: &str) -> Result<Record, String> {
+    serde_json::from_str(line).map_err(|e| {
+        let mut what = e.to_string();
+        // The caller names the line; serde's position is within it.
+        if let Some(at) = what.rfind(" at line ") {
+            what.truncate(at);
+            if e.column() > 0 {
+                what += &format!(" (column {})", e.column());
+            }
+        }
+        // serde's "unknown variant `x`, expected one of ..." lists every
+        // type: name the one that is unknown and stop there.
+        match what.strip_prefix("unknown variant ") {
+            Some(rest) => format!(
+                "unknown record type {}",
+                rest.split(',').next().unwrap_or(rest)
+            ),
+            None => what,
+        }
+    })
+}
+
+/// Reads JSON-lines records, skipping blank lines; the first line that is
+/// not a record (or cannot be read) ends the read with its line number.
+pub fn read_records(input: impl BufRead) -> Result<Vec<Record>, ReadError> {
+    let mut records = Vec::new();
+    for (index, line) in input.lines().enumerate() {
+        let line = line.map_err(|e| ReadError {
+            line: index + 1,
+            message: format!("cannot read: {e}"),
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        records.push(parse_line(&line).map_err(|message| ReadError {
+            line: index + 1,
+            message,
+        })?);
+    }
+    Ok(records)
+}

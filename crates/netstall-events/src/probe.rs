@@ -1,0 +1,306 @@
+//! What a probe session measures: one [`ProbeResult`] per probe (the
+//! `{"type":"probe",...}` line of the JSON contract) with the reply's details
+//! for the hping3-style text line, the episodes the probes saw, and the
+//! session's summary.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The protocol probes are sent with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Icmp,
+    Tcp,
+    Udp,
+    Http,
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Proto::Icmp => "icmp",
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Http => "http",
+        })
+    }
+}
+
+/// Where a probe's RTT timestamps come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TsSource {
+    /// Both ends stamped by the kernel (SO_TIMESTAMPING software TX and RX):
+    /// the prober's own scheduling never shows in the RTT.
+    Kernel,
+    /// At least one end stamped in user space (fallback, or the HTTP path).
+    User,
+}
+
+/// The reply to one probe, for the text line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Reply {
+    /// ICMP echo reply.
+    Echo {
+        ip: Ipv4Addr,
+        len: u16,
+        ttl: u8,
+        ip_id: u16,
+        icmp_seq: u16,
+    },
+    /// TCP SYN-ACK or RST to our SYN.
+    Tcp {
+        ip: Ipv4Addr,
+        len: u16,
+        ttl: u8,
+        ip_id: u16,
+        sport: u16,
+        flags: u8,
+        win: u16,
+    },
+    /// UDP datagram echoed back.
+    Udp { ip: Ipv4Addr, len: u16, sport: u16 },
+    /// ICMP destination unreachable for a probe. For UDP, port unreachable
+    /// (code 3) is the answer of a closed port and counts as a reply.
+    Unreachable { ip: Ipv4Addr, code: u8 },
+    /// HTTP response: connect time and time to first byte, measured apart so
+    /// a stalled SYN-ACK is told from a slow server.
+    Http {
+        status: u16,
+        connect_us: f64,
+        ttfb_us: f64,
+    },
+}
+
+impl Reply {
+    /// Whether the reply proves the path works (an unreachable does not,
+    /// except a UDP port unreachable, which a closed port sends by design).
+    pub fn answers(&self, proto: Proto) -> bool {
+        match self {
+            Reply::Unreachable { code, .. } => proto == Proto::Udp && *code == 3,
+            _ => true,
+        }
+    }
+}
+
+/// One probe and what became of it. Times are CLOCK_REALTIME nanoseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    pub seq: u64,
+    /// Index of the flow (source port / ICMP id) among the session's flows.
+    pub flow: u16,
+    pub proto: Proto,
+    /// Source port of the flow (TCP, UDP); null for ICMP and HTTP.
+    pub src_port: Option<u16>,
+    /// When the probe left: the kernel's TX timestamp when there is one.
+    pub sent_ns: u64,
+    /// When the schedule said it should leave.
+    pub scheduled_ns: u64,
+    /// How late the send was against the schedule (a late send is recorded,
+    /// never skipped: no coordinated omission).
+    #[serde(
+        rename = "late_us",
+        serialize_with = "ns_as_us",
+        deserialize_with = "us_as_ns"
+    )]
+    pub late_ns: u64,
+    /// Round-trip time; null when lost.
+    #[serde(
+        rename = "rtt_us",
+        serialize_with = "opt_ns_as_us",
+        deserialize_with = "opt_us_as_ns"
+    )]
+    pub rtt_ns: Option<u64>,
+    /// How long after the kernel received the reply the prober read it
+    /// (user-space wake-up delay, excluded from `rtt_us`).
+    #[serde(
+        rename = "wake_us",
+        serialize_with = "opt_ns_as_us",
+        deserialize_with = "opt_us_as_ns"
+    )]
+    pub wake_ns: Option<u64>,
+    #[serde(rename = "ts")]
+    pub timestamps: TsSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Reply>,
+}
+
+impl ProbeResult {
+    /// When the reply arrived (REALTIME ns), if it did.
+    pub fn arrival_ns(&self) -> Option<u64> {
+        self.rtt_ns.map(|rtt| self.sent_ns + rtt)
+    }
+}
+
+fn ns_as_us<S: Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(round3(*ns as f64 / 1e3))
+}
+
+fn opt_ns_as_us<S: Serializer>(ns: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match ns {
+        Some(ns) => ns_as_us(ns, s),
+        None => s.serialize_none(),
+    }
+}
+
+fn us_as_ns<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    Ok((f64::deserialize(d)? * 1e3).round() as u64)
+}
+
+fn opt_us_as_ns<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.map(|us| (us * 1e3).round() as u64))
+}
+
+/// Rounds to three decimals (nanosecond precision for a value in µs).
+pub fn round3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
+/// What kind of episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EpisodeKind {
+    /// Probes held and released together: an RX backlog drained at once.
+    BacklogRelease,
+    /// One probe delayed, with no others held with it.
+    Spike,
+    /// Consecutive probes that got no answer.
+    Loss,
+}
+
+impl EpisodeKind {
+    /// The name used in JSON and text output.
+    pub fn name(self) -> &'static str {
+        match self {
+            EpisodeKind::BacklogRelease => "backlog-release",
+            EpisodeKind::Spike => "spike",
+            EpisodeKind::Loss => "loss",
+        }
+    }
+}
+
+/// One stall (or loss burst) seen by the probes. Times are REALTIME ns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Episode {
+    pub kind: EpisodeKind,
+    /// Estimated start of the stall (for a loss burst: the first lost send).
+    pub start_ns: u64,
+    /// Estimated end of the stall.
+    pub end_ns: u64,
+    pub duration_ms: f64,
+    /// How far off `start_ns` (and so the duration) may be: the stall began
+    /// somewhere between the last probe that got through and the first held
+    /// one, and the estimate is the middle (half an interval with one flow).
+    pub uncertainty_ms: f64,
+    /// Probes held (or lost) by the episode.
+    pub probes: u32,
+    pub flows_affected: u16,
+    pub flows_total: u16,
+    /// Which flows (indices into the session's flows), ascending.
+    pub flows: Vec<u16>,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// The largest RTT among the held probes (null for a loss burst).
+    pub max_rtt_us: Option<f64>,
+    /// Where the probes went, when a run probes several: a doctor
+    /// `--target`, or an agent's peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// The node that probed (the agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// The final `{"type":"summary",...}` line of a probe session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub sent: u64,
+    pub received: u64,
+    pub loss_pct: f64,
+    pub min_us: Option<f64>,
+    pub p50_us: Option<f64>,
+    pub p90_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub p999_us: Option<f64>,
+    pub max_us: Option<f64>,
+    pub episodes: usize,
+    /// Probes sent per second, first send to last.
+    pub rate_per_s: Option<f64>,
+    /// How far sends were from the absolute schedule: p50, p99 and max, µs.
+    pub send_late_p50_us: Option<f64>,
+    pub send_late_p99_us: Option<f64>,
+    pub send_late_max_us: Option<f64>,
+    /// Probes with both ends stamped by the kernel.
+    pub kernel_timestamps: u64,
+    /// Replies that came after their probe had been given up as lost.
+    pub late_replies: u64,
+    pub flows: Vec<FlowSummary>,
+}
+
+/// One flow's share of the session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowSummary {
+    pub flow: u16,
+    pub src_port: Option<u16>,
+    pub sent: u64,
+    pub received: u64,
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub max_us: Option<f64>,
+    /// Episodes that held or lost a probe of this flow.
+    pub episodes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_serializes_to_the_contract() {
+        let p = ProbeResult {
+            seq: 7,
+            flow: 2,
+            proto: Proto::Tcp,
+            src_port: Some(40002),
+            sent_ns: 1_000_000_000,
+            scheduled_ns: 999_990_000,
+            late_ns: 10_000,
+            rtt_ns: Some(127_100_500),
+            wake_ns: Some(3_000),
+            timestamps: TsSource::Kernel,
+            reply: None,
+        };
+        let v: serde_json::Value = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["proto"], "tcp");
+        assert_eq!(v["src_port"], 40002);
+        assert_eq!(v["rtt_us"], 127100.5);
+        assert_eq!(v["late_us"], 10.0);
+        assert_eq!(v["ts"], "kernel");
+        let back: ProbeResult = serde_json::from_value(v).unwrap();
+        assert_eq!(back, p);
+        let lost = ProbeResult { rtt_ns: None, ..p };
+        let v: serde_json::Value = serde_json::to_value(&lost).unwrap();
+        assert!(v["rtt_us"].is_null());
+        assert_eq!(lost.arrival_ns(), None);
+    }
+}
+
+/// What a session is, for the header line and the `{"type":"session"}` record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub target: Ipv4Addr,
+    pub proto: Proto,
+    pub port: Option<u16>,
+    pub interval_us: f64,
+    pub flows_total: u16,
+    /// Source port of each flow (null for ICMP and HTTP).
+    pub src_ports: Vec<Option<u16>>,
+    /// Which timestamps the RTTs come from.
+    pub timestamps: String,
+    /// Whether the sender runs at real-time priority (SCHED_FIFO 1), keeping
+    /// its schedule under load; it does when permitted and the interval is ≥ 500 µs.
+    pub realtime_sender: bool,
+}
