@@ -2,6 +2,7 @@
 //! cgroups, what memory.stat reads cost on this kernel, the canary read,
 //! the churn a `--watch` saw and what a remediation did.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -245,4 +246,143 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remediation: Option<Remediation>,
     pub advice: Vec<String>,
+}
+
+/// `netstall cgroups` for people: the hierarchies, the worst stall, the
+/// canary, the churn, the remediation and the advice.
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let report = self;
+        let memory = &report.memory;
+        writeln!(
+            f,
+            "kernel {}; memory controller on cgroup v{} at {}",
+            report.kernel,
+            memory.version,
+            memory.mount.display()
+        )?;
+        writeln!(
+            f,
+            "{:<12} {:>2}  {:<28} {:>8} {:>8} {:>8}",
+            "CONTROLLER", "V", "MOUNT", "TOTAL", "LIVE", "DYING"
+        )?;
+        let num = |n: Option<u64>| n.map_or("?".to_owned(), |n| n.to_string());
+        for row in &report.hierarchies {
+            let mount = row
+                .mount
+                .as_ref()
+                .map_or("(not mounted)".to_owned(), |m| m.display().to_string());
+            writeln!(
+                f,
+                "{:<12} {:>2}  {:<28} {:>8} {:>8} {:>8}",
+                row.controller,
+                row.version,
+                mount,
+                num(row.total),
+                num(row.live),
+                num(row.dying)
+            )?;
+            for subtree in &row.subtrees {
+                writeln!(
+                    f,
+                    "{:>16}{} holds {} dying",
+                    "",
+                    subtree.path.display(),
+                    subtree.dying
+                )?;
+            }
+            if let Some(note) = &row.note {
+                writeln!(f, "{:>16}note: {note}", "")?;
+            }
+        }
+        if let (Some(ms), Some(high)) = (report.worst_stall_ms, report.worst_stall_ms_high) {
+            writeln!(f,
+            "worst memory.stat stall at {} dying memcgs: ≈{ms:.1} ms (up to {high:.1} ms on a busy CPU)",
+            memory.dying
+        )?;
+        }
+        if let Some(c) = &report.canary {
+            let cpu = c.cpu.map_or(String::new(), |cpu| format!(" on CPU {cpu}"));
+            writeln!(
+                f,
+                "canary: {} read in {:.3} ms{cpu}",
+                c.path.display(),
+                c.read_ms
+            )?;
+        }
+        if let Some(w) = &report.watch {
+            write!(f, "{w}")?;
+        }
+        if let Some(r) = &report.remediation {
+            writeln!(f, "remediation: {}", r.action)?;
+            writeln!(f, "  {}", r.verdict)?;
+        }
+        writeln!(f, "advice:")?;
+        for line in &report.advice {
+            writeln!(f, "  - {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What `--watch` saw, as a table.
+impl fmt::Display for WatchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = self;
+        writeln!(
+            f,
+            "watch ({}, {:.1} s): dying memory cgroups {} -> {}",
+            w.source.as_str(),
+            w.seconds,
+            w.memory_dying_start,
+            w.memory_dying_end
+        )?;
+        writeln!(
+            f,
+            "  {:<24} {:>10} {:>10} {:>11} {:>12}",
+            "HIERARCHY", "CREATED/s", "REMOVED/s", "RELEASED/s", "NET DYING/s"
+        )?;
+        for h in &w.hierarchies {
+            writeln!(
+                f,
+                "  {:<24} {:>10.1} {:>10.1} {:>11.1} {:>12.1}",
+                h.controllers,
+                h.churn.created_per_s,
+                h.churn.removed_per_s,
+                h.churn.released_per_s,
+                h.churn.net_dying_per_s
+            )?;
+        }
+        if !w.top_parents.is_empty() {
+            writeln!(
+                f,
+                "  {:<40} {:<12} {:>10} {:>12}  CREATED BY",
+                "TOP PARENTS BY CHURN", "HIERARCHY", "CREATED/s", "NET DYING/s"
+            )?;
+        }
+        for p in &w.top_parents {
+            let name = p
+                .path
+                .as_ref()
+                .map_or(p.cgroup.clone(), |d| d.display().to_string());
+            let creators: Vec<String> = p
+                .creators
+                .iter()
+                .map(|c| format!("{} ({})", c.comm, c.created))
+                .collect();
+            writeln!(
+                f,
+                "  {:<40} {:<12} {:>10.1} {:>12.1}  {}",
+                name,
+                p.controllers,
+                p.churn.created_per_s,
+                p.churn.net_dying_per_s,
+                creators.join(", ")
+            )?;
+        }
+        if let Some(note) = &w.note {
+            writeln!(f, "  note: {note}")?;
+        }
+        Ok(())
+    }
 }

@@ -208,3 +208,13 @@ pub struct InjectedStall {
     /// The softirq vector the wait ran in (never NET_RX).
     pub vec: u32,
 }
+
+impl std::fmt::Display for InjectedStall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stalled CPU {} for {:.1} ms (softirq vector {})",
+            self.cpu, self.duration_ms, self.vec
+        )
+    }
+}

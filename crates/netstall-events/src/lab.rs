@@ -1,6 +1,7 @@
 //! The lab's records: its hosts and endpoints (`lab status`, also its
 //! state on disk), and what `lab poller`, `lab clean` and `lab zombies` did.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -136,4 +137,37 @@ impl LabStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabDown {
     pub prefix: String,
+}
+
+impl fmt::Display for LabDown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "lab '{}' removed", self.prefix)
+    }
+}
+
+impl fmt::Display for ZombieReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "created {} dying memory cgroups in {:.1} s ({} failed); dying now {} (was {})",
+            self.created,
+            self.elapsed_ms as f64 / 1e3,
+            self.failed,
+            self.dying_after,
+            self.dying_before
+        )
+    }
+}
+
+impl fmt::Display for CleanReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "removed {} files; dying memory cgroups {} -> {} in {:.1} s",
+            self.files_removed,
+            self.dying_before,
+            self.dying_after,
+            self.elapsed_ms as f64 / 1e3
+        )
+    }
 }

@@ -128,14 +128,20 @@ impl Record {
     /// The record's text form for people, where it has one (records only
     /// meant for programs, such as histograms, have none).
     pub fn text(&self) -> Option<String> {
-        Some(match self {
+        let text = match self {
+            Record::Cgroups(r) => r.to_string(),
+            Record::LabDown(r) => r.to_string(),
+            Record::Zombies(r) => r.to_string(),
+            Record::Clean(r) => r.to_string(),
+            Record::Spin(r) => r.to_string(),
             Record::SampleGap(r) => r.to_string(),
             Record::Window(r) => r.to_string(),
             Record::Xray(r) => r.to_string(),
             Record::Stack(r) => r.to_string(),
             Record::Verdict(r) => r.to_string(),
             _ => return None,
-        })
+        };
+        Some(text.trim_end().to_owned())
     }
 }
 

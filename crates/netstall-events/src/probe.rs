@@ -3,6 +3,7 @@
 //! for the hping3-style text line, the episodes the probes saw, and the
 //! session's summary.
 
+use std::fmt;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -252,6 +253,175 @@ pub struct FlowSummary {
     pub max_us: Option<f64>,
     /// Episodes that held or lost a probe of this flow.
     pub episodes: usize,
+}
+
+/// TCP flags as hping3 prints them (`SA`, `RA`), from the flags byte.
+pub fn tcp_flags_text(flags: u8) -> String {
+    [
+        (0x04, 'R'),
+        (0x02, 'S'),
+        (0x10, 'A'),
+        (0x01, 'F'),
+        (0x08, 'P'),
+    ]
+    .iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, c)| *c)
+    .collect()
+}
+
+/// What an ICMP destination-unreachable code means.
+pub fn unreachable_text(code: u8) -> &'static str {
+    match code {
+        0 => "net unreachable",
+        1 => "host unreachable",
+        2 => "protocol unreachable",
+        3 => "port unreachable",
+        9 | 10 | 13 => "administratively prohibited",
+        _ => "destination unreachable",
+    }
+}
+
+fn ms3(ns: u64) -> String {
+    format!("{:.3}", ns as f64 / 1e6)
+}
+
+fn us_as_ms(us: Option<f64>) -> String {
+    us.map_or("-".into(), |us| format!("{:.3}", us / 1e3))
+}
+
+fn wall_clock(ns: u64) -> String {
+    humantime::format_rfc3339_micros(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns))
+        .to_string()
+}
+
+impl ProbeResult {
+    /// The hping3-style line of a reply (`len=46 ip=… flags=SA seq=1485 win=…
+    /// rtt=127.100 ms`, so `egrep 'rtt=[0-9]{3}\.'` works); `None` for a lost probe.
+    pub fn hping3_line(&self, show_flow: bool) -> Option<String> {
+        let reply = self.reply.as_ref()?;
+        let flow = if show_flow {
+            format!(" flow={}", self.flow)
+        } else {
+            String::new()
+        };
+        let rtt = self
+            .rtt_ns
+            .map(|rtt| format!(" rtt={} ms", ms3(rtt)))
+            .unwrap_or_default();
+        let seq = self.seq;
+        Some(match reply {
+            Reply::Echo { ip, len, ttl, ip_id, icmp_seq } => {
+                format!("len={len} ip={ip} ttl={ttl} id={ip_id} icmp_seq={icmp_seq} seq={seq}{flow}{rtt}")
+            }
+            Reply::Tcp { ip, len, ttl, ip_id, sport, flags, win } => format!(
+                "len={len} ip={ip} ttl={ttl} id={ip_id} sport={sport} flags={} seq={seq} win={win}{flow}{rtt}",
+                tcp_flags_text(*flags)
+            ),
+            Reply::Udp { ip, len, sport } => {
+                format!("len={len} ip={ip} sport={sport} seq={seq}{flow}{rtt}")
+            }
+            Reply::Unreachable { ip, code } => format!(
+                "ICMP {} from ip={ip} seq={seq}{flow}{rtt}",
+                unreachable_text(*code)
+            ),
+            Reply::Http { status, connect_us, ttfb_us } => format!(
+                "status={status} seq={seq} connect={:.3} ms ttfb={:.3} ms{rtt}",
+                connect_us / 1e3,
+                ttfb_us / 1e3
+            ),
+        })
+    }
+}
+
+/// `  backlog-release  2026-12-04T13:00:00.123456Z  117.2 ms  12 probes (seq 100-111)  flows 4/4 [0, 1, 2, 3], max rtt 117.2 ms`
+impl fmt::Display for Episode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let max_rtt = self
+            .max_rtt_us
+            .map(|us| format!(", max rtt {:.1} ms", us / 1e3))
+            .unwrap_or_default();
+        write!(
+            f,
+            "  {:<15} {}  {:.1} ms  {} probes (seq {}-{})  flows {}/{} {:?}{max_rtt}",
+            self.kind.name(),
+            wall_clock(self.start_ns),
+            self.duration_ms,
+            self.probes,
+            self.first_seq,
+            self.last_seq,
+            self.flows_affected,
+            self.flows_total,
+            self.flows
+        )
+    }
+}
+
+/// The end of a probe session for people: the statistics, every episode,
+/// and each flow's share.
+pub struct SessionReport<'a> {
+    pub info: &'a SessionInfo,
+    pub episodes: &'a [Episode],
+    pub summary: &'a Summary,
+}
+
+impl fmt::Display for SessionReport<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (info, s) = (self.info, self.summary);
+        let port = info.port.map(|p| format!(" port {p}")).unwrap_or_default();
+        writeln!(
+            f,
+            "--- {} {}{port} netstall probe statistics ---",
+            info.target, info.proto
+        )?;
+        writeln!(
+            f,
+            "{} probes sent, {} received, {:.1}% loss; every {} µs, {} flow(s); timestamps: {} ({} of {} replies)",
+            s.sent, s.received, s.loss_pct, info.interval_us, info.flows_total, info.timestamps, s.kernel_timestamps, s.received
+        )?;
+        writeln!(
+            f,
+            "rtt min/p50/p90/p99/p99.9/max = {}/{}/{}/{}/{}/{} ms",
+            us_as_ms(s.min_us),
+            us_as_ms(s.p50_us),
+            us_as_ms(s.p90_us),
+            us_as_ms(s.p99_us),
+            us_as_ms(s.p999_us),
+            us_as_ms(s.max_us)
+        )?;
+        writeln!(
+            f,
+            "send schedule: late p50 {} ms, p99 {} ms, max {} ms",
+            us_as_ms(s.send_late_p50_us),
+            us_as_ms(s.send_late_p99_us),
+            us_as_ms(s.send_late_max_us)
+        )?;
+        write!(f, "episodes: {}", self.episodes.len())?;
+        for e in self.episodes {
+            write!(f, "\n{e}")?;
+        }
+        if s.flows.len() > 1 {
+            write!(f, "\nper flow:")?;
+            for flow in &s.flows {
+                let port = flow
+                    .src_port
+                    .map(|p| format!(" sport {p}"))
+                    .unwrap_or_default();
+                write!(
+                    f,
+                    "\n  flow {:>3}{port}: {}/{} received, p50 {} ms, p99 {} ms, max {} ms, {} episode(s)",
+                    flow.flow,
+                    flow.received,
+                    flow.sent,
+                    us_as_ms(flow.p50_us),
+                    us_as_ms(flow.p99_us),
+                    us_as_ms(flow.max_us),
+                    flow.episodes
+                )?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

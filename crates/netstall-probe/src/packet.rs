@@ -201,20 +201,7 @@ pub fn parse_tcp(data: &[u8]) -> Option<TcpHeader> {
     })
 }
 
-/// TCP flags in hping3's order: `SA` for a SYN-ACK, `RA` for a reset.
-pub fn tcp_flags_text(flags: u8) -> String {
-    [
-        (TCP_RST, 'R'),
-        (TCP_SYN, 'S'),
-        (TCP_ACK, 'A'),
-        (TCP_FIN, 'F'),
-        (TCP_PSH, 'P'),
-    ]
-    .iter()
-    .filter(|(bit, _)| flags & bit != 0)
-    .map(|(_, c)| *c)
-    .collect()
-}
+pub use netstall_events::probe::tcp_flags_text;
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,7 @@ use netstall_core::shutdown::Shutdown;
 
 use crate::episodes::{DetectorConfig, Episode, StreamingDetector};
 use crate::http::{self, HttpUrl};
-use crate::model::{ProbeResult, Proto, Reply, TsSource};
+use crate::model::{unreachable_text, ProbeResult, Proto, Reply, TsSource};
 use crate::summary::{Summary, SummaryBuilder};
 use crate::sys::{self, Stamping};
 use crate::wire::{IcmpWire, SynWire, UdpWire, Wire, WireConfig};
@@ -183,18 +183,6 @@ impl Report {
                 self.summary.sent
             ),
         })
-    }
-}
-
-/// The name of an ICMP destination-unreachable code.
-pub fn unreachable_text(code: u8) -> &'static str {
-    match code {
-        0 => "net unreachable",
-        1 => "host unreachable",
-        2 => "protocol unreachable",
-        3 => "port unreachable",
-        9 | 10 | 13 => "administratively prohibited",
-        _ => "destination unreachable",
     }
 }
 

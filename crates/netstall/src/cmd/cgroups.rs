@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use netstall_cgroups::remediate::{self, CanaryAgain, Level};
-use netstall_cgroups::report::{self, Report};
-use netstall_cgroups::watch::WatchReport;
+use netstall_cgroups::report::{self};
 use netstall_cgroups::{canary, watch, Host};
 use netstall_core::duration;
 use netstall_core::output::Output;
@@ -75,127 +74,6 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         });
     }
 
-    out.json(report.clone());
-    if !out.is_json() {
-        print_text(&report, out);
-    }
+    out.emit(report);
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_text(report: &Report, out: Output) {
-    let memory = &report.memory;
-    out.text(format!(
-        "kernel {}; memory controller on cgroup v{} at {}",
-        report.kernel,
-        memory.version,
-        memory.mount.display()
-    ));
-    out.text(format!(
-        "{:<12} {:>2}  {:<28} {:>8} {:>8} {:>8}",
-        "CONTROLLER", "V", "MOUNT", "TOTAL", "LIVE", "DYING"
-    ));
-    let num = |n: Option<u64>| n.map_or("?".to_owned(), |n| n.to_string());
-    for row in &report.hierarchies {
-        let mount = row
-            .mount
-            .as_ref()
-            .map_or("(not mounted)".to_owned(), |m| m.display().to_string());
-        out.text(format!(
-            "{:<12} {:>2}  {:<28} {:>8} {:>8} {:>8}",
-            row.controller,
-            row.version,
-            mount,
-            num(row.total),
-            num(row.live),
-            num(row.dying)
-        ));
-        for subtree in &row.subtrees {
-            out.text(format!(
-                "{:>16}{} holds {} dying",
-                "",
-                subtree.path.display(),
-                subtree.dying
-            ));
-        }
-        if let Some(note) = &row.note {
-            out.text(format!("{:>16}note: {note}", ""));
-        }
-    }
-    if let (Some(ms), Some(high)) = (report.worst_stall_ms, report.worst_stall_ms_high) {
-        out.text(format!(
-            "worst memory.stat stall at {} dying memcgs: ≈{ms:.1} ms (up to {high:.1} ms on a busy CPU)",
-            memory.dying
-        ));
-    }
-    if let Some(c) = &report.canary {
-        let cpu = c.cpu.map_or(String::new(), |cpu| format!(" on CPU {cpu}"));
-        out.text(format!(
-            "canary: {} read in {:.3} ms{cpu}",
-            c.path.display(),
-            c.read_ms
-        ));
-    }
-    if let Some(w) = &report.watch {
-        print_watch(w, out);
-    }
-    if let Some(r) = &report.remediation {
-        out.text(format!("remediation: {}", r.action));
-        out.text(format!("  {}", r.verdict));
-    }
-    out.text("advice:");
-    for line in &report.advice {
-        out.text(format!("  - {line}"));
-    }
-}
-
-fn print_watch(w: &WatchReport, out: Output) {
-    out.text(format!(
-        "watch ({}, {:.1} s): dying memory cgroups {} -> {}",
-        w.source.as_str(),
-        w.seconds,
-        w.memory_dying_start,
-        w.memory_dying_end
-    ));
-    out.text(format!(
-        "  {:<24} {:>10} {:>10} {:>11} {:>12}",
-        "HIERARCHY", "CREATED/s", "REMOVED/s", "RELEASED/s", "NET DYING/s"
-    ));
-    for h in &w.hierarchies {
-        out.text(format!(
-            "  {:<24} {:>10.1} {:>10.1} {:>11.1} {:>12.1}",
-            h.controllers,
-            h.churn.created_per_s,
-            h.churn.removed_per_s,
-            h.churn.released_per_s,
-            h.churn.net_dying_per_s
-        ));
-    }
-    if !w.top_parents.is_empty() {
-        out.text(format!(
-            "  {:<40} {:<12} {:>10} {:>12}  CREATED BY",
-            "TOP PARENTS BY CHURN", "HIERARCHY", "CREATED/s", "NET DYING/s"
-        ));
-    }
-    for p in &w.top_parents {
-        let name = p
-            .path
-            .as_ref()
-            .map_or(p.cgroup.clone(), |d| d.display().to_string());
-        let creators: Vec<String> = p
-            .creators
-            .iter()
-            .map(|c| format!("{} ({})", c.comm, c.created))
-            .collect();
-        out.text(format!(
-            "  {:<40} {:<12} {:>10.1} {:>12.1}  {}",
-            name,
-            p.controllers,
-            p.churn.created_per_s,
-            p.churn.net_dying_per_s,
-            creators.join(", ")
-        ));
-    }
-    if let Some(note) = &w.note {
-        out.text(format!("  note: {note}"));
-    }
 }

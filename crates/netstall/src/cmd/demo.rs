@@ -142,7 +142,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         .filter(|p| p.rtt_ns.is_some_and(|r| r >= slow_floor))
         .take(40)
     {
-        if let Some(line) = super::probe::probe_line(p, false) {
+        if let Some(line) = p.hping3_line(false) {
             out.text(format!("      {line}"));
         }
     }

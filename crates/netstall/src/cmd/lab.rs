@@ -130,8 +130,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         }
         LabCommand::Down { prefix } => {
             topology::down(&prefix.prefix)?;
-            out.text(format!("lab '{}' removed", prefix.prefix));
-            out.json(LabDown {
+            out.emit(LabDown {
                 prefix: prefix.prefix.clone(),
             });
         }
@@ -174,15 +173,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
                     out.progress(format!("  {done}/{count}"));
                 }
             })?;
-            out.json(report.clone());
-            out.text(format!(
-                "created {} dying memory cgroups in {:.1} s ({} failed); dying now {} (was {})",
-                report.created,
-                report.elapsed_ms as f64 / 1e3,
-                report.failed,
-                report.dying_after,
-                report.dying_before
-            ));
+            out.emit(report);
         }
         LabCommand::Poller {
             prefix,
@@ -231,27 +222,14 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
                 "stalling CPU {cpu} for {ms} ms every {every:?} during {duration:?}"
             ));
             let stalls = netstall_kernel::spin::run(&config, |stall| {
-                out.json(*stall);
-                out.text(format!(
-                    "stalled CPU {} for {:.1} ms (softirq vector {})",
-                    stall.cpu,
-                    (stall.end_ns - stall.start_ns) as f64 / 1e6,
-                    stall.vec
-                ));
+                out.emit(*stall);
             })?;
             out.progress(format!("{} stalls injected", stalls.len()));
         }
         LabCommand::Clean { prefix } => {
             let paths = zombies::ZombiePaths::for_host(&prefix.prefix)?;
             let report = clean::clean(&paths)?;
-            out.json(report.clone());
-            out.text(format!(
-                "removed {} files; dying memory cgroups {} -> {} in {:.1} s",
-                report.files_removed,
-                report.dying_before,
-                report.dying_after,
-                report.elapsed_ms as f64 / 1e3
-            ));
+            out.emit(report);
         }
     }
     Ok(ExitCode::SUCCESS)

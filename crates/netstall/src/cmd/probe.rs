@@ -2,16 +2,14 @@
 //! lines, stall episodes and a summary.
 
 use std::process::ExitCode;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use netstall_core::duration;
 use netstall_core::output::Output;
+use netstall_events::probe::SessionReport;
 use netstall_probe::http::HttpUrl;
-use netstall_probe::session::unreachable_text;
-use netstall_probe::{
-    Episode, Mode, ProbeConfig, ProbeResult, Reply, Report, SessionEvent, SessionInfo, Summary,
-};
+use netstall_probe::{Mode, ProbeConfig, Report, SessionEvent};
 
 #[derive(clap::Args)]
 #[command(
@@ -123,7 +121,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     let report = netstall_probe::run(&config, |event| match event {
         SessionEvent::Probe(probe) => {
             out.json(probe.clone());
-            if let Some(line) = probe_line(probe, config.flows > 1) {
+            if let Some(line) = probe.hping3_line(config.flows > 1) {
                 if slow_ns.is_none_or(|slow| probe.rtt_ns.is_some_and(|rtt| rtt >= slow)) {
                     out.text(line);
                 }
@@ -139,44 +137,6 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn ms(ns: u64) -> String {
-    format!("{:.3}", ns as f64 / 1e6)
-}
-
-/// The hping3-style line of a reply; `None` for a lost probe.
-pub(crate) fn probe_line(probe: &ProbeResult, show_flow: bool) -> Option<String> {
-    let reply = probe.reply.as_ref()?;
-    let flow = if show_flow {
-        format!(" flow={}", probe.flow)
-    } else {
-        String::new()
-    };
-    let rtt = probe
-        .rtt_ns
-        .map(|rtt| format!(" rtt={} ms", ms(rtt)))
-        .unwrap_or_default();
-    let seq = probe.seq;
-    Some(match reply {
-        Reply::Echo { ip, len, ttl, ip_id, icmp_seq } => {
-            format!("len={len} ip={ip} ttl={ttl} id={ip_id} icmp_seq={icmp_seq} seq={seq}{flow}{rtt}")
-        }
-        Reply::Tcp { ip, len, ttl, ip_id, sport, flags, win } => format!(
-            "len={len} ip={ip} ttl={ttl} id={ip_id} sport={sport} flags={} seq={seq} win={win}{flow}{rtt}",
-            netstall_probe::packet::tcp_flags_text(*flags)
-        ),
-        Reply::Udp { ip, len, sport } => format!("len={len} ip={ip} sport={sport} seq={seq}{flow}{rtt}"),
-        Reply::Unreachable { ip, code } => format!(
-            "ICMP {} from ip={ip} seq={seq}{flow}{rtt}",
-            unreachable_text(*code)
-        ),
-        Reply::Http { status, connect_us, ttfb_us } => format!(
-            "status={status} seq={seq} connect={:.3} ms ttfb={:.3} ms{rtt}",
-            connect_us / 1e3,
-            ttfb_us / 1e3
-        ),
-    })
-}
-
 /// Prints the end of a session: its description, episodes and summary.
 pub(crate) fn print_report(report: &Report, out: Output) {
     print_end(report, out, false);
@@ -190,81 +150,9 @@ fn print_end(report: &Report, out: Output, episodes_streamed: bool) {
         }
     }
     out.json(report.summary.clone());
-    if out.is_json() {
-        return;
-    }
-    print_text_report(&report.info, &report.episodes, &report.summary, out);
-}
-
-fn wall_clock(ns: u64) -> String {
-    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
-}
-
-fn us_as_ms(us: Option<f64>) -> String {
-    us.map_or("-".into(), |us| format!("{:.3}", us / 1e3))
-}
-
-fn print_text_report(info: &SessionInfo, episodes: &[Episode], s: &Summary, out: Output) {
-    let port = info.port.map(|p| format!(" port {p}")).unwrap_or_default();
-    out.text(format!(
-        "--- {} {}{port} netstall probe statistics ---",
-        info.target, info.proto
-    ));
-    out.text(format!(
-        "{} probes sent, {} received, {:.1}% loss; every {} µs, {} flow(s); timestamps: {} ({} of {} replies)",
-        s.sent, s.received, s.loss_pct, info.interval_us, info.flows_total, info.timestamps, s.kernel_timestamps, s.received
-    ));
-    out.text(format!(
-        "rtt min/p50/p90/p99/p99.9/max = {}/{}/{}/{}/{}/{} ms",
-        us_as_ms(s.min_us),
-        us_as_ms(s.p50_us),
-        us_as_ms(s.p90_us),
-        us_as_ms(s.p99_us),
-        us_as_ms(s.p999_us),
-        us_as_ms(s.max_us)
-    ));
-    out.text(format!(
-        "send schedule: late p50 {} ms, p99 {} ms, max {} ms",
-        us_as_ms(s.send_late_p50_us),
-        us_as_ms(s.send_late_p99_us),
-        us_as_ms(s.send_late_max_us)
-    ));
-    out.text(format!("episodes: {}", episodes.len()));
-    for e in episodes {
-        let max_rtt = e
-            .max_rtt_us
-            .map(|us| format!(", max rtt {:.1} ms", us / 1e3))
-            .unwrap_or_default();
-        out.text(format!(
-            "  {:<15} {}  {:.1} ms  {} probes (seq {}-{})  flows {}/{} {:?}{max_rtt}",
-            e.kind.name(),
-            wall_clock(e.start_ns),
-            e.duration_ms,
-            e.probes,
-            e.first_seq,
-            e.last_seq,
-            e.flows_affected,
-            e.flows_total,
-            e.flows
-        ));
-    }
-    if s.flows.len() > 1 {
-        out.text("per flow:");
-        for f in &s.flows {
-            let port = f
-                .src_port
-                .map(|p| format!(" sport {p}"))
-                .unwrap_or_default();
-            out.text(format!(
-                "  flow {:>3}{port}: {}/{} received, p50 {} ms, p99 {} ms, max {} ms, {} episode(s)",
-                f.flow,
-                f.received,
-                f.sent,
-                us_as_ms(f.p50_us),
-                us_as_ms(f.p99_us),
-                us_as_ms(f.max_us),
-                f.episodes
-            ));
-        }
-    }
+    out.text(SessionReport {
+        info: &report.info,
+        episodes: &report.episodes,
+        summary: &report.summary,
+    });
 }
