@@ -42,9 +42,12 @@ const MAX_HTTP_IN_FLIGHT: usize = 512;
 const REALTIME_MIN_INTERVAL: Duration = Duration::from_micros(500);
 /// Events the collector handles between two looks at the clock.
 const COLLECT_BATCH: usize = 4096;
-/// How long an answered probe waits for its TX timestamp before falling back
-/// to the user-space send time.
-const TX_STAMP_GRACE_NS: u64 = 10_000_000;
+/// An answered probe whose TX timestamp has not come falls back to the
+/// user-space send time once the receiver has since found its queues empty
+/// (the stamp, queued before the reply, would have been read), or after this
+/// long whatever the receiver does: a backstop, not the rule, so a receiver
+/// descheduled on a loaded machine does not lose stamps.
+const TX_STAMP_BACKSTOP_NS: u64 = 1_000_000_000;
 
 /// What to probe with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +209,11 @@ enum Event {
     /// An HTTP request that failed (refused, reset, timed out).
     Failed {
         seq: u64,
+    },
+    /// The receiver read every queue empty: everything queued before
+    /// `mono_ns` has been forwarded.
+    Drained {
+        mono_ns: u64,
     },
     Done,
 }
@@ -477,6 +485,9 @@ fn receive(wire: &dyn Wire, events: &Sender<Event>, finished: &AtomicBool) {
     let fds = wire.fds();
     let mut buf = vec![0u8; 65536];
     while !finished.load(Ordering::Relaxed) {
+        // Taken before the poll: whatever is queued by then shows as ready
+        // and is read until its queue is empty.
+        let round_start = monotonic_ns();
         let Ok(ready) = sys::poll(&fds, POLL_MS) else {
             break;
         };
@@ -514,6 +525,13 @@ fn receive(wire: &dyn Wire, events: &Sender<Event>, finished: &AtomicBool) {
                     break;
                 }
             }
+        }
+        // Every queue was read until empty: nothing queued before
+        // `round_start` is still waiting.
+        if !finished.load(Ordering::Relaxed) {
+            let _ = events.send(Event::Drained {
+                mono_ns: round_start,
+            });
         }
     }
 }
@@ -575,6 +593,8 @@ struct Collector {
     offset: ClockOffset,
     pending: HashMap<u64, Pending>,
     tx_stamps: HashMap<(usize, u32), u64>,
+    /// Everything queued before this (monotonic ns) has been read.
+    drained_mono_ns: u64,
     /// The probe each expected TX timestamp belongs to.
     stamp_waiters: HashMap<(usize, u32), u64>,
     /// The highest sequence number sent so far, plus one.
@@ -605,6 +625,7 @@ impl Collector {
             offset: ClockOffset::sample(),
             pending: HashMap::new(),
             tx_stamps: HashMap::new(),
+            drained_mono_ns: 0,
             stamp_waiters: HashMap::new(),
             next_seq: 0,
             detector: StreamingDetector::new(DetectorConfig::new(config.interval, config.flows)),
@@ -719,16 +740,21 @@ impl Collector {
                     self.emit(result, on_event);
                 }
             }
+            Event::Drained { mono_ns } => {
+                self.drained_mono_ns = self.drained_mono_ns.max(mono_ns);
+            }
             Event::Done => {}
         }
     }
 
     /// Finishes probe `seq` once it is sent and answered, and its TX
     /// timestamp is in, or overdue: the receiver may read a reply before the
-    /// timestamp that was queued first, but not by much. Only `expire`, run
-    /// when caught up with the receiver's queue, may call it overdue
-    /// (`may_give_up`): a collector that was itself descheduled would
-    /// otherwise give up on a stamp that is waiting right behind the reply.
+    /// timestamp that was queued first, but only within one round of its
+    /// queues. Only `expire`, run when caught up with the receiver's events,
+    /// may call it overdue (`may_give_up`), and only once the receiver has
+    /// drained its queues after reading the reply: a receiver or collector
+    /// descheduled under load would otherwise give up on a stamp waiting
+    /// right behind the reply.
     fn try_finish(
         &mut self,
         seq: u64,
@@ -745,7 +771,9 @@ impl Collector {
         let stamp_due = sent
             .tx_key
             .is_some_and(|key| !self.tx_stamps.contains_key(&key));
-        if stamp_due && (!may_give_up || monotonic_ns() < read_mono_ns + TX_STAMP_GRACE_NS) {
+        let overdue = self.drained_mono_ns > *read_mono_ns
+            || monotonic_ns() >= read_mono_ns + TX_STAMP_BACKSTOP_NS;
+        if stamp_due && !(may_give_up && overdue) {
             return;
         }
         let Some(Pending {

@@ -32,10 +32,16 @@ fn all_answered_with_kernel_stamps(report: &Report) {
         "{:?}",
         report.summary
     );
-    assert!(report
+    let user: Vec<_> = report
         .probes
         .iter()
-        .all(|p| p.timestamps == TsSource::Kernel));
+        .filter(|p| p.timestamps != TsSource::Kernel)
+        .map(|p| (p.seq, p.wake_ns.is_some(), p.late_ns))
+        .collect();
+    assert!(
+        user.is_empty(),
+        "probes without both kernel stamps (seq, rx stamped, late ns): {user:?}"
+    );
     assert_eq!(report.info.timestamps, "kernel TX+RX (SO_TIMESTAMPING)");
     // Loopback RTTs are microseconds: no user-space wake-up in them.
     assert!(
