@@ -136,13 +136,33 @@ fn completions_name_every_command() {
             assert!(script.contains(word), "{shell}: no {word}");
         }
     }
-    // bash parses the script it would source.
-    let script = netstall(&["completions", "bash"]).stdout;
-    let out = std::process::Command::new("bash")
-        .args(["-n", "-c", &String::from_utf8_lossy(&script)])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    // bash sources the script and completes with it: a command from its
+    // prefix, and a flag's values.
+    let script = String::from_utf8(netstall(&["completions", "bash"]).stdout).unwrap();
+    let complete = |words: &[&str]| -> String {
+        let program = format!(
+            "{script}\nCOMP_WORDS=({words}); COMP_CWORD={cword}; \
+             _netstall netstall \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+             echo \"${{COMPREPLY[*]}}\"",
+            words = words
+                .iter()
+                .map(|w| format!("'{w}'"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            cword = words.len() - 1,
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &program])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(complete(&["netstall", "pro"]), "probe");
+    assert_eq!(
+        complete(&["netstall", "xray", "--before", ""]),
+        "stall ksoftirqd"
+    );
     let out = netstall(&["completions", "tcsh"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'tcsh'"));
