@@ -36,8 +36,13 @@ if ! command -v podman >/dev/null; then
   exit 2
 fi
 
+revision="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+  revision="$revision-dirty"
+fi
 if [ -z "$binary" ]; then
-  nice -n 10 cargo build --quiet --profile "$profile" -p netstall --bin netstall
+  # The agent's netstall_build_info{revision} says the same as the image's label.
+  NETSTALL_REVISION="$revision" nice -n 10 cargo build --quiet --profile "$profile" -p netstall --bin netstall
   binary="target/$profile/netstall"
 fi
 if [ ! -x "$binary" ]; then
@@ -47,10 +52,6 @@ fi
 
 version="$("$binary" --version | awk '{print $2}')"
 tag="${tag:-$version}"
-revision="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
-  revision="$revision-dirty"
-fi
 created="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
 context="$(mktemp -d /tmp/netstall-image.XXXXXX)"

@@ -26,6 +26,7 @@ pub mod icmp;
 pub mod kubernetes;
 pub mod mesh;
 pub mod metrics;
+pub mod process;
 pub mod remediation;
 pub mod remediator;
 pub mod rendezvous;
@@ -59,9 +60,13 @@ pub struct State {
 
 impl State {
     pub fn new(config: &AgentConfig, events: EventLog) -> Self {
+        let metrics = Metrics::new(&config.node_name);
+        metrics
+            .memcg_dying_limit
+            .set(i64::try_from(config.dying_memcg_limit).unwrap_or(i64::MAX));
         Self {
             node: config.node_name.clone(),
-            metrics: Metrics::new(&config.node_name),
+            metrics,
             health: Mutex::new(Health::new(
                 &config.node_name,
                 config.problem_window,

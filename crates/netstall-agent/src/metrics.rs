@@ -56,6 +56,16 @@ pub struct InfoLabels {
     pub version: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    pub revision: &'static str,
+}
+
+/// The git revision this agent was built from (build.rs: `$NETSTALL_REVISION`,
+/// else `git rev-parse --short HEAD`, else `unknown`).
+pub const REVISION: &str = env!("NETSTALL_REVISION");
+
 fn rtt_histogram() -> Histogram {
     Histogram::new(RTT_BUCKETS)
 }
@@ -153,12 +163,17 @@ pub struct Metrics {
     culprit_seconds: Family<CulpritLabels, Counter<f64, AtomicU64>>,
     /// The culprit label sets created so far (the family cannot be asked).
     culprits_known: Mutex<HashSet<CulpritLabels>>,
-    pub tracer_up: Gauge,
+    /// Absent when the tracer is turned off (`--tracer false`): only an
+    /// agent that should trace can have its tracer down.
+    pub tracer_up: Family<NoLabels, Gauge>,
     pub tracer_failures: Counter,
     pub ring_drops: Counter,
     /// Absent until the first count succeeds: an unknown count is not zero.
     pub memcg_dying: Family<NoLabels, Gauge>,
     pub memcg_cgroups: Family<NoLabels, Gauge>,
+    /// `--dying-memcg-limit`, so that alerts compare against the agent's
+    /// own limit instead of a number copied into the rule.
+    pub memcg_dying_limit: Gauge,
     pub kernel_latency: Arc<KernelLatency>,
 }
 
@@ -180,6 +195,18 @@ impl Metrics {
             "The agent's node name and version (always 1)",
             info,
         );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                revision: REVISION,
+            })
+            .set(1);
+        registry.register(
+            "netstall_build_info",
+            "The version and git revision this agent was built from (always 1)",
+            build,
+        );
         let m = Self {
             probe_rtt: Family::new_with_constructor(rtt_histogram),
             probes_sent: Family::default(),
@@ -190,11 +217,12 @@ impl Metrics {
             rx_stall: Family::new_with_constructor(stall_histogram),
             culprit_seconds: Family::default(),
             culprits_known: Mutex::default(),
-            tracer_up: Gauge::default(),
+            tracer_up: Family::default(),
             tracer_failures: Counter::default(),
             ring_drops: Counter::default(),
             memcg_dying: Family::default(),
             memcg_cgroups: Family::default(),
+            memcg_dying_limit: Gauge::default(),
             kernel_latency: Arc::default(),
             registry: Registry::default(),
         };
@@ -235,7 +263,7 @@ impl Metrics {
         );
         registry.register(
             "netstall_tracer_up",
-            "1 when the in-kernel stall tracer runs, 0 when it is off or unavailable",
+            "1 when the in-kernel stall tracer runs, 0 while it starts or is unavailable; absent when turned off",
             m.tracer_up.clone(),
         );
         registry.register(
@@ -258,7 +286,13 @@ impl Metrics {
             "Memory cgroups the kernel holds, live and dying",
             m.memcg_cgroups.clone(),
         );
+        registry.register(
+            "netstall_memcg_dying_limit",
+            "More dying memory cgroups than this make the node unhealthy (--dying-memcg-limit)",
+            m.memcg_dying_limit.clone(),
+        );
         registry.register_collector(Box::new(Arc::clone(&m.kernel_latency)));
+        registry.register_collector(Box::new(crate::process::ProcessCollector::default()));
         Self { registry, ..m }
     }
 
@@ -362,6 +396,40 @@ mod tests {
         );
         assert!(!text.contains("# EOF"));
         assert!(m.encode_openmetrics().ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn build_limit_and_own_footprint_are_exported() {
+        let m = Metrics::new("node1");
+        m.memcg_dying_limit.set(2500);
+        let text = m.encode_prometheus();
+        let build = format!(
+            "netstall_build_info{{version=\"{}\",revision=\"{REVISION}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&build), "{build} not in\n{text}");
+        assert!(!REVISION.is_empty());
+        assert!(
+            text.contains("\nnetstall_memcg_dying_limit 2500\n"),
+            "{text}"
+        );
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+                .parse()
+                .unwrap()
+        };
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        assert!(value("process_resident_memory_bytes") > 1e6);
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter"),
+            "{text}"
+        );
+        // The tracer's state is absent until it is known to be wanted.
+        assert!(!text.contains("netstall_tracer_up"), "{text}");
+        m.tracer_up.get_or_create(&Vec::new()).set(0);
+        assert!(m.encode_prometheus().contains("\nnetstall_tracer_up 0\n"));
     }
 
     #[test]

@@ -161,10 +161,13 @@ pub fn record(state: &State, stall: &Stall) {
 
 /// Sets the tracer's state in the metrics and the health report.
 pub fn set_state(state: &State, tracer: TracerState) {
-    state
-        .metrics
-        .tracer_up
-        .set(i64::from(tracer == TracerState::Running));
+    let up = &state.metrics.tracer_up;
+    if tracer == TracerState::Off {
+        up.remove(&Vec::new());
+    } else {
+        up.get_or_create(&Vec::new())
+            .set(i64::from(tracer == TracerState::Running));
+    }
     state.health.lock().expect("health lock").tracer = tracer;
 }
 

@@ -6,7 +6,7 @@ mod cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use netstall_core::output::Output;
 
 #[derive(Parser)]
@@ -17,6 +17,13 @@ use netstall_core::output::Output;
     long_about = "Find, explain and fix sporadic network stalls on Linux and Kubernetes nodes.\n\n\
         Exit codes: 0 ok, 1 a finding (stalls found / node unhealthy) for checks, \
         2 usage or environment error.",
+    after_help = "Examples:\n  \
+        sudo netstall demo                              the incident, reproduced and diagnosed\n  \
+        sudo netstall doctor -w 30s --report doctor.html\n  \
+        sudo netstall probe 10.0.0.7 -i 10ms -w 60s\n  \
+        netstall probe --help                           every command has its own examples\n  \
+        source <(netstall completions bash)             completion for this shell\n\n\
+        Manual: netstall man | man -l -",
     propagate_version = true
 )]
 struct Cli {
@@ -28,41 +35,30 @@ struct Cli {
     command: Command,
 }
 
+// No doc comments on these variants: clap would take a variant's one-line
+// doc comment as its `about` and reset its `long_about`, hiding the long
+// help and examples that each command's `Args` carries (`#[command(...)]`
+// in its cmd module).
 #[derive(Subcommand)]
 enum Command {
-    /// Dying cgroups: counts, who makes them, a memory.stat canary, advice, verified remediation.
     Cgroups(cmd::cgroups::Args),
-    /// Reproduce the incident for real in the lab, diagnose it, fix it, prove it is gone.
     Demo(cmd::demo::Args),
-    /// One verdict with evidence: tracer, probes, CPU sampling and cgroup counts together.
     Doctor(cmd::doctor::Args),
-    /// Build, inspect and break the incident lab (network namespaces, injectors).
     Lab(cmd::lab::Args),
-    /// Run the TCP/HTTP and UDP echo responders used by the lab and by your own tests.
     Responder(cmd::responder::Args),
-    /// Probe a target precisely (ICMP, TCP SYN, UDP, HTTP) and find stall episodes.
     Probe(cmd::probe::Args),
-    /// Trace every RX stall on every CPU and name its culprit (eBPF).
     Trace(cmd::trace::Args),
-    // Its about, long help and examples are on `cmd::top::Args` (a doc
-    // comment here would replace the long help).
     Top(cmd::top::Args),
-    /// Fold `perf script` output into stacks: aggregated (as stackcollapse-perf.pl) or in time order.
     Collapse(cmd::collapse::Args),
-    /// Draw an SVG flame graph, or a flame chart (time on the x axis), from folded stacks or perf script text.
     Flame(cmd::flame::Args),
-    /// Always-on node agent: stall histograms, peer mesh probing, Prometheus /metrics, /healthz.
     Agent(Box<cmd::agent::Args>),
-    /// node-problem-detector plugin: the agent's verdict in one line; exit 0 OK, 1 problem, 2 unknown.
     Check(cmd::check::Args),
-    /// Sample CPUs as an ordered timeline: sample gaps (IRQs off), softirq stalls, the samples before ksoftirqd.
     Xray(cmd::xray::Args),
-    /// The layer-by-layer experiment: NodePort vs pod vs node IP, TCP vs ICMP, sender vs receiver.
     Bisect(cmd::bisect::Args),
-    /// On a cluster (also `kubectl netstall`): the doctor on one node in a short-lived pod; every node's status.
     Kubectl(cmd::kubectl::Args),
-    /// Copy this binary to a path (the image has no shell; node-problem-detector's pod gets its plugin so).
     CopyBinary(cmd::copy_binary::Args),
+    Completions(cmd::completions::Args),
+    Man(cmd::man::Args),
 }
 
 /// The command line, with `kubectl netstall ARGS` (this binary installed as
@@ -106,6 +102,8 @@ fn main() -> ExitCode {
         Command::Bisect(args) => cmd::bisect::run(args, out),
         Command::Kubectl(args) => cmd::kubectl::run(args, out),
         Command::CopyBinary(args) => cmd::copy_binary::run(args, out),
+        Command::Completions(args) => cmd::completions::run(args, Cli::command()),
+        Command::Man(args) => cmd::man::run(args, Cli::command()),
     };
     match result {
         Ok(code) => code,

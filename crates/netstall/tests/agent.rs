@@ -102,20 +102,6 @@ fn promtool_check_metrics(text: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// The PromQL of every panel of the Grafana dashboard.
-fn dashboard_queries() -> Vec<String> {
-    let text =
-        std::fs::read_to_string(repo_file("deploy/grafana/netstall-dashboard.json")).unwrap();
-    let dashboard: Value = serde_json::from_str(&text).unwrap();
-    dashboard["panels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
-        .map(|t| t["expr"].as_str().unwrap().to_string())
-        .collect()
-}
-
 const NODES: [(&str, &str, &str); 3] = [
     ("node1", "n1", "172.31.0.1"),
     ("node2", "n2", "172.31.0.2"),
@@ -144,9 +130,10 @@ fn prometheus_names_the_stalled_node_and_fires_the_alert_within_60s() {
         .map(|(name, _, addr)| format!("{name}={addr}"))
         .collect::<Vec<_>>()
         .join(",");
+    let mut agent_pids = Vec::new();
     for (name, role, addr) in NODES {
         let log = tmp.0.join(format!("{name}.jsonl"));
-        children.spawn(
+        let pid = children.spawn(
             Command::new("taskset")
                 .args(["-c", "1", NETSTALL, "agent", "--netns", &lab.netns(role)])
                 .args(["--listen", &format!("{addr}:9977"), "--node-name", name])
@@ -154,6 +141,7 @@ fn prometheus_names_the_stalled_node_and_fires_the_alert_within_60s() {
                 .arg("--event-log")
                 .arg(&log),
         );
+        agent_pids.push((name, pid));
     }
 
     let rules = repo_file("deploy/prometheus/netstall-rules.yml");
@@ -264,6 +252,7 @@ fn prometheus_names_the_stalled_node_and_fires_the_alert_within_60s() {
                 ["node1"],
                 "the alert names the wrong target: {alerts:?}"
             );
+            assert_eq!(label(&alerts[0], "node"), "node1", "{alerts:?}");
             fired_after = Some(injected.elapsed());
         }
     }
@@ -280,9 +269,29 @@ fn prometheus_names_the_stalled_node_and_fires_the_alert_within_60s() {
         "netstall:target_observers_stalled:count2m{peer!=\"node1\"} >= 2",
     );
     assert!(others.is_empty(), "{others:?}");
-    // Every dashboard query runs against the live data.
+    // Every dashboard query runs against the live data, with no recording
+    // rule needed: the observers panel names node1, the probe panels name
+    // every node by its node name, and the tracer-down stat says 0 (these
+    // agents run with --tracer false: not down, and not "No data").
     for expr in dashboard_queries() {
-        query(&prom_ns, prometheus, &expr);
+        let result = query(&prom_ns, prometheus, &expr);
+        if expr.starts_with("count by (peer)") {
+            let named: Vec<String> = result
+                .iter()
+                .filter(|s| s["value"][1].as_str().unwrap().parse::<f64>().unwrap() >= 2.0)
+                .map(|s| label(s, "peer"))
+                .collect();
+            assert_eq!(named, ["node1"], "{expr}: {result:?}");
+        }
+        if expr.contains("netstall_probe_peers") {
+            let mut nodes: Vec<String> = result.iter().map(|s| label(s, "node")).collect();
+            nodes.sort();
+            assert_eq!(nodes, ["node1", "node2", "outside"], "{expr}: {result:?}");
+        }
+        if expr.contains("netstall_tracer_up == 0") {
+            assert_eq!(result.len(), 1, "{expr}: {result:?}");
+            assert_eq!(result[0]["value"][1], "0", "{expr}: {result:?}");
+        }
     }
     // The observers logged their episodes toward node1.
     let log = std::fs::read_to_string(tmp.0.join("node2.jsonl")).unwrap();
@@ -302,6 +311,33 @@ fn prometheus_names_the_stalled_node_and_fires_the_alert_within_60s() {
         .unwrap();
         let lint = promtool_check_metrics(&text);
         assert!(lint.status.success(), "promtool: {lint:?}\n{text}");
+    }
+
+    // A dead agent: outside's stops; within seconds its NetstallAgentDown
+    // is pending (it fires after 5 minutes), naming the node.
+    let (_, outside) = agent_pids
+        .iter()
+        .find(|(name, _)| *name == "outside")
+        .unwrap();
+    // SAFETY: kill(2) on the PID of an agent this test started (a child not yet reaped).
+    unsafe { libc::kill(*outside as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let down = query(
+            &prom_ns,
+            prometheus,
+            "ALERTS{alertname=\"NetstallAgentDown\"}",
+        );
+        if !down.is_empty() {
+            let nodes: Vec<String> = down.iter().map(|s| label(s, "node")).collect();
+            assert_eq!(nodes, ["outside"], "{down:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no NetstallAgentDown 20 s after the outside agent stopped"
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

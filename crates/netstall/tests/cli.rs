@@ -17,20 +17,47 @@ fn assert_usage_error(out: &Output, needle: &str) {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-#[test]
-fn every_command_has_help() {
-    let top = netstall(&["--help"]);
-    assert!(top.status.success());
-    let top = String::from_utf8_lossy(&top.stdout).into_owned();
-    // Every command the top-level help lists, and every lab subcommand.
-    let commands: Vec<&str> = top
-        .lines()
+/// The commands a help text lists (its "Commands:" section), but `help`.
+fn listed_commands(help: &str) -> Vec<String> {
+    help.lines()
         .skip_while(|l| !l.starts_with("Commands:"))
         .skip(1)
         .take_while(|l| l.starts_with("  "))
         .filter(|l| !l.starts_with("   "))
         .filter_map(|l| l.split_whitespace().next())
         .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// `netstall ARGS --help` of every command and subcommand, walked from
+/// the top-level help down: (the arguments, the help text).
+fn every_help() -> Vec<(Vec<String>, String)> {
+    let mut helps = Vec::new();
+    let mut pending: Vec<Vec<String>> = vec![vec![]];
+    while let Some(path) = pending.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let out = netstall(&args);
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        for sub in listed_commands(&text) {
+            let mut sub_path = path.clone();
+            sub_path.push(sub);
+            pending.push(sub_path);
+        }
+        helps.push((path, text));
+    }
+    helps
+}
+
+#[test]
+fn every_command_has_help_with_examples() {
+    let helps = every_help();
+    let commands: Vec<String> = helps
+        .iter()
+        .filter(|(path, _)| path.len() == 1)
+        .map(|(path, _)| path[0].clone())
         .collect();
     for expected in [
         "demo",
@@ -46,24 +73,144 @@ fn every_command_has_help() {
         "check",
         "lab",
         "responder",
+        "top",
+        "kubectl",
+        "copy-binary",
+        "completions",
+        "man",
     ] {
         assert!(
-            commands.contains(&expected),
+            commands.iter().any(|c| c == expected),
             "`netstall --help` does not list {expected}: {commands:?}"
         );
     }
-    let mut invocations: Vec<Vec<&str>> = commands.iter().map(|c| vec![*c, "--help"]).collect();
     for sub in [
         "up", "down", "status", "rps", "zombies", "poller", "spin", "clean",
     ] {
-        invocations.push(vec!["lab", sub, "--help"]);
+        assert!(
+            helps.iter().any(|(path, _)| path == &["lab", sub]),
+            "lab {sub} was not reached"
+        );
     }
-    for args in invocations {
-        let out = netstall(&args);
-        assert!(out.status.success(), "{args:?}");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("Usage: netstall"), "{args:?}");
-        assert!(text.contains("--json"), "{args:?} lacks --json");
+    for (path, text) in &helps {
+        assert!(text.contains("Usage: netstall"), "{path:?}");
+        assert!(text.contains("--json"), "{path:?} lacks --json");
+        // An "Examples:" section with at least one command line in it.
+        let examples: Vec<&str> = text
+            .lines()
+            .skip_while(|l| l.trim_end() != "Examples:")
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .collect();
+        assert!(
+            examples.iter().any(|l| l.contains("netstall ")),
+            "`netstall {} --help` has no examples:\n{text}",
+            path.join(" ")
+        );
+    }
+    // The long help is not hidden by a one-line summary: `--help` says
+    // more than `-h` for the commands that have a long description.
+    for command in ["agent", "probe", "top", "collapse", "doctor"] {
+        let short = netstall(&[command, "-h"]);
+        let long = netstall(&[command, "--help"]);
+        assert!(
+            long.stdout.len() > short.stdout.len() + 100,
+            "`netstall {command} --help` is no longer than -h"
+        );
+    }
+}
+
+#[test]
+fn completions_name_every_command() {
+    let commands = listed_commands(&String::from_utf8_lossy(&netstall(&["--help"]).stdout));
+    assert!(commands.len() >= 15, "{commands:?}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = netstall(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for command in &commands {
+            assert!(script.contains(command.as_str()), "{shell}: no {command}");
+        }
+        // Flags of subcommands, nested subcommands and value sets too.
+        for word in ["dying-memcg-limit", "zombies", "ksoftirqd"] {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    // bash sources the script and completes with it: a command from its
+    // prefix, and a flag's values.
+    let script = String::from_utf8(netstall(&["completions", "bash"]).stdout).unwrap();
+    let complete = |words: &[&str]| -> String {
+        let program = format!(
+            "{script}\nCOMP_WORDS=({words}); COMP_CWORD={cword}; \
+             _netstall netstall \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+             echo \"${{COMPREPLY[*]}}\"",
+            words = words
+                .iter()
+                .map(|w| format!("'{w}'"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            cword = words.len() - 1,
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &program])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(complete(&["netstall", "pro"]), "probe");
+    assert_eq!(
+        complete(&["netstall", "xray", "--before", ""]),
+        "stall ksoftirqd"
+    );
+    let out = netstall(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'tcsh'"));
+}
+
+#[test]
+fn the_man_page_documents_every_command() {
+    let out = netstall(&["man"]);
+    assert!(out.status.success(), "{out:?}");
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH netstall 1"),
+        "{page}"
+    );
+    assert!(page.contains(".SH SUBCOMMANDS"), "{page}");
+    for command in ["probe", "doctor", "agent", "completions"] {
+        assert!(
+            page.contains(&format!("netstall\\-{command}")),
+            "no {command}:\n{page}"
+        );
+    }
+    let tmp = TempDir::new();
+    let out = netstall(&["man", "--dir", tmp.0.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    for name in [
+        "netstall.1",
+        "netstall-probe.1",
+        "netstall-lab-up.1",
+        "netstall-kubectl-status.1",
+    ] {
+        let page =
+            std::fs::read_to_string(tmp.0.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(page.contains(".SH NAME"), "{name}");
+    }
+    // The examples made it into each command's page.
+    let probe = std::fs::read_to_string(tmp.0.join("netstall-probe.1")).unwrap();
+    assert!(probe.contains("Examples:"), "{probe}");
+    // And man renders it, when man is installed.
+    if std::path::Path::new("/usr/bin/man").exists() {
+        let out = std::process::Command::new("man")
+            .arg("-l")
+            .arg(tmp.0.join("netstall-probe.1"))
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "100")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("netstall-probe"));
     }
 }
 

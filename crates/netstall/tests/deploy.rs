@@ -157,6 +157,98 @@ fn rules_pass_promtool_check_and_unit_tests() {
     assert!(out.status.success(), "{}", text(&out));
 }
 
+/// Where every alert's runbook_url points (docs/runbooks.md, a section each).
+const RUNBOOKS: &str = "https://github.com/netstall/netstall/blob/main/docs/runbooks.md";
+
+/// GitHub's anchor of a Markdown heading: lower case, spaces as dashes,
+/// other punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_alert_names_its_node_has_a_runbook_and_a_promtool_test() {
+    let rules = yaml_to_json(&repo_file("deploy/prometheus/netstall-rules.yml"));
+    let alerts: Vec<&Value> = rules[0]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .filter(|r| r["alert"].is_string())
+        .collect();
+    let names: Vec<&str> = alerts
+        .iter()
+        .map(|a| a["alert"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "NetstallAgentDown",
+        "NetstallTracerDown",
+        "NetstallDyingMemcgsHigh",
+    ] {
+        assert!(names.contains(&expected), "no {expected} in {names:?}");
+    }
+    let runbooks = std::fs::read_to_string(repo_file("docs/runbooks.md")).unwrap();
+    let sections: Vec<String> = runbooks
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(anchor)
+        .collect();
+    // The unit tests' expectations, by alert: (fires somewhere, stays quiet somewhere).
+    let tests = yaml_to_json(&repo_file("deploy/prometheus/netstall-rules.test.yml"));
+    let cases: Vec<Value> = tests[0]["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_array().cloned().unwrap_or_default())
+        .collect();
+    for alert in &alerts {
+        let name = alert["alert"].as_str().unwrap();
+        let url = alert["annotations"]["runbook_url"].as_str().unwrap_or("");
+        let section = url
+            .strip_prefix(&format!("{RUNBOOKS}#"))
+            .unwrap_or_else(|| panic!("{name}: runbook_url {url:?} is not in {RUNBOOKS}"));
+        assert!(
+            sections.iter().any(|s| s == section),
+            "{name}: docs/runbooks.md has no section #{section} ({sections:?})"
+        );
+        assert!(alert["labels"]["severity"].is_string(), "{name}");
+        // Its expression gives the node a label of its own.
+        let expr = alert["expr"].as_str().unwrap();
+        assert!(
+            expr.contains("\"node\"") || expr.contains("(node)"),
+            "{name}: {expr}"
+        );
+        let of_alert: Vec<&Value> = cases.iter().filter(|c| c["alertname"] == name).collect();
+        let fired: Vec<&Value> = of_alert
+            .iter()
+            .flat_map(|c| c["exp_alerts"].as_array().unwrap())
+            .collect();
+        assert!(!fired.is_empty(), "{name}: no promtool test where it fires");
+        assert!(
+            of_alert
+                .iter()
+                .any(|c| c["exp_alerts"].as_array().unwrap().is_empty()),
+            "{name}: no promtool test where it stays quiet"
+        );
+        assert!(
+            fired.iter().any(|a| a["exp_labels"]["node"].is_string()),
+            "{name}: no test names the node"
+        );
+        for a in &fired {
+            assert_eq!(a["exp_annotations"]["runbook_url"], url, "{name}");
+        }
+    }
+}
+
 #[test]
 fn the_prometheus_rule_holds_the_same_groups() {
     let operator = yaml_to_json(&repo_file("deploy/prometheus-operator/prometheusrule.yaml"));
@@ -188,17 +280,11 @@ fn promtool_parses(queries: &[String]) -> Output {
 
 #[test]
 fn every_dashboard_query_parses() {
-    let text_ =
-        std::fs::read_to_string(repo_file("deploy/grafana/netstall-dashboard.json")).unwrap();
-    let dashboard: Value = serde_json::from_str(&text_).unwrap();
-    let queries: Vec<String> = dashboard["panels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
-        .map(|t| t["expr"].as_str().unwrap().to_string())
-        .collect();
-    assert!(queries.len() >= 8, "{queries:?}");
+    // What the dashboard's JSON holds, and which metrics it asks for, is
+    // checked against the agent's real exposition in
+    // crates/netstall-agent/tests/dashboard.rs.
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 18, "{queries:?}");
     let out = promtool_parses(&queries);
     assert!(out.status.success(), "{}", text(&out));
     let out = promtool_parses(&["sum by (peer (rate(x[1m]))".to_string()]);
@@ -431,6 +517,14 @@ fn the_prometheus_operator_overlay_is_selected_by_kube_prometheus_stack() {
     assert!(
         ports.as_array().unwrap().iter().any(|p| &p["name"] == port),
         "{port} {ports}"
+    );
+    // Every series, `up` included, carries the node's name (NetstallAgentDown).
+    assert_eq!(
+        monitor["podMetricsEndpoints"][0]["relabelings"],
+        serde_json::json!([{
+            "sourceLabels": ["__meta_kubernetes_pod_node_name"],
+            "targetLabel": "node",
+        }])
     );
 }
 

@@ -21,12 +21,14 @@ use netstall_events::Record;
         Remediation (opt-in, docs/remediation.md): --remediate condition|cordon|drain|reboot sets the \
         NetworkStall node condition on a bad node and, one node at a time (a Lease), cordons, drains \
         and asks the host to reboot, then proves the result; --dry-run only tells what it would do.\n\n\
-        Examples:\n  \
+        Needs CAP_NET_RAW to probe; the tracer needs CAP_BPF, CAP_PERFMON and CAP_SYSLOG.",
+    after_help = "Examples:\n  \
         netstall agent --peers node2=10.0.0.2,node3=10.0.0.3\n  \
         netstall agent --config /etc/netstall/agent.toml --node-name \"$NODE_NAME\"\n  \
+        netstall agent --config agent.toml --print-config     the settings it would run with\n  \
         netstall agent --node-name node1 --remediate drain --dry-run\n  \
-        netstall agent --node-name node1 --remediate reboot --remediate-memcg --probation 10m\n\n\
-        Needs CAP_NET_RAW to probe; the tracer needs CAP_BPF, CAP_PERFMON and CAP_SYSLOG."
+        netstall agent --node-name node1 --remediate reboot --remediate-memcg --probation 10m\n  \
+        curl -s 127.0.0.1:9977/metrics | grep ^netstall_"
 )]
 pub struct Args {
     /// TOML config file; every key is also a flag, and flags win.

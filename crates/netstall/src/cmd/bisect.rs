@@ -33,7 +33,11 @@ const DEFAULT_POD_PORT: u16 = 80;
         side. A layer is blamed only when the difference is significant.\n\n\
         --from-host adds a second vantage point (a network namespace outside the cluster). --lab PREFIX \
         fills every target from `netstall lab status`.\n\n\
-        Needs CAP_NET_RAW (raw TCP SYN and ICMP), and CAP_SYS_ADMIN with --netns or --from-host."
+        Needs CAP_NET_RAW (raw TCP SYN and ICMP), and CAP_SYS_ADMIN with --netns or --from-host.",
+    after_help = "Examples:\n  \
+        sudo netstall bisect --lab nst                     every path of `netstall lab up`, 30 s\n  \
+        sudo netstall bisect --nodeport 10.0.0.5:30080 --pod 10.244.1.7:8080 --node 10.0.0.6 -w 1m\n  \
+        sudo netstall bisect --lab nst --json | jq 'select(.type==\"bisect\") | .verdict'"
 )]
 pub struct Args {
     /// The NodePort, HOST:PORT (HOST is the node that receives it: node1).

@@ -19,7 +19,13 @@ use netstall_core::output::Output;
         means on this kernel (worst memory.stat stall).\n\n\
         Nothing is written and memory.stat is not read unless asked: --canary times ONE read (on an \
         affected node that read stalls its CPU); --remediate LEVEL shows what it would write and needs \
-        --yes to write drop_caches, then re-counts and reports whether it worked."
+        --yes to write drop_caches, then re-counts and reports whether it worked.",
+    after_help = "Examples:\n  \
+        netstall cgroups                         counts and advice; reads no memory.stat\n  \
+        sudo netstall cgroups --watch 10s        who creates and removes cgroups, for 10 s\n  \
+        sudo netstall cgroups --canary --cpu 3   time ONE memory.stat read, on CPU 3\n  \
+        sudo netstall cgroups --remediate 1      what dropping the page cache would write\n  \
+        sudo netstall cgroups --remediate 1 --yes   write it, count again, tell whether it worked"
 )]
 pub struct Args {
     /// Watch cgroup creation/removal/release for this long (e.g. 10s): top parents by churn and rates.

@@ -16,7 +16,11 @@ use netstall_core::output::Output;
     about = "node-problem-detector plugin: one line from the agent's verdict; exit 0 OK, 1 problem, 2 unknown",
     long_about = "Asks the netstall agent's /healthz for this node's verdict (recent RX stalls, probes \
         stalled toward most peers, too many dying memory cgroups) and prints one short line. Exit codes \
-        follow node-problem-detector's plugin protocol: 0 OK, 1 problem, 2 unknown (agent unreachable)."
+        follow node-problem-detector's plugin protocol: 0 OK, 1 problem, 2 unknown (agent unreachable).",
+    after_help = "Examples:\n  \
+        netstall check                                   the agent on this node (127.0.0.1:9977)\n  \
+        netstall check --agent 10.0.0.7:9977 --timeout 1s\n  \
+        netstall check; echo \"exit $?\"                   0 OK, 1 problem, 2 unknown"
 )]
 pub struct Args {
     /// The agent's /healthz address.

@@ -16,6 +16,7 @@ use regex::bytes::Regex;
 
 #[derive(clap::Args)]
 #[command(
+    about = "Fold `perf script` output into stacks: aggregated (as stackcollapse-perf.pl) or in time order",
     long_about = "Fold `perf script` output into stacks (`comm;root;...;leaf COUNT`).\n\n\
     By default the output is what FlameGraph's stackcollapse-perf.pl prints for the same input \
     and options, byte for byte: identical stacks summed (by period where perf printed one) and \
@@ -24,7 +25,12 @@ use regex::bytes::Regex;
     `grep PATTERN -B N` would, without the `--` separators.\n\n\
     Like the Perl script, a last sample with no blank line after it is dropped (--flush-eof \
     keeps it), only the first event type seen is kept (or --event-filter's), and a task name \
-    ending in a space and digits (`worker 1`) loses the digits to the TID."
+    ending in a space and digits (`worker 1`) loses the digits to the TID.",
+    after_help = "Examples:\n  \
+    perf script | netstall collapse > stacks.folded\n  \
+    netstall collapse perf.txt | netstall flame > flame.svg\n  \
+    netstall collapse --ordered perf.txt | netstall flame --chart > chart.svg\n  \
+    netstall collapse --ordered --before ksoftirqd --samples 100 perf.txt   the samples before each ksoftirqd"
 )]
 pub struct Args {
     /// A file of `perf script` output, or `-` for standard input.

@@ -11,10 +11,13 @@ use netstall_core::output::Output;
 
 #[derive(clap::Args)]
 #[command(
+    about = "Copy this binary to a path (the image has no shell; node-problem-detector's pod gets its plugin so)",
     long_about = "Copies the running netstall binary to DEST (mode 0755). The container image has no \
         shell; node-problem-detector's pod (deploy/overlays/node-problem-detector) gets its plugin this \
-        way, from an init container into a shared volume.\n\n\
-        Example: netstall copy-binary /plugins/netstall"
+        way, from an init container into a shared volume.",
+    after_help = "Examples:\n  \
+        netstall copy-binary /plugins/netstall\n  \
+        podman run --rm -v /opt/bin:/out localhost/netstall copy-binary /out/netstall"
 )]
 pub struct Args {
     /// Where to write the copy (a file path; its directory must exist).

@@ -17,10 +17,15 @@ use netstall_probe::{Mode, ProbeConfig};
 
 #[derive(clap::Args)]
 #[command(
+    about = "Reproduce the incident for real in the lab, diagnose it, fix it, prove it is gone",
     long_about = "Builds the lab (client -> NodePort -> VXLAN -> node2 -> pod), probes it healthy, \
     injects the incident for real (dying memory cgroups + a cadvisor-like memory.stat reader on the RX CPU), \
     shows the probes' sawtooth, lets `netstall doctor` name the cause and culprit, remediates \
-    (drop_caches level 1), proves it is gone, and removes everything. About a minute; needs root and 2 CPUs."
+    (drop_caches level 1), proves it is gone, and removes everything. About a minute; needs root and 2 CPUs.",
+    after_help = "Examples:\n  \
+    sudo netstall demo\n  \
+    sudo netstall demo --zombies 50000 --report demo.html\n  \
+    sudo netstall demo --keep          then explore: netstall lab status --prefix demo"
 )]
 pub struct Args {
     /// Dying memory cgroups to create (about 2 µs of IRQs-off each per memory.stat flush).

@@ -15,6 +15,7 @@ use netstall_doctor::{report, Findings, Verdict};
 
 #[derive(clap::Args)]
 #[command(
+    about = "One verdict with evidence: tracer, probes, CPU sampling and cgroup counts together",
     long_about = "Runs the eBPF stall tracer on every CPU, probes the given targets, samples the \
     CPUs (sample gaps = IRQs off; the samples before each stall), and counts dying memory cgroups \
     (never reading memory.stat), all on one time base; then prints a verdict: the ranked causes, each \

@@ -13,11 +13,16 @@ use netstall_xray::flame::{self, FlameOptions};
 
 #[derive(clap::Args)]
 #[command(
+    about = "Draw an SVG flame graph, or a flame chart (time on the x axis), from folded stacks or perf script text",
     long_about = "Draw an SVG flame graph (stacks merged, width = samples) or, with --chart, \
     a flame chart (time on the x axis, left to right) through the inferno crate.\n\n\
     The input is folded stacks (`netstall collapse` output; for --chart, `netstall collapse \
     --ordered` output) or `perf script` text, which is collapsed first: aggregated for a flame \
-    graph, in time order for a chart."
+    graph, in time order for a chart.",
+    after_help = "Examples:\n  \
+    perf script | netstall flame > flame.svg\n  \
+    netstall collapse perf.txt | netstall flame --title \"cadvisor stall\" -o flame.svg\n  \
+    netstall collapse --ordered perf.txt | netstall flame --chart -o chart.svg"
 )]
 pub struct Args {
     /// Folded stacks or `perf script` output, or `-` for standard input.

@@ -20,8 +20,8 @@ const DEFAULT_IMAGE: &str = concat!("localhost/netstall:", env!("CARGO_PKG_VERSI
     about = "kubectl netstall: the doctor on one node of a cluster, and every node's stall status",
     long_about = "Runs netstall against a Kubernetes cluster through the API server (your kubeconfig). \
         Install this binary as `kubectl-netstall` on your PATH (a copy or a symlink) and kubectl \
-        runs it as `kubectl netstall`.\n\n\
-        Examples:\n  \
+        runs it as `kubectl netstall`.",
+    after_help = "Examples:\n  \
         kubectl netstall doctor node-7 -w 30s --report node-7.html\n  \
         kubectl netstall status\n  \
         netstall kubectl doctor node-7 --namespace netstall --image registry.example/netstall:0.1.0"
@@ -49,8 +49,10 @@ enum Command {
         The pod also ends by itself (activeDeadlineSeconds) if this command is killed.\n\n\
         Needs: get nodes; create, get, delete pods and get pods/log in the namespace.\n\
         Exit codes: 0 healthy, 1 findings, 2 error (no such node, no permission, the image cannot be \
-        pulled, the pod not started in time).\n\n\
-        Example: kubectl netstall doctor node-7 -w 30s --report node-7.html"
+        pulled, the pod not started in time).",
+        after_help = "Examples:\n  \
+        kubectl netstall doctor node-7 -w 30s --report node-7.html\n  \
+        kubectl netstall doctor node-7 --context prod --json | jq 'select(.type==\"verdict\")'"
     )]
     Doctor(DoctorArgs),
     /// Every node's NetworkStall condition and its agent's latest verdict.
@@ -58,8 +60,10 @@ enum Command {
         long_about = "Lists the nodes with their NetworkStall condition (node-problem-detector's \
         netstall plugin, or the agent's remediation) and the verdict of the netstall agent on each \
         (its /healthz, through the API server's pod proxy). Exit 0 when no node has a problem, 1 when \
-        one does, 2 on error.\n\nNeeds: list nodes; list pods and get pods/proxy in the namespace.\n\n\
-        Example: kubectl netstall status --json"
+        one does, 2 on error.\n\nNeeds: list nodes; list pods and get pods/proxy in the namespace.",
+        after_help = "Examples:\n  \
+        kubectl netstall status\n  \
+        kubectl netstall status --json | jq 'select(.type==\"node-status\")'"
     )]
     Status,
 }

@@ -21,7 +21,14 @@ const DEFAULT_PREFIX: &str = "nst";
         -> VXLAN overlay (UDP 8472) -> node2 -> pod, plus an outside host on node2's underlay.\n\n\
         Node RX is steered to --rx-cpu with RPS. Injectors reproduce the incident for real:\n\
         dying memory cgroups (zombies), a cadvisor-like memory.stat reader (poller), and a\n\
-        test-only BPF busy-wait in a softirq (spin). All need root."
+        test-only BPF busy-wait in a softirq (spin). All need root.",
+    after_help = "Examples:\n  \
+        sudo netstall lab up --rx-cpu 0\n  \
+        netstall lab status --json\n  \
+        sudo netstall lab zombies --count 20000\n  \
+        sudo netstall lab poller --cpu 0 -w 60s\n  \
+        sudo netstall lab spin --cpu 0 --ms 50 --every 1s -w 30s\n  \
+        sudo netstall lab clean && sudo netstall lab down"
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -38,6 +45,9 @@ struct PrefixArg {
 #[derive(Subcommand)]
 enum LabCommand {
     /// Build the lab (error if a lab with this prefix exists).
+    #[command(after_help = "Examples:\n  \
+        sudo netstall lab up                        RX of both nodes on CPU 0\n  \
+        sudo netstall lab up --prefix t1 --rx-cpu 0-1")]
     Up {
         #[command(flatten)]
         prefix: PrefixArg,
@@ -46,16 +56,25 @@ enum LabCommand {
         rx_cpu: String,
     },
     /// Remove the lab: responders, namespaces, links, routes and rules.
+    #[command(after_help = "Examples:\n  \
+        sudo netstall lab down\n  \
+        sudo netstall lab down --prefix t1")]
     Down {
         #[command(flatten)]
         prefix: PrefixArg,
     },
     /// Print the lab's hosts, addresses and ports.
+    #[command(after_help = "Examples:\n  \
+        netstall lab status\n  \
+        netstall lab status --json | jq -r '.hosts[] | \"\\(.role) \\(.netns)\"'")]
     Status {
         #[command(flatten)]
         prefix: PrefixArg,
     },
     /// Re-steer RX processing: the nodes' (default) or one host's.
+    #[command(after_help = "Examples:\n  \
+        sudo netstall lab rps --rx-cpu 1\n  \
+        sudo netstall lab rps --rx-cpu 0 --host node1")]
     Rps {
         #[command(flatten)]
         prefix: PrefixArg,
@@ -67,6 +86,9 @@ enum LabCommand {
         host: Option<topology::Role>,
     },
     /// Make real dying memory cgroups (cgroup v1), each pinned by page cache.
+    #[command(after_help = "Examples:\n  \
+        sudo netstall lab zombies --count 20000\n  \
+        netstall cgroups                             count them")]
     Zombies {
         #[command(flatten)]
         prefix: PrefixArg,
@@ -75,6 +97,9 @@ enum LabCommand {
         count: u32,
     },
     /// A cadvisor-like reader of memory.stat that keeps the zombies' stats dirty.
+    #[command(after_help = "Examples:\n  \
+        sudo netstall lab poller --cpu 0 -w 60s           stall CPU 0 once a second\n  \
+        sudo netstall lab poller --interval 200ms --comm kubelet -w 5m")]
     Poller {
         #[command(flatten)]
         prefix: PrefixArg,
@@ -95,6 +120,9 @@ enum LabCommand {
         path: Option<PathBuf>,
     },
     /// Test-only: busy-wait inside a non-NET_RX softirq on one CPU (a deterministic stall).
+    #[command(after_help = "Examples:\n  \
+        sudo netstall lab spin --cpu 0 --ms 50 -w 30s      a 50 ms stall every second\n  \
+        sudo netstall lab spin --cpu 1 --ms 120 --every 1030ms -w 2m")]
     Spin {
         /// CPU to stall.
         #[arg(long)]
@@ -110,6 +138,9 @@ enum LabCommand {
         duration: Duration,
     },
     /// Release the lab's dying cgroups (remove their data, drop caches level 1).
+    #[command(after_help = "Examples:\n  \
+        sudo netstall lab clean\n  \
+        sudo netstall lab clean --prefix t1 && sudo netstall lab down --prefix t1")]
     Clean {
         #[command(flatten)]
         prefix: PrefixArg,

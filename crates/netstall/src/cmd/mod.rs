@@ -6,12 +6,14 @@ pub mod bisect;
 pub mod cgroups;
 pub mod check;
 pub mod collapse;
+pub mod completions;
 pub mod copy_binary;
 pub mod demo;
 pub mod doctor;
 pub mod flame;
 pub mod kubectl;
 pub mod lab;
+pub mod man;
 pub mod probe;
 pub mod responder;
 pub mod top;
@@ -22,6 +24,19 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use netstall_core::shutdown::Shutdown;
+
+/// Writes a generated text (a completion script, a manual page) to standard
+/// output. A reader that stops early (`| head`) is not an error.
+pub fn write_stdout(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
+}
 
 /// What SIGINT and SIGTERM request for the long-running commands (probe,
 /// trace, agent): the command finishes cleanly (summary printed, programs

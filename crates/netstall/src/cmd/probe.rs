@@ -20,6 +20,12 @@ use netstall_probe::{Mode, ProbeConfig, Report, SessionEvent};
         Episode kinds: backlog-release (probes held and released together, RTTs falling by one interval \
         per probe: an RX backlog drained at once), spike (one probe delayed), loss (unanswered probes).\n\n\
         ICMP and TCP SYN use raw sockets and need CAP_NET_RAW; --netns needs CAP_SYS_ADMIN.",
+    after_help = "Examples:\n  \
+        sudo netstall probe 10.0.0.7 -w 60s                   ICMP echo every 10 ms for a minute\n  \
+        sudo netstall probe 10.0.0.7 --syn -p 30080 --flows 8 -c 1000\n  \
+        netstall probe 10.0.0.7 --udp -p 9000 -i 20ms\n  \
+        netstall probe --http http://10.0.0.7:8080/healthz -i 100ms\n  \
+        sudo netstall probe 10.0.0.7 | egrep 'rtt=[0-9]{3}\\.'     the probes of 100 ms or more",
     group = clap::ArgGroup::new("mode").args(["icmp", "syn", "udp", "http"])
 )]
 pub struct Args {

@@ -9,8 +9,13 @@ use netstall_lab::responder::{self, ResponderConfig};
 
 #[derive(clap::Args)]
 #[command(
+    about = "Run the TCP/HTTP and UDP echo responders used by the lab and by your own tests",
     long_about = "Serve TCP (answers a line; a minimal HTTP 200 to HTTP requests, keep-alive \
-    supported) and UDP echo, for probing with `netstall probe`. Runs until killed."
+    supported) and UDP echo, for probing with `netstall probe`. Runs until killed.",
+    after_help = "Examples:\n  \
+    netstall responder --tcp 8080 --udp 9000\n  \
+    netstall responder --tcp 8080 --bind 127.0.0.1 --ready-line &\n  \
+    netstall probe 127.0.0.1 --udp -p 9000 -c 100"
 )]
 pub struct Args {
     /// TCP port to listen on.

@@ -23,8 +23,8 @@ use netstall_top::TopConfig;
         over ssh, no mouse. When stdout is not a terminal (or with --json) it prints plain lines: \
         each stall as it comes and a status line every 5 s.\n\n\
         Needs CAP_BPF, CAP_PERFMON and CAP_SYSLOG (and CAP_NET_RAW with --target); exit 2 \
-        with a one-line reason otherwise, before the terminal is touched.\n\n\
-        Examples:\n  netstall top\n  netstall top --cpus 0-3 --threshold 5ms\n  \
+        with a one-line reason otherwise, before the terminal is touched.",
+    after_help = "Examples:\n  netstall top\n  netstall top --cpus 0-3 --threshold 5ms\n  \
         netstall top --target 10.0.0.7:443 --target 10.0.0.8\n  \
         netstall top -w 30s > stalls.txt        # plain lines, 30 s"
 )]

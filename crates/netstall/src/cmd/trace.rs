@@ -16,7 +16,12 @@ use netstall_kernel::trace::{self, format, Stop, TraceConfig, TraceEvent};
         Detectors: rx-backlog (per-packet backlog wait), irqs-off (local timer gaps on a busy \
         CPU), softirq-delay (NET_RX blocked -> run), ksoftirqd (NET_RX takeovers), rstat-hold \
         (cgroup rstat flush with IRQs off). Needs CAP_BPF, CAP_PERFMON and CAP_SYSLOG.\n\n\
-        Exit code 2 on errors (missing privileges or kernel features name what is missing)."
+        Exit code 2 on errors (missing privileges or kernel features name what is missing).",
+    after_help = "Examples:\n  \
+        sudo netstall trace -w 60s\n  \
+        sudo netstall trace --cpus 0-3 --threshold 5ms --syscalls\n  \
+        sudo netstall trace --icmp-seq --json > trace.jsonl\n  \
+        sudo netstall trace -w 30s --self-cost                what each BPF program cost"
 )]
 pub struct Args {
     /// How long to trace (default: until Ctrl-C).

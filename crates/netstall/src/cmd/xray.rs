@@ -17,12 +17,18 @@ use netstall_xray::timeline::{self, StallRules, Trigger};
 
 #[derive(clap::Args)]
 #[command(
+    about = "Sample CPUs as an ordered timeline: sample gaps (IRQs off), softirq stalls, the samples before ksoftirqd",
     long_about = "Sample the given CPUs (software cpu-clock, kernel and user stacks, \
     symbolized) and keep the samples in time order.\n\n\
     Reports stalls seen in the samples: a gap with no sample at all (the cpu-clock timer \
     cannot fire while IRQs are off; the first sample after the gap shows where they came \
     back on) and long runs inside softirq processing (bottom halves held, so network RX \
-    waits). --before prints the samples before each stall or each ksoftirqd run."
+    waits). --before prints the samples before each stall or each ksoftirqd run.",
+    after_help = "Examples:\n  \
+    sudo netstall xray --cpu 3 -w 10s\n  \
+    sudo netstall xray --cpu 0-1 --before stall --samples 50\n  \
+    sudo netstall xray --cpu 3 --before ksoftirqd --json > xray.jsonl\n  \
+    sudo netstall xray --cpu 3 --gap 5ms --svg chart.svg"
 )]
 pub struct Args {
     /// CPUs to sample: `11`, `0-3`, `0,2`.

@@ -36,6 +36,28 @@ pub fn repo_file(path: &str) -> std::path::PathBuf {
         .join(path)
 }
 
+/// The PromQL of every panel of the Grafana dashboard, as Grafana sends it:
+/// `$node` is every node, `$__rate_interval` a minute, `$__range` an hour.
+pub fn dashboard_queries() -> Vec<String> {
+    let text =
+        std::fs::read_to_string(repo_file("deploy/grafana/netstall-dashboard.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$__range", "1h")
+                .replace("$node", ".*")
+        })
+        .collect()
+}
+
 /// A scratch directory, unique to the test, removed when the test ends.
 pub struct TempDir(pub std::path::PathBuf);
 
