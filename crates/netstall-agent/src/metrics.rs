@@ -51,6 +51,11 @@ pub struct CulpritLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    pub worker: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InfoLabels {
     pub node: String,
     pub version: &'static str,
@@ -160,6 +165,10 @@ pub struct Metrics {
     pub memcg_dying: Family<NoLabels, Gauge>,
     pub memcg_cgroups: Family<NoLabels, Gauge>,
     pub kernel_latency: Arc<KernelLatency>,
+    /// HTTP connections closed unserved: over the total or per-client cap.
+    pub http_rejected: Counter,
+    /// Worker threads that panicked (each is restarted after a pause).
+    pub worker_failures: Family<WorkerLabels, Counter>,
 }
 
 /// The label set of a series that has none, in a family (so that the
@@ -196,6 +205,8 @@ impl Metrics {
             memcg_dying: Family::default(),
             memcg_cgroups: Family::default(),
             kernel_latency: Arc::default(),
+            http_rejected: Counter::default(),
+            worker_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -257,6 +268,16 @@ impl Metrics {
             "netstall_memcg_cgroups",
             "Memory cgroups the kernel holds, live and dying",
             m.memcg_cgroups.clone(),
+        );
+        registry.register(
+            "netstall_http_rejected",
+            "HTTP connections closed unserved because the total or per-client connection cap was reached",
+            m.http_rejected.clone(),
+        );
+        registry.register(
+            "netstall_worker_failures",
+            "Agent worker threads that panicked, by worker (each is restarted after a pause)",
+            m.worker_failures.clone(),
         );
         registry.register_collector(Box::new(Arc::clone(&m.kernel_latency)));
         Self { registry, ..m }
