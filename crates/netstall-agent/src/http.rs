@@ -238,7 +238,9 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String> {
         deadline
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero())
-            .ok_or_else(|| anyhow!("no complete answer from the agent at {addr} within {timeout:?}"))
+            .ok_or_else(|| {
+                anyhow!("no complete answer from the agent at {addr} within {timeout:?}")
+            })
     };
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("cannot connect to the agent at {addr}"))?;
@@ -255,10 +257,11 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String> {
         let n = match stream.read(&mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
             {
                 return Err(left().err().unwrap_or_else(|| e.into()));
             }

@@ -88,7 +88,10 @@ fn a_64_mb_header_line_does_not_grow_the_agent() {
         let rss_after = status("VmRSS");
         // The server stops reading after its 8 KiB head limit: what the
         // client got in before the reset sat in socket buffers, not the agent.
-        assert!(written < 32 << 20, "the server read {written} bytes of one header");
+        assert!(
+            written < 32 << 20,
+            "the server read {written} bytes of one header"
+        );
         assert!(
             rss_after < rss_before + 16 * 1024,
             "RSS {rss_before} kB -> {rss_after} kB"
@@ -113,7 +116,11 @@ fn thousands_of_idle_half_requests_make_no_threads() {
         }
         assert!(idle.len() > 2000, "only {} connections opened", idle.len());
         scrape_is_quick(addr);
-        assert_eq!(status("Threads"), threads_before, "no thread per connection");
+        assert_eq!(
+            status("Threads"),
+            threads_before,
+            "no thread per connection"
+        );
         let rss_after = status("VmRSS");
         assert!(
             rss_after < rss_before + 16 * 1024,

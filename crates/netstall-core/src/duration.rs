@@ -18,7 +18,8 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "duration '{text}' needs a unit, e.g. {text}ms or {text}s"
         ));
     }
-    let d = humantime::parse_duration(text).map_err(|e| format!("invalid duration '{text}': {e}"))?;
+    let d =
+        humantime::parse_duration(text).map_err(|e| format!("invalid duration '{text}': {e}"))?;
     if d > MAX {
         return Err(format!("duration '{text}' is too long: at most 365 days"));
     }

@@ -25,9 +25,7 @@ impl HttpUrl {
         // A CR or LF would end the request line and inject headers; a URL
         // has neither, nor spaces or other control characters.
         if let Some(c) = url.chars().find(|c| c.is_control() || c.is_whitespace()) {
-            bail!(
-                "invalid URL {url:?}: {c:?} is not allowed in a URL (percent-encode it)"
-            );
+            bail!("invalid URL {url:?}: {c:?} is not allowed in a URL (percent-encode it)");
         }
         let rest = match url.split_once("://") {
             Some(("http", rest)) => rest,

@@ -456,9 +456,7 @@ fn send_all(config: &ProbeConfig, wire: Option<&dyn Wire>, events: &Sender<Event
     let spin_ns = (interval / 20).clamp(MIN_SPIN_NS, MAX_SPIN_NS);
     // A short lead so the first probe, too, leaves on its schedule.
     let start = monotonic_ns() + 1_000_000;
-    let end = config
-        .duration
-        .map(|d| start.saturating_add(nanos(d)));
+    let end = config.duration.map(|d| start.saturating_add(nanos(d)));
     let mut tx_keys: Vec<u32> = vec![0; wire.map_or(0, |w| w.fds().len())];
     let http_in_flight = Arc::new(AtomicUsize::new(0));
     for seq in 0u64.. {

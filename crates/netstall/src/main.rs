@@ -86,7 +86,9 @@ fn usage_error_line(rendered: &str) -> String {
         .lines()
         .map(str::trim)
         .take_while(|l| {
-            !(l.starts_with("Usage:") || l.starts_with("For more information") || l.starts_with("tip:"))
+            !(l.starts_with("Usage:")
+                || l.starts_with("For more information")
+                || l.starts_with("tip:"))
         })
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
@@ -106,7 +108,10 @@ fn main() -> ExitCode {
         }
         // A usage error: one line, like every other error.
         Err(e) => {
-            eprintln!("netstall: {} (see --help)", usage_error_line(&e.render().to_string()));
+            eprintln!(
+                "netstall: {} (see --help)",
+                usage_error_line(&e.render().to_string())
+            );
             return ExitCode::from(2);
         }
     };

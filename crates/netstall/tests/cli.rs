@@ -185,15 +185,33 @@ fn hostile_values_are_one_line_errors() {
     let cases: &[(&[&str], &str)] = &[
         (&["xray", "-w", huge], "too long: at most 365 days"),
         (&["cgroups", "--watch", huge], "too long: at most 365 days"),
-        (&["agent", "--cgroup-interval", huge], "too long: at most 365 days"),
-        (&["probe", "127.0.0.1", "-w", huge], "too long: at most 365 days"),
-        (&["probe", "127.0.0.1", "-i", "1ns", "-c", "1"], "too short: at least 1µs"),
+        (
+            &["agent", "--cgroup-interval", huge],
+            "too long: at most 365 days",
+        ),
+        (
+            &["probe", "127.0.0.1", "-w", huge],
+            "too long: at most 365 days",
+        ),
+        (
+            &["probe", "127.0.0.1", "-i", "1ns", "-c", "1"],
+            "too short: at least 1µs",
+        ),
         (&["probe", "127.0.0.1", "-c", "0"], "'0'"),
         (&["probe", "127.0.0.1", "--syn", "-p", "0"], "'0'"),
         (&["collapse", "-j", "65535"], "65535"),
         (&["xray", "--cpu", "0-4294967295"], "largest CPU number"),
         (&["agent", "--config", "/dev/zero"], "larger than 1024 KiB"),
-        (&["probe", "--http", "http://127.0.0.1/a\r\nX-Injected: 1", "-c", "1"], "is not allowed in a URL"),
+        (
+            &[
+                "probe",
+                "--http",
+                "http://127.0.0.1/a\r\nX-Injected: 1",
+                "-c",
+                "1",
+            ],
+            "is not allowed in a URL",
+        ),
     ];
     for (args, needle) in cases {
         let started = std::time::Instant::now();
@@ -201,7 +219,10 @@ fn hostile_values_are_one_line_errors() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
-        assert!(stderr.contains(needle), "{args:?}: {needle:?} not in {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {needle:?} not in {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(
             started.elapsed() < std::time::Duration::from_secs(5),

@@ -183,7 +183,10 @@ fn peak_rss_kb(pid: u32) -> u64 {
 #[test]
 fn an_endless_stream_without_blank_lines_stays_bounded() {
     for (ordered, line) in [
-        (false, &b"app 12 [000] 1.000: 1001 cpu-clock:  ffffffff main (/bin/app)\n"[..]),
+        (
+            false,
+            &b"app 12 [000] 1.000: 1001 cpu-clock:  ffffffff main (/bin/app)\n"[..],
+        ),
         (true, &[0u8; 4096][..]),
     ] {
         let mut args = vec!["collapse"];
@@ -210,7 +213,11 @@ fn an_endless_stream_without_blank_lines_stays_bounded() {
         drop(stdin); // end of input: it finishes and reports
         let out = child.wait_with_output().expect("netstall output");
         assert!(fed > 16 << 20, "only {} MiB fed in 4 s", fed >> 20);
-        assert!(peak < 100 * 1024, "peak RSS {peak} kB after {} MiB", fed >> 20);
+        assert!(
+            peak < 100 * 1024,
+            "peak RSS {peak} kB after {} MiB",
+            fed >> 20
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("without -g"), "{stderr}");
     }

@@ -695,7 +695,10 @@ mod tests {
             return;
         }
         let config = kernel_config().expect("/proc/config.gz decompresses");
-        assert!(kernel_hz(&config).is_some(), "no CONFIG_HZ in /proc/config.gz");
+        assert!(
+            kernel_hz(&config).is_some(),
+            "no CONFIG_HZ in /proc/config.gz"
+        );
     }
 
     #[test]

@@ -62,7 +62,9 @@ pub fn run(args: Args, _out: Output) -> Result<ExitCode> {
         None => Box::new(io::stdout().lock()),
     };
     let mut svg = BufWriter::new(svg);
-    match flame::render(lines.iter().map(String::as_str), &opts, &mut svg).and_then(|()| svg.flush()) {
+    match flame::render(lines.iter().map(String::as_str), &opts, &mut svg)
+        .and_then(|()| svg.flush())
+    {
         Ok(()) => Ok(ExitCode::SUCCESS),
         // `netstall flame x | head` is not an error.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
