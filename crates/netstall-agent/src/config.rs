@@ -116,11 +116,32 @@ fn some_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D:
         .map_err(serde::de::Error::custom)
 }
 
+/// The largest config file read: a real one is a few hundred bytes.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 impl AgentOptions {
     /// Reads a TOML config file.
+    ///
+    /// At most [`MAX_CONFIG_BYTES`] are read: `--config /dev/zero` (or any
+    /// endless file) is an error, not a process that grows until it is killed.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        use std::io::Read;
+        let cannot = || format!("cannot read config file {}", path.display());
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .with_context(cannot)?
+            .take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .with_context(cannot)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            anyhow::bail!(
+                "config file {} is larger than {} KiB: not an agent config",
+                path.display(),
+                MAX_CONFIG_BYTES >> 10
+            );
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("config file {} is not UTF-8 text", path.display()))?;
         Self::from_toml(&text).with_context(|| format!("config file {}", path.display()))
     }
 
@@ -319,6 +340,15 @@ pub struct AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endless_config_file_is_refused_with_bounded_memory() {
+        let error = AgentOptions::from_file(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(
+            format!("{error:#}"),
+            "config file /dev/zero is larger than 1024 KiB: not an agent config"
+        );
+    }
 
     #[test]
     fn toml_keys_are_the_flag_names_and_flags_win() {

@@ -56,6 +56,9 @@ pub struct Health {
     dying: Option<u64>,
     peers: usize,
     pub tracer: TracerState,
+    /// Worker threads that are not running, with why: while one is down,
+    /// a quiet node is not known to be healthy.
+    workers_down: std::collections::BTreeMap<&'static str, String>,
 }
 
 impl Health {
@@ -71,6 +74,7 @@ impl Health {
             dying: None,
             peers: 0,
             tracer: TracerState::Off,
+            workers_down: Default::default(),
         }
     }
 
@@ -100,6 +104,36 @@ impl Health {
 
     pub fn peers(&mut self, peers: usize) {
         self.peers = peers;
+    }
+
+    /// A worker thread stopped (`why`): the verdict is unknown until it runs again.
+    pub fn worker_down(&mut self, worker: &'static str, why: &str) {
+        self.workers_down.insert(worker, why.to_string());
+    }
+
+    /// A worker thread runs (again).
+    pub fn worker_up(&mut self, worker: &'static str) {
+        self.workers_down.remove(worker);
+    }
+
+    /// Why the agent cannot see what the verdict needs, one sentence each:
+    /// a quiet report from a blind agent would be a false "OK".
+    fn blind(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        match &self.tracer {
+            TracerState::Running => {}
+            TracerState::Off => {
+                reasons.push("the kernel stall tracer is off: RX stalls cannot be seen".into())
+            }
+            TracerState::Starting => reasons.push("the kernel stall tracer is starting".into()),
+            TracerState::Unavailable(why) => {
+                reasons.push(format!("the kernel stall tracer is unavailable: {why}"))
+            }
+        }
+        for (worker, why) in &self.workers_down {
+            reasons.push(format!("the agent's {worker} worker is not running: {why}"));
+        }
+        reasons
     }
 
     /// The verdict as of `now_ns` (REALTIME).
@@ -147,9 +181,19 @@ impl Health {
                 self.dying_limit
             ));
         }
+        // A problem seen is a problem; without one, a blind agent does not know.
+        let blind = self.blind();
+        let status = if !problems.is_empty() {
+            "problem"
+        } else if !blind.is_empty() {
+            "unknown"
+        } else {
+            "ok"
+        };
+        problems.extend(blind);
         HealthReport {
             node: self.node.clone(),
-            status: if problems.is_empty() { "ok" } else { "problem" }.into(),
+            status: status.into(),
             problems,
             tracer: self.tracer.describe(),
             dying_memcgs: self.dying,
@@ -192,6 +236,10 @@ pub enum CheckStatus {
 
 /// `netstall check`'s verdict and its one short line from a health report.
 pub fn check_verdict(report: &HealthReport) -> (CheckStatus, String) {
+    if report.status == "unknown" {
+        let why = report.problems.join("; ");
+        return (CheckStatus::Unknown, format!("Unknown: {why}"));
+    }
     match report.problems.as_slice() {
         [] => {
             let dying = report
@@ -220,7 +268,40 @@ mod tests {
     fn health() -> Health {
         let mut h = Health::new("node2", Duration::from_secs(300), 10_000);
         h.peers(4);
+        h.tracer = TracerState::Running;
         h
+    }
+
+    #[test]
+    fn a_blind_agent_does_not_say_ok() {
+        let mut h = health();
+        h.tracer = TracerState::Off;
+        let (status, line) = check_verdict(&h.report(NOW));
+        assert_eq!(status, CheckStatus::Unknown);
+        assert_eq!(
+            line,
+            "Unknown: the kernel stall tracer is off: RX stalls cannot be seen"
+        );
+        h.tracer = TracerState::Unavailable("needs CAP_BPF".into());
+        let (status, line) = check_verdict(&h.report(NOW));
+        assert_eq!(status, CheckStatus::Unknown);
+        assert!(line.contains("needs CAP_BPF"), "{line}");
+
+        h.tracer = TracerState::Running;
+        h.worker_down("cgroups", "panicked; restarting");
+        let (status, line) = check_verdict(&h.report(NOW));
+        assert_eq!(status, CheckStatus::Unknown);
+        assert!(line.contains("cgroups worker"), "{line}");
+        h.worker_up("cgroups");
+        assert_eq!(check_verdict(&h.report(NOW)).0, CheckStatus::Ok);
+
+        // What was seen still counts: stalls make a problem, blind or not.
+        h.tracer = TracerState::Off;
+        h.episode(NOW - S, "node1");
+        h.episode(NOW - S, "node3");
+        let (status, line) = check_verdict(&h.report(NOW));
+        assert_eq!(status, CheckStatus::Problem);
+        assert!(line.starts_with("NetStall: probes to 2 of 4"), "{line}");
     }
 
     #[test]

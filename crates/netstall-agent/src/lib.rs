@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use netstall_core::clock::realtime_ns;
 use netstall_core::shutdown::Shutdown;
 use netstall_events::agent::{AgentStart, Peers};
@@ -137,11 +137,15 @@ fn choose_peers(config: &AgentConfig, discovered: &[Peer]) -> (Vec<Peer>, usize)
 }
 
 /// Runs the agent until a shutdown is requested; `on_ready` is called once
-/// it serves.
+/// it serves, with the address it listens on (`--listen :0` picks a port).
 ///
 /// Every thread sleeps until it has something to do or the shutdown wakes
 /// it: none polls, because each idle wake-up costs CPU on every node.
-pub fn run(config: &AgentConfig, stop: Arc<Shutdown>, on_ready: impl FnOnce()) -> Result<()> {
+pub fn run(
+    config: &AgentConfig,
+    stop: Arc<Shutdown>,
+    on_ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<()> {
     let events = match &config.event_log {
         Some(path) => EventLog::file(path, events::MAX_FILE_BYTES)?,
         None => EventLog::stdout(),
@@ -176,18 +180,19 @@ pub fn run(config: &AgentConfig, stop: Arc<Shutdown>, on_ready: impl FnOnce()) -
     tracer::set_state(&state, tracer_state);
     let discovered: Mutex<Vec<Peer>> = Mutex::default();
     let peers_generation = AtomicU64::new(0);
+    // Why the mesh prober ended the agent, if it did.
+    let mesh_error: Mutex<Option<anyhow::Error>> = Mutex::default();
 
     std::thread::scope(|scope| -> Result<()> {
-        // However this scope ends, every thread is told to end, and the
-        // server's (which waits for requests, not for the shutdown) is woken.
-        let _end = Defer(|| {
-            stop.request();
-            server.unblock();
-        });
+        // However this scope ends, every thread is told to end.
+        let _end = Defer(|| stop.request());
         if let Some(name) = &config.peers_dns {
             let (discovered, peers_generation, stop) = (&discovered, &peers_generation, &stop);
+            let state = &state;
             spawn(scope, "dns-peers", move || {
-                discover(name, discovered, peers_generation, stop);
+                supervise("dns-peers", state, stop, || {
+                    discover(name, discovered, peers_generation, stop)
+                });
             })?;
         }
         if let Some(kubernetes) = kubernetes {
@@ -203,31 +208,44 @@ pub fn run(config: &AgentConfig, stop: Arc<Shutdown>, on_ready: impl FnOnce()) -
             let (state, stop) = (&state, &stop);
             spawn(scope, "remediate", move || remediator.run(state, stop))?;
         }
-        let mesh = socket
-            .as_ref()
-            .map(|socket| {
-                let (state, stop) = (&state, &stop);
-                let (discovered, peers_generation) = (&discovered, &peers_generation);
-                spawn(scope, "mesh", move || -> Result<()> {
+        if let Some(socket) = socket.as_ref() {
+            let (state, stop) = (&state, &stop);
+            let (discovered, peers_generation, mesh_error) =
+                (&discovered, &peers_generation, &mesh_error);
+            spawn(scope, "mesh", move || {
+                supervise("mesh", state, stop, || {
                     let result =
                         probe_mesh(config, socket, state, stop, discovered, peers_generation);
                     // Without its prober the agent would serve stale metrics: stop.
-                    if result.is_err() {
+                    if let Err(e) = result {
+                        *mesh_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                         stop.request();
                     }
-                    result
                 })
-            })
-            .transpose()?;
+            })?;
+        }
         spawn(scope, "cgroups", || {
-            cgroups::run(
-                config.cgroup_interval,
-                config.dying_memcg_limit,
-                &state,
-                &stop,
-            )
+            supervise("cgroups", &state, &stop, || {
+                cgroups::run(
+                    config.cgroup_interval,
+                    config.dying_memcg_limit,
+                    &state,
+                    &stop,
+                )
+            })
         })?;
-        spawn(scope, "http", || http::serve(&server, &state, &stop))?;
+        spawn(scope, "http", || {
+            supervise("http", &state, &stop, || {
+                if let Err(e) = http::serve(&server, &state, &stop) {
+                    eprintln!("netstall agent: {e:#}");
+                    state
+                        .health
+                        .lock()
+                        .expect("health lock")
+                        .worker_down("http", &format!("{e:#}"));
+                }
+            })
+        })?;
         if config.tracer {
             spawn(scope, "tracer", || {
                 tracer::run(config.stall_threshold, &state, &stop)
@@ -235,7 +253,7 @@ pub fn run(config: &AgentConfig, stop: Arc<Shutdown>, on_ready: impl FnOnce()) -
         }
         state.event(AgentStart {
             node: config.node_name.clone(),
-            listen: config.listen.to_string(),
+            listen: server.local_addr().to_string(),
             peers_static: config.peers.len(),
             peers_dns: config.peers_dns.clone(),
             peers_kubernetes: config.peers_kubernetes.as_ref().map(ToString::to_string),
@@ -243,15 +261,59 @@ pub fn run(config: &AgentConfig, stop: Arc<Shutdown>, on_ready: impl FnOnce()) -
             tracer: config.tracer,
             ts_ns: realtime_ns(),
         });
-        on_ready();
+        on_ready(server.local_addr());
         while !stop.wait(Duration::MAX) {}
-        match mesh {
-            Some(mesh) => mesh
-                .join()
-                .map_err(|_| anyhow!("the mesh prober panicked"))?,
-            None => Ok(()),
+        Ok(())
+    })?;
+    match mesh_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The pause before a panicked worker runs again: doubled after each
+/// panic up to [`MAX_RESTART_PAUSE`], back to the start after a worker
+/// ran that long without one.
+const MIN_RESTART_PAUSE: Duration = Duration::from_secs(1);
+const MAX_RESTART_PAUSE: Duration = Duration::from_secs(60);
+
+/// Runs a worker's `work` until it returns. A panic must not leave the
+/// agent quietly blind until shutdown: it is counted
+/// (`netstall_worker_failures_total{worker}`), `/healthz` says the worker
+/// is down (so `netstall check` answers Unknown, not OK), and `work` runs
+/// again after a pause that backs off.
+pub fn supervise(name: &'static str, state: &State, stop: &Shutdown, mut work: impl FnMut()) {
+    let mut pause = MIN_RESTART_PAUSE;
+    loop {
+        let started = std::time::Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut work));
+        // The panic may have left a lock poisoned; what it guards is
+        // plain data, still consistent enough to serve.
+        state.health.clear_poison();
+        state.events.clear_poison();
+        if outcome.is_ok() || stop.is_requested() {
+            return;
         }
-    })
+        state
+            .metrics
+            .worker_failures
+            .get_or_create(&metrics::WorkerLabels { worker: name })
+            .inc();
+        state
+            .health
+            .lock()
+            .expect("health lock")
+            .worker_down(name, "it panicked; restarting");
+        if started.elapsed() >= MAX_RESTART_PAUSE {
+            pause = MIN_RESTART_PAUSE;
+        }
+        eprintln!("netstall agent: the {name} worker panicked; restarting in {pause:?}");
+        if stop.wait(pause) {
+            return;
+        }
+        pause = (pause * 2).min(MAX_RESTART_PAUSE);
+        state.health.lock().expect("health lock").worker_up(name);
+    }
 }
 
 /// Re-reads the peers' DNS name until `stop`, bumping `generation` on change.
@@ -328,4 +390,57 @@ fn probe_mesh(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn a_panicked_worker_shows_in_healthz_and_a_metric_and_runs_again() {
+        let config = AgentOptions::default().resolve().unwrap();
+        let state = State::new(&config, EventLog::stdout());
+        state.health.lock().unwrap().tracer = TracerState::Running;
+        let stop = Shutdown::new().unwrap();
+        let runs = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            // However the checks end, the worker is told to stop (before
+            // the scope waits for it).
+            let _stop = Defer(|| stop.request());
+            scope.spawn(|| {
+                supervise("cgroups", &state, &stop, || {
+                    if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                        panic!("a worker bug (expected by this test)");
+                    }
+                    stop.wait(Duration::MAX);
+                })
+            });
+            // Within the restart pause (1 s, after the panic message and
+            // its backtrace are printed): down, counted.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let status = || state.health.lock().unwrap().report(realtime_ns()).status;
+            while status() != "unknown" && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let report = state.health.lock().unwrap().report(realtime_ns());
+            assert_eq!(report.status, "unknown", "{report:?}");
+            assert!(report.problems[0].contains("cgroups worker"), "{report:?}");
+            let metrics = state.metrics.encode_prometheus();
+            assert!(
+                metrics.contains("netstall_worker_failures_total{worker=\"cgroups\"} 1"),
+                "{metrics}"
+            );
+            // After it: running again, and the verdict is back.
+            while (runs.load(Ordering::SeqCst) < 2 || status() != "ok")
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(runs.load(Ordering::SeqCst), 2);
+            let report = state.health.lock().unwrap().report(realtime_ns());
+            assert_eq!(report.status, "ok", "{report:?}");
+            stop.request();
+        });
+    }
 }

@@ -51,6 +51,11 @@ pub struct CulpritLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    pub worker: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InfoLabels {
     pub node: String,
     pub version: &'static str,
@@ -175,6 +180,11 @@ pub struct Metrics {
     /// own limit instead of a number copied into the rule.
     pub memcg_dying_limit: Gauge,
     pub kernel_latency: Arc<KernelLatency>,
+    /// HTTP connections closed unserved: over the total or per-client cap.
+    /// Absent until one is, to keep a healthy node's series budget.
+    pub http_rejected: Family<NoLabels, Counter>,
+    /// Worker threads that panicked (each is restarted after a pause).
+    pub worker_failures: Family<WorkerLabels, Counter>,
 }
 
 /// The label set of a series that has none, in a family (so that the
@@ -224,6 +234,8 @@ impl Metrics {
             memcg_cgroups: Family::default(),
             memcg_dying_limit: Gauge::default(),
             kernel_latency: Arc::default(),
+            http_rejected: Family::default(),
+            worker_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -290,6 +302,16 @@ impl Metrics {
             "netstall_memcg_dying_limit",
             "More dying memory cgroups than this make the node unhealthy (--dying-memcg-limit)",
             m.memcg_dying_limit.clone(),
+        );
+        registry.register(
+            "netstall_http_rejected",
+            "HTTP connections closed unserved because the total or per-client connection cap was reached",
+            m.http_rejected.clone(),
+        );
+        registry.register(
+            "netstall_worker_failures",
+            "Agent worker threads that panicked, by worker (each is restarted after a pause)",
+            m.worker_failures.clone(),
         );
         registry.register_collector(Box::new(Arc::clone(&m.kernel_latency)));
         registry.register_collector(Box::new(crate::process::ProcessCollector::default()));

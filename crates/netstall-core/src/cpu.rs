@@ -30,9 +30,19 @@ pub fn parse_list(text: &str) -> Result<Vec<u32>> {
     Ok(cpus)
 }
 
+/// The largest CPU number Linux supports (`NR_CPUS` is at most 8192): a
+/// list is checked against it before a range is built, so `0-4294967295`
+/// is an error at once, not billions of entries.
+pub const MAX_CPU: u32 = 8191;
+
 fn parse_one(text: &str) -> Result<u32> {
-    text.parse()
-        .map_err(|_| anyhow::anyhow!("invalid CPU number '{text}'"))
+    let n: u32 = text
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid CPU number '{text}'"))?;
+    if n > MAX_CPU {
+        bail!("CPU {n} is beyond the largest CPU number Linux supports ({MAX_CPU})");
+    }
+    Ok(n)
 }
 
 /// Parses a CPU list and checks every CPU is online.
@@ -97,6 +107,18 @@ mod tests {
         assert_eq!(format_list(&[0, 1, 2, 5]), "0-2,5");
         assert!(parse_list("2-1").is_err());
         assert!(parse_list("x").is_err());
+    }
+
+    #[test]
+    fn a_huge_range_is_refused_before_it_is_built() {
+        let started = std::time::Instant::now();
+        let err = parse_list("0-4294967295").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "CPU 4294967295 is beyond the largest CPU number Linux supports (8191)"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        assert_eq!(parse_list("8191").unwrap(), vec![8191]);
     }
 
     #[test]

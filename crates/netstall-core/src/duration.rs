@@ -2,7 +2,12 @@
 
 use std::time::Duration;
 
-/// Parses a duration with a unit (`10ms`, `2s`, `1m30s`, `250us`).
+/// The longest duration any argument takes: a year. Far beyond any real
+/// use, and small enough that `Instant::now() + d`, `d * n` for a count
+/// and `d.as_nanos() as u64` cannot overflow anywhere it goes.
+pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses a duration with a unit (`10ms`, `2s`, `1m30s`, `250us`), at most [`MAX`].
 ///
 /// A bare number is refused on purpose: `-i 10` is ambiguous between the
 /// hping3 habit (microseconds) and ping's (seconds).
@@ -13,7 +18,12 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "duration '{text}' needs a unit, e.g. {text}ms or {text}s"
         ));
     }
-    humantime::parse_duration(text).map_err(|e| format!("invalid duration '{text}': {e}"))
+    let d =
+        humantime::parse_duration(text).map_err(|e| format!("invalid duration '{text}': {e}"))?;
+    if d > MAX {
+        return Err(format!("duration '{text}' is too long: at most 365 days"));
+    }
+    Ok(d)
 }
 
 /// Like [`parse`], but zero is an error (intervals, windows, periods).
@@ -51,5 +61,18 @@ mod tests {
         assert!(parse_nonzero("0ms")
             .unwrap_err()
             .contains("greater than zero"));
+    }
+
+    #[test]
+    fn durations_that_would_overflow_a_clock_are_refused() {
+        assert_eq!(
+            parse("18446744073709551615s").unwrap_err(),
+            "duration '18446744073709551615s' is too long: at most 365 days"
+        );
+        assert!(parse("366d").is_err());
+        assert_eq!(parse("365d").unwrap(), MAX);
+        // The largest accepted still fits every clock the tools add it to.
+        assert!(std::time::Instant::now().checked_add(MAX).is_some());
+        assert!(u64::try_from(MAX.as_nanos()).is_ok());
     }
 }

@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthReport {
     pub node: String,
-    /// `ok` or `problem`.
+    /// `ok`, `problem`, or `unknown` (no problem seen, but a source the
+    /// verdict needs is not running: the reasons are in `problems`).
     pub status: String,
-    /// One short sentence per problem, worst first.
+    /// One short sentence per problem, worst first; then, if any, why the
+    /// agent is partly blind.
     pub problems: Vec<String>,
     pub tracer: String,
     pub dying_memcgs: Option<u64>,

@@ -22,6 +22,11 @@ impl HttpUrl {
     /// Parses `http://host[:port][/path]`; https is refused (a TLS handshake
     /// would hide the network in its own latency).
     pub fn parse(url: &str) -> Result<Self> {
+        // A CR or LF would end the request line and inject headers; a URL
+        // has neither, nor spaces or other control characters.
+        if let Some(c) = url.chars().find(|c| c.is_control() || c.is_whitespace()) {
+            bail!("invalid URL {url:?}: {c:?} is not allowed in a URL (percent-encode it)");
+        }
         let rest = match url.split_once("://") {
             Some(("http", rest)) => rest,
             Some((scheme, _)) => bail!("unsupported URL scheme '{scheme}' in '{url}': use http://"),
@@ -39,7 +44,7 @@ impl HttpUrl {
             ),
             None => (authority, 80),
         };
-        if host.is_empty() || host.contains('@') {
+        if host.is_empty() || host.contains('@') || port == 0 {
             bail!("invalid URL '{url}': expected http://host[:port][/path]");
         }
         Ok(Self {
@@ -129,6 +134,9 @@ mod tests {
         assert!(HttpUrl::parse("x:80").is_err());
         assert!(HttpUrl::parse("http://:80/").is_err());
         assert!(HttpUrl::parse("http://x:port/").is_err());
+        assert!(HttpUrl::parse("http://x:0/").is_err());
+        let crlf = HttpUrl::parse("http://x/a\r\nX-Injected: 1").unwrap_err();
+        assert!(format!("{crlf}").contains("'\\r' is not allowed"), "{crlf}");
     }
 
     #[test]

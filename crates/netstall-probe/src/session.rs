@@ -49,6 +49,10 @@ const COLLECT_BATCH: usize = 4096;
 /// descheduled on a loaded machine does not lose stamps.
 const TX_STAMP_BACKSTOP_NS: u64 = 1_000_000_000;
 
+/// The shortest interval between probes: one send costs the sender about a
+/// microsecond, so a shorter schedule could only ever be late.
+pub const MIN_INTERVAL: Duration = Duration::from_micros(1);
+
 /// What to probe with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -125,8 +129,14 @@ impl ProbeConfig {
     }
 
     fn check(&self) -> Result<()> {
-        if self.interval.is_zero() {
-            bail!("the probe interval must be greater than zero");
+        if self.interval < MIN_INTERVAL {
+            bail!("the probe interval must be at least {MIN_INTERVAL:?}");
+        }
+        if self.count == Some(0) {
+            bail!("a probe count must be at least 1");
+        }
+        if self.mode.port() == Some(0) {
+            bail!("port 0 cannot be probed: give a port from 1 to 65535");
         }
         if self.flows == 0 {
             bail!("--flows must be at least 1");
@@ -385,37 +395,71 @@ fn session_info(config: &ProbeConfig, wire: Option<&dyn Wire>, realtime: bool) -
     }
 }
 
+/// A duration in nanoseconds, saturating (durations from the command line
+/// are at most a year, far below the limit).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A wait longer than this (a slow schedule, `-i 1h`) waits on the stop
+/// request until this close to the send, so Ctrl-C ends it at once.
+const STOPPABLE_WAIT_NS: u64 = 20_000_000;
+
 /// Waits until CLOCK_MONOTONIC reaches `target_ns`: sleeps on an absolute
-/// deadline `spin_ns` before it, then spins.
-fn wait_until(target_ns: u64, spin_ns: u64) {
-    let now = monotonic_ns();
-    if target_ns > now + spin_ns {
-        sys::sleep_until_monotonic(target_ns - spin_ns);
+/// deadline `spin_ns` before it, then spins. False when `stop` came first.
+fn wait_until(target_ns: u64, spin_ns: u64, stop: Option<&Shutdown>) -> bool {
+    loop {
+        let now = monotonic_ns();
+        if target_ns <= now.saturating_add(spin_ns) {
+            break;
+        }
+        let left = target_ns - spin_ns - now;
+        match stop {
+            Some(stop) if left > STOPPABLE_WAIT_NS => {
+                if stop.wait(Duration::from_nanos(left - STOPPABLE_WAIT_NS)) {
+                    return false;
+                }
+            }
+            // An interrupted sleep (EINTR) comes round again: never a long spin.
+            _ => sys::sleep_until_monotonic(target_ns - spin_ns),
+        }
     }
     while monotonic_ns() < target_ns {
         std::hint::spin_loop();
     }
+    true
 }
 
 /// Sends every probe on the absolute schedule `start + seq × interval`.
 /// A late send goes out at once and is recorded late; none is skipped.
 fn send_all(config: &ProbeConfig, wire: Option<&dyn Wire>, events: &Sender<Event>) {
-    let interval = config.interval.as_nanos() as u64;
+    let interval = nanos(config.interval);
     let spin_ns = (interval / 20).clamp(MIN_SPIN_NS, MAX_SPIN_NS);
     // A short lead so the first probe, too, leaves on its schedule.
     let start = monotonic_ns() + 1_000_000;
-    let end = config.duration.map(|d| start + d.as_nanos() as u64);
+    let end = config.duration.map(|d| start.saturating_add(nanos(d)));
     let mut tx_keys: Vec<u32> = vec![0; wire.map_or(0, |w| w.fds().len())];
     let http_in_flight = Arc::new(AtomicUsize::new(0));
     for seq in 0u64.. {
-        let scheduled = start + seq * interval;
+        // Beyond the clock's range is beyond any end: stop there.
+        let Some(scheduled) = seq
+            .checked_mul(interval)
+            .and_then(|offset| start.checked_add(offset))
+        else {
+            break;
+        };
+        // The end is checked against the schedule and against the clock:
+        // a sender that cannot keep up (a 1 µs interval) falls ever further
+        // behind its schedule, and must still stop at `-w`.
         if config.count.is_some_and(|c| seq >= c)
-            || end.is_some_and(|e| scheduled >= e)
+            || end.is_some_and(|e| scheduled >= e || monotonic_ns() >= e)
             || config.stop.as_ref().is_some_and(|s| s.is_requested())
         {
             break;
         }
-        wait_until(scheduled, spin_ns);
+        if !wait_until(scheduled, spin_ns, config.stop.as_deref()) {
+            break;
+        }
         let flow = (seq % config.flows as u64) as u16;
         let mut sent = Sent {
             seq,

@@ -212,3 +212,46 @@ fn sends_follow_an_absolute_schedule() {
     let late_p50 = report.summary.send_late_p50_us.unwrap();
     assert!(late_p50 < 500.0, "{late_p50}");
 }
+
+/// `-w` is kept against the clock, not the schedule: a sender that cannot
+/// keep up with a 1 µs interval still stops on time, and a 10 s interval
+/// stops at 1 s after one probe. UDP to a closed port needs no privilege.
+#[test]
+fn the_duration_is_kept_against_the_clock_whatever_the_interval() {
+    let closed = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    for interval in [Duration::from_micros(1), Duration::from_secs(10)] {
+        let mut config = ProbeConfig::new(LOCALHOST, Mode::Udp { port }, interval);
+        config.duration = Some(Duration::from_secs(1));
+        config.timeout = Duration::from_millis(200);
+        config.keep_probes = false;
+        let started = std::time::Instant::now();
+        let (mut first, mut last, mut count) = (u64::MAX, 0u64, 0u64);
+        run(&config, |event| {
+            if let SessionEvent::Probe(p) = event {
+                first = first.min(p.sent_ns);
+                last = last.max(p.sent_ns);
+                count += 1;
+            }
+        })
+        .expect("probe session");
+        let took = started.elapsed();
+        let span_ms = last.saturating_sub(first) as f64 / 1e6;
+        assert!(count >= 1, "{interval:?}: no probe");
+        assert!(span_ms <= 1100.0, "{interval:?}: sent for {span_ms} ms");
+        assert!(took < Duration::from_secs(5), "{interval:?}: ran {took:?}");
+    }
+}
+
+#[test]
+fn a_count_of_zero_and_port_zero_are_refused() {
+    let mut config = ProbeConfig::new(LOCALHOST, Mode::Udp { port: 9 }, Duration::from_millis(1));
+    config.count = Some(0);
+    let error = run(&config, |_| {}).unwrap_err();
+    assert!(format!("{error:#}").contains("at least 1"), "{error:#}");
+    let mut config = ProbeConfig::new(LOCALHOST, Mode::Syn { port: 0 }, Duration::from_millis(1));
+    config.count = Some(1);
+    let error = run(&config, |_| {}).unwrap_err();
+    assert!(format!("{error:#}").contains("port 0"), "{error:#}");
+}

@@ -6,9 +6,11 @@
 //! ends at a blank line and the folding state is empty there, so parts fold
 //! independently; only the kept event (the first one seen, unless given) is
 //! decided up front, by the reader. Memory stays bounded by the part size
-//! and the number of distinct stacks, whatever the input size (a part grows
-//! past its size only until it reaches a blank line, so text with no blank
-//! lines at all is held whole).
+//! and the number of distinct stacks, whatever the input size: a part grows
+//! past its size only until it reaches a blank line, and at most to
+//! [`MAX_PART_BYTES`]; text with no blank line that long (`perf script` of a
+//! recording made without `-g`, `/dev/zero`) is cut at a line end instead,
+//! and counted in [`CollapseStats::cut_parts`].
 
 use std::io::{self, Read, Write};
 use std::thread;
@@ -48,6 +50,9 @@ pub struct CollapseStats {
     pub unterminated_last_sample: bool,
     /// That sample was folded anyway (`flush_at_eof`).
     pub flushed_last_sample: bool,
+    /// Times the input ran [`MAX_PART_BYTES`] without a blank line and was
+    /// cut at a line end (or mid-line, without one) to bound memory.
+    pub cut_parts: u64,
 }
 
 /// Aggregated folded stacks, sorted bytewise as the Perl script sorts them.
@@ -70,12 +75,20 @@ impl Collapsed {
 
 /// Bytes read per part; a part grows past this only to reach a blank line.
 const PART_BYTES: usize = 1 << 20;
+/// The most a part grows to reach a blank line. A real sample is a few KiB;
+/// the parts in flight (two per folding thread, at most) stay within memory.
+pub const MAX_PART_BYTES: usize = 4 << 20;
+/// Folding threads at most: more cannot run at once on any machine this
+/// targets, and each holds parts in flight.
+pub const MAX_THREADS: usize = 64;
 
 /// Splits a byte stream into parts that end just after a blank line.
 struct Parts<R> {
     reader: R,
     carry: Vec<u8>,
     eof: bool,
+    /// Parts cut without a blank line (see [`MAX_PART_BYTES`]).
+    cut: u64,
 }
 
 impl<R: Read> Parts<R> {
@@ -84,6 +97,7 @@ impl<R: Read> Parts<R> {
             reader,
             carry: Vec::new(),
             eof: false,
+            cut: 0,
         }
     }
 
@@ -112,8 +126,17 @@ impl<R: Read> Parts<R> {
                 buf.truncate(split);
                 return Ok(Some((buf, false)));
             }
+            if buf.len() >= MAX_PART_BYTES {
+                // No blank line in reach: cut at the last line end (or
+                // here, in an endless line) rather than hold it all.
+                let split = memchr::memrchr(b'\n', &buf).map_or(buf.len(), |i| i + 1);
+                self.carry.extend_from_slice(&buf[split..]);
+                buf.truncate(split);
+                self.cut += 1;
+                return Ok(Some((buf, false)));
+            }
             searched = buf.len();
-            want *= 2;
+            want = (want * 2).min(MAX_PART_BYTES);
         }
     }
 }
@@ -179,10 +202,11 @@ struct WorkerResult {
 /// Folds `reader` and aggregates identical stacks, summing their weights:
 /// the output of `stackcollapse-perf.pl` for the same input and options.
 pub fn aggregate(reader: impl Read, opts: &CollapseOptions) -> io::Result<Collapsed> {
-    let threads = opts.threads.max(1);
+    let threads = opts.threads.clamp(1, MAX_THREADS);
     let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(threads * 2);
     let (free_tx, free_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
     let mut kept_event = opts.fold.event_filter.clone();
+    let mut cut_parts = 0;
     let results = thread::scope(|scope| -> io::Result<Vec<WorkerResult>> {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
@@ -216,6 +240,7 @@ pub fn aggregate(reader: impl Read, opts: &CollapseOptions) -> io::Result<Collap
             }
         };
         drop(job_tx);
+        cut_parts = parts.cut;
         let results = workers
             .into_iter()
             .map(|w| w.join().expect("a folding thread panicked"))
@@ -227,6 +252,7 @@ pub fn aggregate(reader: impl Read, opts: &CollapseOptions) -> io::Result<Collap
     let mut parts = Vec::new();
     let mut stats = CollapseStats {
         kept_event,
+        cut_parts,
         ..CollapseStats::default()
     };
     for result in results {
@@ -320,6 +346,7 @@ pub fn ordered(
     }
     stats.kept_event = folder.event_filter().map(<[u8]>::to_vec);
     stats.fold = folder.take_stats();
+    stats.cut_parts = parts.cut;
     Ok(stats)
 }
 
@@ -376,6 +403,28 @@ bb 2 [000] 1.1: 10 cpu-clock:
             buf = part;
         }
         assert_eq!(total, input.len());
+    }
+
+    #[test]
+    fn text_without_blank_lines_is_cut_into_bounded_parts() {
+        // `perf script` of a recording without -g: header lines only.
+        let line = "t 1 [000] 1.0: 1 cpu-clock:  ffff f (m)\n";
+        let input = line.repeat(3 * MAX_PART_BYTES / line.len());
+        let mut parts = Parts::new(input.as_bytes());
+        let (mut total, mut buf) = (0, Vec::new());
+        while let Some((part, _)) = parts.next_part(buf).unwrap() {
+            assert!(part.len() <= MAX_PART_BYTES, "{}", part.len());
+            assert!(part.ends_with(b"\n"), "cut at a line end");
+            total += part.len();
+            buf = part;
+        }
+        assert_eq!(total, input.len());
+        assert!(parts.cut >= 2, "{}", parts.cut);
+        // An endless line (`/dev/zero`) is cut too.
+        let zeros = std::io::repeat(0).take(3 * MAX_PART_BYTES as u64);
+        let stats = aggregate(zeros, &CollapseOptions::default()).unwrap().stats;
+        assert!(stats.cut_parts >= 2, "{stats:?}");
+        assert_eq!(stats.fold.samples, 0);
     }
 
     #[test]

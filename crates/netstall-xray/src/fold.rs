@@ -7,6 +7,11 @@
 
 use crate::perf_script::{parse_frame, parse_header, Frame, Header};
 
+/// Bytes of function names one sample holds at most: real stacks are
+/// KiBs (perf keeps 127 frames by default, `kernel.perf_event_max_stack`
+/// at most a few thousand).
+pub const MAX_SAMPLE_BYTES: usize = 1 << 20;
+
 /// Options of `stackcollapse-perf.pl` that change its output. The defaults
 /// are the script's defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,6 +46,9 @@ pub struct FoldStats {
     pub first_unrecognized_line: Option<u64>,
     /// Lines seen.
     pub lines: u64,
+    /// Frames left out of samples already [`MAX_SAMPLE_BYTES`] long (a
+    /// stack that never ends is not a stack; memory stays bounded).
+    pub dropped_frames: u64,
 }
 
 impl FoldStats {
@@ -57,6 +65,7 @@ impl FoldStats {
             self.first_unrecognized_line = other.first_unrecognized_line.map(|l| l + line_offset);
         }
         self.lines += other.lines;
+        self.dropped_frames += other.dropped_frames;
     }
 }
 
@@ -227,6 +236,10 @@ impl Folder {
     }
 
     fn push_frame(&mut self, frame: &Frame<'_>) {
+        if self.names.len() >= MAX_SAMPLE_BYTES {
+            self.stats.dropped_frames += 1;
+            return;
+        }
         let symbol = strip_offset(frame.symbol);
         if symbol.first() == Some(&b'(') {
             return;
@@ -367,4 +380,26 @@ pub fn first_event(line: &[u8]) -> Option<&[u8]> {
     }
     let header = parse_header(line)?;
     header.event.map(|e| e.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_that_never_ends_holds_bounded_memory() {
+        let mut folder = Folder::new(FoldOptions::default());
+        let mut emitted = Vec::new();
+        let mut emit = |stack: &[u8], _: u64| emitted.push(stack.len());
+        folder.line(b"t 1 [000] 1.0: 1 cpu-clock:", &mut emit);
+        let frame = b"\tffffffff some_function_name_of_thirty+0x1 ([kernel.kallsyms])";
+        for _ in 0..100_000 {
+            folder.line(frame, &mut emit);
+        }
+        assert!(folder.names.len() < MAX_SAMPLE_BYTES + 64);
+        assert!(folder.stats().dropped_frames > 50_000);
+        folder.line(b"", &mut emit);
+        assert_eq!(emitted.len(), 1);
+        assert!(emitted[0] < 2 * MAX_SAMPLE_BYTES);
+    }
 }

@@ -75,13 +75,40 @@ fn command_line() -> Vec<std::ffi::OsString> {
     args
 }
 
+/// clap's usage error in one line: the reason and what it lists (a missing
+/// argument's name), without the usage block and tips that follow it.
+fn usage_error_line(rendered: &str) -> String {
+    rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| {
+            !(l.starts_with("Usage:")
+                || l.starts_with("For more information")
+                || l.starts_with("tip:"))
+        })
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse_from(command_line()) {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+        // --help, --version, and help for a bare `netstall lab`: in full.
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+        // A usage error: one line, like every other error.
+        Err(e) => {
+            eprintln!(
+                "netstall: {} (see --help)",
+                usage_error_line(&e.render().to_string())
+            );
+            return ExitCode::from(2);
         }
     };
     let out = Output::new(cli.json);

@@ -458,27 +458,47 @@ fn check_speaks_the_node_problem_detector_protocol() {
 }
 
 #[test]
-fn check_reports_ok_from_a_real_healthy_agent() {
-    if !privileged("check_reports_ok_from_a_real_healthy_agent") {
+fn check_reports_ok_from_a_real_healthy_agent_and_unknown_from_a_blind_one() {
+    if !privileged("check_reports_ok_from_a_real_healthy_agent_and_unknown_from_a_blind_one") {
         return;
     }
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-    let mut children = Children::default();
-    children.spawn(
-        Command::new(NETSTALL)
-            .args([
-                "agent",
-                "--listen",
-                &addr.to_string(),
-                "--peers",
-                "127.0.0.2",
-            ])
-            .args(["--tracer", "false", "--event-log", "/dev/null"]),
+    // A stall another test injects would be seen by the tracer: a "problem".
+    let _lock = MachineLock::acquire();
+    let agent = |tracer: &str| {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let mut children = Children::default();
+        children.spawn(
+            Command::new(NETSTALL)
+                .args(["agent", "--listen", &addr.to_string()])
+                .args(["--peers", "127.0.0.2", "--tracer", tracer])
+                .args(["--event-log", "/dev/null"]),
+        );
+        wait_serving(addr);
+        (addr, children)
+    };
+    // Without its tracer the agent cannot see RX stalls: never "OK".
+    let (blind, _blind_agent) = agent("false");
+    let (code, line) = check(blind);
+    assert_eq!(code, 2, "{line}");
+    assert_eq!(
+        line,
+        "Unknown: the kernel stall tracer is off: RX stalls cannot be seen"
     );
-    wait_serving(addr);
-    let (code, line) = check(addr);
-    assert_eq!(code, 0, "{line}");
-    assert!(line.starts_with("OK: "), "{line}");
+
+    let (addr, _agent) = agent("true");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, line) = check(addr);
+        if code == 0 {
+            assert!(line.starts_with("OK: "), "{line}");
+            break;
+        }
+        // Unknown while the tracer loads; never a problem on a quiet node.
+        assert_eq!(code, 2, "{line}");
+        assert!(line.contains("tracer is starting"), "{line}");
+        assert!(Instant::now() < deadline, "the tracer never ran: {line}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Voluntary context switches (wake-ups after sleeping) of each of `pid`'s
@@ -1050,4 +1070,26 @@ fn peers_kubernetes_without_an_api_config_is_one_line_and_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("--peers-kubernetes"), "{err}");
+}
+
+#[test]
+fn listen_on_port_0_logs_the_port_it_got() {
+    let mut children = Children::default();
+    let mut command = Command::new(NETSTALL);
+    command
+        .args(["agent", "--listen", "127.0.0.1:0", "--tracer", "false"])
+        .args(["--event-log", "/dev/null"])
+        .stderr(Stdio::piped());
+    children.spawn(&mut command);
+    let stderr = children.0[0].stderr.take().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stderr), &mut line).unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .rsplit_once("http://")
+        .and_then(|(_, a)| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    assert_ne!(addr.port(), 0, "{line}");
+    // And it is the port that serves.
+    netstall_agent::http::get(addr, "/healthz", Duration::from_secs(2)).unwrap();
 }

@@ -322,3 +322,83 @@ fn missing_cgroup_v1_memory_hierarchy_is_named() {
         .expect("unshare (util-linux)");
     assert_usage_error(&out, "cgroup v1 memory hierarchy is not mounted");
 }
+
+/// The values issue 21 found to panic, hang or pass silently: each is now
+/// refused at once, in one line, with exit 2 (none needs privileges: all
+/// are refused before anything is opened).
+#[test]
+fn hostile_values_are_one_line_errors() {
+    let huge = "18446744073709551615s";
+    let cases: &[(&[&str], &str)] = &[
+        (&["xray", "-w", huge], "too long: at most 365 days"),
+        (&["cgroups", "--watch", huge], "too long: at most 365 days"),
+        (
+            &["agent", "--cgroup-interval", huge],
+            "too long: at most 365 days",
+        ),
+        (
+            &["probe", "127.0.0.1", "-w", huge],
+            "too long: at most 365 days",
+        ),
+        (
+            &["probe", "127.0.0.1", "-i", "1ns", "-c", "1"],
+            "too short: at least 1µs",
+        ),
+        (&["probe", "127.0.0.1", "-c", "0"], "'0'"),
+        (&["probe", "127.0.0.1", "--syn", "-p", "0"], "'0'"),
+        (&["collapse", "-j", "65535"], "65535"),
+        (&["xray", "--cpu", "0-4294967295"], "largest CPU number"),
+        (&["agent", "--config", "/dev/zero"], "larger than 1024 KiB"),
+        (
+            &[
+                "probe",
+                "--http",
+                "http://127.0.0.1/a\r\nX-Injected: 1",
+                "-c",
+                "1",
+            ],
+            "is not allowed in a URL",
+        ),
+    ];
+    for (args, needle) in cases {
+        let started = std::time::Instant::now();
+        let out = netstall(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {needle:?} not in {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// docs/errors.md lists bad inputs and the one line each gets: every row is
+/// run here, and what the command prints must be what the table says.
+#[test]
+fn docs_errors_md_is_what_the_commands_print() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/errors.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let mut rows = 0;
+    for line in doc.lines().filter(|l| l.starts_with("| `netstall ")) {
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .split(" | ")
+            .map(|c| c.trim().trim_matches('`'))
+            .collect();
+        let args: Vec<&str> = cells[0].split_whitespace().skip(1).collect();
+        let out = netstall(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end(), cells[1], "{args:?}");
+        rows += 1;
+    }
+    assert!(rows >= 10, "only {rows} rows in docs/errors.md");
+}

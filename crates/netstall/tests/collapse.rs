@@ -167,3 +167,67 @@ fn json_mode_prints_stacks_and_a_summary() {
         .sum();
     assert_eq!(total, expected);
 }
+
+/// Peak resident memory (kB) of `pid` so far.
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM")
+}
+
+/// `perf script` of a recording without -g has no blank line at all: an
+/// endless stream of it (or of `/dev/zero`) must not grow collapse.
+#[test]
+fn an_endless_stream_without_blank_lines_stays_bounded() {
+    for (ordered, line) in [
+        (
+            false,
+            &b"app 12 [000] 1.000: 1001 cpu-clock:  ffffffff main (/bin/app)\n"[..],
+        ),
+        (true, &[0u8; 4096][..]),
+    ] {
+        let mut args = vec!["collapse"];
+        if ordered {
+            args.push("--ordered");
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_netstall"))
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run netstall");
+        let pid = child.id();
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let block = line.repeat((1 << 20) / line.len());
+        let started = std::time::Instant::now();
+        let mut fed = 0usize;
+        while started.elapsed() < std::time::Duration::from_secs(4) {
+            stdin.write_all(&block).expect("collapse reads on");
+            fed += block.len();
+        }
+        let peak = peak_rss_kb(pid);
+        drop(stdin); // end of input: it finishes and reports
+        let out = child.wait_with_output().expect("netstall output");
+        assert!(fed > 16 << 20, "only {} MiB fed in 4 s", fed >> 20);
+        assert!(
+            peak < 100 * 1024,
+            "peak RSS {peak} kB after {} MiB",
+            fed >> 20
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("without -g"), "{stderr}");
+    }
+}
+
+#[test]
+fn too_many_threads_is_a_one_line_usage_error() {
+    let out = netstall(&["collapse", "-j", "65535"], b"");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("65535"), "{stderr}");
+}

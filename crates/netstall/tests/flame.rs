@@ -82,3 +82,22 @@ fn bad_input_is_an_error_with_exit_code_2() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
 }
+
+/// `netstall flame x | head`: a reader that stops early is not an error.
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netstall"))
+        .args(["flame", "--chart", arg(&fixture("ksoftirqd_spin.perf.txt"))])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run netstall");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut first = [0u8; 100];
+    stdout.read_exact(&mut first).expect("the SVG starts");
+    drop(stdout); // as `head -c 100` does
+    let out = child.wait_with_output().expect("netstall output");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}

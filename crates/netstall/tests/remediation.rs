@@ -1038,7 +1038,7 @@ fn api_lost_mid_drain(unreachable: bool) {
         },
     );
     let server = netstall_agent::http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listen = server.server_addr().to_ip().unwrap();
+    let listen = server.local_addr();
     let http_stop = Shutdown::new().unwrap();
     std::thread::scope(|scope| {
         scope.spawn(|| netstall_agent::http::serve(&server, &agent.state, &http_stop));
@@ -1055,7 +1055,6 @@ fn api_lost_mid_drain(unreachable: bool) {
             "{metrics}"
         );
         http_stop.request();
-        server.unblock();
     });
     let log = api.log();
     let evictions: Vec<&Seen> = log

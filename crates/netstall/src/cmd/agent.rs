@@ -90,8 +90,7 @@ pub fn run(args: Args, _out: Output) -> Result<ExitCode> {
     if let Some(ns) = &args.netns {
         netstall_lab::netns::enter(ns)?;
     }
-    let listen = config.listen;
-    netstall_agent::run(&config, super::stop_on_signal()?, || {
+    netstall_agent::run(&config, super::stop_on_signal()?, |listen| {
         eprintln!("netstall agent: serving /metrics and /healthz on http://{listen}");
     })?;
     Ok(ExitCode::SUCCESS)

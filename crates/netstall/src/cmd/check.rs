@@ -1,6 +1,6 @@
 //! `netstall check`: the node-problem-detector custom plugin. Asks the
 //! local agent's /healthz and prints one short line; exit 0 OK, 1 problem,
-//! 2 unknown (the agent cannot be asked).
+//! 2 unknown (the agent cannot be asked, or cannot see).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -16,7 +16,9 @@ use netstall_core::output::Output;
     about = "node-problem-detector plugin: one line from the agent's verdict; exit 0 OK, 1 problem, 2 unknown",
     long_about = "Asks the netstall agent's /healthz for this node's verdict (recent RX stalls, probes \
         stalled toward most peers, too many dying memory cgroups) and prints one short line. Exit codes \
-        follow node-problem-detector's plugin protocol: 0 OK, 1 problem, 2 unknown (agent unreachable).",
+        follow node-problem-detector's plugin protocol: 0 OK, 1 problem, 2 unknown (the agent is unreachable, \
+        or blind: its kernel stall tracer off or unavailable, a worker thread down). --timeout bounds the \
+        whole exchange, however slowly the agent answers.",
     after_help = "Examples:\n  \
         netstall check                                   the agent on this node (127.0.0.1:9977)\n  \
         netstall check --agent 10.0.0.7:9977 --timeout 1s\n  \
@@ -26,7 +28,7 @@ pub struct Args {
     /// The agent's /healthz address.
     #[arg(long, default_value = "127.0.0.1:9977")]
     agent: SocketAddr,
-    /// How long to wait for the agent.
+    /// How long the whole exchange with the agent may take.
     #[arg(long, default_value = "3s", value_parser = duration::parse_nonzero)]
     timeout: Duration,
 }

@@ -70,8 +70,8 @@ pub struct Args {
     /// Fold a last sample that has no blank line after it (the Perl script drops it).
     #[arg(long)]
     flush_eof: bool,
-    /// Folding threads for aggregated output (default: one per CPU).
-    #[arg(short = 'j', long, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Folding threads for aggregated output, 1 to 64 (default: one per CPU).
+    #[arg(short = 'j', long, value_parser = clap::value_parser!(u16).range(1..=collapse::MAX_THREADS as i64))]
     threads: Option<u16>,
 }
 
@@ -171,6 +171,15 @@ impl Sink {
 /// and fails when the input held no samples at all but did hold other text.
 fn report(stats: &CollapseStats, name: &str, out: Output) -> Result<()> {
     let fold = &stats.fold;
+    if stats.cut_parts > 0 {
+        out.progress(format!(
+            "netstall: {name} ran {} MiB without a blank line ({} time(s)) and was cut at line \
+             ends to bound memory: samples with call stacks end in blank lines; `perf script` \
+             of a recording made without -g looks like this (record with `perf record -g`)",
+            collapse::MAX_PART_BYTES >> 20,
+            stats.cut_parts
+        ));
+    }
     if fold.samples == 0 && fold.unrecognized_lines > 0 {
         bail!(
             "no perf script samples in {name}: line {} is not `perf script` output",
@@ -193,6 +202,13 @@ fn report(stats: &CollapseStats, name: &str, out: Output) -> Result<()> {
             lossy(&stats.kept_event).unwrap_or_default(),
             fold.filtered_samples,
             lossy(&fold.filtered_event).unwrap_or_default()
+        ));
+    }
+    if fold.dropped_frames > 0 {
+        out.progress(format!(
+            "netstall: left out {} frame(s) of samples longer than {} MiB of names",
+            fold.dropped_frames,
+            netstall_xray::fold::MAX_SAMPLE_BYTES >> 20
         ));
     }
     if stats.unterminated_last_sample && !stats.flushed_last_sample {

@@ -8,8 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use netstall_core::output::Output;
-use netstall_xray::collapse::{self, CollapseOptions};
-use netstall_xray::flame::{self, FlameOptions};
+use netstall_xray::flame::{self, FlameOptions, Input};
 
 #[derive(clap::Args)]
 #[command(
@@ -41,21 +40,21 @@ pub struct Args {
 
 pub fn run(args: Args, _out: Output) -> Result<ExitCode> {
     let name = args.input.display().to_string();
-    let mut input = Vec::new();
-    if name == "-" {
-        io::stdin().lock().read_to_end(&mut input)
+    let input: Box<dyn Read> = if name == "-" {
+        Box::new(io::stdin().lock())
     } else {
-        File::open(&args.input).and_then(|mut f| f.read_to_end(&mut input))
-    }
-    .with_context(|| format!("cannot read {name}"))?;
-
-    let folded = if flame::looks_folded(&input) {
-        String::from_utf8_lossy(&input).into_owned()
-    } else {
-        fold_perf_script(&input, args.chart, &name)?
+        Box::new(File::open(&args.input).with_context(|| format!("cannot read {name}"))?)
     };
-    if folded.trim().is_empty() {
-        bail!("no stacks in {name}: expected folded stacks or `perf script` output");
+    let (lines, kind) =
+        flame::read_stacks(input, args.chart).with_context(|| format!("cannot read {name}"))?;
+    if lines.is_empty() {
+        match kind {
+            Input::PerfScript(stats) if stats.fold.unrecognized_lines > 0 => bail!(
+                "no stacks in {name}: line {} is neither folded stacks nor `perf script` output",
+                stats.fold.first_unrecognized_line.unwrap_or(1)
+            ),
+            _ => bail!("no stacks in {name}: expected folded stacks or `perf script` output"),
+        }
     }
     let opts = FlameOptions {
         chart: args.chart,
@@ -68,32 +67,12 @@ pub fn run(args: Args, _out: Output) -> Result<ExitCode> {
         None => Box::new(io::stdout().lock()),
     };
     let mut svg = BufWriter::new(svg);
-    flame::render(folded.lines(), &opts, &mut svg)
+    match flame::render(lines.iter().map(String::as_str), &opts, &mut svg)
         .and_then(|()| svg.flush())
-        .context("cannot write the SVG")?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Collapses `perf script` text: aggregated for a graph, ordered for a chart.
-fn fold_perf_script(input: &[u8], chart: bool, name: &str) -> Result<String> {
-    let opts = CollapseOptions::default();
-    let mut folded = Vec::new();
-    let stats = if chart {
-        collapse::ordered(input, &opts, |stack| {
-            folded.extend_from_slice(stack);
-            folded.extend_from_slice(b" 1\n");
-            Ok(())
-        })?
-    } else {
-        let collapsed = collapse::aggregate(input, &opts)?;
-        collapsed.write_to(&mut folded)?;
-        collapsed.stats
-    };
-    if stats.fold.samples == 0 {
-        bail!(
-            "no stacks in {name}: line {} is neither folded stacks nor `perf script` output",
-            stats.fold.first_unrecognized_line.unwrap_or(1)
-        );
+    {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // `netstall flame x | head` is not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e).context("cannot write the SVG"),
     }
-    Ok(String::from_utf8_lossy(&folded).into_owned())
 }

@@ -45,13 +45,13 @@ pub struct Args {
     #[arg(long, value_name = "URL")]
     http: Option<String>,
     /// Destination port for --syn and --udp.
-    #[arg(short = 'p', long)]
+    #[arg(short = 'p', long, value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
-    /// Time between probes (of all flows together).
-    #[arg(short = 'i', long, default_value = "10ms", value_parser = duration::parse_nonzero)]
+    /// Time between probes (of all flows together), at least 1us.
+    #[arg(short = 'i', long, default_value = "10ms", value_parser = parse_interval)]
     interval: Duration,
     /// Stop after this many probes.
-    #[arg(short = 'c', long, conflicts_with = "duration")]
+    #[arg(short = 'c', long, conflicts_with = "duration", value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     /// Stop after this long (without -c or -w: until Ctrl-C).
     #[arg(short = 'w', long = "duration", value_parser = duration::parse_nonzero)]
@@ -72,6 +72,16 @@ pub struct Args {
     /// Pin the prober to this CPU (keep it off the CPU you suspect).
     #[arg(long)]
     cpu: Option<u32>,
+}
+
+/// An interval the sender can honour: at least [`netstall_probe::session::MIN_INTERVAL`].
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = duration::parse_nonzero(text)?;
+    let min = netstall_probe::session::MIN_INTERVAL;
+    if interval < min {
+        return Err(format!("interval '{text}' is too short: at least {min:?}"));
+    }
+    Ok(interval)
 }
 
 fn config(args: &Args) -> Result<ProbeConfig> {
