@@ -114,7 +114,7 @@ impl SeenTotals {
                 .buckets
                 .iter()
                 .map(|&(upper, count)| {
-                    let key = (histogram.detector, histogram.cpu, upper);
+                    let key = (histogram.detector.name(), histogram.cpu, upper);
                     let before = self.buckets.insert(key, count).unwrap_or(0);
                     (upper, count.saturating_sub(before))
                 })
@@ -123,7 +123,7 @@ impl SeenTotals {
             state
                 .metrics
                 .kernel_latency
-                .add(histogram.detector, &increments);
+                .add(histogram.detector.name(), &increments);
         }
     }
 }

@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use crate::diagnose::Verdict;
 use crate::findings::Findings;
+use netstall_kernel::stack;
+use netstall_kernel::trace::format::FRAMES_SHOWN;
 
 /// What goes into a report besides the verdict and findings.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -310,7 +312,7 @@ fn culprit_table(html: &mut String, findings: &Findings) {
                 (Some(sc), None) => sc.clone(),
                 _ => String::new(),
             }),
-            esc(&netstall_kernel::trace::format::meaningful_frames(&c.kstack).iter().map(|f| f.split('+').next().unwrap_or(f)).collect::<Vec<_>>().join(" ← "))
+            esc(&stack::line(&stack::meaningful_frames(&c.kstack, FRAMES_SHOWN)))
         );
     }
     html.push_str("</table>\n");

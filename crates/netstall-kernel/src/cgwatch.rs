@@ -12,7 +12,8 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{OpenObject, RingBufferBuilder};
 use netstall_core::clock::ClockOffset;
 
-use crate::skel::cgwatch::{types::cg_event, CgwatchSkelBuilder};
+use crate::skel::cgwatch::types::{cg_event, cg_op};
+use crate::skel::cgwatch::CgwatchSkelBuilder;
 
 /// What happened to a cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -109,9 +110,9 @@ fn decode(data: &[u8], offset: &ClockOffset) -> Option<CgroupEvent> {
     // read_unaligned copes with any alignment.
     let raw: cg_event = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
     let op = match raw.op {
-        1 => CgroupOp::Mkdir,
-        2 => CgroupOp::Rmdir,
-        3 => CgroupOp::Release,
+        cg_op::CG_MKDIR => CgroupOp::Mkdir,
+        cg_op::CG_RMDIR => CgroupOp::Rmdir,
+        cg_op::CG_RELEASE => CgroupOp::Release,
         _ => return None,
     };
     let len = (raw.path_len as usize).min(raw.path.len());

@@ -15,6 +15,7 @@ use blazesym::{MaybeDefault, Pid};
 use netstall_core::clock::ClockOffset;
 use netstall_core::privilege::{self, Capability};
 use netstall_core::shutdown::Shutdown;
+use netstall_kernel::stack;
 use perf_event::data::Record;
 use perf_event::events::Software;
 use perf_event::{Builder, Clock, SampleFlag};
@@ -208,16 +209,18 @@ impl Names {
             .entry(raw.tid)
             .or_insert_with(|| task_comm(raw.pid, raw.tid, raw.cpu))
             .clone();
-        let mut stack = Vec::with_capacity(raw.user.len() + raw.kernel.len());
-        if raw.pid != 0 && !raw.user.is_empty() {
-            let source = Source::Process(Process::new(Pid::from(raw.pid)));
-            stack.extend(self.frame_names(&source, raw.pid, &raw.user));
-        }
+        // Innermost first (netstall_kernel::stack's order): the kernel's
+        // frames, then the user frames under them, as perf's call chain has
+        // them. The tracer's own BPF frames go (a sample can land in them).
         let kernel = Source::Kernel(Kernel {
             vmlinux: MaybeDefault::None,
             ..Default::default()
         });
-        stack.extend(self.frame_names(&kernel, 0, &raw.kernel));
+        let mut stack = stack::strip_own(self.frame_names(&kernel, 0, &raw.kernel));
+        if raw.pid != 0 && !raw.user.is_empty() {
+            let source = Source::Process(Process::new(Pid::from(raw.pid)));
+            stack.extend(self.frame_names(&source, raw.pid, &raw.user));
+        }
         Sample {
             time_ns: raw.time_ns,
             cpu: raw.cpu,
@@ -229,7 +232,7 @@ impl Names {
         }
     }
 
-    /// Frame names root first (call chains come leaf first); `pid` 0 is the kernel.
+    /// Frame names in call-chain order (innermost first); `pid` 0 is the kernel.
     fn frame_names(&mut self, source: &Source<'_>, pid: u32, addrs: &[u64]) -> Vec<String> {
         let missing: Vec<u64> = addrs
             .iter()
@@ -248,14 +251,13 @@ impl Names {
                     {
                         sym.name.to_string()
                     }
-                    _ => format!("[unknown <{addr:x}>]"),
+                    _ => stack::unknown_frame(*addr),
                 };
                 self.frames.insert((pid, *addr), name);
             }
         }
         addrs
             .iter()
-            .rev()
             .map(|a| self.frames[&(pid, *a)].clone())
             .collect()
     }

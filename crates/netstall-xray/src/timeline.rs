@@ -14,6 +14,7 @@
 //!
 //! Everything here is pure, so it is tested on recorded samples.
 
+use netstall_kernel::stack;
 use serde::Serialize;
 
 /// One symbolized sample.
@@ -25,19 +26,22 @@ pub struct Sample {
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
-    /// Frames, root first: user frames, then kernel frames down to the leaf.
+    /// Frames, innermost first (`netstall_kernel::stack`'s order): the
+    /// kernel frames down from the leaf, then the user frames under them.
     pub stack: Vec<String>,
-    /// How many of the last frames are kernel frames.
+    /// How many kernel frames the call chain had (0: sampled in user mode).
+    /// They come first in `stack`, less netstall's own BPF frames (removed),
+    /// so `stack` may hold fewer.
     pub kernel_depth: usize,
 }
 
 impl Sample {
-    /// `comm;root;...;leaf`, the folded form.
+    /// `comm;root;...;leaf`, the folded form (root first: the stack reversed).
     pub fn folded(&self) -> String {
         let mut line = self.comm.replace(' ', "_");
-        for frame in &self.stack {
+        if !self.stack.is_empty() {
             line.push(';');
-            line.push_str(frame);
+            line.push_str(&stack::folded(&self.stack));
         }
         line
     }
@@ -49,9 +53,7 @@ impl Sample {
 
     /// Running in softirq processing (the kernel's softirq loop is on the stack).
     pub fn in_softirq(&self) -> bool {
-        self.stack
-            .iter()
-            .any(|f| f == "handle_softirqs" || f == "__do_softirq")
+        stack::in_softirq(&self.stack)
     }
 
     /// In the kernel, but the kernel stack did not unwind past a frame or
@@ -310,13 +312,13 @@ mod tests {
     fn recorded() -> Vec<Sample> {
         let mut samples = Vec::new();
         for ms in 0..=10 {
-            samples.push(sample(ms, 0, "poller", &["read", "memory_stat_show"]));
+            samples.push(sample(ms, 0, "poller", &["memory_stat_show", "read"]));
         }
         samples.push(sample(
             60,
             0,
             "poller",
-            &["read", "css_rstat_flush", "_raw_spin_unlock_irq"],
+            &["_raw_spin_unlock_irq", "css_rstat_flush", "read"],
         ));
         for ms in 61..100 {
             samples.push(sample(ms, 0, "app", &["main"]));
@@ -327,14 +329,14 @@ mod tests {
                 ms,
                 0,
                 "app",
-                &["main", "irq_exit", "handle_softirqs", "spin"],
+                &["spin", "handle_softirqs", "irq_exit", "main"],
             ));
         }
         samples.push(sample(
             130,
             0,
             "ksoftirqd/0",
-            &["run_ksoftirqd", "handle_softirqs", "net_rx_action"],
+            &["net_rx_action", "handle_softirqs", "run_ksoftirqd"],
         ));
         samples.push(sample(131, 0, "app", &["main"]));
         samples
@@ -385,11 +387,11 @@ mod tests {
                     ms,
                     0,
                     "app",
-                    &["irq_exit", "handle_softirqs", "spin"],
+                    &["spin", "handle_softirqs", "irq_exit"],
                 ));
             }
         }
-        samples.push(sample(40, 0, "app", &["main", "work", "more"]));
+        samples.push(sample(40, 0, "app", &["more", "work", "main"]));
         let found = stalls(&samples, StallRules::for_frequency(999));
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].duration_ms, 39.0);
@@ -453,7 +455,7 @@ mod tests {
 
     #[test]
     fn folded_form_has_comm_first() {
-        let s = sample(0, 0, "io thread", &["main", "read"]);
+        let s = sample(0, 0, "io thread", &["read", "main"]);
         assert_eq!(s.folded(), "io_thread;main;read");
     }
 }

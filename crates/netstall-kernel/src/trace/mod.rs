@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netstall_core::shutdown::Shutdown;
-use netstall_core::stall::{IcmpEcho, SlowSyscall, Stall, Steal};
-use serde::Serialize;
+use netstall_core::stall::{Detector, IcmpEcho, SlowSyscall, Stall, Steal};
+use serde::{Serialize, Serializer};
 
 pub use load::run;
 
@@ -107,6 +107,52 @@ impl Stop {
     }
 }
 
+/// What the tracer can load, each a set of BPF programs: a stall detector,
+/// or one of the other event sources. Named in JSON and text as
+/// [`TraceDetector::name`] (`irqs-off`, `steal`, `icmp`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TraceDetector {
+    Stall(Detector),
+    /// vCPU steal, read at ticks and idle exits.
+    Steal,
+    /// Slow syscalls (`--syscalls`).
+    Syscalls,
+    /// ICMP echo requests processed (`--icmp-seq`).
+    Icmp,
+}
+
+impl TraceDetector {
+    /// Every stall detector, in the order they are loaded.
+    pub const STALLS: [TraceDetector; 5] = [
+        TraceDetector::Stall(Detector::RxBacklog),
+        TraceDetector::Stall(Detector::SoftirqDelay),
+        TraceDetector::Stall(Detector::IrqsOff),
+        TraceDetector::Stall(Detector::Ksoftirqd),
+        TraceDetector::Stall(Detector::RstatHold),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TraceDetector::Stall(d) => d.name(),
+            TraceDetector::Steal => "steal",
+            TraceDetector::Syscalls => "syscalls",
+            TraceDetector::Icmp => "icmp",
+        }
+    }
+}
+
+impl std::fmt::Display for TraceDetector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl Serialize for TraceDetector {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
 /// What the tracer streams.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TraceEvent {
@@ -140,7 +186,7 @@ pub struct TraceStart {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub ts_ns: u64,
-    pub detectors: Vec<&'static str>,
+    pub detectors: Vec<TraceDetector>,
     /// Detectors that could not be loaded on this kernel, with the reason.
     pub unavailable: Vec<Unavailable>,
 }
@@ -151,7 +197,7 @@ pub struct ProgramCost {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub program: String,
-    pub detector: &'static str,
+    pub detector: TraceDetector,
     pub run_count: u64,
     pub run_time_ns: u64,
     pub ns_per_event: Option<f64>,
@@ -162,7 +208,7 @@ pub struct ProgramCost {
 pub struct Histogram {
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub detector: &'static str,
+    pub detector: Detector,
     pub cpu: u32,
     /// `[upper bound ns, count]` for each non-empty log2 bucket.
     pub buckets: Vec<(u64, u64)>,
@@ -195,6 +241,6 @@ pub struct TraceReport {
 /// A detector this kernel could not load.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Unavailable {
-    pub detector: &'static str,
+    pub detector: TraceDetector,
     pub reason: String,
 }

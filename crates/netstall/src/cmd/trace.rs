@@ -70,7 +70,12 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             out.progress(format!(
                 "tracing RX stalls >= {:?} with {}{} ({})...",
                 args.threshold,
-                start.detectors.join(", "),
+                start
+                    .detectors
+                    .iter()
+                    .map(|d| d.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 args.duration
                     .map(|d| format!(" for {d:?}"))
                     .unwrap_or_default(),
@@ -128,7 +133,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             .collect();
         out.text(format!(
             "HIST {} cpu={} {}",
-            hist.detector,
+            hist.detector.name(),
             hist.cpu,
             buckets.join(" ")
         ));
