@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use netstall_core::stall::{Culprit, Detector, Stall};
-use netstall_kernel::stack;
 use netstall_core::steal::{steal_during, steal_explains};
+use netstall_kernel::stack;
 use netstall_probe::episodes::{Episode, EpisodeKind};
 use serde::Serialize;
 
@@ -365,9 +365,7 @@ fn classify(stall: &Stall) -> CauseId {
     if is_memcg_flush(stall) {
         return CauseId::DyingMemcgStatFlush;
     }
-    let in_softirq = culprit.is_some_and(|c| {
-        c.context.is_some() || stack::in_softirq(&c.kstack)
-    });
+    let in_softirq = culprit.is_some_and(|c| c.context.is_some() || stack::in_softirq(&c.kstack));
     let irqs_off = stall.seen_by.contains(&Detector::IrqsOff);
     if in_softirq || irqs_off {
         return CauseId::IrqsOffSection;

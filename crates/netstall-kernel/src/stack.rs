@@ -331,13 +331,19 @@ mod tests {
     fn the_tracers_own_frames_are_removed() {
         let stack = strip_own(rstat_hold_recorded());
         assert_eq!(stack[0], "css_rstat_flush");
-        assert!(!stack.iter().any(|f| is_own_bpf(f) || f.contains("bpf_trace")));
+        assert!(!stack
+            .iter()
+            .any(|f| is_own_bpf(f) || f.contains("bpf_trace")));
 
         let tick = strip_own(tick_gap_recorded());
         assert_eq!(tick[0], "__sysvec_apic_timer_interrupt");
         assert_eq!(
             strip_interrupt_frames(tick),
-            frames(&["_raw_spin_unlock_irq", "css_rstat_flush", "memcg1_stat_format"])
+            frames(&[
+                "_raw_spin_unlock_irq",
+                "css_rstat_flush",
+                "memcg1_stat_format"
+            ])
         );
     }
 
@@ -345,7 +351,10 @@ mod tests {
     fn the_injectors_frames_stay_and_name_the_stack() {
         let spinner = spinner_recorded();
         assert_eq!(strip_own(spinner.clone()), spinner);
-        assert_eq!(naming_frame(&spinner), Some("bpf_prog_4a0c1b2d3e4f5a6b_spin_in_softirq"));
+        assert_eq!(
+            naming_frame(&spinner),
+            Some("bpf_prog_4a0c1b2d3e4f5a6b_spin_in_softirq")
+        );
     }
 
     #[test]
@@ -357,7 +366,9 @@ mod tests {
             naming_frame(&stack).into_iter().collect(),
         ] {
             assert!(
-                !shown.iter().any(|f| f.starts_with("bpf_") || f.starts_with("__bpf")),
+                !shown
+                    .iter()
+                    .any(|f| f.starts_with("bpf_") || f.starts_with("__bpf")),
                 "{shown:?}"
             );
         }
@@ -387,7 +398,10 @@ mod tests {
         // Nothing but plumbing: shown from the top, named by nothing.
         let entry = frames(&["do_syscall_64", "entry_SYSCALL_64_after_hwframe"]);
         assert_eq!(naming_frame(&entry), None);
-        assert_eq!(meaningful_frames(&entry, 5), ["do_syscall_64", "entry_SYSCALL_64_after_hwframe"]);
+        assert_eq!(
+            meaningful_frames(&entry, 5),
+            ["do_syscall_64", "entry_SYSCALL_64_after_hwframe"]
+        );
     }
 
     #[test]
@@ -459,7 +473,10 @@ mod tests {
                 .map(|p| p.name().to_string_lossy().into_owned()),
         );
         for name in &names {
-            assert!(OWN_BPF_FUNCTIONS.contains(&name.as_str()), "{name} is missing");
+            assert!(
+                OWN_BPF_FUNCTIONS.contains(&name.as_str()),
+                "{name} is missing"
+            );
         }
         // Every listed program exists (path_step is a bpf_loop callback, not a program).
         for own in OWN_BPF_FUNCTIONS.iter().filter(|f| **f != "path_step") {

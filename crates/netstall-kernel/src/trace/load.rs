@@ -19,11 +19,11 @@ use netstall_core::stall::{Detector, IcmpEcho, SlowSyscall, Steal, StealSource};
 use super::assemble::Assembler;
 use super::event::{decode, raw_from_bytes, KernelEvent};
 use super::symbols::{cgroup_of, symbol_range, KernelSymbols};
+use super::TraceDetector;
 use super::{
     syscall_names, Histogram, ProgramCost, Stop, TraceConfig, TraceEvent, TraceReport, TraceStart,
     TraceTotals, Unavailable,
 };
-use super::TraceDetector;
 use crate::skel::trace::types::{ns_trace_counter, ns_trace_limit};
 use crate::skel::trace::{OpenTraceSkel, TraceSkel, TraceSkelBuilder};
 
@@ -215,10 +215,7 @@ fn plan(
     {
         bail!("--icmp-seq needs tracepoint skb:consume_skb: {}", u.reason);
     }
-    if !usable
-        .iter()
-        .any(|d| matches!(d, TraceDetector::Stall(_)))
-    {
+    if !usable.iter().any(|d| matches!(d, TraceDetector::Stall(_))) {
         bail!(
             "no stall detector loads on this kernel: {}",
             unavailable
@@ -311,10 +308,7 @@ fn totals(
             counter(ns_trace_counter::TC_RING_DROPS),
         )?,
         histograms,
-        net_rx_ns: per_cpu_counter(
-            &skel.maps.counters,
-            counter(ns_trace_counter::TC_NET_RX_NS),
-        )?,
+        net_rx_ns: per_cpu_counter(&skel.maps.counters, counter(ns_trace_counter::TC_NET_RX_NS))?,
         bpf_run_ns: stats_of.map(|p| bpf_run_ns(skel, p)).transpose()?,
     })
 }
@@ -622,14 +616,17 @@ pub fn run(
             .filter_map(|p| {
                 let name = p.name().to_string_lossy().into_owned();
                 let detector = detector_of(&name)?;
-                Some(program_stats(&p).map(|(run_count, run_time_ns)| ProgramCost {
-                    kind: "self-cost",
-                    detector,
-                    program: name,
-                    run_count,
-                    run_time_ns,
-                    ns_per_event: (run_count > 0).then(|| run_time_ns as f64 / run_count as f64),
-                }))
+                Some(
+                    program_stats(&p).map(|(run_count, run_time_ns)| ProgramCost {
+                        kind: "self-cost",
+                        detector,
+                        program: name,
+                        run_count,
+                        run_time_ns,
+                        ns_per_event: (run_count > 0)
+                            .then(|| run_time_ns as f64 / run_count as f64),
+                    }),
+                )
             })
             .collect::<Result<Vec<_>>>()?
     } else {
