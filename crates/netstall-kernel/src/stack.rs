@@ -15,9 +15,11 @@
 //! `stackcollapse-perf --addrs` writes it.
 //!
 //! **netstall's own frames.** A stack taken by the tracer starts inside the
-//! tracer's BPF program that took it, under the tracepoint dispatch:
-//! `bpf_prog_…_on_rstat_unlock ← bpf_trace_run3 ← __bpf_trace_cgroup_rstat ←
-//! css_rstat_unlock ← …`. Those frames say nothing about the culprit;
+//! tracer's BPF program that took it, under the tracepoint dispatch
+//! (recorded here: `bpf_prog_…_on_rstat_unlock ← bpf_trace_run3 ←
+//! css_rstat_flush ← …`; a sample can land in one: `bpf_prog_…_on_netif_rx ←
+//! bpf_trace_run1 ← __traceiter_netif_rx ← netif_rx_internal`). Those frames
+//! say nothing about the culprit;
 //! [`strip_own`] removes them at the source and the display helpers skip
 //! them too. Only the observers' functions ([`OWN_BPF_FUNCTIONS`], checked
 //! against the BPF objects by a test) count as own: the lab's stall
@@ -373,6 +375,24 @@ mod tests {
             );
         }
         assert_eq!(naming_frame(&stack), Some("css_rstat_flush"));
+    }
+
+    #[test]
+    fn a_sample_in_the_tracers_packet_hook_keeps_the_packets_path() {
+        // Recorded here: an xray sample that landed in the tracer's netif_rx
+        // program (its dispatch on 6.18 includes `__traceiter_netif_rx`).
+        let stack = strip_own(frames(&[
+            "bpf_prog_1026bdf4002a19c5_on_netif_rx",
+            "bpf_trace_run1",
+            "__traceiter_netif_rx",
+            "netif_rx_internal",
+            "__netif_rx",
+            "veth_xmit",
+        ]));
+        assert_eq!(stack, ["netif_rx_internal", "__netif_rx", "veth_xmit"]);
+        // An LSM trampoline's frame is not netstall's: it stays.
+        let lsm = frames(&["__bpf_prog_enter_recur", "do_prlimit"]);
+        assert_eq!(strip_own(lsm.clone()), lsm);
     }
 
     #[test]
