@@ -98,7 +98,7 @@ pub fn run(threshold: Duration, state: &State, stop: &Arc<Shutdown>) {
 struct SeenTotals {
     ring_drops: u64,
     /// Count per (detector, CPU, bucket upper bound).
-    buckets: HashMap<(String, u32, u64), u64>,
+    buckets: HashMap<(&'static str, u32, u64), u64>,
 }
 
 impl SeenTotals {
@@ -113,7 +113,7 @@ impl SeenTotals {
                 .buckets
                 .iter()
                 .map(|&(upper, count)| {
-                    let key = (histogram.detector.clone(), histogram.cpu, upper);
+                    let key = (histogram.detector.name(), histogram.cpu, upper);
                     let before = self.buckets.insert(key, count).unwrap_or(0);
                     (upper, count.saturating_sub(before))
                 })
@@ -122,7 +122,7 @@ impl SeenTotals {
             state
                 .metrics
                 .kernel_latency
-                .add(&histogram.detector, &increments);
+                .add(histogram.detector.name(), &increments);
         }
     }
 }

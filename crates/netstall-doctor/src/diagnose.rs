@@ -11,6 +11,7 @@ pub use netstall_events::doctor::{
     Cause, CauseId, Observer, Origin, Severity, Source, SourceName, SourceState, Status, Verdict,
 };
 use netstall_events::kernel::{Culprit, Detector, Stall};
+use netstall_events::stack;
 use netstall_probe::episodes::{Episode, EpisodeKind};
 
 use crate::findings::{Findings, SamplerState, TracerState};
@@ -94,40 +95,6 @@ fn remediation(id: CauseId) -> Vec<String> {
     lines.iter().map(|l| l.to_string()).collect()
 }
 
-/// Frames that say how the CPU got somewhere, not what held it.
-const GENERIC_FRAMES: &[&str] = &[
-    "_raw_spin_unlock",
-    "_raw_spin_lock",
-    "__local_bh_enable",
-    "handle_softirqs",
-    "__do_softirq",
-    "do_softirq",
-    "irq_exit",
-    "__irq_exit_rcu",
-    "irq_exit_rcu",
-    "sysvec_",
-    "asm_",
-    "common_interrupt",
-    "run_ksoftirqd",
-    "smpboot_thread_fn",
-    "kthread",
-    "ret_from_fork",
-    "entry_SYSCALL",
-    "do_syscall_64",
-    "x64_sys_call",
-    "bpf_loop",
-    "bpf_trace_run",
-    "__bpf_trace",
-    "__traceiter",
-    "trace_softirq",
-    "__cond_resched",
-    "preempt_schedule",
-    "native_",
-    "default_idle",
-    "cpu_idle",
-    "do_idle",
-];
-
 /// Frames of the story's mechanism (cgroup v1 memory.stat → rstat flush).
 const MEMCG_FLUSH_FRAMES: &[&str] = &[
     "css_rstat_flush",
@@ -141,41 +108,24 @@ const MEMCG_FLUSH_FRAMES: &[&str] = &[
     "do_flush_stats",
 ];
 
-fn frame_name(frame: &str) -> &str {
-    frame.split(['+', ' ']).next().unwrap_or(frame)
-}
-
-fn is_generic(frame: &str) -> bool {
-    let name = frame_name(frame);
-    GENERIC_FRAMES.iter().any(|g| name.starts_with(g))
-}
-
 fn touches_memcg_flush(culprit: &Culprit) -> bool {
     culprit
         .kstack
         .iter()
-        .any(|f| MEMCG_FLUSH_FRAMES.contains(&frame_name(f)))
+        .any(|f| MEMCG_FLUSH_FRAMES.contains(&stack::frame_name(f)))
         || culprit
             .path
             .as_deref()
             .is_some_and(|p| p.ends_with("memory.stat") || p.ends_with("memory.numa_stat"))
 }
 
-/// The frame that names a stack: the BPF program that ran, if one did (its
-/// outermost frame: inner ones are its callbacks), else the first frame that
-/// is not interrupt, softirq or syscall plumbing.
-pub fn naming_frame(kstack: &[String]) -> Option<String> {
-    kstack
-        .iter()
-        .rfind(|f| frame_name(f).starts_with("bpf_prog_"))
-        .or_else(|| kstack.iter().find(|f| !is_generic(f)))
-        .map(|f| frame_name(f).to_owned())
-}
-
 fn cause_key(stall: &Stall) -> (CauseId, Option<String>) {
     let id = classify(stall);
     let named = match id {
-        CauseId::IrqsOffSection => stall.culprit.as_ref().and_then(|c| naming_frame(&c.kstack)),
+        CauseId::IrqsOffSection => stall
+            .culprit
+            .as_ref()
+            .and_then(|c| stack::naming_frame(&c.kstack).map(str::to_owned)),
         _ => None,
     };
     (id, named)
@@ -194,12 +144,7 @@ fn classify(stall: &Stall) -> CauseId {
     if is_memcg_flush(stall) {
         return CauseId::DyingMemcgStatFlush;
     }
-    let in_softirq = culprit.is_some_and(|c| {
-        c.context.is_some()
-            || c.kstack
-                .iter()
-                .any(|f| matches!(frame_name(f), "handle_softirqs" | "__do_softirq"))
-    });
+    let in_softirq = culprit.is_some_and(|c| c.context.is_some() || stack::in_softirq(&c.kstack));
     let irqs_off = stall.seen_by.contains(&Detector::IrqsOff);
     if in_softirq || irqs_off {
         return CauseId::IrqsOffSection;
@@ -624,12 +569,7 @@ fn cause_from_stalls(
         if !c.kstack.is_empty() {
             evidence.push(format!(
                 "kernel stack: {}",
-                c.kstack
-                    .iter()
-                    .take(8)
-                    .map(|f| frame_name(f))
-                    .collect::<Vec<_>>()
-                    .join(" ← ")
+                stack::line(&stack::top_frames(&c.kstack, 8))
             ));
         }
     }
@@ -676,12 +616,7 @@ fn cause_from_stalls(
             gaps.len(),
             plural(gaps.len()),
             g.comm,
-            g.resumed_in
-                .iter()
-                .take(4)
-                .map(|f| frame_name(f))
-                .collect::<Vec<_>>()
-                .join(" ← ")
+            stack::line(&stack::top_frames(&g.resumed_in, 4))
         ));
     }
 
@@ -955,7 +890,11 @@ fn main_culprit(stalls: &[&Stall]) -> Option<Culprit> {
         .max_by_key(|c| {
             (c.path.is_some() as u8) + (c.syscall.is_some() as u8) + (!c.kstack.is_empty()) as u8
         })
-        .cloned()
+        .map(|c| Culprit {
+            // Stacks recorded before the tracer removed its own frames.
+            kstack: stack::strip_own(c.kstack.clone()),
+            ..c.clone()
+        })
 }
 
 fn culprit_line(c: &Culprit) -> String {
@@ -1483,13 +1422,32 @@ mod tests {
     }
 
     #[test]
-    fn naming_skips_plumbing_frames() {
-        let stack = [
-            "_raw_spin_unlock_irq+0x1d",
-            "handle_softirqs+0x10",
-            "mlx5e_napi_poll+0x30",
+    fn the_tracers_own_frames_are_in_no_cause() {
+        // A tick after an IRQs-off section, as recorded before the tracer
+        // removed its own frames: they must not name, nor show in, the cause.
+        let mut culprit = spinner_culprit();
+        culprit.kstack = [
+            "bpf_prog_9f3a51c0d2e4b687_on_local_timer_exit",
+            "bpf_trace_run1",
+            "_raw_spin_unlock_irq",
+            "mlx5e_napi_poll",
+            "net_rx_action",
+            "handle_softirqs",
         ]
-        .map(String::from);
-        assert_eq!(naming_frame(&stack).as_deref(), Some("mlx5e_napi_poll"));
+        .map(String::from)
+        .to_vec();
+        let findings = Findings {
+            stalls: vec![
+                stall(1, 100, 40.0, vec![Detector::IrqsOff], culprit.clone()),
+                stall(1, 900, 40.0, vec![Detector::IrqsOff], culprit),
+            ],
+            ..Findings::default()
+        };
+        let verdict = diagnose(&findings);
+        let cause = &verdict.causes[0];
+        assert_eq!(cause.named.as_deref(), Some("mlx5e_napi_poll"));
+        let shown = serde_json::to_string(&verdict).unwrap();
+        assert!(!shown.contains("on_local_timer_exit"), "{shown}");
+        assert!(!shown.contains("bpf_trace_run"), "{shown}");
     }
 }

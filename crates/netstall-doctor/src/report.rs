@@ -10,6 +10,8 @@ use netstall_events::Record;
 use crate::diagnose::Verdict;
 pub use crate::findings::Extras;
 use crate::findings::{Findings, Saved};
+use netstall_events::stack;
+use netstall_kernel::trace::format::FRAMES_SHOWN;
 
 const WIDTH: f64 = 960.0;
 const COLORS: [&str; 6] = [
@@ -303,7 +305,7 @@ fn culprit_table(html: &mut String, findings: &Findings) {
                 (Some(sc), None) => sc.clone(),
                 _ => String::new(),
             }),
-            esc(&netstall_kernel::trace::format::meaningful_frames(&c.kstack).iter().map(|f| f.split('+').next().unwrap_or(f)).collect::<Vec<_>>().join(" ← "))
+            esc(&stack::line(&stack::meaningful_frames(&c.kstack, FRAMES_SHOWN)))
         );
     }
     html.push_str("</table>\n");

@@ -12,7 +12,7 @@ use netstall_core::privilege::{self, Capability};
 use netstall_core::shutdown::Shutdown;
 use netstall_core::steal::{self, steal_explains};
 use netstall_events::kernel::{Stall, StealSource};
-use netstall_kernel::trace::{self, Stop, TraceConfig, TraceEvent};
+use netstall_kernel::trace::{self, Stop, TraceConfig, TraceDetector, TraceEvent};
 use netstall_probe::{Mode, ProbeConfig};
 use netstall_xray::sampler::{self, SamplerConfig};
 use netstall_xray::timeline::{self, GapKind, StallRules};
@@ -205,10 +205,12 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
     // stall the probes see could be seen by the tracer too.
     let mut early = Vec::new();
     let mut tracer_state = None;
+    let mut steal_clock = false;
     let attach_deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < attach_deadline {
         match events_rx.recv_timeout(Duration::from_millis(50)) {
             Ok(TraceEvent::Started(start)) => {
+                steal_clock = start.detectors.contains(&TraceDetector::Steal);
                 tracer_state = Some(TracerState::Ran {
                     detectors: start.detectors.iter().map(|d| d.to_string()).collect(),
                     missing: start
@@ -227,7 +229,6 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
 
     let tracing = tracer_state.is_some();
     // Without the tracer's steal clock, /proc/stat tells steal apart.
-    let steal_clock = matches!(&tracer_state, Some(TracerState::Ran { detectors, .. }) if detectors.iter().any(|d| d == "steal"));
     let proc_stat = (!steal_clock).then(|| {
         let stop = stop.clone();
         thread::Builder::new()

@@ -4,6 +4,8 @@
 //!
 //! All `*_ns` are CLOCK_REALTIME nanoseconds.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 /// The kernel mechanism a stall was detected by.
@@ -32,6 +34,82 @@ impl Detector {
             Detector::Ksoftirqd => "ksoftirqd",
             Detector::RxBacklog => "rx-backlog",
         }
+    }
+}
+
+/// What the tracer can load, each a set of BPF programs: a stall detector,
+/// or one of the other event sources. Named in JSON and text as
+/// [`TraceDetector::name`] (`irqs-off`, `steal`, `icmp`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TraceDetector {
+    Stall(Detector),
+    /// vCPU steal, read at ticks and idle exits.
+    Steal,
+    /// Slow syscalls (`--syscalls`).
+    Syscalls,
+    /// ICMP echo requests processed (`--icmp-seq`).
+    Icmp,
+}
+
+impl TraceDetector {
+    /// Every stall detector, in the order they are loaded.
+    pub const STALLS: [TraceDetector; 5] = [
+        TraceDetector::Stall(Detector::RxBacklog),
+        TraceDetector::Stall(Detector::SoftirqDelay),
+        TraceDetector::Stall(Detector::IrqsOff),
+        TraceDetector::Stall(Detector::Ksoftirqd),
+        TraceDetector::Stall(Detector::RstatHold),
+    ];
+
+    /// Every detector, stall detectors first.
+    pub const ALL: [TraceDetector; 8] = [
+        TraceDetector::Stall(Detector::RxBacklog),
+        TraceDetector::Stall(Detector::SoftirqDelay),
+        TraceDetector::Stall(Detector::IrqsOff),
+        TraceDetector::Stall(Detector::Ksoftirqd),
+        TraceDetector::Stall(Detector::RstatHold),
+        TraceDetector::Steal,
+        TraceDetector::Syscalls,
+        TraceDetector::Icmp,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TraceDetector::Stall(d) => d.name(),
+            TraceDetector::Steal => "steal",
+            TraceDetector::Syscalls => "syscalls",
+            TraceDetector::Icmp => "icmp",
+        }
+    }
+}
+
+impl fmt::Display for TraceDetector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl std::str::FromStr for TraceDetector {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        TraceDetector::ALL
+            .into_iter()
+            .find(|d| d.name() == name)
+            .ok_or_else(|| format!("unknown detector `{name}`"))
+    }
+}
+
+impl Serialize for TraceDetector {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for TraceDetector {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -142,7 +220,7 @@ pub struct Steal {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceStart {
     pub ts_ns: u64,
-    pub detectors: Vec<String>,
+    pub detectors: Vec<TraceDetector>,
     /// Detectors that could not be loaded on this kernel, with the reason.
     pub unavailable: Vec<Unavailable>,
 }
@@ -151,7 +229,7 @@ pub struct TraceStart {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProgramCost {
     pub program: String,
-    pub detector: String,
+    pub detector: TraceDetector,
     pub run_count: u64,
     pub run_time_ns: u64,
     pub ns_per_event: Option<f64>,
@@ -160,7 +238,7 @@ pub struct ProgramCost {
 /// Per-CPU log2 histogram: `buckets[cpu][i]` counts values in [2^i, 2^(i+1)) ns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Histogram {
-    pub detector: String,
+    pub detector: Detector,
     pub cpu: u32,
     /// `[upper bound ns, count]` for each non-empty log2 bucket.
     pub buckets: Vec<(u64, u64)>,
@@ -193,7 +271,7 @@ pub struct TraceReport {
 /// A detector this kernel could not load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Unavailable {
-    pub detector: String,
+    pub detector: TraceDetector,
     pub reason: String,
 }
 

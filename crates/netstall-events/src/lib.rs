@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod kernel;
 pub mod lab;
 pub mod probe;
+pub mod stack;
 pub mod top;
 pub mod xray;
 

@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::stack;
+
 /// One symbolized sample.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sample {
@@ -15,19 +17,22 @@ pub struct Sample {
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
-    /// Frames, root first: user frames, then kernel frames down to the leaf.
+    /// Frames, innermost first ([`crate::stack`]'s order): the kernel
+    /// frames down from the leaf, then the user frames under them.
     pub stack: Vec<String>,
-    /// How many of the last frames are kernel frames.
+    /// How many kernel frames the call chain had (0: sampled in user mode).
+    /// They come first in `stack`, less netstall's own BPF frames (removed),
+    /// so `stack` may hold fewer.
     pub kernel_depth: usize,
 }
 
 impl Sample {
-    /// `comm;root;...;leaf`, the folded form.
+    /// `comm;root;...;leaf`, the folded form (root first: the stack reversed).
     pub fn folded(&self) -> String {
         let mut line = self.comm.replace(' ', "_");
-        for frame in &self.stack {
+        if !self.stack.is_empty() {
             line.push(';');
-            line.push_str(frame);
+            line.push_str(&stack::folded(&self.stack));
         }
         line
     }
@@ -39,9 +44,7 @@ impl Sample {
 
     /// Running in softirq processing (the kernel's softirq loop is on the stack).
     pub fn in_softirq(&self) -> bool {
-        self.stack
-            .iter()
-            .any(|f| f == "handle_softirqs" || f == "__do_softirq")
+        stack::in_softirq(&self.stack)
     }
 
     /// In the kernel, but the kernel stack did not unwind past a frame or
@@ -97,7 +100,7 @@ impl fmt::Display for SampleGap {
             self.duration_ms,
             self.comm,
             self.tid,
-            self.resumed_in.join(" <- ")
+            self.resumed_in.join(stack::ARROW)
         )
     }
 }

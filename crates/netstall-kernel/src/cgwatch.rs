@@ -12,7 +12,8 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{OpenObject, RingBufferBuilder};
 use netstall_core::clock::ClockOffset;
 
-use crate::skel::cgwatch::{types::cg_event, CgwatchSkelBuilder};
+use crate::skel::cgwatch::types::{cg_event, cg_op};
+use crate::skel::cgwatch::CgwatchSkelBuilder;
 
 /// What happened to a cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -109,9 +110,9 @@ fn decode(data: &[u8], offset: &ClockOffset) -> Option<CgroupEvent> {
     // read_unaligned copes with any alignment.
     let raw: cg_event = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
     let op = match raw.op {
-        1 => CgroupOp::Mkdir,
-        2 => CgroupOp::Rmdir,
-        3 => CgroupOp::Release,
+        cg_op::CG_MKDIR => CgroupOp::Mkdir,
+        cg_op::CG_RMDIR => CgroupOp::Rmdir,
+        cg_op::CG_RELEASE => CgroupOp::Release,
         _ => return None,
     };
     let len = (raw.path_len as usize).min(raw.path.len());
@@ -132,4 +133,45 @@ fn decode(data: &[u8], offset: &ClockOffset) -> Option<CgroupEvent> {
         comm: String::from_utf8_lossy(&comm).into_owned(),
         ts_ns: offset.to_realtime(raw.ts_ns),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(raw: &cg_event) -> Vec<u8> {
+        // SAFETY: cg_event is plain old data; reading its bytes is sound.
+        unsafe {
+            std::slice::from_raw_parts(
+                (raw as *const cg_event).cast::<u8>(),
+                std::mem::size_of::<cg_event>(),
+            )
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn ops_decode_through_the_generated_enum() {
+        let mut raw = cg_event {
+            op: cg_op::CG_RMDIR,
+            hierarchy_id: 4,
+            level: 2,
+            pid: 42,
+            ..Default::default()
+        };
+        let path = b"/kubepods/pod1";
+        for (o, b) in raw.path.iter_mut().zip(path) {
+            *o = *b as i8;
+        }
+        raw.path_len = path.len() as u32;
+        let offset = ClockOffset::sample();
+        let event = decode(&bytes(&raw), &offset).unwrap();
+        assert_eq!(event.op, CgroupOp::Rmdir);
+        assert_eq!(event.path, "/kubepods/pod1");
+        assert_eq!((event.hierarchy_id, event.level, event.pid), (4, 2, 42));
+
+        raw.op = cg_op(99);
+        assert!(decode(&bytes(&raw), &offset).is_none());
+        assert!(decode(&[0u8; 4], &offset).is_none());
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod cgwatch;
 pub mod spin;
+pub mod stack;
 pub mod trace;
 
 mod skel {

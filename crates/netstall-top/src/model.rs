@@ -11,6 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use netstall_events::kernel::{Detector, Stall};
+use netstall_events::stack;
 
 /// How far back the lanes and sparklines look.
 pub const WINDOW_NS: u64 = 60_000_000_000;
@@ -492,14 +493,14 @@ fn culprit_key(stall: &Stall) -> CulpritKey {
                 "(softirq)".to_string(),
                 None,
                 None,
-                netstall_doctor::diagnose::naming_frame(&c.kstack),
+                stack::naming_frame(&c.kstack).map(str::to_owned),
             )
         }
         Some(c) => (
             c.comm.clone(),
             c.syscall.clone(),
             c.path.clone(),
-            netstall_doctor::diagnose::naming_frame(&c.kstack),
+            stack::naming_frame(&c.kstack).map(str::to_owned),
         ),
         None => (
             stall
@@ -515,13 +516,8 @@ fn culprit_key(stall: &Stall) -> CulpritKey {
 
 /// A frame as shown: a BPF program as `bpf:NAME` (its 16-hex tag dropped).
 pub fn short_frame(frame: &str) -> String {
-    match frame.strip_prefix("bpf_prog_") {
-        Some(rest) => match rest.split_once('_') {
-            Some((tag, name)) if tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                format!("bpf:{name}")
-            }
-            _ => format!("bpf:{rest}"),
-        },
+    match stack::bpf_program(frame) {
+        Some(name) => format!("bpf:{name}"),
         None => frame.to_string(),
     }
 }

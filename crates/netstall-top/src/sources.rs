@@ -163,7 +163,11 @@ fn tracer(
                 let update = match event {
                     TraceEvent::Started(s) => {
                         if let Some(tx) = started.take() {
-                            let _ = tx.send(Ok(s.detectors.clone()));
+                            let _ = tx.send(Ok(s
+                                .detectors
+                                .iter()
+                                .map(|d| d.name().to_string())
+                                .collect()));
                         }
                         for u in &s.unavailable {
                             let _ = tx.send(Update::Note(format!("no {}", u.detector)));

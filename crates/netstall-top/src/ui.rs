@@ -404,7 +404,11 @@ pub fn detail_lines(stall: &Stall) -> Vec<String> {
             lines.push(format!("cgroup: {cg}"));
         }
         lines.push("kernel stack (innermost first):".into());
-        lines.extend(c.kstack.iter().map(|f| format!("  {f}")));
+        lines.extend(
+            netstall_events::stack::without_own(&c.kstack)
+                .iter()
+                .map(|f| format!("  {f}")),
+        );
     } else {
         lines.push("culprit: not sampled (the CPU was not held long enough to look)".into());
     }

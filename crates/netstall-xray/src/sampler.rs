@@ -15,6 +15,7 @@ use blazesym::{MaybeDefault, Pid};
 use netstall_core::clock::ClockOffset;
 use netstall_core::privilege::{self, Capability};
 use netstall_core::shutdown::Shutdown;
+use netstall_events::stack;
 use perf_event::data::Record;
 use perf_event::events::Software;
 use perf_event::{Builder, Clock, SampleFlag};
@@ -208,16 +209,18 @@ impl Names {
             .entry(raw.tid)
             .or_insert_with(|| task_comm(raw.pid, raw.tid, raw.cpu))
             .clone();
-        let mut stack = Vec::with_capacity(raw.user.len() + raw.kernel.len());
-        if raw.pid != 0 && !raw.user.is_empty() {
-            let source = Source::Process(Process::new(Pid::from(raw.pid)));
-            stack.extend(self.frame_names(&source, raw.pid, &raw.user));
-        }
         let kernel = Source::Kernel(Kernel {
             vmlinux: MaybeDefault::None,
             ..Default::default()
         });
-        stack.extend(self.frame_names(&kernel, 0, &raw.kernel));
+        let kernel = self.frame_names(&kernel, 0, &raw.kernel);
+        let user = if raw.pid != 0 && !raw.user.is_empty() {
+            let source = Source::Process(Process::new(Pid::from(raw.pid)));
+            self.frame_names(&source, raw.pid, &raw.user)
+        } else {
+            Vec::new()
+        };
+        let stack = sample_stack(kernel, user);
         Sample {
             time_ns: raw.time_ns,
             cpu: raw.cpu,
@@ -229,7 +232,7 @@ impl Names {
         }
     }
 
-    /// Frame names root first (call chains come leaf first); `pid` 0 is the kernel.
+    /// Frame names in call-chain order (innermost first); `pid` 0 is the kernel.
     fn frame_names(&mut self, source: &Source<'_>, pid: u32, addrs: &[u64]) -> Vec<String> {
         let missing: Vec<u64> = addrs
             .iter()
@@ -248,17 +251,26 @@ impl Names {
                     {
                         sym.name.to_string()
                     }
-                    _ => format!("[unknown <{addr:x}>]"),
+                    _ => stack::unknown_frame(*addr),
                 };
                 self.frames.insert((pid, *addr), name);
             }
         }
         addrs
             .iter()
-            .rev()
             .map(|a| self.frames[&(pid, *a)].clone())
             .collect()
     }
+}
+
+/// A sample's stack from its symbolized call chains, innermost first
+/// (`netstall_events::stack`'s order): the kernel frames, then the user frames
+/// under them, as perf's call chain has them. netstall's own BPF frames go: a
+/// sample can land in the tracer's programs.
+fn sample_stack(kernel: Vec<String>, user: Vec<String>) -> Vec<String> {
+    let mut stack = stack::strip_own(kernel);
+    stack.extend(user);
+    stack
 }
 
 /// The task's name from /proc; the idle task is `swapper/CPU`, and a task
@@ -275,6 +287,45 @@ fn task_comm(pid: u32, tid: u32, cpu: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sample_stacks_are_innermost_first_without_netstalls_own_frames() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Recorded here: a cpu-clock sample of ksoftirqd/0 that landed in the
+        // tracer's softirq_entry program, and one of `sleep` in user mode.
+        let kernel = names(&[
+            "bpf_prog_af6635d2825f0f69_on_softirq_entry",
+            "bpf_trace_run1",
+            "__traceiter_softirq_entry",
+            "handle_softirqs",
+            "run_ksoftirqd",
+            "smpboot_thread_fn",
+            "kthread",
+            "ret_from_fork",
+            "ret_from_fork_asm",
+        ]);
+        let stack = sample_stack(kernel.clone(), Vec::new());
+        assert_eq!(stack, kernel[3..]);
+        let sample = Sample {
+            time_ns: 0,
+            cpu: 0,
+            pid: 15,
+            tid: 15,
+            comm: "ksoftirqd/0".into(),
+            stack,
+            kernel_depth: kernel.len(),
+        };
+        assert!(sample.in_softirq());
+        assert_eq!(
+            sample.folded(),
+            "ksoftirqd/0;ret_from_fork_asm;ret_from_fork;kthread;smpboot_thread_fn;\
+             run_ksoftirqd;handle_softirqs"
+        );
+        let user = names(&["[unknown <7ff401d6d7f0>]", "sleep_main"]);
+        let stack = sample_stack(names(&["do_prlimit", "__do_sys_prlimit64"]), user);
+        assert_eq!(stack[0], "do_prlimit");
+        assert_eq!(stack[3], "sleep_main");
+    }
 
     #[test]
     fn call_chains_split_at_their_context_markers() {

@@ -129,7 +129,8 @@ pub fn sample_gap(samples: &[Sample], gap: &Gap) -> SampleGap {
         duration_ms: gap.duration_ms,
         comm: named.comm.clone(),
         tid: named.tid,
-        resumed_in: named.stack.iter().rev().cloned().collect(),
+        // Both innermost first: no reordering.
+        resumed_in: named.stack.clone(),
     }
 }
 
@@ -252,13 +253,13 @@ mod tests {
     fn recorded() -> Vec<Sample> {
         let mut samples = Vec::new();
         for ms in 0..=10 {
-            samples.push(sample(ms, 0, "poller", &["read", "memory_stat_show"]));
+            samples.push(sample(ms, 0, "poller", &["memory_stat_show", "read"]));
         }
         samples.push(sample(
             60,
             0,
             "poller",
-            &["read", "css_rstat_flush", "_raw_spin_unlock_irq"],
+            &["_raw_spin_unlock_irq", "css_rstat_flush", "read"],
         ));
         for ms in 61..100 {
             samples.push(sample(ms, 0, "app", &["main"]));
@@ -269,14 +270,14 @@ mod tests {
                 ms,
                 0,
                 "app",
-                &["main", "irq_exit", "handle_softirqs", "spin"],
+                &["spin", "handle_softirqs", "irq_exit", "main"],
             ));
         }
         samples.push(sample(
             130,
             0,
             "ksoftirqd/0",
-            &["run_ksoftirqd", "handle_softirqs", "net_rx_action"],
+            &["net_rx_action", "handle_softirqs", "run_ksoftirqd"],
         ));
         samples.push(sample(131, 0, "app", &["main"]));
         samples
@@ -324,11 +325,11 @@ mod tests {
                     ms,
                     0,
                     "app",
-                    &["irq_exit", "handle_softirqs", "spin"],
+                    &["spin", "handle_softirqs", "irq_exit"],
                 ));
             }
         }
-        samples.push(sample(40, 0, "app", &["main", "work", "more"]));
+        samples.push(sample(40, 0, "app", &["more", "work", "main"]));
         let found = gaps(&samples, StallRules::for_frequency(999));
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].duration_ms, 39.0);
@@ -392,7 +393,7 @@ mod tests {
 
     #[test]
     fn folded_form_has_comm_first() {
-        let s = sample(0, 0, "io thread", &["main", "read"]);
+        let s = sample(0, 0, "io thread", &["read", "main"]);
         assert_eq!(s.folded(), "io_thread;main;read");
     }
 }

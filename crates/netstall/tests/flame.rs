@@ -99,5 +99,9 @@ fn a_closed_pipe_is_not_an_error() {
     drop(stdout); // as `head -c 100` does
     let out = child.wait_with_output().expect("netstall output");
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

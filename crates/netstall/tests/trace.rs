@@ -296,6 +296,14 @@ fn a_memory_stat_flush_names_the_poller_its_read_and_the_rstat_stack() {
         .collect();
     assert!(stack.contains(&"memory_stat_show"), "{stack:?}");
     assert!(stack.contains(&"css_rstat_flush"), "{stack:?}");
+    // The stack was taken inside the tracer's own program at the unlock
+    // tracepoint; neither it nor the dispatch may reach the user.
+    assert!(
+        !stack
+            .iter()
+            .any(|f| f.contains("on_rstat_unlock") || f.starts_with("bpf_trace_run")),
+        "{stack:?}"
+    );
 }
 
 fn checksum(bytes: &[u8]) -> u16 {

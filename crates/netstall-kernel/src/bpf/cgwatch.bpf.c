@@ -24,7 +24,7 @@ enum cg_op {
 
 struct cg_event {
 	__u64 ts_ns;       /* CLOCK_MONOTONIC */
-	__u32 op;          /* enum cg_op */
+	enum cg_op op;     /* an enum, so the Rust side gets its values from the BTF */
 	__s32 hierarchy_id; /* 0: the cgroup v2 hierarchy */
 	__s32 level;       /* depth below the hierarchy root */
 	__u32 path_len;    /* bytes in path without the NUL; CG_PATH_MAX - 1 may mean truncated */
@@ -42,7 +42,7 @@ struct {
 /* Events lost because userspace fell behind (ring buffer full). */
 __u64 dropped = 0;
 
-static __always_inline int emit(struct cgroup *cgrp, const char *path, __u32 op)
+static __always_inline int emit(struct cgroup *cgrp, const char *path, enum cg_op op)
 {
 	struct cg_event *e = bpf_ringbuf_reserve(&cg_events, sizeof(*e), 0);
 	if (!e) {

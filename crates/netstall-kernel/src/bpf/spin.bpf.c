@@ -12,8 +12,6 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define NET_RX_SOFTIRQ 3
-
 const volatile __u32 target_cpu = 0;
 const volatile __u64 spin_ns = 50000000ULL;
 const volatile __u64 period_ns = 1000000000ULL;

@@ -28,8 +28,7 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define NET_RX_SOFTIRQ 3
-#define NR_SOFTIRQS 10
+/* NET_RX_SOFTIRQ comes from vmlinux.h (enum of softirq vectors). */
 #define MAX_SANE_WAIT_NS (10ULL * 1000 * 1000 * 1000)
 #define PF_KTHREAD 0x00200000
 
@@ -51,8 +50,9 @@ const volatile __u64 fd_syscalls[8] = {};          /* bit nr: arg0 is an fd */
 const volatile __u64 icmp_rcv_start = 0;           /* [start, end) of icmp_rcv */
 const volatile __u64 icmp_rcv_end = 0;
 
-/* Makes libbpf-cargo generate a Rust type for the event. */
+/* Make libbpf-cargo generate Rust types for the event and the enums. */
 struct ns_trace_event _ns_trace_event_unused = {};
+struct ns_trace_abi _ns_trace_abi_unused = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -238,7 +238,7 @@ static __always_inline bool is_ksoftirqd(const char *c)
 	return true;
 }
 
-static __always_inline struct ns_trace_event *reserve(__u32 kind, __u32 cpu)
+static __always_inline struct ns_trace_event *reserve(enum ns_trace_kind kind, __u32 cpu)
 {
 	struct ns_trace_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
@@ -250,41 +250,29 @@ static __always_inline struct ns_trace_event *reserve(__u32 kind, __u32 cpu)
 	e->cpu = cpu;
 	e->start_ns = 0;
 	e->end_ns = 0;
-	e->a = 0;
-	e->b = 0;
-	e->c = 0;
-	e->pid = 0;
-	e->tid = 0;
-	e->comm[0] = 0;
-	e->pid2 = 0;
-	e->tid2 = 0;
-	e->comm2[0] = 0;
+	__builtin_memset(&e->detail, 0, sizeof(e->detail));
+	e->task.pid = 0;
+	e->task.tid = 0;
+	e->task.comm[0] = 0;
+	e->task2.pid = 0;
+	e->task2.tid = 0;
+	e->task2.comm[0] = 0;
 	e->sys_nr = -1;
 	e->sys_arg0 = 0;
 	e->sys_start_ns = 0;
 	e->flags = 0;
-	e->holder_vec = 0;
 	e->stack_bytes = 0;
 	e->path_off = TRACE_PATH_END;
 	return e;
 }
 
-static __always_inline void set_current(struct ns_trace_event *e)
+static __always_inline void set_current(struct ns_task *t)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 
-	e->pid = pid_tgid >> 32;
-	e->tid = (__u32)pid_tgid;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-}
-
-static __always_inline void set_current2(struct ns_trace_event *e)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-
-	e->pid2 = pid_tgid >> 32;
-	e->tid2 = (__u32)pid_tgid;
-	bpf_get_current_comm(e->comm2, sizeof(e->comm2));
+	t->pid = pid_tgid >> 32;
+	t->tid = (__u32)pid_tgid;
+	bpf_get_current_comm(t->comm, sizeof(t->comm));
 }
 
 /* A window with some steal, but less than the floor, is reported after this
@@ -321,7 +309,7 @@ static __always_inline void look_at_steal(struct ns_cpu_state *st, __u64 now, __
 		if (e) {
 			e->start_ns = st->steal_seen_ts;
 			e->end_ns = now;
-			e->a = stolen;
+			e->detail.steal.stolen_ns = stolen;
 			bpf_ringbuf_submit(e, 0);
 		}
 	}
@@ -531,9 +519,9 @@ int on_netif_receive_skb(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	e->start_ns = now - wait;
 	e->end_ns = now;
-	e->a = 1;
-	e->b = wait;
-	set_current(e);
+	e->detail.rx_batch.packets = 1;
+	e->detail.rx_batch.max_wait_ns = wait;
+	set_current(&e->task);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
@@ -588,15 +576,15 @@ int BPF_PROG(on_softirq_entry, unsigned int vec)
 			if (e) {
 				e->start_ns = st->netrx_blocked;
 				e->end_ns = now;
-				e->a = st->netrx_raise;
-				set_current2(e); /* who runs NET_RX now */
+				e->detail.softirq_delay.raise_ns = st->netrx_raise;
+				set_current(&e->task2); /* who runs NET_RX now */
 				if (st->holder_ts) {
-					e->pid = st->holder_pid;
-					e->tid = st->holder_tid;
-					__builtin_memcpy(e->comm, st->holder_comm, sizeof(e->comm));
+					e->task.pid = st->holder_pid;
+					e->task.tid = st->holder_tid;
+					__builtin_memcpy(e->task.comm, st->holder_comm, sizeof(e->task.comm));
 					e->flags |= TF_HAS_HOLDER | st->holder_flags;
-					e->holder_vec = st->holder_vec;
-					e->b = st->holder_ts;
+					e->detail.softirq_delay.holder_vec = st->holder_vec;
+					e->detail.softirq_delay.holder_ts = st->holder_ts;
 					e->stack_bytes = st->holder_stack_bytes;
 					__builtin_memcpy(e->stack, st->holder_stack, sizeof(e->stack));
 				}
@@ -633,9 +621,9 @@ int BPF_PROG(on_softirq_exit, unsigned int vec)
 	if (e) {
 		e->start_ns = st->batch_first;
 		e->end_ns = bpf_ktime_get_ns();
-		e->a = st->batch_waited;
-		e->b = st->batch_max;
-		set_current(e); /* who drained them */
+		e->detail.rx_batch.packets = st->batch_waited;
+		e->detail.rx_batch.max_wait_ns = st->batch_max;
+		set_current(&e->task); /* who drained them */
 		bpf_ringbuf_submit(e, 0);
 	}
 	st->batch_waited = 0;
@@ -721,8 +709,8 @@ int BPF_PROG(on_local_timer_exit, int vector)
 		return 0;
 	e->start_ns = from;
 	e->end_ns = to;
-	e->a = stolen;
-	set_current(e);
+	e->detail.tick_gap.stolen_ns = stolen;
+	set_current(&e->task);
 	set_current_syscall(e, true);
 	/* where IRQs came back on: the interrupted context, under the IRQ frames */
 	n = bpf_get_stack(ctx, e->stack, sizeof(e->stack), 0);
@@ -772,13 +760,13 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 		return 0;
 	e->start_ns = st->netrx_blocked;
 	e->end_ns = now;
-	e->a = st->netrx_raise;
-	e->pid = prev->tgid;
-	e->tid = prev->pid;
-	bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), prev->comm);
-	e->pid2 = next->tgid;
-	e->tid2 = next->pid;
-	bpf_probe_read_kernel_str(e->comm2, sizeof(e->comm2), next->comm);
+	e->detail.ksoftirqd.raise_ns = st->netrx_raise;
+	e->task.pid = prev->tgid;
+	e->task.tid = prev->pid;
+	bpf_probe_read_kernel_str(e->task.comm, sizeof(e->task.comm), prev->comm);
+	e->task2.pid = next->tgid;
+	e->task2.tid = next->pid;
+	bpf_probe_read_kernel_str(e->task2.comm, sizeof(e->task2.comm), next->comm);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
@@ -820,10 +808,10 @@ int BPF_PROG(on_rstat_unlock, struct cgroup *cgrp, int cpu, bool contended)
 		return 0;
 	e->start_ns = locked;
 	e->end_ns = now;
-	e->a = t->rstat_lock_cpu;
-	e->b = t->flush_updates;
-	e->c = t->flush_ts;
-	set_current(e);
+	e->detail.rstat_hold.lock_cpu = t->rstat_lock_cpu;
+	e->detail.rstat_hold.flush_updates = t->flush_updates;
+	e->detail.rstat_hold.flush_ts = t->flush_ts;
+	set_current(&e->task);
 	set_current_syscall(e, true);
 	n = bpf_get_stack(ctx, e->stack, sizeof(e->stack), 0);
 	e->stack_bytes = n > 0 ? n : 0;
@@ -885,8 +873,8 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	e->start_ns = start;
 	e->end_ns = now;
-	e->a = ret;
-	set_current(e);
+	e->detail.syscall.ret = ret;
+	set_current(&e->task);
 	e->sys_nr = t->sys_nr;
 	e->sys_arg0 = t->sys_arg0;
 	e->sys_start_ns = start;
@@ -927,9 +915,9 @@ int BPF_PROG(on_icmp_consume, struct sk_buff *skb, void *location)
 		return 0;
 	e->start_ns = bpf_ktime_get_ns();
 	e->end_ns = e->start_ns;
-	e->a = bpf_ntohs(icmph.un.echo.sequence);
-	e->b = bpf_ntohs(icmph.un.echo.id);
-	set_current(e);
+	e->detail.icmp_echo.seq = bpf_ntohs(icmph.un.echo.sequence);
+	e->detail.icmp_echo.id = bpf_ntohs(icmph.un.echo.id);
+	set_current(&e->task);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

@@ -1,31 +1,24 @@
 //! The tracer's kernel events, typed, and their decoding from the ring
 //! buffer's `struct ns_trace_event` (see `src/bpf/trace.h`).
 //!
+//! The record's layout, its kinds, flags and sizes come from the skeleton's
+//! generated types (libbpf-cargo reads them from the object's BTF): nothing
+//! here repeats a number from the C side. Each kind's own fields are the
+//! named members of `union ns_trace_detail`.
+//!
 //! Decoding is pure: the clock offset and the stack symbolizer are passed in,
 //! so recorded events decode the same way in unit tests.
 
 use netstall_core::clock::ClockOffset;
 
-use crate::skel::trace::types::ns_trace_event as RawEvent;
-
-// Mirrors of trace.h (the skeleton carries types, not #defines).
-const TK_RX_BATCH: u32 = 1;
-const TK_TICK_GAP: u32 = 2;
-const TK_SOFTIRQ_DELAY: u32 = 3;
-const TK_KSOFTIRQD: u32 = 4;
-const TK_RSTAT_HOLD: u32 = 5;
-const TK_SYSCALL: u32 = 6;
-const TK_ICMP_ECHO: u32 = 7;
-const TK_STEAL: u32 = 8;
-
-const TF_IN_SOFTIRQ: u32 = 1 << 0;
-const TF_HAS_HOLDER: u32 = 1 << 1;
-const TF_HAS_SYSCALL: u32 = 1 << 2;
-const TF_HAS_PATH: u32 = 1 << 3;
-const TF_CULPRIT: u32 = 1 << 4;
+use crate::skel::trace::types::{
+    ns_task, ns_trace_event as RawEvent, ns_trace_flag as Flag, ns_trace_kind as Kind,
+    ns_trace_limit as Limit,
+};
+use crate::stack;
 
 /// Where `trace.bpf.c` ends a path it builds backwards.
-const PATH_END: usize = 255;
+const PATH_END: usize = Limit::TRACE_PATH_END.0 as usize;
 
 /// The softirq vectors, by number (`include/linux/interrupt.h`).
 pub const SOFTIRQ_NAMES: [&str; 10] = [
@@ -190,42 +183,42 @@ pub fn decode(
     syscall_name: &dyn Fn(i64) -> String,
 ) -> Option<KernelEvent> {
     let rt = |mono: u64| clock.to_realtime(mono);
-    let task = Task {
-        comm: c_string(&raw.comm),
-        pid: raw.pid,
-        tid: raw.tid,
-    };
-    let task2 = Task {
-        comm: c_string(&raw.comm2),
-        pid: raw.pid2,
-        tid: raw.tid2,
-    };
+    let has = |flag: Flag| raw.flags & flag.0 != 0;
+    let task = task_of(&raw.task);
+    let task2 = task_of(&raw.task2);
     let frames = (raw.stack_bytes as usize / 8).min(raw.stack.len());
-    let mut kstack = || symbolize(&raw.stack[..frames]);
+    // netstall's own frames (the program that took the stack) go at once.
+    let mut kstack = || stack::strip_own(symbolize(&raw.stack[..frames]));
     let path = || {
-        (raw.flags & TF_HAS_PATH != 0).then(|| {
+        has(Flag::TF_HAS_PATH).then(|| {
             let start = (raw.path_off as usize).min(PATH_END);
             c_string(&raw.path[start..=PATH_END])
         })
     };
-    let syscall = (raw.flags & TF_HAS_SYSCALL != 0).then(|| SyscallInFlight {
+    let syscall = has(Flag::TF_HAS_SYSCALL).then(|| SyscallInFlight {
         nr: raw.sys_nr,
         name: syscall_name(raw.sys_nr),
         start_ns: (raw.sys_start_ns != 0).then(|| rt(raw.sys_start_ns)),
         path: path(),
     });
+    // SAFETY (each `raw.detail` read below): the union member read is the
+    // one `kind` says the BPF side wrote, and every member is plain integers,
+    // valid for any bits.
     let event = match raw.kind {
-        TK_RX_BATCH => KernelEvent::RxBatch {
-            cpu: raw.cpu,
-            first_enqueue_ns: rt(raw.start_ns),
-            drained_ns: rt(raw.end_ns),
-            packets: raw.a,
-            max_wait_ns: raw.b,
-            drained_by: task,
-        },
-        TK_TICK_GAP => {
+        Kind::TK_RX_BATCH => {
+            let d = unsafe { raw.detail.rx_batch };
+            KernelEvent::RxBatch {
+                cpu: raw.cpu,
+                first_enqueue_ns: rt(raw.start_ns),
+                drained_ns: rt(raw.end_ns),
+                packets: d.packets,
+                max_wait_ns: d.max_wait_ns,
+                drained_by: task,
+            }
+        }
+        Kind::TK_TICK_GAP => {
             let frames = kstack();
-            if interrupted_user_mode(&frames) {
+            if stack::interrupted_user_mode(&frames) {
                 // IRQs cannot be off in user mode: the tick was late because
                 // the vCPU did not run (steal), not an irqs-off section.
                 return None;
@@ -236,68 +229,89 @@ pub fn decode(
                 end_ns: rt(raw.end_ns),
                 task,
                 syscall,
-                kstack: strip_interrupt_frames(frames),
+                kstack: stack::strip_interrupt_frames(frames),
             }
         }
-        TK_SOFTIRQ_DELAY => {
-            let holder = (raw.flags & TF_HAS_HOLDER != 0).then(|| Holder {
+        Kind::TK_SOFTIRQ_DELAY => {
+            let d = unsafe { raw.detail.softirq_delay };
+            let holder = has(Flag::TF_HAS_HOLDER).then(|| Holder {
                 task: task.clone(),
-                ts_ns: rt(raw.b),
-                softirq: (raw.flags & TF_IN_SOFTIRQ != 0)
-                    .then(|| SOFTIRQ_NAMES.get(raw.holder_vec as usize).copied())
+                ts_ns: rt(d.holder_ts),
+                softirq: has(Flag::TF_IN_SOFTIRQ)
+                    .then(|| SOFTIRQ_NAMES.get(d.holder_vec as usize).copied())
                     .flatten(),
-                kstack: strip_interrupt_frames(kstack()),
+                kstack: stack::strip_interrupt_frames(kstack()),
             });
             KernelEvent::SoftirqDelay {
                 cpu: raw.cpu,
                 blocked_ns: rt(raw.start_ns),
-                raise_ns: rt(raw.a),
+                raise_ns: rt(d.raise_ns),
                 entry_ns: rt(raw.end_ns),
                 drained_by: task2,
                 holder,
             }
         }
-        TK_KSOFTIRQD => KernelEvent::Ksoftirqd {
+        Kind::TK_KSOFTIRQD => KernelEvent::Ksoftirqd {
             cpu: raw.cpu,
             blocked_ns: rt(raw.start_ns),
             switch_ns: rt(raw.end_ns),
             prev: task,
             ksoftirqd: task2,
         },
-        TK_RSTAT_HOLD => KernelEvent::RstatHold {
-            cpu: raw.cpu,
-            lock_cpu: raw.a as i64,
-            start_ns: rt(raw.start_ns),
-            end_ns: rt(raw.end_ns),
-            task,
-            syscall,
-            flush_updates: (raw.c != 0).then_some(raw.b as i64),
-            kstack: kstack(),
-        },
-        TK_SYSCALL => KernelEvent::Syscall {
-            cpu: raw.cpu,
-            task,
-            syscall: syscall?,
-            end_ns: rt(raw.end_ns),
-            ret: raw.a as i64,
-            culprit: raw.flags & TF_CULPRIT != 0,
-        },
-        TK_ICMP_ECHO => KernelEvent::IcmpEcho {
-            cpu: raw.cpu,
-            seq: raw.a as u16,
-            id: raw.b as u16,
-            task,
-            ts_ns: rt(raw.start_ns),
-        },
-        TK_STEAL => KernelEvent::Steal {
-            cpu: raw.cpu,
-            start_ns: rt(raw.start_ns),
-            end_ns: rt(raw.end_ns),
-            stolen_ns: raw.a,
-        },
+        Kind::TK_RSTAT_HOLD => {
+            let d = unsafe { raw.detail.rstat_hold };
+            KernelEvent::RstatHold {
+                cpu: raw.cpu,
+                lock_cpu: d.lock_cpu,
+                start_ns: rt(raw.start_ns),
+                end_ns: rt(raw.end_ns),
+                task,
+                syscall,
+                flush_updates: (d.flush_ts != 0).then_some(d.flush_updates),
+                kstack: kstack(),
+            }
+        }
+        Kind::TK_SYSCALL => {
+            let d = unsafe { raw.detail.syscall };
+            KernelEvent::Syscall {
+                cpu: raw.cpu,
+                task,
+                syscall: syscall?,
+                end_ns: rt(raw.end_ns),
+                ret: d.ret,
+                culprit: has(Flag::TF_CULPRIT),
+            }
+        }
+        Kind::TK_ICMP_ECHO => {
+            let d = unsafe { raw.detail.icmp_echo };
+            KernelEvent::IcmpEcho {
+                cpu: raw.cpu,
+                seq: d.seq,
+                id: d.id,
+                task,
+                ts_ns: rt(raw.start_ns),
+            }
+        }
+        Kind::TK_STEAL => {
+            let d = unsafe { raw.detail.steal };
+            KernelEvent::Steal {
+                cpu: raw.cpu,
+                start_ns: rt(raw.start_ns),
+                end_ns: rt(raw.end_ns),
+                stolen_ns: d.stolen_ns,
+            }
+        }
         _ => return None,
     };
     Some(event)
+}
+
+fn task_of(raw: &ns_task) -> Task {
+    Task {
+        comm: c_string(&raw.comm),
+        pid: raw.pid,
+        tid: raw.tid,
+    }
 }
 
 /// A NUL-terminated C string (of `i8`, as bindgen types `char`).
@@ -310,40 +324,23 @@ fn c_string(chars: &[i8]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-fn is_interrupt_entry(frame: &str) -> bool {
-    frame.starts_with("asm_sysvec_") || frame.starts_with("asm_common_interrupt")
-}
-
-/// Nothing under the interrupt entry: the interrupt came from user mode.
-fn interrupted_user_mode(frames: &[String]) -> bool {
-    frames
-        .iter()
-        .position(|f| is_interrupt_entry(f))
-        .is_some_and(|i| i + 1 == frames.len())
-}
-
-/// A stack taken in an interrupt handler starts with the handler and the
-/// interrupt entry; what matters is the interrupted code under them (for a
-/// timer tick after an IRQs-off section: where IRQs came back on). Only the
-/// innermost interrupt is cut: the code under it may itself run at an
-/// outer interrupt's exit (a softirq).
-pub fn strip_interrupt_frames(frames: Vec<String>) -> Vec<String> {
-    match frames.iter().position(|f| is_interrupt_entry(f)) {
-        Some(last) if last + 1 < frames.len() => frames[last + 1..].to_vec(),
-        _ => frames,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::skel::trace::types::{
+        ns_icmp_echo, ns_rstat_hold, ns_softirq_delay, ns_trace_detail as Detail,
+    };
 
-    fn comm(s: &str) -> [i8; 16] {
-        let mut out = [0i8; 16];
-        for (o, b) in out.iter_mut().zip(s.bytes()) {
+    fn task(comm: &str, pid: u32, tid: u32) -> ns_task {
+        let mut task = ns_task {
+            pid,
+            tid,
+            ..Default::default()
+        };
+        for (o, b) in task.comm.iter_mut().zip(comm.bytes()) {
             *o = b as i8;
         }
-        out
+        task
     }
 
     fn clock() -> ClockOffset {
@@ -357,20 +354,22 @@ mod tests {
     #[test]
     fn rstat_hold_decodes_task_syscall_path_and_stack() {
         let mut raw = RawEvent {
-            kind: TK_RSTAT_HOLD,
+            kind: Kind::TK_RSTAT_HOLD,
             cpu: 1,
             start_ns: 5_000,
             end_ns: 25_005_000,
-            a: 0,
-            b: 1234,
-            c: 4_000,
-            pid: 42,
-            tid: 43,
-            comm: comm("cadvisor"),
+            detail: Detail {
+                rstat_hold: ns_rstat_hold {
+                    lock_cpu: 0,
+                    flush_updates: 1234,
+                    flush_ts: 4_000,
+                },
+            },
+            task: task("cadvisor", 42, 43),
             sys_nr: 0,
             sys_arg0: 3,
             sys_start_ns: 4_000,
-            flags: TF_HAS_SYSCALL | TF_HAS_PATH,
+            flags: Flag::TF_HAS_SYSCALL.0 | Flag::TF_HAS_PATH.0,
             stack_bytes: 16,
             ..Default::default()
         };
@@ -415,14 +414,17 @@ mod tests {
     #[test]
     fn softirq_delay_without_holder_has_none() {
         let raw = RawEvent {
-            kind: TK_SOFTIRQ_DELAY,
+            kind: Kind::TK_SOFTIRQ_DELAY,
             cpu: 0,
             start_ns: 1_000,
             end_ns: 51_000_000,
-            a: 2_000_000,
-            comm2: comm("ksoftirqd/0"),
-            pid2: 15,
-            tid2: 15,
+            detail: Detail {
+                softirq_delay: ns_softirq_delay {
+                    raise_ns: 2_000_000,
+                    ..Default::default()
+                },
+            },
+            task2: task("ksoftirqd/0", 15, 15),
             ..Default::default()
         };
         let ev = decode(&raw, &clock(), &mut |a| frames(a), &|_| String::new()).unwrap();
@@ -441,7 +443,7 @@ mod tests {
     fn a_tick_gap_over_user_mode_is_steal_not_irqs_off() {
         let clock = clock();
         let raw = RawEvent {
-            kind: TK_TICK_GAP,
+            kind: Kind::TK_TICK_GAP,
             cpu: 0,
             start_ns: 1_000,
             end_ns: 20_000_000,
@@ -474,7 +476,7 @@ mod tests {
     #[test]
     fn unknown_kind_and_short_records_are_rejected() {
         let raw = RawEvent {
-            kind: 99,
+            kind: Kind(99),
             ..Default::default()
         };
         assert!(decode(&raw, &clock(), &mut |a| frames(a), &|_| String::new()).is_none());
@@ -482,36 +484,48 @@ mod tests {
     }
 
     #[test]
-    fn interrupt_frames_are_stripped() {
-        let stack: Vec<String> = [
-            "__sysvec_apic_timer_interrupt",
-            "sysvec_apic_timer_interrupt",
-            "asm_sysvec_apic_timer_interrupt",
-            "_raw_spin_unlock_irq",
-            "css_rstat_flush",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        assert_eq!(
-            strip_interrupt_frames(stack),
-            vec!["_raw_spin_unlock_irq", "css_rstat_flush"]
-        );
-        let nested: Vec<String> = [
-            "__sysvec_apic_timer_interrupt",
-            "asm_sysvec_apic_timer_interrupt",
-            "bpf_loop",
-            "handle_softirqs",
-            "asm_sysvec_apic_timer_interrupt",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        assert_eq!(
-            strip_interrupt_frames(nested)[..2],
-            ["bpf_loop", "handle_softirqs"]
-        );
-        let plain = vec!["a".to_string(), "b".to_string()];
-        assert_eq!(strip_interrupt_frames(plain.clone()), plain);
+    fn icmp_echo_reads_its_named_fields_and_the_own_frames_go() {
+        let raw = RawEvent {
+            kind: Kind::TK_ICMP_ECHO,
+            cpu: 1,
+            start_ns: 7,
+            detail: Detail {
+                icmp_echo: ns_icmp_echo {
+                    seq: 770,
+                    id: 9,
+                    _pad: 0,
+                },
+            },
+            task: task("ksoftirqd/1", 20, 20),
+            ..Default::default()
+        };
+        let ev = decode(&raw, &clock(), &mut |a| frames(a), &|_| String::new()).unwrap();
+        let KernelEvent::IcmpEcho { seq, id, task, .. } = ev else {
+            panic!("wrong kind: {ev:?}");
+        };
+        assert_eq!((seq, id), (770, 9));
+        assert!(task.is_ksoftirqd());
+
+        // The tracer's own program and its dispatch never reach a culprit.
+        let mut raw = RawEvent {
+            kind: Kind::TK_RSTAT_HOLD,
+            stack_bytes: 24,
+            ..Default::default()
+        };
+        raw.stack[..3].copy_from_slice(&[1, 2, 3]);
+        let named = |a: &[u64]| -> Vec<String> {
+            a.iter()
+                .map(|n| match n {
+                    1 => "bpf_prog_a46d9c3b8a1480cb_on_rstat_unlock".to_string(),
+                    2 => "bpf_trace_run3".to_string(),
+                    _ => "css_rstat_flush".to_string(),
+                })
+                .collect()
+        };
+        let ev = decode(&raw, &clock(), &mut { named }, &|_| String::new()).unwrap();
+        let KernelEvent::RstatHold { kstack, .. } = ev else {
+            panic!("wrong kind: {ev:?}");
+        };
+        assert_eq!(kstack, ["css_rstat_flush"]);
     }
 }

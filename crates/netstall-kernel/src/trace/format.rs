@@ -3,8 +3,10 @@
 
 use netstall_events::kernel::{Culprit, IcmpEcho, SlowSyscall, Stall, Steal};
 
+use crate::stack;
+
 /// Frames shown in a stall's line (the JSON carries the whole stack).
-const FRAMES_SHOWN: usize = 5;
+pub const FRAMES_SHOWN: usize = 5;
 
 /// `STEAL cpu=0 25.3 ms stolen by the hypervisor in 26.1 ms`
 pub fn steal_line(steal: &Steal) -> String {
@@ -69,31 +71,12 @@ fn culprit_text(c: &Culprit) -> String {
     if let Some(cg) = &c.cgroup {
         text += &format!(" cgroup={cg}");
     }
-    let frames = meaningful_frames(&c.kstack);
+    let frames = stack::meaningful_frames(&c.kstack, FRAMES_SHOWN);
     if !frames.is_empty() {
         text += ": ";
-        text += &frames.join(" ← ");
+        text += &stack::line(&frames);
     }
     text
-}
-
-/// The stack from the first frame that says what the code was doing: the
-/// lock primitives and tracing glue at the top say nothing about the culprit.
-pub fn meaningful_frames(stack: &[String]) -> Vec<&str> {
-    let glue = |f: &str| {
-        f.starts_with("_raw_spin")
-            || f.starts_with("__css_rstat_unlock")
-            || f.starts_with("__traceiter")
-            || f.starts_with("__bpf_trace")
-            || f.starts_with("bpf_")
-            || f.starts_with("0x")
-    };
-    let first = stack.iter().position(|f| !glue(f)).unwrap_or(0);
-    stack[first..]
-        .iter()
-        .take(FRAMES_SHOWN)
-        .map(|f| f.as_str())
-        .collect()
 }
 
 /// The header of the ICMP table.

@@ -14,78 +14,77 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBufferBuilder};
 use netstall_core::clock::{realtime_ns, ClockOffset};
 use netstall_core::privilege::{self, Capability};
-use netstall_events::kernel::{IcmpEcho, SlowSyscall, Steal, StealSource};
+use netstall_events::kernel::{Detector, IcmpEcho, SlowSyscall, Steal, StealSource};
 
 use super::assemble::Assembler;
 use super::event::{decode, raw_from_bytes, KernelEvent};
 use super::symbols::{cgroup_of, symbol_range, KernelSymbols};
+use super::TraceDetector;
 use super::{
     syscall_names, Histogram, ProgramCost, Stop, TraceConfig, TraceEvent, TraceReport, TraceStart,
     TraceTotals, Unavailable,
 };
+use crate::skel::trace::types::{ns_trace_counter, ns_trace_limit};
 use crate::skel::trace::{OpenTraceSkel, TraceSkel, TraceSkelBuilder};
 
 /// The programs each detector needs (a program may serve several).
-const DETECTORS: &[(&str, &[&str])] = &[
-    (
-        "rx-backlog",
-        &[
+fn programs(detector: TraceDetector) -> &'static [&'static str] {
+    match detector {
+        TraceDetector::Stall(Detector::RxBacklog) => &[
             "on_netif_rx",
             "on_napi_gro_receive_entry",
             "on_netif_receive_skb_entry",
             "on_netif_receive_skb_list_entry",
             "on_netif_receive_skb",
         ],
-    ),
-    (
-        "softirq-delay",
-        &["on_softirq_raise", "on_softirq_entry", "on_softirq_exit"],
-    ),
-    (
-        "irqs-off",
-        &[
+        TraceDetector::Stall(Detector::SoftirqDelay) => {
+            &["on_softirq_raise", "on_softirq_entry", "on_softirq_exit"]
+        }
+        TraceDetector::Stall(Detector::IrqsOff) => &[
             "on_local_timer_entry",
             "on_local_timer_exit",
             "on_sched_switch",
         ],
-    ),
-    // Steal is read at tick exits and idle exits; without it, irqs-off
-    // still works (it cannot then discount a hypervisor's pause).
-    ("steal", &["on_local_timer_exit", "on_sched_switch"]),
-    (
-        "ksoftirqd",
-        &["on_sched_switch", "on_softirq_raise", "on_softirq_entry"],
-    ),
-    (
-        "rstat-hold",
-        &["on_rstat_locked", "on_rstat_unlock", "on_memcg_flush_stats"],
-    ),
-    ("syscalls", &["on_sys_enter", "on_sys_exit"]),
-    ("icmp", &["on_icmp_consume"]),
+        // Steal is read at tick exits and idle exits; without it, irqs-off
+        // still works (it cannot then discount a hypervisor's pause).
+        TraceDetector::Steal => &["on_local_timer_exit", "on_sched_switch"],
+        TraceDetector::Stall(Detector::Ksoftirqd) => {
+            &["on_sched_switch", "on_softirq_raise", "on_softirq_entry"]
+        }
+        TraceDetector::Stall(Detector::RstatHold) => {
+            &["on_rstat_locked", "on_rstat_unlock", "on_memcg_flush_stats"]
+        }
+        TraceDetector::Syscalls => &["on_sys_enter", "on_sys_exit"],
+        TraceDetector::Icmp => &["on_icmp_consume"],
+    }
+}
+
+/// Every detector, in the order a program's cost is attributed.
+const DETECTORS: [TraceDetector; 8] = [
+    TraceDetector::STALLS[0],
+    TraceDetector::STALLS[1],
+    TraceDetector::STALLS[2],
+    TraceDetector::Steal,
+    TraceDetector::STALLS[3],
+    TraceDetector::STALLS[4],
+    TraceDetector::Syscalls,
+    TraceDetector::Icmp,
 ];
 
-const STALL_DETECTORS: [&str; 5] = [
-    "rx-backlog",
-    "softirq-delay",
-    "irqs-off",
-    "ksoftirqd",
-    "rstat-hold",
-];
-
-// Indices of the per-CPU `counters` (enum ns_trace_counter in trace.h).
-const COUNTER_RING_DROPS: u32 = 0;
-const COUNTER_PACKETS_WAITED: u32 = 1;
-const COUNTER_KSOFTIRQD: u32 = 2;
-const COUNTER_SLOT_MISSES: u32 = 3;
-const COUNTER_NET_RX_NS: u32 = 4;
-const HIST_SLOTS: u32 = 32;
+/// Index of a per-CPU counter in the `counters` map (`enum ns_trace_counter`).
+fn counter(c: ns_trace_counter) -> u32 {
+    c.0
+}
+/// Slots of the log2 histograms.
+const HIST_SLOTS: u32 = ns_trace_limit::TRACE_HIST_SLOTS.0;
+/// CPUs the BPF side's CPU mask covers.
+const MAX_CPUS: usize = ns_trace_limit::TRACE_MAX_CPUS.0 as usize;
 /// The longest the reader sleeps when nothing is due: events, a settled
 /// stall, the totals, the end of the run and a shutdown request all wake it
 /// before that, so an idle tracer wakes up only this often.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 /// The kernel symbol table is freed after this long without a stack to name.
 const SYMBOLS_IDLE: Duration = Duration::from_secs(10);
-const MAX_CPUS: usize = 1024;
 
 /// Values written into the BPF object's read-only data before load.
 struct Params {
@@ -99,11 +98,11 @@ struct Params {
     report_steal: bool,
 }
 
-fn detector_of(program: &str) -> &'static str {
+/// The first detector that needs `program`.
+fn detector_of(program: &str) -> Option<TraceDetector> {
     DETECTORS
-        .iter()
-        .find(|(_, progs)| progs.contains(&program))
-        .map_or("?", |(d, _)| d)
+        .into_iter()
+        .find(|d| programs(*d).contains(&program))
 }
 
 fn open_skel<'o>(
@@ -159,13 +158,12 @@ fn load<'o>(
     first: &'o mut MaybeUninit<OpenObject>,
     second: &'o mut MaybeUninit<OpenObject>,
     params: &Params,
-    wanted: &[&'static str],
+    wanted: &[TraceDetector],
 ) -> Result<(TraceSkel<'o>, Vec<&'static str>, Vec<Unavailable>)> {
-    let programs_of = |detectors: &[&'static str]| -> Vec<&'static str> {
-        let mut progs: Vec<&'static str> = DETECTORS
+    let programs_of = |detectors: &[TraceDetector]| -> Vec<&'static str> {
+        let mut progs: Vec<&'static str> = detectors
             .iter()
-            .filter(|(d, _)| detectors.contains(d))
-            .flat_map(|(_, p)| p.iter().copied())
+            .flat_map(|d| programs(*d).iter().copied())
             .collect();
         progs.sort_unstable();
         progs.dedup();
@@ -196,28 +194,28 @@ fn load<'o>(
 /// detector needs all its programs. Fails when the ICMP table was asked for
 /// and cannot load, or when no stall detector is left.
 fn plan(
-    wanted: &[&'static str],
+    wanted: &[TraceDetector],
     failures: &[(&str, String)],
-) -> Result<(Vec<&'static str>, Vec<Unavailable>)> {
+) -> Result<(Vec<TraceDetector>, Vec<Unavailable>)> {
     let mut unavailable = Vec::new();
     let mut usable = Vec::new();
-    for detector in wanted {
-        let progs = DETECTORS
-            .iter()
-            .find(|(d, _)| d == detector)
-            .map_or(&[][..], |(_, p)| *p);
+    for &detector in wanted {
+        let progs = programs(detector);
         match failures.iter().find(|(p, _)| progs.contains(p)) {
             Some((_, why)) => unavailable.push(Unavailable {
-                detector: detector.to_string(),
+                detector,
                 reason: why.clone(),
             }),
-            None => usable.push(*detector),
+            None => usable.push(detector),
         }
     }
-    if let Some(u) = unavailable.iter().find(|u| u.detector == "icmp") {
+    if let Some(u) = unavailable
+        .iter()
+        .find(|u| u.detector == TraceDetector::Icmp)
+    {
         bail!("--icmp-seq needs tracepoint skb:consume_skb: {}", u.reason);
     }
-    if !usable.iter().any(|d| STALL_DETECTORS.contains(d)) {
+    if !usable.iter().any(|d| matches!(d, TraceDetector::Stall(_))) {
         bail!(
             "no stall detector loads on this kernel: {}",
             unavailable
@@ -298,23 +296,26 @@ fn totals(
     cpus: &Option<Vec<u32>>,
     stats_of: Option<&[&str]>,
 ) -> Result<TraceTotals> {
-    let mut histograms = read_histograms(&skel.maps.backlog_hist, "rx-backlog", cpus)?;
+    let mut histograms = read_histograms(&skel.maps.backlog_hist, Detector::RxBacklog, cpus)?;
     histograms.extend(read_histograms(
         &skel.maps.softirq_delay_hist,
-        "softirq-delay",
+        Detector::SoftirqDelay,
         cpus,
     )?);
     Ok(TraceTotals {
-        ring_drops: sum_counter(&skel.maps.counters, COUNTER_RING_DROPS)?,
+        ring_drops: sum_counter(
+            &skel.maps.counters,
+            counter(ns_trace_counter::TC_RING_DROPS),
+        )?,
         histograms,
-        net_rx_ns: per_cpu_counter(&skel.maps.counters, COUNTER_NET_RX_NS)?,
+        net_rx_ns: per_cpu_counter(&skel.maps.counters, counter(ns_trace_counter::TC_NET_RX_NS))?,
         bpf_run_ns: stats_of.map(|p| bpf_run_ns(skel, p)).transpose()?,
     })
 }
 
 fn read_histograms(
     map: &dyn MapCore,
-    detector: &'static str,
+    detector: Detector,
     cpus: &Option<Vec<u32>>,
 ) -> Result<Vec<Histogram>> {
     let mut per_cpu: Vec<Vec<(u64, u64)>> = Vec::new();
@@ -337,7 +338,7 @@ fn read_histograms(
             !b.is_empty() && cpus.as_ref().is_none_or(|c| c.contains(&(*cpu as u32)))
         })
         .map(|(cpu, buckets)| Histogram {
-            detector: detector.to_string(),
+            detector,
             cpu: cpu as u32,
             buckets,
         })
@@ -497,15 +498,15 @@ pub fn run(
         icmp_rcv,
         report_steal: config.steal,
     };
-    let mut wanted: Vec<&'static str> = STALL_DETECTORS.to_vec();
+    let mut wanted: Vec<TraceDetector> = TraceDetector::STALLS.to_vec();
     if config.steal {
-        wanted.push("steal");
+        wanted.push(TraceDetector::Steal);
     }
     if config.syscalls.is_some() {
-        wanted.push("syscalls");
+        wanted.push(TraceDetector::Syscalls);
     }
     if config.icmp {
-        wanted.push("icmp");
+        wanted.push(TraceDetector::Icmp);
     }
 
     let stats = config.self_cost.then(enable_bpf_stats).transpose()?;
@@ -532,7 +533,7 @@ pub fn run(
         detectors: wanted
             .iter()
             .filter(|d| !unavailable.iter().any(|u| u.detector == **d))
-            .map(|d| d.to_string())
+            .copied()
             .collect(),
         unavailable: unavailable.clone(),
     }));
@@ -626,16 +627,19 @@ pub fn run(
         skel.object()
             .progs()
             .filter(|p| programs.iter().any(|name| p.name() == *name))
-            .map(|p| {
-                let (run_count, run_time_ns) = program_stats(&p)?;
+            .filter_map(|p| {
                 let name = p.name().to_string_lossy().into_owned();
-                Ok(ProgramCost {
-                    detector: detector_of(&name).to_string(),
-                    program: name,
-                    run_count,
-                    run_time_ns,
-                    ns_per_event: (run_count > 0).then(|| run_time_ns as f64 / run_count as f64),
-                })
+                let detector = detector_of(&name)?;
+                Some(
+                    program_stats(&p).map(|(run_count, run_time_ns)| ProgramCost {
+                        detector,
+                        program: name,
+                        run_count,
+                        run_time_ns,
+                        ns_per_event: (run_count > 0)
+                            .then(|| run_time_ns as f64 / run_count as f64),
+                    }),
+                )
             })
             .collect::<Result<Vec<_>>>()?
     } else {
@@ -649,18 +653,19 @@ pub fn run(
         histograms,
         ..
     } = totals(&skel, &config.cpus, None)?;
+    let sum = |c| sum_counter(counters, counter(c));
     Ok(TraceReport {
         duration_ms: started.elapsed().as_millis() as u64,
         stalls,
         ring_drops,
         packets: histograms
             .iter()
-            .filter(|h| h.detector == "rx-backlog")
+            .filter(|h| h.detector == Detector::RxBacklog)
             .flat_map(|h| h.buckets.iter().map(|(_, n)| n))
             .sum(),
-        packets_waited: sum_counter(counters, COUNTER_PACKETS_WAITED)?,
-        ksoftirqd_takeovers: sum_counter(counters, COUNTER_KSOFTIRQD)?,
-        unmatched_packets: sum_counter(counters, COUNTER_SLOT_MISSES)?,
+        packets_waited: sum(ns_trace_counter::TC_PACKETS_WAITED)?,
+        ksoftirqd_takeovers: sum(ns_trace_counter::TC_KSOFTIRQD)?,
+        unmatched_packets: sum(ns_trace_counter::TC_SLOT_MISSES)?,
         unavailable,
         histograms,
         self_cost,
@@ -704,21 +709,27 @@ mod tests {
 
     #[test]
     fn a_missing_tracepoint_drops_only_the_detectors_that_need_it() {
-        let wanted = ["rx-backlog", "irqs-off", "ksoftirqd", "rstat-hold"];
+        use TraceDetector::Stall;
+        let wanted = [
+            Stall(Detector::RxBacklog),
+            Stall(Detector::IrqsOff),
+            Stall(Detector::Ksoftirqd),
+            Stall(Detector::RstatHold),
+        ];
         let failures = [(
             "on_rstat_unlock",
             "tp_btf/cgroup_rstat_unlock does not load: No such file or directory".to_string(),
         )];
         let (usable, unavailable) = plan(&wanted, &failures).unwrap();
-        assert_eq!(usable, ["rx-backlog", "irqs-off", "ksoftirqd"]);
+        assert_eq!(usable, wanted[..3]);
         assert_eq!(unavailable.len(), 1);
-        assert_eq!(unavailable[0].detector, "rstat-hold");
+        assert_eq!(unavailable[0].detector, Stall(Detector::RstatHold));
         assert!(unavailable[0].reason.contains("cgroup_rstat_unlock"));
 
         // sched_switch serves two detectors: both go.
         let failures = [("on_sched_switch", "EPERM".to_string())];
         let (usable, _) = plan(&wanted, &failures).unwrap();
-        assert_eq!(usable, ["rx-backlog", "rstat-hold"]);
+        assert_eq!(usable, [wanted[0], wanted[3]]);
     }
 
     #[test]
@@ -727,7 +738,8 @@ mod tests {
             "on_icmp_consume",
             "tp_btf/consume_skb does not load: Invalid argument".to_string(),
         )];
-        let err = plan(&["irqs-off", "icmp"], &failures)
+        let irqs_off = TraceDetector::Stall(Detector::IrqsOff);
+        let err = plan(&[irqs_off, TraceDetector::Icmp], &failures)
             .unwrap_err()
             .to_string();
         assert!(err.contains("skb:consume_skb"), "{err}");
@@ -736,19 +748,26 @@ mod tests {
             "on_local_timer_entry",
             "tp_btf/local_timer_entry does not load: No such file or directory".to_string(),
         )];
-        let err = plan(&["irqs-off"], &failures).unwrap_err().to_string();
+        let err = plan(&[irqs_off], &failures).unwrap_err().to_string();
         assert!(err.contains("local_timer_entry"), "{err}");
     }
 
     #[test]
-    fn every_program_belongs_to_a_detector() {
-        for name in [
-            "on_netif_receive_skb",
-            "on_sched_switch",
-            "on_rstat_unlock",
-            "on_icmp_consume",
-        ] {
-            assert_ne!(detector_of(name), "?");
+    fn every_program_belongs_to_a_detector_and_exists() {
+        let mut storage = MaybeUninit::uninit();
+        let open = TraceSkelBuilder::default().open(&mut storage).unwrap();
+        let names: Vec<String> = open
+            .open_object()
+            .progs()
+            .map(|p| p.name().to_string_lossy().into_owned())
+            .collect();
+        for name in &names {
+            assert!(detector_of(name).is_some(), "{name} serves no detector");
+        }
+        for detector in DETECTORS {
+            for program in programs(detector) {
+                assert!(names.iter().any(|n| n == program), "{program}");
+            }
         }
     }
 }

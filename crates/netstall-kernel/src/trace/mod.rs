@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netstall_core::shutdown::Shutdown;
+pub use netstall_events::kernel::TraceDetector;
 use netstall_events::kernel::{IcmpEcho, SlowSyscall, Stall, Steal};
 
 pub use load::run;

@@ -68,7 +68,8 @@ impl KernelSymbols {
         }
     }
 
-    /// Function names, innermost first; unknown addresses as hex.
+    /// Function names, innermost first ([`crate::stack`]'s order); unknown
+    /// addresses as [`crate::stack::unknown_frame`].
     pub fn frames(&mut self, addrs: &[u64]) -> Vec<String> {
         if addrs.is_empty() {
             return Vec::new();
@@ -125,14 +126,17 @@ impl KernelSymbols {
                         }
                         _ => {
                             found.all_known = false;
-                            found.frames.push(format!("{a:#x}"));
+                            found.frames.push(crate::stack::unknown_frame(*a));
                         }
                     }
                 }
             }
             Err(_) => {
                 found.all_known = false;
-                found.frames = addrs.iter().map(|a| format!("{a:#x}")).collect();
+                found.frames = addrs
+                    .iter()
+                    .map(|a| crate::stack::unknown_frame(*a))
+                    .collect();
             }
         }
         found

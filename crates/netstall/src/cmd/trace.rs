@@ -75,7 +75,12 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             out.progress(format!(
                 "tracing RX stalls >= {:?} with {}{} ({})...",
                 args.threshold,
-                start.detectors.join(", "),
+                start
+                    .detectors
+                    .iter()
+                    .map(|d| d.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 args.duration
                     .map(|d| format!(" for {d:?}"))
                     .unwrap_or_default(),
@@ -133,7 +138,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             .collect();
         out.text(format!(
             "HIST {} cpu={} {}",
-            hist.detector,
+            hist.detector.name(),
             hist.cpu,
             buckets.join(" ")
         ));
