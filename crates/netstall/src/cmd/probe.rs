@@ -4,13 +4,12 @@
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use netstall_core::duration;
 use netstall_core::output::Output;
-use netstall_probe::http::HttpUrl;
 use netstall_probe::session::unreachable_text;
 use netstall_probe::{
-    Episode, Mode, ProbeConfig, ProbeResult, Reply, Report, SessionEvent, SessionInfo, Summary,
+    Episode, ProbeConfig, ProbeResult, Reply, Report, SessionEvent, SessionInfo, Summary,
 };
 use serde::Serialize;
 
@@ -72,27 +71,13 @@ pub struct Args {
 }
 
 fn config(args: &Args) -> Result<ProbeConfig> {
-    let mode = if let Some(url) = &args.http {
-        Mode::Http(HttpUrl::parse(url)?)
-    } else if args.syn {
-        Mode::Syn {
-            port: args.port.context("--syn needs --port")?,
-        }
-    } else if args.udp {
-        Mode::Udp {
-            port: args.port.context("--udp needs --port")?,
-        }
-    } else {
-        if args.port.is_some() {
-            bail!("--port needs --syn or --udp");
-        }
-        Mode::Icmp
-    };
-    let host = match (&args.target, &mode) {
-        (Some(target), _) => target.clone(),
-        (None, Mode::Http(url)) => url.host.clone(),
-        (None, _) => bail!("a TARGET is needed"),
-    };
+    let (mode, host) = netstall_probe::mode_and_host(&netstall_probe::ModeRequest {
+        target: args.target.as_deref(),
+        http: args.http.as_deref(),
+        syn: args.syn,
+        udp: args.udp,
+        port: args.port,
+    })?;
     let mut config = ProbeConfig::new(netstall_probe::resolve(&host)?, mode, args.interval);
     config.count = args.count;
     config.duration = args.duration;
