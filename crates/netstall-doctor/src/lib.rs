@@ -9,6 +9,7 @@ pub mod diagnose;
 pub mod findings;
 pub mod report;
 pub mod run;
+pub mod story;
 
 pub use diagnose::{diagnose, Cause, CauseId, Verdict};
 pub use findings::Findings;
