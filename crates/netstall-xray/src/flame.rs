@@ -54,6 +54,67 @@ pub fn looks_folded(text: &[u8]) -> bool {
         })
 }
 
+/// The folded lines to draw from `input` (named `name` in errors): folded
+/// stacks as they are; `perf script` text collapsed first, in time order
+/// for a chart, aggregated for a graph.
+pub fn folded_input(input: &[u8], chart: bool, name: &str) -> anyhow::Result<String> {
+    let folded = if looks_folded(input) {
+        String::from_utf8_lossy(input).into_owned()
+    } else {
+        let mode = if chart {
+            crate::collapse::Mode::Ordered
+        } else {
+            crate::collapse::Mode::Aggregated
+        };
+        let mut folded = Vec::new();
+        let opts = crate::collapse::CollapseOptions::default();
+        let stats = crate::collapse::run(input, &opts, mode, |stack, count| {
+            folded.extend_from_slice(stack);
+            writeln!(folded, " {count}")
+        })?;
+        if stats.fold.samples == 0 {
+            anyhow::bail!(
+                "no stacks in {name}: line {} is neither folded stacks nor `perf script` output",
+                stats.fold.first_unrecognized_line.unwrap_or(1)
+            );
+        }
+        String::from_utf8_lossy(&folded).into_owned()
+    };
+    if folded.trim().is_empty() {
+        anyhow::bail!("no stacks in {name}: expected folded stacks or `perf script` output");
+    }
+    Ok(folded)
+}
+
+/// Writes a recording's samples to `path` as a flame chart: one column
+/// per sample, in time order, titled with the CPUs sampled.
+pub fn write_chart(
+    samples: &[crate::timeline::Sample],
+    cpus: &[u32],
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let folded: Vec<String> = samples
+        .iter()
+        .map(|s| format!("{} 1", s.folded()))
+        .collect();
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let opts = FlameOptions {
+        chart: true,
+        title: Some(format!(
+            "netstall xray: CPU {}, time →",
+            netstall_core::cpu::format_list(cpus)
+        )),
+    };
+    render(
+        folded.iter().map(String::as_str),
+        &opts,
+        std::io::BufWriter::new(file),
+    )
+    .with_context(|| format!("cannot write {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +176,20 @@ mod tests {
             b"app 12 [000] 1.0: 1001001 cpu-clock: \n\tff main (/bin/app)\n"
         ));
         assert!(!looks_folded(b""));
+    }
+
+    #[test]
+    fn input_is_drawn_as_folded_or_collapsed_first() {
+        assert_eq!(folded_input(b"a;b 3\n", false, "x").unwrap(), "a;b 3\n");
+        let perf = b"tt 1 [000] 1.0: 1 cpu-clock:\n\tff f (m)\n\ntt 1 [000] 1.1: 1 cpu-clock:\n\tff f (m)\n\n";
+        assert_eq!(folded_input(perf, false, "x").unwrap(), "tt;f 2\n");
+        assert_eq!(folded_input(perf, true, "x").unwrap(), "tt;f 1\ntt;f 1\n");
+        let err = folded_input(b"hello\n", false, "in.txt").unwrap_err();
+        assert!(
+            err.to_string().starts_with("no stacks in in.txt: line 1"),
+            "{err}"
+        );
+        let err = folded_input(b"", true, "empty").unwrap_err();
+        assert!(err.to_string().starts_with("no stacks in empty"), "{err}");
     }
 }

@@ -93,6 +93,17 @@ pub struct Stall {
     pub duration_ms: f64,
 }
 
+impl Stall {
+    /// The sample that tells the most about the stall: the first one after
+    /// an IRQs-off gap (where IRQs came back on), or the first of a softirq run.
+    pub fn telling_sample(&self) -> usize {
+        match self.kind {
+            StallKind::IrqsOff => self.last,
+            StallKind::Softirq => self.first,
+        }
+    }
+}
+
 /// How to find stalls.
 #[derive(Debug, Clone, Copy)]
 pub struct StallRules {

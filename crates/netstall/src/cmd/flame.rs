@@ -6,9 +6,8 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use netstall_core::output::Output;
-use netstall_xray::collapse::{self, CollapseOptions};
 use netstall_xray::flame::{self, FlameOptions};
 
 #[derive(clap::Args)]
@@ -44,14 +43,7 @@ pub fn run(args: Args, _out: Output) -> Result<ExitCode> {
     }
     .with_context(|| format!("cannot read {name}"))?;
 
-    let folded = if flame::looks_folded(&input) {
-        String::from_utf8_lossy(&input).into_owned()
-    } else {
-        fold_perf_script(&input, args.chart, &name)?
-    };
-    if folded.trim().is_empty() {
-        bail!("no stacks in {name}: expected folded stacks or `perf script` output");
-    }
+    let folded = flame::folded_input(&input, args.chart, &name)?;
     let opts = FlameOptions {
         chart: args.chart,
         title: args.title,
@@ -67,28 +59,4 @@ pub fn run(args: Args, _out: Output) -> Result<ExitCode> {
         .and_then(|()| svg.flush())
         .context("cannot write the SVG")?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Collapses `perf script` text: aggregated for a graph, ordered for a chart.
-fn fold_perf_script(input: &[u8], chart: bool, name: &str) -> Result<String> {
-    let opts = CollapseOptions::default();
-    let mut folded = Vec::new();
-    let stats = if chart {
-        collapse::ordered(input, &opts, |stack| {
-            folded.extend_from_slice(stack);
-            folded.extend_from_slice(b" 1\n");
-            Ok(())
-        })?
-    } else {
-        let collapsed = collapse::aggregate(input, &opts)?;
-        collapsed.write_to(&mut folded)?;
-        collapsed.stats
-    };
-    if stats.fold.samples == 0 {
-        bail!(
-            "no stacks in {name}: line {} is neither folded stacks nor `perf script` output",
-            stats.fold.first_unrecognized_line.unwrap_or(1)
-        );
-    }
-    Ok(String::from_utf8_lossy(&folded).into_owned())
 }
