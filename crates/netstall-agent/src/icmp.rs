@@ -5,11 +5,12 @@
 
 use std::io;
 use std::mem::{size_of, size_of_val, zeroed};
-use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use anyhow::{Context, Result};
 use netstall_core::privilege::{self, Capability};
+use netstall_core::sys;
 
 /// `ICMP_FILTER` (linux/icmp.h): a bit set per ICMP type to drop.
 const ICMP_FILTER: libc::c_int = 1;
@@ -32,61 +33,28 @@ impl IcmpSocket {
     /// Opens the socket; needs CAP_NET_RAW.
     pub fn open() -> Result<Self> {
         privilege::require(&[Capability::NetRaw], "mesh probing (ICMP)")?;
-        // SAFETY: plain socket(2); the fd is owned from here on.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_INET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::IPPROTO_ICMP,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error()).context("cannot open a raw ICMP socket");
-        }
-        // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        let socket = Self {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        };
+        let fd = sys::socket(libc::SOCK_RAW | libc::SOCK_NONBLOCK, libc::IPPROTO_ICMP)
+            .context("cannot open a raw ICMP socket")?;
         let drop_all_but_replies: u32 = !(1 << ICMP_ECHO_REPLY);
-        socket
-            .set(libc::SOL_RAW, ICMP_FILTER, &drop_all_but_replies)
+        sys::set_option(&fd, libc::SOL_RAW, ICMP_FILTER, &drop_all_but_replies)
             .context("ICMP_FILTER")?;
-        let one: libc::c_int = 1;
-        socket
-            .set(libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &one)
-            .context("SO_TIMESTAMPNS")?;
+        sys::enable_rx_stamping(&fd).context("SO_TIMESTAMPNS")?;
         // Don't fragment: a 52-byte probe never needs it, and without DF the
         // kernel draws a random IP ID for every packet.
-        let dont_fragment = libc::IP_PMTUDISC_DO;
-        socket
-            .set(libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, &dont_fragment)
+        let dont_fragment: libc::c_int = libc::IP_PMTUDISC_DO;
+        sys::set_option(&fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, &dont_fragment)
             .context("IP_MTU_DISCOVER")?;
-        Ok(socket)
-    }
-
-    fn set<T>(&self, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
-        // SAFETY: `value` points to a live T of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                level,
-                name,
-                (value as *const T).cast(),
-                size_of::<T>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        Ok(Self { fd })
     }
 
     /// Sends each message to its address with as few sendmmsg(2) calls as
     /// the kernel allows (one per round of probes, normally); returns
     /// whether each went out.
     pub fn send_each(&self, messages: &[(&[u8], Ipv4Addr)]) -> Vec<io::Result<()>> {
-        let mut addrs: Vec<libc::sockaddr_in> =
-            messages.iter().map(|&(_, addr)| sockaddr(addr)).collect();
+        let mut addrs: Vec<libc::sockaddr_in> = messages
+            .iter()
+            .map(|&(_, addr)| sys::sockaddr_in(SocketAddrV4::new(addr, 0)))
+            .collect();
         // sendmmsg(2) only reads the messages; iovec just has no const form.
         let mut iovs: Vec<libc::iovec> = messages
             .iter()
@@ -175,7 +143,8 @@ impl IcmpSocket {
                 let len = (hdr.msg_len as usize).min(batch.buffers[i].len());
                 let received = Received {
                     from: Ipv4Addr::from(u32::from_be(from[i].sin_addr.s_addr)),
-                    kernel_ns: kernel_stamp(&hdr.msg_hdr),
+                    // SAFETY: the kernel filled this message's control buffer.
+                    kernel_ns: unsafe { sys::control_messages(&hdr.msg_hdr) }.kernel_ns,
                 };
                 on_datagram(&batch.buffers[i][..len], received);
             }
@@ -217,34 +186,4 @@ fn message_header(addr: &mut libc::sockaddr_in, iov: &mut libc::iovec) -> libc::
     hdr.msg_hdr.msg_iov = iov;
     hdr.msg_hdr.msg_iovlen = 1;
     hdr
-}
-
-fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(addr).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
-/// The SO_TIMESTAMPNS receive time in a message's control data.
-fn kernel_stamp(msg: &libc::msghdr) -> Option<u64> {
-    let mut stamp = None;
-    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
-        while !cmsg.is_null() {
-            let c = &*cmsg;
-            if (c.cmsg_level, c.cmsg_type) == (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) {
-                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-                stamp = (ns != 0).then_some(ns);
-            }
-            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
-        }
-    }
-    stamp
 }

@@ -16,6 +16,7 @@
 pub mod analysis;
 pub mod plan;
 pub mod run;
+pub mod setup;
 pub mod stats;
 
 pub use analysis::{

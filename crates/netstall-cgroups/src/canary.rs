@@ -34,7 +34,7 @@ pub fn read_once(host: &Host, path: &Path, cpu: Option<u32>) -> Result<Canary> {
     let pinned = match cpu {
         Some(cpu) => {
             netstall_core::cpu::check_online(&[cpu])?;
-            Some(Affinity::pin(cpu)?)
+            Some(netstall_core::sys::PinnedToCpu::pin(cpu)?)
         }
         None => None,
     };
@@ -53,52 +53,12 @@ pub fn read_once(host: &Host, path: &Path, cpu: Option<u32>) -> Result<Canary> {
     })
 }
 
-/// The calling thread's CPU affinity, restored on drop.
-struct Affinity {
-    previous: libc::cpu_set_t,
-}
-
-impl Affinity {
-    fn pin(cpu: u32) -> Result<Self> {
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        // SAFETY: a zeroed cpu_set_t is a valid (empty) set; the pointers
-        // passed to the affinity calls point at live sets of `size` bytes.
-        unsafe {
-            let mut previous: libc::cpu_set_t = std::mem::zeroed();
-            if libc::sched_getaffinity(0, size, &mut previous) != 0 {
-                return Err(std::io::Error::last_os_error()).context("sched_getaffinity");
-            }
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu as usize, &mut set);
-            if libc::sched_setaffinity(0, size, &set) != 0 {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("cannot pin the canary to CPU {cpu}"));
-            }
-            Ok(Self { previous })
-        }
-    }
-}
-
-impl Drop for Affinity {
-    fn drop(&mut self) {
-        // SAFETY: restores the set saved by `pin`.
-        unsafe {
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.previous);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn allowed_cpus() -> usize {
-        // SAFETY: reads this thread's affinity into a zeroed set.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
-            libc::CPU_COUNT(&set) as usize
-        }
+        netstall_core::sys::allowed_cpus().unwrap()
     }
 
     #[test]

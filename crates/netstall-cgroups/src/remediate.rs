@@ -115,6 +115,38 @@ pub struct CanaryAgain<'a> {
     pub before_ms: f64,
 }
 
+/// Counts the dying memory cgroups, writes `level` and counts again (the
+/// demo's remediation step: no canary).
+pub fn apply_counted(host: &Host, level: Level) -> Result<Remediation> {
+    let dying_before = crate::report::memory_count(host)?.dying;
+    apply(host, level, dying_before, None)
+}
+
+/// The remediation step of a `netstall cgroups` report: with `apply`, writes
+/// `level` and re-counts (re-reading the report's canary, if it has one);
+/// without, only says what it would do.
+pub fn for_report(
+    host: &Host,
+    report: &crate::report::Report,
+    level: Level,
+    apply_it: bool,
+) -> Result<Remediation> {
+    let dying_before = crate::report::memory_count(host)?.dying;
+    if !apply_it {
+        return Ok(plan(
+            level,
+            dying_before,
+            report.canary.as_ref().map(|c| c.read_ms),
+        ));
+    }
+    let again = report.canary.as_ref().map(|c| CanaryAgain {
+        path: &c.path,
+        cpu: c.cpu,
+        before_ms: c.read_ms,
+    });
+    apply(host, level, dying_before, again)
+}
+
 /// Writes `level` to drop_caches on the live host, waits for the count of
 /// dying memcgs to settle, re-times the canary if given, and judges.
 pub fn apply(

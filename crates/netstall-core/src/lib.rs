@@ -6,7 +6,9 @@
 //! ([`clock`]), the units on the command line ([`duration`], [`cpu`]), what a
 //! command needs from the host ([`privilege`]) and how results are printed
 //! ([`output`]), how long-running work is told to stop ([`shutdown`]), and
-//! how vCPU steal lines up with what probes saw ([`steal`]).
+//! how vCPU steal lines up with what probes saw ([`steal`]), and the
+//! system calls the sources share ([`sys`]: sockets, kernel timestamps,
+//! namespaces, CPU pinning).
 
 pub mod clock;
 pub mod cpu;
@@ -15,3 +17,4 @@ pub mod output;
 pub mod privilege;
 pub mod shutdown;
 pub mod steal;
+pub mod sys;

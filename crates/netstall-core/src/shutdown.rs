@@ -5,14 +5,16 @@
 //! between: an idle thread then costs no wake-ups at all (on a VM, each one
 //! costs tens of microseconds of CPU), and stopping is immediate.
 //!
-//! The request is an eventfd that stays readable once written, so it can sit
-//! in a `ppoll(2)` set beside other descriptors (a BPF ring buffer's epoll
-//! fd, see [`Shutdown::wait_readable`]), and [`Shutdown::request`] is
-//! async-signal-safe, so a SIGINT or SIGTERM handler can make it
-//! ([`Shutdown::on_signals`]).
+//! The request is a socket pair whose reading end stays readable once a
+//! byte was written, so it can sit in a `ppoll(2)` set beside other
+//! descriptors (a BPF ring buffer's epoll fd, see [`Shutdown::wait_readable`]).
+//! SIGINT and SIGTERM make the request through `signal-hook`
+//! ([`Shutdown::on_signals`]): it sets the flag and writes the byte from
+//! inside the handler.
 
-use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -20,31 +22,25 @@ use std::time::{Duration, Instant};
 /// A stop request, shared by the threads that should end on it.
 #[derive(Debug)]
 pub struct Shutdown {
-    requested: AtomicBool,
-    event: OwnedFd,
+    requested: Arc<AtomicBool>,
+    /// Readable once a stop is requested (never drained).
+    readable: UnixStream,
+    /// Where a request writes its byte (non-blocking).
+    writer: UnixStream,
 }
 
 /// The one [`Shutdown`] that SIGINT and SIGTERM request.
 static ON_SIGNALS: OnceLock<Arc<Shutdown>> = OnceLock::new();
 
-extern "C" fn on_signal(_: libc::c_int) {
-    if let Some(shutdown) = ON_SIGNALS.get() {
-        shutdown.request();
-    }
-}
-
 impl Shutdown {
     /// A shutdown nobody has requested yet.
     pub fn new() -> io::Result<Self> {
-        // SAFETY: plain eventfd(2); the descriptor is owned from here on.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let (readable, writer) = UnixStream::pair()?;
+        writer.set_nonblocking(true)?;
         Ok(Self {
-            requested: AtomicBool::new(false),
-            // SAFETY: `fd` is a fresh descriptor nobody else owns.
-            event: unsafe { OwnedFd::from_raw_fd(fd) },
+            requested: Arc::new(AtomicBool::new(false)),
+            readable,
+            writer,
         })
     }
 
@@ -52,26 +48,29 @@ impl Shutdown {
     /// command then finishes cleanly (summary printed, programs detached)
     /// instead of dying mid-way.
     pub fn on_signals() -> io::Result<Arc<Self>> {
-        if ON_SIGNALS.get().is_none() {
-            // Two first callers at once: one of the two is kept.
-            let _ = ON_SIGNALS.set(Arc::new(Self::new()?));
+        if let Some(shutdown) = ON_SIGNALS.get() {
+            return Ok(Arc::clone(shutdown));
         }
-        let shutdown = Arc::clone(ON_SIGNALS.get().expect("set above"));
-        for signal in [libc::SIGINT, libc::SIGTERM] {
-            // SAFETY: the handler only stores to an atomic and writes to an
-            // eventfd, both async-signal-safe.
-            unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
+        let shutdown = Arc::new(Self::new()?);
+        if ON_SIGNALS.set(Arc::clone(&shutdown)).is_err() {
+            // Two first callers at once: the other one registers its own.
+            return Ok(Arc::clone(
+                ON_SIGNALS.get().expect("set by the other caller"),
+            ));
+        }
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, Arc::clone(&shutdown.requested))?;
+            signal_hook::low_level::pipe::register(signal, shutdown.writer.try_clone()?)?;
         }
         Ok(shutdown)
     }
 
-    /// Asks every waiter to stop. Async-signal-safe.
+    /// Asks every waiter to stop.
     pub fn request(&self) {
         self.requested.store(true, Ordering::SeqCst);
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our eventfd. It can only
-        // fail when the counter would overflow, and then it is readable anyway.
-        unsafe { libc::write(self.event.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        // It can only fail when the socket's buffer is full of earlier
+        // requests, and then it is readable anyway.
+        let _ = (&self.writer).write_all(&[1]);
     }
 
     /// Whether a stop was requested.
@@ -92,10 +91,9 @@ impl Shutdown {
         self.wait_for(Some(fd), timeout)
     }
 
-    /// The eventfd, readable once a stop is requested.
+    /// A descriptor that is readable once a stop is requested.
     pub fn fd(&self) -> BorrowedFd<'_> {
-        use std::os::fd::AsFd;
-        self.event.as_fd()
+        self.readable.as_fd()
     }
 
     fn wait_for(&self, fd: Option<BorrowedFd<'_>>, timeout: Duration) -> io::Result<bool> {
@@ -106,7 +104,7 @@ impl Shutdown {
             }
             let mut fds = [
                 libc::pollfd {
-                    fd: self.event.as_raw_fd(),
+                    fd: self.readable.as_raw_fd(),
                     events: libc::POLLIN,
                     revents: 0,
                 },
@@ -187,7 +185,7 @@ mod tests {
         assert!(!shutdown
             .wait_readable(other.fd(), Duration::from_millis(10))
             .unwrap());
-        other.request(); // its eventfd is now readable
+        other.request(); // its descriptor is now readable
         assert!(shutdown
             .wait_readable(other.fd(), Duration::from_secs(60))
             .unwrap());
@@ -196,5 +194,19 @@ mod tests {
         assert!(!shutdown
             .wait_readable(fresh.fd(), Duration::from_secs(60))
             .unwrap());
+    }
+
+    #[test]
+    fn sigterm_requests_the_process_wide_shutdown() {
+        let shutdown = Shutdown::on_signals().unwrap();
+        assert!(Arc::ptr_eq(&shutdown, &Shutdown::on_signals().unwrap()));
+        signal_hook::low_level::raise(signal_hook::consts::SIGTERM).unwrap();
+        assert!(
+            shutdown.wait(Duration::from_secs(10)),
+            "the handler requested the stop"
+        );
+        assert!(shutdown
+            .wait_readable(Shutdown::new().unwrap().fd(), Duration::from_secs(10))
+            .is_ok());
     }
 }

@@ -10,6 +10,7 @@ pub mod findings;
 pub mod replay;
 pub mod report;
 pub mod run;
+pub mod story;
 
 pub use diagnose::{diagnose, Cause, CauseId, Verdict};
 pub use findings::Findings;

@@ -1,6 +1,7 @@
 //! Golden tests on recorded runs: a doctor run from the lab incident
-//! (`netstall demo`'s incident step, saved on another machine) read back
-//! and diagnosed offline gives the verdict it gave live.
+//! (`netstall demo --report`'s incident step, its embedded records
+//! extracted) read back and diagnosed offline gives the verdict it gave
+//! live.
 
 use std::path::PathBuf;
 
@@ -34,6 +35,8 @@ fn the_recorded_incident_replays_to_its_live_verdict() {
     assert_eq!(culprit.comm, "cadvisor");
     assert_eq!(culprit.syscall.as_deref(), Some("read"));
     assert!(culprit.path.as_deref().unwrap().ends_with("memory.stat"));
+    // The tracer removed its own BPF frames: the stack starts at the flush.
+    assert_eq!(culprit.kstack[0], "css_rstat_flush", "{:?}", culprit.kstack);
 }
 
 #[test]

@@ -12,9 +12,11 @@
 //! * [`responder`]: TCP (line or HTTP 200) and UDP echo servers.
 //! * [`zombies`], [`poller`], [`clean`]: dying memory cgroups, a cadvisor-like
 //!   reader of `memory.stat`, and their removal.
+//! * [`incident`]: all of them together, as `netstall demo` stages the story.
 //! * `lab spin` lives in `netstall-kernel` (it is a BPF program).
 
 pub mod clean;
+pub mod incident;
 pub mod netns;
 pub mod poller;
 pub mod responder;

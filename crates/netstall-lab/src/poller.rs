@@ -27,6 +27,33 @@ pub struct PollerConfig {
     pub comm: String,
 }
 
+impl PollerConfig {
+    /// A poller for the lab `prefix`: reads `path` (by default the memory
+    /// hierarchy's root memory.stat) and touches the lab's zombie files, if any.
+    pub fn for_lab(
+        prefix: &str,
+        path: Option<PathBuf>,
+        interval: Duration,
+        duration: Duration,
+        cpu: Option<u32>,
+        comm: String,
+    ) -> Result<Self> {
+        let paths = crate::zombies::ZombiePaths::for_host(prefix)?;
+        let stat_path = match path {
+            Some(path) => path,
+            None => netstall_cgroups::mounts::memory_v1_mount()?.join("memory.stat"),
+        };
+        Ok(Self {
+            stat_path,
+            touch_dir: paths.data_dir.exists().then_some(paths.data_dir),
+            interval,
+            duration,
+            cpu,
+            comm,
+        })
+    }
+}
+
 /// Runs the poller for `config.duration`, calling `on_read` after each read.
 pub fn run(config: &PollerConfig, mut on_read: impl FnMut(&PollRead)) -> Result<Vec<PollRead>> {
     if config.comm.is_empty() || config.comm.len() > 15 {
@@ -34,7 +61,7 @@ pub fn run(config: &PollerConfig, mut on_read: impl FnMut(&PollRead)) -> Result<
     }
     if let Some(cpu) = config.cpu {
         netstall_core::cpu::check_online(&[cpu])?;
-        pin_to(cpu)?;
+        netstall_core::sys::pin_to_cpu(cpu)?;
     }
     set_comm(&config.comm)?;
     let started = Instant::now();
@@ -70,19 +97,6 @@ pub fn run(config: &PollerConfig, mut on_read: impl FnMut(&PollRead)) -> Result<
         std::thread::sleep(next.min(end).saturating_duration_since(Instant::now()));
     }
     Ok(reads)
-}
-
-fn pin_to(cpu: u32) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity get valid pointers.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error())
-                .context(format!("cannot pin to CPU {cpu}"));
-        }
-    }
-    Ok(())
 }
 
 fn set_comm(comm: &str) -> Result<()> {

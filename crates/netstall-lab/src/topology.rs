@@ -453,6 +453,50 @@ pub fn steer_rx(prefix: &str, rx_cpus: &[u32]) -> Result<Vec<Vec<u32>>> {
         .collect()
 }
 
+/// Re-steers a running lab (`lab rps`): one host's receive processing to
+/// `cpus`, or, without `host`, every host's as [`steer_rx`] does; records
+/// the new steering in the lab's state and returns it.
+pub fn resteer(prefix: &str, cpus: &[u32], host: Option<Role>) -> Result<LabStatus> {
+    let mut status = status(prefix)?;
+    let steered = match host {
+        Some(role) => {
+            steer_host(prefix, role, cpus)?;
+            Steered::One(role)
+        }
+        None => Steered::All(steer_rx(prefix, cpus)?),
+    };
+    record_steering(&mut status, cpus, steered);
+    save(&status)?;
+    Ok(status)
+}
+
+/// What a re-steer changed.
+enum Steered {
+    /// One host, to the CPUs asked for.
+    One(Role),
+    /// Every host, to these CPUs each, in [`Role::ALL`] order.
+    All(Vec<Vec<u32>>),
+}
+
+fn record_steering(status: &mut LabStatus, cpus: &[u32], steered: Steered) {
+    match steered {
+        Steered::One(role) => {
+            if let Some(h) = status.hosts.iter_mut().find(|h| h.role == role) {
+                h.rx_cpus = cpus.to_vec();
+            }
+        }
+        Steered::All(per_host) => {
+            for (h, host_cpus) in status.hosts.iter_mut().zip(per_host) {
+                h.rx_cpus = host_cpus;
+            }
+            if let Some(&first) = cpus.first() {
+                status.rx_cpu = first;
+            }
+            status.rx_cpus = cpus.to_vec();
+        }
+    }
+}
+
 /// Steers one host's receive processing to `cpus` (empty: no RPS, each
 /// packet is processed on the CPU that received it).
 pub fn steer_host(prefix: &str, role: Role, cpus: &[u32]) -> Result<()> {
@@ -622,5 +666,57 @@ mod tests {
     fn namespace_names_carry_the_prefix() {
         assert_eq!(netns_name("x1", Role::Node2), "x1-n2");
         assert_eq!(netns_name("x1", Role::Outside), "x1-out");
+    }
+
+    #[test]
+    fn a_resteer_is_recorded_for_one_host_or_all() {
+        let mut status = LabStatus {
+            prefix: "x1".into(),
+            rx_cpu: 0,
+            rx_cpus: vec![0],
+            hosts: Role::ALL
+                .iter()
+                .map(|&role| Host {
+                    role,
+                    netns: netns_name("x1", role),
+                    addrs: vec![],
+                    rx_cpus: vec![0],
+                })
+                .collect(),
+            nodeport: Endpoint {
+                addr: "10.0.0.1".into(),
+                tcp: 1,
+                udp: 2,
+            },
+            pod: Endpoint {
+                addr: "10.0.0.2".into(),
+                tcp: 3,
+                udp: 4,
+            },
+            responders: vec![],
+        };
+        record_steering(&mut status, &[1], Steered::One(Role::Pod));
+        let rx = |s: &LabStatus, role| {
+            s.hosts
+                .iter()
+                .find(|h| h.role == role)
+                .unwrap()
+                .rx_cpus
+                .clone()
+        };
+        assert_eq!(rx(&status, Role::Pod), [1]);
+        assert_eq!(rx(&status, Role::Node1), [0]);
+        assert_eq!(
+            status.rx_cpus,
+            [0],
+            "one host leaves the lab's RX CPUs alone"
+        );
+
+        let per_host: Vec<Vec<u32>> = Role::ALL.iter().map(|&r| vec![r as u32 + 2]).collect();
+        record_steering(&mut status, &[2, 3], Steered::All(per_host.clone()));
+        for (host, cpus) in status.hosts.iter().zip(&per_host) {
+            assert_eq!(&host.rx_cpus, cpus);
+        }
+        assert_eq!((status.rx_cpu, status.rx_cpus.clone()), (2, vec![2, 3]));
     }
 }

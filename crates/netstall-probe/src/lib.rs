@@ -41,7 +41,7 @@ pub mod wire;
 
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 pub use episodes::{detect, DetectorConfig, Episode, EpisodeKind, StreamingDetector};
 pub use model::{ProbeResult, Proto, Reply, TsSource};
@@ -68,6 +68,44 @@ pub fn resolve(host: &str) -> Result<Ipv4Addr> {
         .ok_or_else(|| anyhow::anyhow!("unknown host '{host}': it has no IPv4 address"))
 }
 
+/// What a probe run was asked for: a target and at most one of `--http`,
+/// `--syn`, `--udp` (ICMP otherwise), with `--port` for the last two.
+#[derive(Debug, Clone, Default)]
+pub struct ModeRequest<'a> {
+    pub target: Option<&'a str>,
+    pub http: Option<&'a str>,
+    pub syn: bool,
+    pub udp: bool,
+    pub port: Option<u16>,
+}
+
+/// The probe mode and the host to resolve (an HTTP URL's host when no
+/// target is given), or a one-line reason why the request is incomplete.
+pub fn mode_and_host(request: &ModeRequest<'_>) -> Result<(Mode, String)> {
+    let mode = if let Some(url) = request.http {
+        Mode::Http(http::HttpUrl::parse(url)?)
+    } else if request.syn {
+        Mode::Syn {
+            port: request.port.context("--syn needs --port")?,
+        }
+    } else if request.udp {
+        Mode::Udp {
+            port: request.port.context("--udp needs --port")?,
+        }
+    } else {
+        if request.port.is_some() {
+            bail!("--port needs --syn or --udp");
+        }
+        Mode::Icmp
+    };
+    let host = match (request.target, &mode) {
+        (Some(target), _) => target.to_owned(),
+        (None, Mode::Http(url)) => url.host.clone(),
+        (None, _) => bail!("a TARGET is needed"),
+    };
+    Ok((mode, host))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +118,58 @@ mod tests {
         );
         assert_eq!(resolve("localhost").unwrap(), Ipv4Addr::LOCALHOST);
         assert!(resolve("::1").unwrap_err().to_string().contains("IPv6"));
+    }
+
+    #[test]
+    fn the_mode_follows_the_flags_and_incomplete_requests_say_what_is_missing() {
+        let icmp = ModeRequest {
+            target: Some("10.0.0.1"),
+            ..ModeRequest::default()
+        };
+        let (mode, host) = mode_and_host(&icmp).unwrap();
+        assert!(matches!(mode, Mode::Icmp));
+        assert_eq!(host, "10.0.0.1");
+        let syn = ModeRequest {
+            syn: true,
+            port: Some(80),
+            ..icmp.clone()
+        };
+        assert!(matches!(
+            mode_and_host(&syn).unwrap().0,
+            Mode::Syn { port: 80 }
+        ));
+        let http = ModeRequest {
+            http: Some("http://example.test:8080/x"),
+            ..ModeRequest::default()
+        };
+        let (mode, host) = mode_and_host(&http).unwrap();
+        assert!(matches!(mode, Mode::Http(_)));
+        assert_eq!(host, "example.test");
+        for (request, reason) in [
+            (
+                ModeRequest {
+                    syn: true,
+                    ..icmp.clone()
+                },
+                "--syn needs --port",
+            ),
+            (
+                ModeRequest {
+                    udp: true,
+                    ..icmp.clone()
+                },
+                "--udp needs --port",
+            ),
+            (
+                ModeRequest {
+                    port: Some(1),
+                    ..icmp.clone()
+                },
+                "--port needs --syn or --udp",
+            ),
+            (ModeRequest::default(), "a TARGET is needed"),
+        ] {
+            assert_eq!(mode_and_host(&request).unwrap_err().to_string(), reason);
+        }
     }
 }

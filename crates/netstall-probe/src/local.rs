@@ -3,9 +3,7 @@
 //! an episode toward it cannot be blamed on the network path.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -49,46 +47,15 @@ fn network_namespaces() -> Vec<PathBuf> {
         .collect()
 }
 
-/// The IPv4 addresses of the calling thread's network namespace.
-fn interface_addresses() -> Vec<Ipv4Addr> {
-    let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list freed below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return out;
-    }
-    let mut cursor = head;
-    while !cursor.is_null() {
-        // SAFETY: a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cursor };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr points at a sockaddr of its family.
-            let family = unsafe { (*ifa.ifa_addr).sa_family } as libc::c_int;
-            if family == libc::AF_INET {
-                // SAFETY: an AF_INET address is a sockaddr_in.
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-            }
-        }
-        cursor = ifa.ifa_next;
-    }
-    // SAFETY: the list came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    out
-}
-
 /// The addresses of the namespace at `path`, read from a thread that enters
 /// it (the caller's own namespace is left alone). Empty if it cannot be entered.
 fn addresses_in(path: PathBuf) -> Vec<Ipv4Addr> {
     std::thread::spawn(move || {
-        let Ok(file) = File::open(&path) else {
-            return Vec::new();
-        };
-        // SAFETY: the fd is valid while `file` lives; setns moves only this thread.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        // setns moves only this thread.
+        if netstall_core::sys::enter_netns_at(&path).is_err() {
             return Vec::new();
         }
-        interface_addresses()
+        netstall_core::sys::interface_ipv4_addresses()
     })
     .join()
     .unwrap_or_default()
@@ -97,7 +64,9 @@ fn addresses_in(path: PathBuf) -> Vec<Ipv4Addr> {
 /// Every IPv4 address of every network namespace of this host. Without the
 /// privilege to enter other namespaces, only the caller's own addresses.
 pub fn host_addresses() -> BTreeSet<Ipv4Addr> {
-    let mut all: BTreeSet<Ipv4Addr> = interface_addresses().into_iter().collect();
+    let mut all: BTreeSet<Ipv4Addr> = netstall_core::sys::interface_ipv4_addresses()
+        .into_iter()
+        .collect();
     for ns in network_namespaces() {
         all.extend(addresses_in(ns));
     }

@@ -40,6 +40,9 @@ const MAX_HTTP_IN_FLIGHT: usize = 512;
 /// From this interval up, the sender sleeps far more than it spins, so it may
 /// run at real-time priority without taking a CPU from anyone.
 const REALTIME_MIN_INTERVAL: Duration = Duration::from_micros(500);
+/// How long a session waits, before its first probe, for the kernel to
+/// turn RX timestamps on (it does so from a workqueue).
+const RX_STAMPS_WAIT: Duration = Duration::from_millis(200);
 /// Events the collector handles between two looks at the clock.
 const COLLECT_BATCH: usize = 4096;
 /// An answered probe whose TX timestamp has not come falls back to the
@@ -351,7 +354,7 @@ fn set_up(config: &ProbeConfig) -> Result<Option<Arc<dyn Wire>>> {
         flows: config.flows,
         token: session_token(),
     };
-    Ok(match &config.mode {
+    let wire: Option<Arc<dyn Wire>> = match &config.mode {
         Mode::Icmp => {
             sys::route_source(config.target)?;
             Some(Arc::new(IcmpWire::open(wire_config)?))
@@ -362,7 +365,13 @@ fn set_up(config: &ProbeConfig) -> Result<Option<Arc<dyn Wire>>> {
             sys::route_source(config.target)?;
             None
         }
-    })
+    };
+    if wire.is_some() {
+        // The wire's sockets asked for RX stamps; the first probes get
+        // them only once the kernel has turned them on.
+        sys::wait_for_rx_timestamps(RX_STAMPS_WAIT);
+    }
+    Ok(wire)
 }
 
 /// A per-session random token: replies to other probers' packets never match.

@@ -1,199 +1,20 @@
-//! The thin layer over libc the probers need: sockets with kernel
-//! timestamps, `recvmsg` with control messages, the error queue, CPU pinning
-//! and entering a named network namespace.
+//! What only the probers need beyond [`netstall_core::sys`]: `recvmsg` into
+//! a probe's buffer (with the kernel timestamp or queued error that came
+//! with it), `poll` over the wire's sockets, and the scheduling knobs of the
+//! sender thread. Sockets, their options, namespaces and CPU pinning are
+//! the shared ones, re-exported here.
 
-use std::fs::File;
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::net::Ipv4Addr;
+use std::os::fd::RawFd;
 
-use anyhow::{Context, Result};
-
-/// Which kernel timestamps a socket delivers, worst first (so `min` of
-/// several sockets is what the whole session can promise).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Stamping {
-    /// No kernel timestamps at all.
-    None,
-    /// SO_TIMESTAMPNS: RX only; sends are stamped in user space.
-    RxOnly,
-    /// SO_TIMESTAMPING software TX (error queue, keyed by OPT_ID) and RX.
-    TxRx,
-}
-
-impl Stamping {
-    /// How the session reports it.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Stamping::TxRx => "kernel TX+RX (SO_TIMESTAMPING)",
-            Stamping::RxOnly => "kernel RX (SO_TIMESTAMPNS), user TX",
-            Stamping::None => "user space",
-        }
-    }
-}
-
-fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-/// A new AF_INET socket, close-on-exec.
-pub fn socket(kind: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is owned from here on.
-    let fd = check(unsafe { libc::socket(libc::AF_INET, kind | libc::SOCK_CLOEXEC, protocol) })?;
-    // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
-    // SAFETY: `value` points to a live T of the size given.
-    check(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (value as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
-}
-
-/// Turns on the best kernel timestamps the socket supports.
-pub fn enable_stamping(fd: RawFd) -> Stamping {
-    let flags: libc::c_uint = libc::SOF_TIMESTAMPING_TX_SOFTWARE
-        | libc::SOF_TIMESTAMPING_RX_SOFTWARE
-        | libc::SOF_TIMESTAMPING_SOFTWARE
-        | libc::SOF_TIMESTAMPING_OPT_ID
-        | libc::SOF_TIMESTAMPING_OPT_TSONLY;
-    if setsockopt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &flags).is_ok() {
-        return Stamping::TxRx;
-    }
-    let one: libc::c_int = 1;
-    if setsockopt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &one).is_ok() {
-        return Stamping::RxOnly;
-    }
-    Stamping::None
-}
-
-/// Asks for ICMP errors on the error queue (UDP port unreachable).
-pub fn enable_recverr(fd: RawFd) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    setsockopt(fd, libc::SOL_IP, libc::IP_RECVERR, &one)
-}
-
-/// A larger receive buffer, so a burst of replies released together (and
-/// their TX timestamps, queued against the same budget) is not dropped.
-/// Beyond `net.core.rmem_max` only with CAP_NET_ADMIN (SO_RCVBUFFORCE).
-pub fn grow_receive_buffer(fd: RawFd, bytes: libc::c_int) {
-    // Best effort: the default still works at ordinary rates.
-    if setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &bytes).is_err() {
-        let _ = setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &bytes);
-    }
-}
-
-fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*addr.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
-fn from_sockaddr(sa: &libc::sockaddr_in) -> SocketAddrV4 {
-    SocketAddrV4::new(
-        Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
-        u16::from_be(sa.sin_port),
-    )
-}
-
-/// Binds the socket to `addr` (port 0: the kernel picks a free one).
-pub fn bind(fd: RawFd, addr: SocketAddrV4) -> io::Result<()> {
-    let sa = sockaddr(addr);
-    // SAFETY: `sa` is a valid sockaddr_in for the call.
-    check(unsafe {
-        libc::bind(
-            fd,
-            (&sa as *const libc::sockaddr_in).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
-}
-
-/// Connects the socket (for UDP: fixes the peer and routes ICMP errors to it).
-pub fn connect(fd: RawFd, addr: SocketAddrV4) -> io::Result<()> {
-    let sa = sockaddr(addr);
-    // SAFETY: `sa` is a valid sockaddr_in for the call.
-    check(unsafe {
-        libc::connect(
-            fd,
-            (&sa as *const libc::sockaddr_in).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
-}
-
-/// The address the socket is bound to.
-pub fn local_addr(fd: RawFd) -> io::Result<SocketAddrV4> {
-    // SAFETY: zeroed sockaddr_in is valid; getsockname fills at most `len` bytes.
-    let mut sa: libc::sockaddr_in = unsafe { zeroed() };
-    let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    check(unsafe { libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_in).cast(), &mut len) })?;
-    Ok(from_sockaddr(&sa))
-}
-
-/// The source address the kernel would use towards `target`, or the routing
-/// error (no route, network unreachable) as a one-line reason.
-pub fn route_source(target: Ipv4Addr) -> Result<Ipv4Addr> {
-    let fd = socket(libc::SOCK_DGRAM, 0).context("cannot open a UDP socket")?;
-    connect(fd.as_raw_fd(), SocketAddrV4::new(target, 9))
-        .with_context(|| format!("target {target} is unreachable"))?;
-    Ok(*local_addr(fd.as_raw_fd())?.ip())
-}
-
-/// `sendto` without blocking forever; returns the bytes sent.
-pub fn send_to(fd: RawFd, data: &[u8], to: Option<SocketAddrV4>) -> io::Result<usize> {
-    let sa = to.map(sockaddr);
-    let (ptr, len) = match &sa {
-        Some(sa) => (
-            (sa as *const libc::sockaddr_in).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        ),
-        None => (std::ptr::null(), 0),
-    };
-    // SAFETY: data and the optional address are valid for the call.
-    let n = unsafe { libc::sendto(fd, data.as_ptr().cast(), data.len(), 0, ptr, len) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
-/// A queued extended error: a TX timestamp's key, or an ICMP error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExtendedError {
-    pub origin: u8,
-    pub icmp_type: u8,
-    pub icmp_code: u8,
-    /// The OPT_ID key of a TX timestamp.
-    pub data: u32,
-    /// Who sent the ICMP error.
-    pub offender: Option<Ipv4Addr>,
-}
-
-/// `ee_origin` values (linux/errqueue.h).
-pub const ORIGIN_ICMP: u8 = 2;
-pub const ORIGIN_TIMESTAMPING: u8 = 4;
+pub use netstall_core::sys::{
+    bind, connect, enable_recverr, enable_stamping, enter_netns, grow_receive_buffer, local_addr,
+    pin_to_cpu, route_source, send_to, socket, wait_for_rx_timestamps, ExtendedError, Stamping,
+    ORIGIN_ICMP, ORIGIN_TIMESTAMPING,
+};
+use netstall_core::sys::{control_messages, ipv4_of};
 
 /// One message read from a socket.
 #[derive(Debug, Clone, Copy)]
@@ -209,7 +30,8 @@ pub struct Received {
 /// `errqueue` reads the error queue (TX timestamps, ICMP errors) instead.
 pub fn recv(fd: RawFd, buf: &mut [u8], errqueue: bool) -> io::Result<Option<Received>> {
     let mut control = [0u64; 64]; // 512 bytes, aligned for cmsghdr
-                                  // SAFETY: zeroed sockaddr_in/msghdr are valid starting values.
+                                  // SAFETY: zeroed sockaddr_in/msghdr are valid starting values (family 0:
+                                  // "no sender" unless the kernel fills it).
     let mut from: libc::sockaddr_in = unsafe { zeroed() };
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -232,54 +54,16 @@ pub fn recv(fd: RawFd, buf: &mut [u8], errqueue: bool) -> io::Result<Option<Rece
             _ => Err(err),
         };
     }
-    let mut received = Received {
+    // SAFETY: the kernel filled `control` for this message.
+    let control = unsafe { control_messages(&msg) };
+    Ok(Some(Received {
         len: n as usize,
-        kernel_ns: None,
-        error: None,
-        from: (msg.msg_namelen as usize >= size_of::<libc::sockaddr_in>()
-            && from.sin_family == libc::AF_INET as libc::sa_family_t)
-            .then(|| *from_sockaddr(&from).ip()),
-    };
-    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            let c = &*cmsg;
-            let data = libc::CMSG_DATA(cmsg);
-            match (c.cmsg_level, c.cmsg_type) {
-                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPING) => {
-                    let ts: libc::timespec = std::ptr::read_unaligned(data.cast());
-                    received.kernel_ns = timespec_ns(&ts);
-                }
-                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
-                    let ts: libc::timespec = std::ptr::read_unaligned(data.cast());
-                    received.kernel_ns = timespec_ns(&ts);
-                }
-                (libc::SOL_IP, libc::IP_RECVERR) => {
-                    let ee: libc::sock_extended_err = std::ptr::read_unaligned(data.cast());
-                    let offender: libc::sockaddr_in = std::ptr::read_unaligned(
-                        data.add(size_of::<libc::sock_extended_err>()).cast(),
-                    );
-                    received.error = Some(ExtendedError {
-                        origin: ee.ee_origin,
-                        icmp_type: ee.ee_type,
-                        icmp_code: ee.ee_code,
-                        data: ee.ee_data,
-                        offender: (offender.sin_family == libc::AF_INET as libc::sa_family_t)
-                            .then(|| *from_sockaddr(&offender).ip()),
-                    });
-                }
-                _ => {}
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    Ok(Some(received))
-}
-
-fn timespec_ns(ts: &libc::timespec) -> Option<u64> {
-    let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-    (ns != 0).then_some(ns)
+        kernel_ns: control.kernel_ns,
+        error: control.error,
+        from: (msg.msg_namelen as usize >= size_of::<libc::sockaddr_in>())
+            .then(|| ipv4_of(&from))
+            .flatten(),
+    }))
 }
 
 /// Waits until one of `fds` is readable or has a queued error, or `timeout_ms`.
@@ -313,47 +97,10 @@ pub fn poll(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<(bool, bool)>> {
         .collect())
 }
 
-/// Pins the calling thread (and threads it spawns later) to `cpu`.
-pub fn pin_to_cpu(cpu: u32) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET stays within its bounds
-    // for any cpu < CPU_SETSIZE, checked first.
-    unsafe {
-        anyhow::ensure!(
-            (cpu as usize) < libc::CPU_SETSIZE as usize,
-            "CPU {cpu} is out of range"
-        );
-        let mut set: libc::cpu_set_t = zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(io::Error::last_os_error())
-                .with_context(|| format!("cannot pin the prober to CPU {cpu}"));
-        }
-    }
-    Ok(())
-}
-
 /// Makes timer wake-ups of the calling thread exact (the default slack is 50 µs).
 pub fn tighten_timer_slack() {
     // SAFETY: PR_SET_TIMERSLACK takes a plain integer.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
-}
-
-/// Moves the calling thread into the named network namespace (`/run/netns/NAME`,
-/// as iproute2 and the lab make them). Threads it spawns afterwards follow.
-pub fn enter_netns(name: &str) -> Result<()> {
-    if name.is_empty() || name.contains('/') {
-        anyhow::bail!("invalid network namespace name '{name}'");
-    }
-    let path = std::path::Path::new("/run/netns").join(name);
-    let file =
-        File::open(&path).with_context(|| format!("network namespace '{name}' does not exist"))?;
-    // SAFETY: the fd is valid while `file` lives; CLONE_NEWNET only changes this thread.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error()).with_context(|| {
-            format!("cannot enter network namespace '{name}' (needs CAP_SYS_ADMIN)")
-        });
-    }
-    Ok(())
 }
 
 /// Sleeps until `deadline_ns` on CLOCK_MONOTONIC (absolute, so no drift).

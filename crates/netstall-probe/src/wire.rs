@@ -9,7 +9,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
@@ -19,7 +19,7 @@ use crate::packet::{self, IcmpMessage, TCP_ACK, TCP_RST, TCP_SYN};
 use crate::sys::{self, ExtendedError, Stamping};
 
 /// Receive buffer for bursts of replies released together.
-const RCVBUF_BYTES: libc::c_int = 4 << 20;
+const RCVBUF_BYTES: usize = 4 << 20;
 
 /// A prober on the wire.
 pub trait Wire: Send + Sync {
@@ -85,8 +85,8 @@ impl IcmpWire {
     /// Opens the raw ICMP socket (needs CAP_NET_RAW).
     pub fn open(config: WireConfig) -> Result<Self> {
         let socket = raw_socket(libc::IPPROTO_ICMP, "ICMP probing")?;
-        sys::grow_receive_buffer(socket.as_raw_fd(), RCVBUF_BYTES);
-        let stamping = sys::enable_stamping(socket.as_raw_fd());
+        sys::grow_receive_buffer(&socket, RCVBUF_BYTES);
+        let stamping = sys::enable_stamping(&socket);
         Ok(Self {
             ident: (config.token >> 16) as u16,
             config,
@@ -119,7 +119,7 @@ impl Wire for IcmpWire {
             &packet::payload(self.config.token, seq),
         );
         sys::send_to(
-            self.socket.as_raw_fd(),
+            &self.socket,
             &echo,
             Some(SocketAddrV4::new(self.config.target, 0)),
         )?;
@@ -177,8 +177,8 @@ impl SynWire {
     /// Opens the raw TCP socket and reserves one source port per flow (needs CAP_NET_RAW).
     pub fn open(config: WireConfig) -> Result<Self> {
         let socket = raw_socket(libc::IPPROTO_TCP, "TCP SYN probing")?;
-        sys::grow_receive_buffer(socket.as_raw_fd(), RCVBUF_BYTES);
-        let stamping = sys::enable_stamping(socket.as_raw_fd());
+        sys::grow_receive_buffer(&socket, RCVBUF_BYTES);
+        let stamping = sys::enable_stamping(&socket);
         let source = sys::route_source(config.target)?;
         let ports = reserve_ports(libc::SOCK_STREAM, source, config.flows)?;
         Ok(Self {
@@ -201,9 +201,8 @@ fn reserve_ports(kind: libc::c_int, source: Ipv4Addr, flows: u16) -> Result<Vec<
         .map(|_| {
             let fd =
                 sys::socket(kind, 0).context("cannot open a socket to reserve a source port")?;
-            sys::bind(fd.as_raw_fd(), SocketAddrV4::new(source, 0))
-                .context("cannot reserve a source port")?;
-            let port = sys::local_addr(fd.as_raw_fd())?.port();
+            sys::bind(&fd, SocketAddrV4::new(source, 0)).context("cannot reserve a source port")?;
+            let port = sys::local_addr(&fd)?.port();
             Ok((fd, port))
         })
         .collect()
@@ -231,7 +230,7 @@ impl Wire for SynWire {
         );
         self.next_seq.fetch_max(seq + 1, Ordering::Relaxed);
         sys::send_to(
-            self.socket.as_raw_fd(),
+            &self.socket,
             &syn,
             Some(SocketAddrV4::new(self.config.target, 0)),
         )?;
@@ -287,7 +286,7 @@ impl UdpWire {
         let sockets = reserve_ports(libc::SOCK_DGRAM, source, config.flows)?;
         let mut stamping = Stamping::TxRx;
         for (fd, _) in &sockets {
-            let fd = fd.as_raw_fd();
+            let fd = fd.as_fd();
             sys::connect(fd, SocketAddrV4::new(config.target, config.port))
                 .with_context(|| format!("target {} is unreachable", config.target))?;
             sys::enable_recverr(fd).context("cannot enable IP_RECVERR")?;
@@ -314,7 +313,7 @@ impl Wire for UdpWire {
     }
 
     fn send(&self, seq: u64, flow: u16) -> io::Result<usize> {
-        let fd = self.sockets[flow as usize].0.as_raw_fd();
+        let fd = self.sockets[flow as usize].0.as_fd();
         let payload = packet::payload(self.config.token, seq);
         match sys::send_to(fd, &payload, None) {
             // A port unreachable for an earlier probe is reported once on

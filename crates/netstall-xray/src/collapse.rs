@@ -350,6 +350,72 @@ pub fn ordered(
     Ok(stats)
 }
 
+/// Which folded lines [`run`] hands out.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Identical stacks summed and sorted: `stackcollapse-perf.pl`'s output.
+    Aggregated,
+    /// One line per sample, in input (time) order, each with count 1.
+    Ordered,
+    /// Ordered, but only the `samples` samples before each sample whose
+    /// line (`stack 1`) matches `pattern`, and that one: `grep -B N`
+    /// without the `--` separators.
+    Before {
+        pattern: regex::bytes::Regex,
+        samples: usize,
+    },
+}
+
+/// Collapses `reader` in `mode`, handing each folded stack and its count
+/// to `emit` (which may stop the run with an error, e.g. a closed pipe).
+pub fn run(
+    reader: impl Read,
+    opts: &CollapseOptions,
+    mode: Mode,
+    mut emit: impl FnMut(&[u8], u64) -> io::Result<()>,
+) -> io::Result<CollapseStats> {
+    let mut window = match mode {
+        Mode::Aggregated => {
+            let collapsed = aggregate(reader, opts)?;
+            for (stack, count) in &collapsed.stacks {
+                emit(stack, *count)?;
+            }
+            return Ok(collapsed.stats);
+        }
+        Mode::Ordered => None,
+        Mode::Before { pattern, samples } => {
+            Some((pattern, crate::window::BeforeWindow::new(samples)))
+        }
+    };
+    let mut line = Vec::new();
+    ordered(reader, opts, |stack| match &mut window {
+        None => emit(stack, 1),
+        Some((pattern, window)) => {
+            line.clear();
+            line.extend_from_slice(stack);
+            line.extend_from_slice(b" 1");
+            match window.push(stack.to_vec(), pattern.is_match(&line)) {
+                Some(lines) => lines.iter().try_for_each(|s| emit(s, 1)),
+                None => Ok(()),
+            }
+        }
+    })
+}
+
+impl CollapseStats {
+    /// An error when the input held no samples at all but did hold other
+    /// text: `name` is not `perf script` output.
+    pub fn ensure_samples(&self, name: &str) -> anyhow::Result<()> {
+        if self.fold.samples == 0 && self.fold.unrecognized_lines > 0 {
+            anyhow::bail!(
+                "no perf script samples in {name}: line {} is not `perf script` output",
+                self.fold.first_unrecognized_line.unwrap_or(1)
+            );
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,5 +502,67 @@ bb 2 [000] 1.1: 10 cpu-clock:
         assert_eq!(stats.fold.unrecognized_lines, 1);
         assert_eq!(stats.fold.first_unrecognized_line, Some(3));
         assert_eq!(stats.fold.samples, 1);
+    }
+
+    fn run_to_lines(input: &str, mode: Mode) -> Vec<String> {
+        let opts = CollapseOptions {
+            flush_at_eof: true,
+            ..CollapseOptions::default()
+        };
+        let mut lines = Vec::new();
+        run(input.as_bytes(), &opts, mode, |stack, count| {
+            lines.push(format!("{} {count}", String::from_utf8_lossy(stack)));
+            Ok(())
+        })
+        .unwrap();
+        lines
+    }
+
+    const FOUR_SAMPLES: &str = "\
+aa 1 [000] 1.0: 10 cpu-clock:
+\tff one (m)
+
+bb 2 [000] 1.1: 10 cpu-clock:
+\tff two (m)
+
+aa 1 [000] 1.2: 10 cpu-clock:
+\tff one (m)
+
+cc 3 [000] 1.3: 10 cpu-clock:
+\tff three (m)
+
+";
+
+    #[test]
+    fn each_mode_hands_out_its_lines() {
+        assert_eq!(
+            run_to_lines(FOUR_SAMPLES, Mode::Aggregated),
+            ["aa;one 20", "bb;two 10", "cc;three 10"]
+        );
+        assert_eq!(
+            run_to_lines(FOUR_SAMPLES, Mode::Ordered),
+            ["aa;one 1", "bb;two 1", "aa;one 1", "cc;three 1"]
+        );
+        let before = Mode::Before {
+            pattern: regex::bytes::Regex::new("^cc;").unwrap(),
+            samples: 2,
+        };
+        assert_eq!(
+            run_to_lines(FOUR_SAMPLES, before),
+            ["bb;two 1", "aa;one 1", "cc;three 1"]
+        );
+    }
+
+    #[test]
+    fn text_without_samples_is_not_perf_script() {
+        let stats = aggregate("hello\nworld\n".as_bytes(), &CollapseOptions::default())
+            .unwrap()
+            .stats;
+        let err = stats.ensure_samples("x.txt").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no perf script samples in x.txt: line 1 is not `perf script` output"
+        );
+        assert!(CollapseStats::default().ensure_samples("empty").is_ok());
     }
 }

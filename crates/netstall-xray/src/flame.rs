@@ -194,6 +194,54 @@ pub fn looks_folded(text: &[u8]) -> bool {
         })
 }
 
+/// The lines to draw from `input` (named `name` in errors), by
+/// [`read_stacks`]: an input with no stack is an error that says why.
+pub fn stacks_to_draw(input: impl Read, chart: bool, name: &str) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+    let (lines, kind) = read_stacks(input, chart).with_context(|| format!("cannot read {name}"))?;
+    if lines.is_empty() {
+        match kind {
+            Input::PerfScript(stats) if stats.fold.unrecognized_lines > 0 => anyhow::bail!(
+                "no stacks in {name}: line {} is neither folded stacks nor `perf script` output",
+                stats.fold.first_unrecognized_line.unwrap_or(1)
+            ),
+            _ => {
+                anyhow::bail!("no stacks in {name}: expected folded stacks or `perf script` output")
+            }
+        }
+    }
+    Ok(lines)
+}
+
+/// Writes a recording's samples to `path` as a flame chart: one column
+/// per sample, in time order, titled with the CPUs sampled.
+pub fn write_chart(
+    samples: &[crate::timeline::Sample],
+    cpus: &[u32],
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let folded: Vec<String> = samples
+        .iter()
+        .map(|s| format!("{} 1", s.folded()))
+        .collect();
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let opts = FlameOptions {
+        chart: true,
+        title: Some(format!(
+            "netstall xray: CPU {}, time →",
+            netstall_core::cpu::format_list(cpus)
+        )),
+    };
+    render(
+        folded.iter().map(String::as_str),
+        &opts,
+        std::io::BufWriter::new(file),
+    )
+    .with_context(|| format!("cannot write {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,5 +352,23 @@ mod tests {
             b"app 12 [000] 1.0: 1001001 cpu-clock: \n\tff main (/bin/app)\n"
         ));
         assert!(!looks_folded(b""));
+    }
+
+    #[test]
+    fn input_is_drawn_as_folded_or_collapsed_first() {
+        assert_eq!(
+            stacks_to_draw(&b"a;b 3\n"[..], false, "x").unwrap(),
+            ["a;b 3"]
+        );
+        let perf = b"tt 1 [000] 1.0: 1 cpu-clock:\n\tff f (m)\n\ntt 1 [000] 1.1: 1 cpu-clock:\n\tff f (m)\n\n";
+        assert_eq!(stacks_to_draw(&perf[..], false, "x").unwrap(), ["tt;f 2"]);
+        assert_eq!(stacks_to_draw(&perf[..], true, "x").unwrap(), ["tt;f 2"]);
+        let err = stacks_to_draw(&b"hello\n"[..], false, "in.txt").unwrap_err();
+        assert!(
+            err.to_string().starts_with("no stacks in in.txt: line 1"),
+            "{err}"
+        );
+        let err = stacks_to_draw(&b""[..], true, "empty").unwrap_err();
+        assert!(err.to_string().starts_with("no stacks in empty"), "{err}");
     }
 }

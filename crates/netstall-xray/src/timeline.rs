@@ -32,6 +32,17 @@ pub struct Gap {
     pub duration_ms: f64,
 }
 
+impl Gap {
+    /// The sample that tells the most about the gap: the first one after
+    /// an IRQs-off gap (where IRQs came back on), or the first of a softirq run.
+    pub fn telling_sample(&self) -> usize {
+        match self.kind {
+            GapKind::IrqsOff => self.last,
+            GapKind::Softirq => self.first,
+        }
+    }
+}
+
 /// How to find stalls.
 #[derive(Debug, Clone, Copy)]
 pub struct StallRules {
@@ -117,10 +128,7 @@ fn gap(kind: GapKind, cpu: u32, samples: &[Sample], first: usize, last: usize) -
 /// The record of `gap`: the sample that names it is the one after an
 /// irqs-off gap (where IRQs came back on) or the first of a softirq run.
 pub fn sample_gap(samples: &[Sample], gap: &Gap) -> SampleGap {
-    let named = &samples[match gap.kind {
-        GapKind::IrqsOff => gap.last,
-        GapKind::Softirq => gap.first,
-    }];
+    let named = &samples[gap.telling_sample()];
     SampleGap {
         kind: gap.kind,
         cpu: gap.cpu,

@@ -5,21 +5,14 @@ use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use netstall_bisect::plan::{parse_addr_port, parse_host_port};
+use netstall_bisect::setup::{self, parse_confidence, parse_duration, DEFAULT_POD_PORT};
 use netstall_bisect::stats::Interval;
-use netstall_bisect::{Analysis, OutsideView, RunConfig, Settings, Targets, Topology};
+use netstall_bisect::{Analysis, RunConfig, Settings};
 use netstall_core::duration;
 use netstall_core::output::Output;
-use netstall_core::privilege::{self, Capability};
 use netstall_events::bisect::BisectRun;
-use netstall_lab::topology::{self as lab, LabStatus, Role};
-
-/// SYNs to a node IP go here unless told otherwise: the kubelet listens on
-/// every node (and a closed port's RST answers the probe just as well).
-const DEFAULT_NODE_PORT: u16 = 10250;
-/// TCP port of `--pod IP` without a port.
-const DEFAULT_POD_PORT: u16 = 80;
 
 #[derive(clap::Args)]
 #[command(
@@ -84,121 +77,20 @@ pub struct Args {
     confidence: f64,
 }
 
-/// Every path keeps its RTTs for the quantile intervals: the duration is
-/// capped so memory stays bounded (10 min at 10 ms: 60k values per path).
-const MAX_DURATION: Duration = Duration::from_secs(600);
-
-fn parse_duration(text: &str) -> Result<Duration> {
-    let d = duration::parse_nonzero(text).map_err(anyhow::Error::msg)?;
-    if d > MAX_DURATION {
-        bail!("-w {text} is longer than bisect's limit of 10m");
-    }
-    Ok(d)
-}
-
-fn parse_confidence(text: &str) -> Result<f64> {
-    match text.parse::<f64>() {
-        Ok(c) if c > 0.5 && c < 1.0 => Ok(c),
-        _ => bail!("invalid confidence '{text}': use a number between 0.5 and 1, e.g. 0.99"),
-    }
-}
-
-/// What to probe from where, once the flags and the lab are combined.
-struct Plan {
-    targets: Targets,
-    outside: Option<OutsideView>,
-    topology: Topology,
-    client_netns: Option<String>,
-    outside_netns: Option<String>,
-}
-
-fn plan(args: &Args) -> Result<Plan> {
-    let lab = args.lab.as_deref().map(lab::status).transpose()?;
-    let mut targets = Targets {
+pub fn run(args: Args, out: Output) -> Result<ExitCode> {
+    let plan = setup::plan(&setup::Request {
         nodeport: args.nodeport,
         pod: args.pod,
         node: args.node,
-        node_port: args.node_tcp_port.unwrap_or(DEFAULT_NODE_PORT),
-    };
-    let mut from_nodeport = args.from_nodeport;
-    let mut client_netns = args.netns.clone();
-    if let Some(lab) = &lab {
-        let pod_tcp = lab.pod.tcp;
-        targets.nodeport = targets
-            .nodeport
-            .or(Some((addr(&lab.nodeport.addr)?, lab.nodeport.tcp)));
-        targets.pod = targets.pod.or(Some((addr(&lab.pod.addr)?, pod_tcp)));
-        targets.node = targets
-            .node
-            .or(Some(addr_near(lab, Role::Node2, Role::Outside)?));
-        // Every lab host runs the responder on the pod's port.
-        targets.node_port = args.node_tcp_port.unwrap_or(pod_tcp);
-        client_netns = client_netns.or(Some(lab.netns(Role::Client).to_string()));
-        if args.from_host.as_deref() == Some(lab.netns(Role::Outside)) {
-            // The outside host reaches node1 on the underlay, not at the NodePort's address.
-            let node1 = addr_near(lab, Role::Node1, Role::Outside)?;
-            from_nodeport = from_nodeport.or(Some((node1, lab.nodeport.tcp)));
-        }
-    }
-    if targets.nodeport.is_none() && targets.pod.is_none() && targets.node.is_none() {
-        bail!("nothing to probe: give --nodeport, --pod and/or --node (or --lab PREFIX)");
-    }
-    for netns in [&client_netns, &args.from_host].into_iter().flatten() {
-        if !netstall_lab::netns::exists(netns) {
-            bail!("no network namespace '{netns}' (see `ip netns list`)");
-        }
-    }
-    Ok(Plan {
-        outside: args.from_host.as_ref().map(|_| OutsideView {
-            nodeport: from_nodeport,
-        }),
-        topology: if lab.is_some() {
-            Topology::Lab
-        } else {
-            Topology::Cluster
-        },
-        targets,
-        client_netns,
-        outside_netns: args.from_host.clone(),
-    })
-}
-
-fn addr(text: &str) -> Result<Ipv4Addr> {
-    text.parse()
-        .with_context(|| format!("the lab's state has a bad address '{text}'"))
-}
-
-/// The address of `role` on the same /24 as `near`'s first address.
-fn addr_near(lab: &LabStatus, role: Role, near: Role) -> Result<Ipv4Addr> {
-    let host = |role| lab.hosts.iter().find(|h| h.role == role);
-    let subnet = |a: Ipv4Addr| a.octets()[..3].to_vec();
-    let near = host(near)
-        .and_then(|h| h.addrs.first())
-        .map(|a| addr(a))
-        .transpose()?
-        .context("the lab's state lacks the outside host")?;
-    host(role)
-        .into_iter()
-        .flat_map(|h| h.addrs.iter())
-        .filter_map(|a| a.parse::<Ipv4Addr>().ok())
-        .find(|a| subnet(*a) == subnet(near))
-        .with_context(|| format!("the lab's state has no underlay address for {role:?}"))
-}
-
-pub fn run(args: Args, out: Output) -> Result<ExitCode> {
-    let plan = plan(&args)?;
-    let mut needed = vec![Capability::NetRaw];
-    if plan.client_netns.is_some() || plan.outside_netns.is_some() {
-        needed.push(Capability::SysAdmin);
-    }
-    privilege::require(&needed, "bisect (raw TCP SYN and ICMP probes, namespaces)")?;
-    if let Some(cpu) = args.cpu {
-        netstall_core::cpu::check_online(&[cpu])?;
-    }
-    let paths = netstall_bisect::matrix(&plan.targets, plan.outside.as_ref(), plan.topology);
+        node_tcp_port: args.node_tcp_port,
+        from_host: args.from_host.clone(),
+        from_nodeport: args.from_nodeport,
+        netns: args.netns.clone(),
+        lab: args.lab.clone(),
+    })?;
     let config = RunConfig {
-        client_netns: plan.client_netns.clone(),
-        outside_netns: plan.outside_netns.clone(),
+        client_netns: None,
+        outside_netns: None,
         cpu: args.cpu,
         interval: args.interval,
         duration: args.duration,
@@ -206,26 +98,16 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         timeout: args.timeout,
         stop: None,
     };
-    out.progress(format!(
-        "bisect: probing {} paths for {:?}, one probe every {:?} per path, {} flow(s) each",
-        paths.len(),
-        args.duration,
-        args.interval,
-        args.flows
-    ));
-    let outcomes = netstall_bisect::run(&paths, &config);
-    if outcomes.iter().all(|o| o.unreachable.is_some()) {
-        let reason = outcomes
-            .first()
-            .and_then(|o| o.unreachable.clone())
-            .unwrap_or_default();
-        bail!("no path could be probed: {reason}");
-    }
     let settings = Settings {
         confidence: args.confidence,
         ..Settings::default()
     };
-    let analysis = netstall_bisect::analyze(&outcomes, &settings);
+    let analysis = setup::experiment(&plan, config, &settings, |paths| {
+        out.progress(format!(
+            "bisect: probing {paths} paths for {:?}, one probe every {:?} per path, {} flow(s) each",
+            args.duration, args.interval, args.flows
+        ))
+    })?;
     out.json(BisectRun {
         interval_us: args.interval.as_secs_f64() * 1e6,
         duration_s: args.duration.as_secs_f64(),

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use netstall_cgroups::remediate::{self, CanaryAgain, Level};
-use netstall_cgroups::report::{self};
+use netstall_cgroups::remediate::{self, Level};
+use netstall_cgroups::report;
 use netstall_cgroups::{canary, watch, Host};
 use netstall_core::duration;
 use netstall_core::output::Output;
@@ -62,22 +62,13 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         report.watch = Some(watch::watch(&host, duration)?);
     }
     if let Some(level) = args.remediate {
-        let dying_before = report::memory_count(&host)?.dying;
-        let canary_before = report.canary.as_ref().map(|c| c.read_ms);
-        report.remediation = Some(if args.yes {
+        if args.yes {
             out.progress(format!(
                 "remediation: writing {} to /proc/sys/vm/drop_caches, then re-counting...",
                 level.number()
             ));
-            let again = report.canary.as_ref().map(|c| CanaryAgain {
-                path: &c.path,
-                cpu: c.cpu,
-                before_ms: c.read_ms,
-            });
-            remediate::apply(&host, level, dying_before, again)?
-        } else {
-            remediate::plan(level, dying_before, canary_before)
-        });
+        }
+        report.remediation = Some(remediate::for_report(&host, &report, level, args.yes)?);
     }
 
     out.emit(report);

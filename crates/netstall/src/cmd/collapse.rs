@@ -5,13 +5,12 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use netstall_core::output::Output;
 use netstall_events::xray::{CollapseSummary, FoldedStack};
 use netstall_events::Record;
 use netstall_xray::collapse::{self, CollapseOptions, CollapseStats};
 use netstall_xray::fold::FoldOptions;
-use netstall_xray::window::BeforeWindow;
 use regex::bytes::Regex;
 
 #[derive(clap::Args)]
@@ -90,11 +89,14 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             .threads
             .map_or_else(|| CollapseOptions::default().threads, usize::from),
     };
-    let before = args
-        .before
-        .as_deref()
-        .map(|p| Regex::new(p).with_context(|| format!("invalid --before pattern '{p}'")))
-        .transpose()?;
+    let mode = match &args.before {
+        Some(p) => collapse::Mode::Before {
+            pattern: Regex::new(p).with_context(|| format!("invalid --before pattern '{p}'"))?,
+            samples: args.samples,
+        },
+        None if args.ordered => collapse::Mode::Ordered,
+        None => collapse::Mode::Aggregated,
+    };
     let name = args.input.display().to_string();
     let input: Box<dyn Read> = if name == "-" {
         Box::new(io::stdin().lock())
@@ -102,29 +104,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         Box::new(File::open(&args.input).with_context(|| format!("cannot read {name}"))?)
     };
     let mut sink = Sink::new(out);
-    let stats = if args.ordered || before.is_some() {
-        let mut window = before.map(|re| (re, BeforeWindow::new(args.samples)));
-        let mut line = Vec::new();
-        collapse::ordered(input, &opts, |stack| {
-            line.clear();
-            line.extend_from_slice(stack);
-            line.extend_from_slice(b" 1");
-            match &mut window {
-                None => sink.stack(stack, 1),
-                Some((re, window)) => match window.push(stack.to_vec(), re.is_match(&line)) {
-                    Some(lines) => lines.iter().try_for_each(|s| sink.stack(s, 1)),
-                    None => Ok(()),
-                },
-            }
-        })
-    } else {
-        collapse::aggregate(input, &opts).and_then(|collapsed| {
-            for (stack, count) in &collapsed.stacks {
-                sink.stack(stack, *count)?;
-            }
-            Ok(collapsed.stats)
-        })
-    };
+    let stats = collapse::run(input, &opts, mode, |stack, count| sink.stack(stack, count));
     let stats = match stats.and_then(|s| sink.flush().map(|()| s)) {
         Ok(stats) => stats,
         // `netstall collapse big.txt | head` is not an error.
@@ -170,6 +150,7 @@ impl Sink {
 /// Says what was skipped (stderr in text mode, a summary object in JSON),
 /// and fails when the input held no samples at all but did hold other text.
 fn report(stats: &CollapseStats, name: &str, out: Output) -> Result<()> {
+    stats.ensure_samples(name)?;
     let fold = &stats.fold;
     if stats.cut_parts > 0 {
         out.progress(format!(
@@ -179,12 +160,6 @@ fn report(stats: &CollapseStats, name: &str, out: Output) -> Result<()> {
             collapse::MAX_PART_BYTES >> 20,
             stats.cut_parts
         ));
-    }
-    if fold.samples == 0 && fold.unrecognized_lines > 0 {
-        bail!(
-            "no perf script samples in {name}: line {} is not `perf script` output",
-            fold.first_unrecognized_line.unwrap_or(1)
-        );
     }
     let lossy = |b: &Option<Vec<u8>>| {
         b.as_deref()

@@ -1,18 +1,17 @@
 //! `netstall demo`: the story's incident, reproduced for real in the lab,
 //! diagnosed, remediated, and shown gone.
 
-use std::io::BufRead;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use netstall_core::output::Output;
-use netstall_core::shutdown::Shutdown;
-use netstall_core::steal;
 use netstall_doctor::run::{DoctorConfig, Target};
+use netstall_doctor::story;
 use netstall_events::doctor::{CauseId, DemoResult, DemoStep};
 use netstall_events::kernel::Steal;
-use netstall_lab::{clean, topology, zombies};
+use netstall_lab::incident::{IncidentLab, POLLER_COMM};
+use netstall_lab::topology;
 use netstall_probe::{Mode, ProbeConfig};
 
 #[derive(clap::Args)]
@@ -42,19 +41,7 @@ pub struct Args {
     report: Option<std::path::PathBuf>,
 }
 
-/// The name the culprit runs under, as in the story.
-const POLLER_COMM: &str = "cadvisor";
 const INTERVAL: Duration = Duration::from_millis(10);
-const STEAL_EVERY: Duration = Duration::from_millis(5);
-
-/// How many of a probe run's episodes vCPU steal explains.
-fn stolen(report: &netstall_probe::Report, steals: &[Steal]) -> usize {
-    report
-        .episodes
-        .iter()
-        .filter(|e| steal::steal_explains(steals, None, e.start_ns, e.end_ns))
-        .count()
-}
 
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     netstall_core::privilege::require_root("demo")?;
@@ -64,71 +51,48 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     }
     let (rx_cpu, probe_cpu) = (online[0], online[online.len() - 1]);
     let started = Instant::now();
-    let exe = std::env::current_exe()?;
     out.text("netstall demo: the Kubernetes network-stall incident, reproduced for real.\n");
 
     step(out, 1, format!(
         "Building the lab: client -> node1 (NodePort DNAT) -> VXLAN -> node2 -> pod; node RX on CPU {rx_cpu}, probes on CPU {probe_cpu}"
     ));
-    let lab = topology::up(&topology::LabConfig {
-        prefix: args.prefix.clone(),
-        rx_cpus: vec![rx_cpu],
-        responder_exe: exe.clone(),
-    })?;
-    let mut guard = Cleanup {
-        prefix: args.prefix.clone(),
-        keep: args.keep,
-        poller: None,
-        out,
-    };
-    let client = lab.netns(topology::Role::Client).to_owned();
-    let nodeport = format!("{}:{}", lab.nodeport.addr, lab.nodeport.tcp);
+    let mut lab = IncidentLab::up(&args.prefix, rx_cpu, args.keep)?;
+    let client = lab.status.netns(topology::Role::Client).to_owned();
+    let nodeport_addr = lab.status.nodeport.addr.clone();
+    let nodeport_tcp = lab.status.nodeport.tcp;
+    let pod_addr = lab.status.pod.addr.clone();
+    let nodeport = format!("{nodeport_addr}:{nodeport_tcp}");
 
     step(
         out,
         2,
         format!("Healthy baseline: a TCP SYN to the NodePort {nodeport} every 10 ms for 3 s"),
     );
-    let probe = |duration: Duration| -> Result<netstall_probe::Report> {
+    let probe_config = |duration: Duration| -> Result<ProbeConfig> {
         let mut config = ProbeConfig::new(
-            lab.nodeport.addr.parse()?,
-            Mode::Syn {
-                port: lab.nodeport.tcp,
-            },
+            nodeport_addr.parse()?,
+            Mode::Syn { port: nodeport_tcp },
             INTERVAL,
         );
         config.duration = Some(duration);
         config.flows = 4;
         config.netns = Some(client.clone());
         config.cpu = Some(probe_cpu);
-        netstall_probe::run(&config, |_| {})
+        Ok(config)
     };
     // Probes alone, beside a /proc/stat steal watch: on a VM, an episode
     // the hypervisor caused is told apart from one the lab caused.
-    let probe_and_steal = |duration: Duration| -> Result<(netstall_probe::Report, Vec<Steal>)> {
-        let stop = std::sync::Arc::new(Shutdown::new()?);
-        let watch = {
-            let stop = stop.clone();
-            std::thread::spawn(move || steal::watch_proc_stat(&stop, STEAL_EVERY))
-        };
-        let report = probe(duration);
-        stop.request();
-        let steals = watch
-            .join()
-            .map_err(|_| anyhow::anyhow!("the steal watcher panicked"))??;
-        Ok((report?, steals))
-    };
-    let (baseline, baseline_steal) = probe_and_steal(Duration::from_secs(3))?;
+    let (baseline, baseline_steal) =
+        story::probe_with_steal_watch(&probe_config(Duration::from_secs(3))?)?;
     super::probe::print_report(&baseline, out);
-    let baseline_stolen = stolen(&baseline, &baseline_steal);
+    let baseline_stolen = story::explained_by_steal(&baseline.episodes, &baseline_steal);
     note_steal(baseline_stolen, &baseline_steal, out);
 
     step(out, 3, format!(
         "The incident: {} dying memory cgroups, and a cadvisor-like agent reading memory.stat every second on CPU {rx_cpu}",
         args.zombies
     ));
-    let paths = zombies::ZombiePaths::for_host(&args.prefix)?;
-    let made = zombies::create(&paths, args.zombies, |_| {})?;
+    let made = lab.make_zombies(args.zombies)?;
     out.json(made.clone());
     out.text(format!(
         "      created {} dying memory cgroups in {:.1} s (dying now: {})",
@@ -136,10 +100,16 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         made.elapsed_ms as f64 / 1e3,
         made.dying_after
     ));
-    guard.poller = Some(start_poller(&exe, &args.prefix, rx_cpu, out)?);
+    // Its first read: the slow memory.stat read strace showed in the story.
+    if let Some(read) = lab.start_poller(rx_cpu)? {
+        out.text(format!(
+            "      {POLLER_COMM}[{}] read {} in {:.1} ms",
+            read.pid, read.path, read.read_ms
+        ));
+    }
 
     step(out, 4, "Probes now come back as a sawtooth: the backlog drains at once (the story's 127, 117, 106 ms...)");
-    let incident = probe(Duration::from_secs(4))?;
+    let incident = netstall_probe::run(&probe_config(Duration::from_secs(4))?, |_| {})?;
     let slow_floor = 5_000_000;
     for p in incident
         .probes
@@ -163,7 +133,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             duration,
             targets: vec![
                 nodeport.parse::<Target>().map_err(anyhow::Error::msg)?,
-                lab.pod.addr.parse::<Target>().map_err(anyhow::Error::msg)?,
+                pod_addr.parse::<Target>().map_err(anyhow::Error::msg)?,
             ],
             probe_netns: Some(client.clone()),
             probe_cpu: Some(probe_cpu),
@@ -184,25 +154,25 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     }
 
     step(out, 6, "Remediation: sync; echo 1 > /proc/sys/vm/drop_caches (level 1 releases them on this kernel)");
-    let host = netstall_cgroups::Host::live();
-    let dying_before = netstall_cgroups::report::memory_count(&host)?.dying;
-    let remediation = netstall_cgroups::remediate::apply(
-        &host,
+    let remediation = netstall_cgroups::remediate::apply_counted(
+        &netstall_cgroups::Host::live(),
         netstall_cgroups::remediate::Level::PageCache,
-        dying_before,
-        None,
     )?;
     out.json(remediation.clone());
-    let dying_after = netstall_cgroups::report::memory_count(&host)?.dying;
+    let (dying_before, dying_after) = (
+        remediation.dying_before,
+        remediation.dying_after.unwrap_or(remediation.dying_before),
+    );
     out.text(format!(
         "      dying memory cgroups: {dying_before} -> {dying_after} ({})",
         remediation.verdict
     ));
 
     step(out, 7, "After: the same probes, and the doctor again (8 s)");
-    let (after, after_steal) = probe_and_steal(Duration::from_secs(3))?;
+    let (after, after_steal) =
+        story::probe_with_steal_watch(&probe_config(Duration::from_secs(3))?)?;
     super::probe::print_report(&after, out);
-    let after_stolen = stolen(&after, &after_steal);
+    let after_stolen = story::explained_by_steal(&after.episodes, &after_steal);
     note_steal(after_stolen, &after_steal, out);
     let healed = doctor(Duration::from_secs(8), false)?;
 
@@ -226,7 +196,13 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         after_steal_episodes: after_stolen,
         elapsed_s: 0.0,
     };
-    drop(guard);
+    let (kept, prefix) = (lab.kept(), lab.prefix().to_owned());
+    drop(lab);
+    if kept {
+        out.text(format!(
+            "      lab kept: `netstall lab down --prefix {prefix}` removes it"
+        ));
+    }
     let result = DemoResult {
         elapsed_s: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         ..result
@@ -269,29 +245,9 @@ fn step(out: Output, n: u32, title: impl std::fmt::Display) {
 }
 
 /// The evidence the story's engineers gathered by hand: which context
-/// processed the ICMP echoes around a stall, the stack, the slow read.
+/// processed the ICMP echoes around the longest stall.
 fn show_story_evidence(run: &netstall_doctor::run::DoctorRun, out: Output) {
-    let Some(stall) = run
-        .findings
-        .stalls
-        .iter()
-        .filter(|s| s.culprit.is_some())
-        .max_by(|a, b| a.duration_ms.total_cmp(&b.duration_ms))
-    else {
-        return;
-    };
-    let end = stall.start_ns + (stall.duration_ms * 1e6) as u64;
-    let around: Vec<_> = run
-        .findings
-        .icmp
-        .iter()
-        .filter(|e| {
-            e.cpu == stall.cpu
-                && e.ts_ns + 30_000_000 >= stall.start_ns
-                && e.ts_ns <= end + 30_000_000
-        })
-        .take(12)
-        .collect();
+    let around = story::icmp_around_longest_stall(&run.findings);
     if !around.is_empty() {
         out.text("      ICMP echo requests around the longest stall, and who processed them:");
         out.text(format!(
@@ -303,69 +259,6 @@ fn show_story_evidence(run: &netstall_doctor::run::DoctorRun, out: Output) {
                 "      {:>7} {:>7} {:<16} {:>8}",
                 e.pid, e.tid, e.comm, e.seq
             ));
-        }
-    }
-}
-
-fn start_poller(exe: &std::path::Path, prefix: &str, cpu: u32, out: Output) -> Result<Child> {
-    let mut child = Command::new(exe)
-        .args([
-            "lab",
-            "poller",
-            "--prefix",
-            prefix,
-            "--cpu",
-            &cpu.to_string(),
-            "--comm",
-            POLLER_COMM,
-        ])
-        .args(["--interval", "1s", "-w", "10m", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start the poller")?;
-    // Show its first read: the slow memory.stat read strace showed in the story.
-    let stdout = child.stdout.take().context("poller stdout")?;
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    if let Some(Ok(line)) = lines.next() {
-        if let Ok(read) = serde_json::from_str::<serde_json::Value>(&line) {
-            out.text(format!(
-                "      {POLLER_COMM}[{}] read {} in {:.1} ms",
-                read["pid"],
-                read["path"].as_str().unwrap_or("memory.stat"),
-                read["read_ms"].as_f64().unwrap_or(0.0)
-            ));
-        }
-    }
-    // Keep draining its output so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Ok(child)
-}
-
-/// Stops the poller, releases the zombies and removes the lab, however the demo ends.
-struct Cleanup {
-    prefix: String,
-    keep: bool,
-    poller: Option<Child>,
-    out: Output,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(mut poller) = self.poller.take() {
-            let _ = poller.kill();
-            let _ = poller.wait();
-        }
-        if let Ok(paths) = zombies::ZombiePaths::for_host(&self.prefix) {
-            let _ = clean::clean(&paths);
-        }
-        if self.keep {
-            self.out.text(format!(
-                "      lab kept: `netstall lab down --prefix {}` removes it",
-                self.prefix
-            ));
-        } else {
-            let _ = topology::down(&self.prefix);
         }
     }
 }

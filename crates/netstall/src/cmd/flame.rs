@@ -6,9 +6,9 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use netstall_core::output::Output;
-use netstall_xray::flame::{self, FlameOptions, Input};
+use netstall_xray::flame::{self, FlameOptions};
 
 #[derive(clap::Args)]
 #[command(
@@ -45,17 +45,7 @@ pub fn run(args: Args, _out: Output) -> Result<ExitCode> {
     } else {
         Box::new(File::open(&args.input).with_context(|| format!("cannot read {name}"))?)
     };
-    let (lines, kind) =
-        flame::read_stacks(input, args.chart).with_context(|| format!("cannot read {name}"))?;
-    if lines.is_empty() {
-        match kind {
-            Input::PerfScript(stats) if stats.fold.unrecognized_lines > 0 => bail!(
-                "no stacks in {name}: line {} is neither folded stacks nor `perf script` output",
-                stats.fold.first_unrecognized_line.unwrap_or(1)
-            ),
-            _ => bail!("no stacks in {name}: expected folded stacks or `perf script` output"),
-        }
-    }
+    let lines = flame::stacks_to_draw(input, args.chart, &name)?;
     let opts = FlameOptions {
         chart: args.chart,
         title: args.title,

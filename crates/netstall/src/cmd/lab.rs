@@ -172,26 +172,8 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             host,
         } => {
             netstall_core::privilege::require_root("lab rps")?;
-            let mut status = topology::status(&prefix.prefix)?;
             let cpus = netstall_core::cpu::parse_online_list(&rx_cpu)?;
-            match host {
-                Some(role) => {
-                    topology::steer_host(&prefix.prefix, role, &cpus)?;
-                    if let Some(h) = status.hosts.iter_mut().find(|h| h.role == role) {
-                        h.rx_cpus = cpus;
-                    }
-                }
-                None => {
-                    let per_host = topology::steer_rx(&prefix.prefix, &cpus)?;
-                    for (h, host_cpus) in status.hosts.iter_mut().zip(per_host) {
-                        h.rx_cpus = host_cpus;
-                    }
-                    status.rx_cpu = cpus[0];
-                    status.rx_cpus = cpus;
-                }
-            }
-            topology::save(&status)?;
-            print_status(&status, out);
+            print_status(&topology::resteer(&prefix.prefix, &cpus, host)?, out);
         }
         LabCommand::Zombies { prefix, count } => {
             let paths = zombies::ZombiePaths::for_host(&prefix.prefix)?;
@@ -215,16 +197,8 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             path,
         } => {
             netstall_core::privilege::require_root("lab poller")?;
-            let paths = zombies::ZombiePaths::for_host(&prefix.prefix)?;
-            let mount = netstall_cgroups::mounts::memory_v1_mount()?;
-            let config = poller::PollerConfig {
-                stat_path: path.unwrap_or_else(|| mount.join("memory.stat")),
-                touch_dir: paths.data_dir.exists().then_some(paths.data_dir),
-                interval,
-                duration,
-                cpu,
-                comm,
-            };
+            let config =
+                poller::PollerConfig::for_lab(&prefix.prefix, path, interval, duration, cpu, comm)?;
             poller::run(&config, |read| {
                 out.json(read.clone());
                 out.text(format!(

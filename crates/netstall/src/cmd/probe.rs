@@ -4,12 +4,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use netstall_core::duration;
 use netstall_core::output::Output;
 use netstall_events::probe::SessionReport;
-use netstall_probe::http::HttpUrl;
-use netstall_probe::{Mode, ProbeConfig, Report, SessionEvent};
+use netstall_probe::{ProbeConfig, Report, SessionEvent};
 
 #[derive(clap::Args)]
 #[command(
@@ -85,27 +84,13 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 }
 
 fn config(args: &Args) -> Result<ProbeConfig> {
-    let mode = if let Some(url) = &args.http {
-        Mode::Http(HttpUrl::parse(url)?)
-    } else if args.syn {
-        Mode::Syn {
-            port: args.port.context("--syn needs --port")?,
-        }
-    } else if args.udp {
-        Mode::Udp {
-            port: args.port.context("--udp needs --port")?,
-        }
-    } else {
-        if args.port.is_some() {
-            bail!("--port needs --syn or --udp");
-        }
-        Mode::Icmp
-    };
-    let host = match (&args.target, &mode) {
-        (Some(target), _) => target.clone(),
-        (None, Mode::Http(url)) => url.host.clone(),
-        (None, _) => bail!("a TARGET is needed"),
-    };
+    let (mode, host) = netstall_probe::mode_and_host(&netstall_probe::ModeRequest {
+        target: args.target.as_deref(),
+        http: args.http.as_deref(),
+        syn: args.syn,
+        udp: args.udp,
+        port: args.port,
+    })?;
     let mut config = ProbeConfig::new(netstall_probe::resolve(&host)?, mode, args.interval);
     config.count = args.count;
     config.duration = args.duration;

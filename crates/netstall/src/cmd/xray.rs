@@ -1,17 +1,15 @@
 //! `netstall xray`: sample CPUs as an ordered timeline; report sample gaps
 //! (IRQs off), long softirq runs (BHs off) and the samples before them.
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use netstall_core::output::Output;
 use netstall_core::shutdown::Shutdown;
 use netstall_events::xray::{SampleWindow, XraySummary};
-use netstall_xray::flame::{self, FlameOptions};
+use netstall_xray::flame;
 use netstall_xray::sampler::{self, SamplerConfig};
 use netstall_xray::timeline::{self, StallRules, Trigger};
 
@@ -105,25 +103,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     }
 
     if let Some(path) = &args.svg {
-        let folded: Vec<String> = samples
-            .iter()
-            .map(|s| format!("{} 1", s.folded()))
-            .collect();
-        let file =
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        let opts = FlameOptions {
-            chart: true,
-            title: Some(format!(
-                "netstall xray: CPU {}, time →",
-                netstall_core::cpu::format_list(&config.cpus)
-            )),
-        };
-        flame::render(
-            folded.iter().map(String::as_str),
-            &opts,
-            BufWriter::new(file),
-        )
-        .with_context(|| format!("cannot write {}", path.display()))?;
+        flame::write_chart(samples, &config.cpus, path)?;
     }
 
     let ksoftirqd_runs = timeline::ksoftirqd_runs(samples).len();
