@@ -51,6 +51,12 @@ impl ClockOffset {
         Self { _shared: () }
     }
 
+    /// REALTIME − MONOTONIC as the last conversion used it (what a
+    /// recording of monotonic times keeps to convert them later).
+    pub fn offset_ns(&self) -> i64 {
+        OFFSET_NS.load(Ordering::Relaxed)
+    }
+
     /// Converts a CLOCK_MONOTONIC timestamp to CLOCK_REALTIME.
     pub fn to_realtime(&self, monotonic_ns: u64) -> u64 {
         let now = read(libc::CLOCK_MONOTONIC);

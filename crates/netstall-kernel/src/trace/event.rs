@@ -164,6 +164,18 @@ impl KernelEvent {
     }
 }
 
+/// Turns the BPF side's CLOCK_MONOTONIC times into CLOCK_REALTIME: the
+/// live offset while tracing, the recorded one when a recording replays.
+pub trait Clock {
+    fn to_realtime(&self, monotonic_ns: u64) -> u64;
+}
+
+impl Clock for ClockOffset {
+    fn to_realtime(&self, monotonic_ns: u64) -> u64 {
+        ClockOffset::to_realtime(self, monotonic_ns)
+    }
+}
+
 /// Copies a raw ring-buffer record; `None` if it is too short.
 pub fn raw_from_bytes(data: &[u8]) -> Option<RawEvent> {
     if data.len() < std::mem::size_of::<RawEvent>() {
@@ -178,7 +190,7 @@ pub fn raw_from_bytes(data: &[u8]) -> Option<RawEvent> {
 /// `syscall_name` names a syscall number. Unknown kinds decode to `None`.
 pub fn decode(
     raw: &RawEvent,
-    clock: &ClockOffset,
+    clock: &dyn Clock,
     symbolize: &mut dyn FnMut(&[u64]) -> Vec<String>,
     syscall_name: &dyn Fn(i64) -> String,
 ) -> Option<KernelEvent> {

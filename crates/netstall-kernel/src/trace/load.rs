@@ -14,10 +14,11 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBufferBuilder};
 use netstall_core::clock::{realtime_ns, ClockOffset};
 use netstall_core::privilege::{self, Capability};
-use netstall_events::kernel::{Detector, IcmpEcho, SlowSyscall, Steal, StealSource};
+use netstall_events::kernel::Detector;
 
 use super::assemble::Assembler;
-use super::event::{decode, raw_from_bytes, KernelEvent};
+use super::event::{decode, raw_from_bytes};
+use super::recording::{route, Recorder};
 use super::symbols::{cgroup_of, symbol_range, KernelSymbols};
 use super::TraceDetector;
 use super::{
@@ -397,75 +398,6 @@ fn cpu_mask(cpus: &[u32]) -> Result<[u64; MAX_CPUS / 64]> {
     Ok(mask)
 }
 
-/// Sends an ICMP echo or a slow syscall on to the caller, and stall
-/// evidence (and culprits' syscalls) to the assembler.
-fn route(
-    event: KernelEvent,
-    config: &TraceConfig,
-    assembler: &mut Assembler,
-    on_event: &mut impl FnMut(TraceEvent),
-) {
-    match event {
-        KernelEvent::IcmpEcho {
-            cpu,
-            seq,
-            id,
-            ref task,
-            ts_ns,
-        } => on_event(TraceEvent::Icmp(IcmpEcho {
-            seq,
-            id,
-            cpu,
-            comm: task.comm.clone(),
-            pid: task.pid,
-            tid: task.tid,
-            ksoftirqd: task.is_ksoftirqd(),
-            ts_ns,
-        })),
-        KernelEvent::Syscall {
-            cpu,
-            ref task,
-            ref syscall,
-            end_ns,
-            ret,
-            ..
-        } => {
-            let start_ns = syscall.start_ns.unwrap_or(end_ns);
-            let duration_ns = end_ns.saturating_sub(start_ns);
-            if config
-                .syscalls
-                .is_some_and(|t| duration_ns >= t.as_nanos() as u64)
-            {
-                on_event(TraceEvent::Syscall(SlowSyscall {
-                    comm: task.comm.clone(),
-                    pid: task.pid,
-                    tid: task.tid,
-                    cpu,
-                    syscall: syscall.name.clone(),
-                    path: syscall.path.clone(),
-                    start_ns,
-                    duration_ms: duration_ns as f64 / 1e6,
-                    ret,
-                }));
-            }
-            assembler.push(event);
-        }
-        KernelEvent::Steal {
-            cpu,
-            start_ns,
-            end_ns,
-            stolen_ns,
-        } => on_event(TraceEvent::Steal(Steal {
-            cpu,
-            start_ns,
-            end_ns,
-            steal_ms: stolen_ns as f64 / 1e6,
-            source: StealSource::StealClock,
-        })),
-        _ => assembler.push(event),
-    }
-}
-
 /// Traces until `stop`, calling `on_event` for each stall (and ICMP echo or
 /// slow syscall when asked for), then reports what else it saw.
 pub fn run(
@@ -540,14 +472,19 @@ pub fn run(
     let started = Instant::now();
     let clock = ClockOffset::sample();
     let mut symbols = KernelSymbols::new();
-    let mut assembler = Assembler::new(config.settle.as_nanos() as u64);
+    let settle_ns = config.settle.as_nanos() as u64;
+    let syscall_threshold_ns = config.syscalls.map(|d| d.as_nanos() as u64);
+    let mut assembler = Assembler::new(settle_ns);
+    let mut recorder = config
+        .record
+        .as_deref()
+        .map(|path| Recorder::create(path, settle_ns, syscall_threshold_ns))
+        .transpose()?;
     let mut stalls = 0u64;
     let raws = RefCell::new(Vec::new());
     let mut builder = RingBufferBuilder::new();
     builder.add(&skel.maps.events, |data: &[u8]| {
-        if let Some(raw) = raw_from_bytes(data) {
-            raws.borrow_mut().push(raw);
-        }
+        raws.borrow_mut().push(data.to_vec());
         0
     })?;
     let ring = builder.build()?;
@@ -588,25 +525,45 @@ pub fn run(
             }
         }
         let batch = std::mem::take(&mut *raws.borrow_mut());
-        for raw in &batch {
-            let Some(event) = decode(
-                raw,
-                &clock,
-                &mut |addrs| symbols.frames(addrs),
-                &syscall_names::name,
-            ) else {
+        for bytes in &batch {
+            let Some(raw) = raw_from_bytes(bytes) else {
                 continue;
             };
-            route(event, config, &mut assembler, &mut on_event);
+            let event = decode(
+                &raw,
+                &clock,
+                &mut |addrs| {
+                    let frames = symbols.frames(addrs);
+                    if let Some(recorder) = recorder.as_mut() {
+                        recorder.frames(addrs, &frames);
+                    }
+                    frames
+                },
+                &syscall_names::name,
+            );
+            if let Some(recorder) = recorder.as_mut() {
+                recorder.event(bytes, clock.offset_ns())?;
+            }
+            if let Some(streamed) =
+                event.and_then(|e| route(e, syscall_threshold_ns, &mut assembler))
+            {
+                on_event(streamed.into());
+            }
         }
         symbols.release_if_idle(SYMBOLS_IDLE);
         let now = if stopping { u64::MAX } else { realtime_ns() };
-        for mut stall in assembler.drain(now) {
+        let mut done = assembler.drain(now);
+        for stall in &mut done {
             if let Some(c) = stall.culprit.as_mut().filter(|c| c.pid != 0) {
                 c.cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", c.pid))
                     .ok()
                     .and_then(|text| cgroup_of(&text));
             }
+        }
+        if let Some(recorder) = recorder.as_mut() {
+            recorder.drained(now, &done)?;
+        }
+        for stall in done {
             stalls += 1;
             on_event(TraceEvent::Stall(stall));
         }
@@ -622,6 +579,9 @@ pub fn run(
         }
     }
     drop(ring);
+    if let Some(recorder) = recorder {
+        recorder.finish()?;
+    }
 
     let self_cost = if stats.is_some() {
         skel.object()

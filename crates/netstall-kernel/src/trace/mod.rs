@@ -9,6 +9,7 @@
 //! * [`assemble`]: events on one CPU that overlap in time become one
 //!   [`Stall`] with its culprit (pure).
 //! * [`format`]: one-line text (pure).
+//! * [`recording`]: a run's raw records, written and replayed offline.
 //! * [`run`]: load, attach, stream [`TraceEvent`]s until stopped, report.
 //!
 //! Library use (the doctor): build a [`TraceConfig`], call [`run`] with a
@@ -18,6 +19,7 @@
 pub mod assemble;
 pub mod event;
 pub mod format;
+pub mod recording;
 pub mod syscall_names;
 
 mod load;
@@ -59,6 +61,9 @@ pub struct TraceConfig {
     /// hypervisor pauses from reading as irqs-off, but sends no events: an
     /// always-on agent that does not use them is not woken by them.
     pub steal: bool,
+    /// Also write every raw ring-buffer record, with what decoding it
+    /// needs, to this file ([`recording`]).
+    pub record: Option<std::path::PathBuf>,
 }
 
 impl Default for TraceConfig {
@@ -73,6 +78,7 @@ impl Default for TraceConfig {
             settle: Duration::from_millis(500),
             totals_every: None,
             steal: false,
+            record: None,
         }
     }
 }
@@ -120,6 +126,17 @@ pub enum TraceEvent {
     Steal(Steal),
     /// The running totals, every [`TraceConfig::totals_every`].
     Totals(TraceTotals),
+}
+
+impl From<recording::Replayed> for TraceEvent {
+    fn from(replayed: recording::Replayed) -> Self {
+        match replayed {
+            recording::Replayed::Stall(s) => TraceEvent::Stall(s),
+            recording::Replayed::Icmp(i) => TraceEvent::Icmp(i),
+            recording::Replayed::Syscall(s) => TraceEvent::Syscall(s),
+            recording::Replayed::Steal(s) => TraceEvent::Steal(s),
+        }
+    }
 }
 
 /// What the in-kernel aggregation counted since tracing began.

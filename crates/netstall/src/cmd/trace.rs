@@ -21,7 +21,8 @@ use netstall_kernel::trace::{self, format, Stop, TraceConfig, TraceEvent};
         sudo netstall trace -w 60s\n  \
         sudo netstall trace --cpus 0-3 --threshold 5ms --syscalls\n  \
         sudo netstall trace --icmp-seq --json > trace.jsonl\n  \
-        sudo netstall trace -w 30s --self-cost                what each BPF program cost"
+        sudo netstall trace -w 30s --self-cost                what each BPF program cost\n  \
+        sudo netstall trace -w 60s --record stalls.rec         the raw records too, for a bug report"
 )]
 pub struct Args {
     /// How long to trace (default: until Ctrl-C).
@@ -42,6 +43,10 @@ pub struct Args {
     /// Print each BPF program's run count and ns/event (kernel BPF stats) at the end.
     #[arg(long)]
     self_cost: bool,
+    /// Also write the raw kernel records, with what decoding them needs, to FILE: a recording that
+    /// replays offline (attach it to a bug report).
+    #[arg(long, value_name = "FILE")]
+    record: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
@@ -56,6 +61,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         syscalls: args.syscalls.then_some(args.threshold),
         self_cost: args.self_cost,
         steal: true,
+        record: args.record.clone(),
         ..TraceConfig::default()
     };
     let stop = Stop {
