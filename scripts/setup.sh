@@ -14,15 +14,29 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # The container image is built and run (crates/netstall/tests/image.rs): podman, and
 # runc (crun refuses this machine's hybrid cgroup layout). Only a scratch image is
 # built: nothing is pulled, no RUN step runs during the build.
-PACKAGES=(
+#
+# `setup.sh --demo` installs only what `netstall demo` needs (build and lab).
+DEMO_PACKAGES=(
   clang llvm libelf-dev zlib1g-dev pkg-config make gcc
   iproute2 nftables iputils-ping procps util-linux
+)
+TEST_PACKAGES=(
   hping3 fping iperf3 linux-perf jq tcpdump bpftrace
   prometheus
   chromium
   tmux
   podman runc
 )
+demo_only=false
+case "${1:-}" in
+  --demo) demo_only=true ;;
+  "") ;;
+  *) echo "setup: unknown option '$1' (use --demo, or nothing for everything the tests need)" >&2; exit 2 ;;
+esac
+PACKAGES=("${DEMO_PACKAGES[@]}")
+if ! $demo_only; then
+  PACKAGES+=("${TEST_PACKAGES[@]}")
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: run as root (apt-get install, network namespaces, BPF)" >&2
@@ -37,6 +51,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if $demo_only; then
+  exit 0
 fi
 
 # deploy/'s manifests are validated offline against the official Kubernetes schemas.
