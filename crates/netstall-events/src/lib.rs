@@ -116,6 +116,26 @@ records! {
     RemediationProof(agent::Proof) = "remediation-proof",
     NodeStatus(agent::NodeStatus) = "node-status",
     TopStatus(top::TopStatus) = "top-status",
+
+    // Any command.
+    Error(Failure) = "error",
+}
+
+/// A command that failed. With `--json` it is the last line on standard
+/// output, so that a program reading the records learns why they stop;
+/// the same sentence goes to standard error for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// One line: what went wrong and, where there is one, what to do.
+    pub message: String,
+    /// The exit code the command ends with.
+    pub exit_code: u8,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "netstall: error: {}", self.message)
+    }
 }
 
 impl Record {

@@ -4,6 +4,7 @@
 
 mod cmd;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -104,10 +105,11 @@ fn main() -> ExitCode {
         }
         // A usage error: one line, like every other error.
         Err(e) => {
-            eprintln!(
-                "netstall: {} (see --help)",
-                usage_error_line(&e.render().to_string())
-            );
+            let line = format!("{} (see --help)", usage_error_line(&e.render().to_string()));
+            eprintln!("netstall: {line}");
+            if asks_for_json() {
+                print_failure(line.trim_start_matches("error: "));
+            }
             return ExitCode::from(2);
         }
     };
@@ -138,7 +140,33 @@ fn main() -> ExitCode {
             // One line, whatever the chain of causes: `a: b: c`.
             let message = format!("{e:#}").replace('\n', " ");
             eprintln!("netstall: error: {message}");
+            if out.is_json() {
+                print_failure(&message);
+            }
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether the command line asked for JSON, read before clap could parse
+/// it (a usage error is JSON too then).
+fn asks_for_json() -> bool {
+    std::env::args()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
+}
+
+/// The `error` record, last on standard output.
+fn print_failure(message: &str) {
+    let failure = netstall_events::Failure {
+        message: message.to_string(),
+        exit_code: 2,
+    };
+    // A closed standard output leaves only the stderr line: nothing more to do.
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}",
+        netstall_events::Record::Error(failure).to_json_line()
+    );
 }

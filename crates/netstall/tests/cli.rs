@@ -222,6 +222,41 @@ fn unknown_subcommand_is_a_usage_error() {
 }
 
 #[test]
+fn with_json_a_failure_ends_stdout_with_an_error_record() {
+    // A usage error, and an error while running: both end in the record
+    // (and the same one line on stderr).
+    for (args, needle) in [
+        (
+            &["--json", "lab", "explode"][..],
+            "unrecognized subcommand 'explode'",
+        ),
+        (
+            &["doctor", "--replay", "/nonexistent/run.jsonl", "--json"][..],
+            "/nonexistent/run.jsonl",
+        ),
+    ] {
+        let out = netstall(args);
+        assert_usage_error(&out, needle);
+        let lines = json_lines(&out);
+        let last = lines.last().expect("an error record");
+        assert_eq!(last["type"], "error", "{args:?}: {lines:?}");
+        assert_eq!(last["exit_code"], 2);
+        assert!(last["message"].as_str().unwrap().contains(needle), "{last}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr
+                .trim_end()
+                .ends_with(last["message"].as_str().unwrap()),
+            "{stderr} vs {last}"
+        );
+    }
+    // Without --json, stdout stays empty.
+    let out = netstall(&["doctor", "--replay", "/nonexistent/run.jsonl"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
 fn durations_need_units() {
     let out = netstall(&["lab", "spin", "--cpu", "0", "--ms", "5", "-w", "10"]);
     assert_eq!(out.status.code(), Some(2));
