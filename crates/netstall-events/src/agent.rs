@@ -234,6 +234,52 @@ pub struct AgentConfig {
     pub remediate_memcg: bool,
 }
 
+/// The config file that gives exactly these settings: TOML with the keys
+/// `--config` reads (the flags' names), durations as `10ms`, `5m`; a
+/// setting without a value (no DNS peers, say) is left out.
+impl fmt::Display for AgentConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A JSON string is a valid TOML basic string (the same escapes).
+        let quoted = |s: &str| serde_json::to_string(s).expect("a string serializes");
+        let duration = |ms: f64| {
+            let d = std::time::Duration::from_nanos((ms * 1e6).round() as u64);
+            quoted(&humantime::format_duration(d).to_string())
+        };
+        let peers: Vec<String> = self.peers.iter().map(|p| quoted(p)).collect();
+        writeln!(f, "listen = {}", quoted(&self.listen))?;
+        writeln!(f, "node-name = {}", quoted(&self.node_name))?;
+        writeln!(f, "peers = [{}]", peers.join(", "))?;
+        if let Some(dns) = &self.peers_dns {
+            writeln!(f, "peers-dns = {}", quoted(dns))?;
+        }
+        if let Some(service) = &self.peers_kubernetes {
+            writeln!(f, "peers-kubernetes = {}", quoted(service))?;
+        }
+        writeln!(f, "probe-rate = {}", self.probe_rate)?;
+        writeln!(f, "max-peers = {}", self.max_peers)?;
+        writeln!(f, "stall-threshold = {}", duration(self.stall_threshold_ms))?;
+        writeln!(f, "cgroup-interval = {}", duration(self.cgroup_interval_ms))?;
+        writeln!(f, "dying-memcg-limit = {}", self.dying_memcg_limit)?;
+        writeln!(f, "problem-window = {}", duration(self.problem_window_ms))?;
+        writeln!(f, "tracer = {}", self.tracer)?;
+        if let Some(log) = &self.event_log {
+            writeln!(f, "event-log = {}", quoted(log))?;
+        }
+        writeln!(f, "remediate = {}", quoted(&self.remediate.to_string()))?;
+        writeln!(f, "dry-run = {}", self.dry_run)?;
+        writeln!(f, "lease = {}", quoted(&self.lease))?;
+        writeln!(f, "lease-duration = {}", duration(self.lease_duration_ms))?;
+        writeln!(f, "min-healthy = {}", quoted(&self.min_healthy))?;
+        writeln!(f, "reboot-sentinel = {}", quoted(&self.reboot_sentinel))?;
+        if let Some(command) = &self.reboot_command {
+            writeln!(f, "reboot-command = {}", quoted(command))?;
+        }
+        writeln!(f, "probation = {}", duration(self.probation_ms))?;
+        writeln!(f, "drain-timeout = {}", duration(self.drain_timeout_ms))?;
+        writeln!(f, "remediate-memcg = {}", self.remediate_memcg)
+    }
+}
+
 /// The agent released dying memcgs itself (`--remediate-memcg`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RemediationQuickFix {

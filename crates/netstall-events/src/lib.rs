@@ -160,6 +160,7 @@ impl Record {
             Record::Xray(r) => r.to_string(),
             Record::Stack(r) => r.to_string(),
             Record::Verdict(r) => r.to_string(),
+            Record::AgentConfig(r) => r.to_string(),
             _ => return None,
         };
         Some(text.trim_end().to_owned())

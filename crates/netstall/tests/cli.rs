@@ -257,6 +257,60 @@ fn with_json_a_failure_ends_stdout_with_an_error_record() {
 }
 
 #[test]
+fn the_printed_config_is_a_config_file_that_reads_back_the_same() {
+    let dir = std::env::temp_dir().join(format!("netstall-print-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let flags = [
+        "agent",
+        "--listen",
+        "127.0.0.1:19977",
+        "--node-name",
+        "node \"a\"",
+        "--peers",
+        "b=10.0.0.2,10.0.0.3",
+        "--peers-dns",
+        "agents.netstall.svc",
+        "--stall-threshold",
+        "15ms",
+        "--problem-window",
+        "1h 30m",
+        "--tracer",
+        "false",
+        "--event-log",
+        "/var/log/netstall.jsonl",
+        "--remediate",
+        "drain",
+        "--reboot-command",
+        "systemctl reboot",
+        "--min-healthy",
+        "3",
+        "--print-config",
+    ];
+    let printed = netstall(&flags);
+    assert!(printed.status.success(), "{printed:?}");
+    let file = dir.join("agent.toml");
+    std::fs::write(&file, &printed.stdout).unwrap();
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(text.contains("stall-threshold = \"15ms\""), "{text}");
+    assert!(text.contains("problem-window = \"1h 30m\""), "{text}");
+
+    let mut as_json = flags.to_vec();
+    as_json.push("--json");
+    let from_flags = netstall(&as_json);
+    let from_file = netstall(&[
+        "agent",
+        "--config",
+        file.to_str().unwrap(),
+        "--print-config",
+        "--json",
+    ]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(from_file.status.success(), "{from_file:?}");
+    assert_eq!(json_lines(&from_file), json_lines(&from_flags));
+    assert_eq!(json_lines(&from_file)[0]["remediate"], "drain");
+}
+
+#[test]
 fn durations_need_units() {
     let out = netstall(&["lab", "spin", "--cpu", "0", "--ms", "5", "-w", "10"]);
     assert_eq!(out.status.code(), Some(2));

@@ -305,6 +305,7 @@ fn the_configmap_is_a_valid_agent_config() {
             "--config",
             file.to_str().unwrap(),
             "--print-config",
+            "--json",
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -485,6 +486,7 @@ fn the_agent_reads_the_rendered_configmap() {
             "--config",
             file.to_str().unwrap(),
             "--print-config",
+            "--json",
         ],
     );
     assert!(out.status.success(), "{}", text(&out));

@@ -1516,7 +1516,12 @@ fn the_remediation_component_renders_passes_the_schemas_and_grants_only_what_is_
     let out = Command::new(NETSTALL)
         .arg("agent")
         .args(&args)
-        .args(["--config", config.to_str().unwrap(), "--print-config"])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--print-config",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert!(

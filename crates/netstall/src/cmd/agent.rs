@@ -7,7 +7,6 @@ use anyhow::Result;
 use netstall_agent::{AgentConfig, AgentOptions};
 use netstall_core::duration;
 use netstall_core::output::Output;
-use netstall_events::Record;
 
 #[derive(clap::Args)]
 #[command(
@@ -37,7 +36,8 @@ pub struct Args {
     /// Enter this network namespace (from `ip netns`) first: one agent per lab node.
     #[arg(long)]
     netns: Option<String>,
-    /// Print the resolved settings (file, flags, defaults) as JSON and exit.
+    /// Print the resolved settings (file, flags, defaults) as a config file (TOML, the keys --config
+    /// reads; with --json, the agent-config record) and exit.
     #[arg(long)]
     print_config: bool,
     #[command(flatten)]
@@ -77,14 +77,14 @@ fn config_record(c: &AgentConfig) -> netstall_events::agent::AgentConfig {
     }
 }
 
-pub fn run(args: Args, _out: Output) -> Result<ExitCode> {
+pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     let file = match &args.config {
         Some(path) => AgentOptions::from_file(path)?,
         None => AgentOptions::default(),
     };
     let config = args.options.or(file).resolve()?;
     if args.print_config {
-        println!("{}", Record::from(config_record(&config)).to_json_line());
+        out.emit(config_record(&config));
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(ns) = &args.netns {
