@@ -222,6 +222,11 @@ pub struct Summary {
     pub received: u64,
     pub loss_pct: f64,
     pub min_us: Option<f64>,
+    /// The mean and standard deviation of the RTTs (ping's avg and mdev).
+    #[serde(default)]
+    pub avg_us: Option<f64>,
+    #[serde(default)]
+    pub mdev_us: Option<f64>,
     pub p50_us: Option<f64>,
     pub p90_us: Option<f64>,
     pub p99_us: Option<f64>,
@@ -230,6 +235,9 @@ pub struct Summary {
     pub episodes: usize,
     /// Probes sent per second, first send to last.
     pub rate_per_s: Option<f64>,
+    /// From the first send to the last, ms (ping's `time`).
+    #[serde(default)]
+    pub elapsed_ms: Option<f64>,
     /// How far sends were from the absolute schedule: p50, p99 and max, µs.
     pub send_late_p50_us: Option<f64>,
     pub send_late_p99_us: Option<f64>,
@@ -365,19 +373,56 @@ pub struct SessionReport<'a> {
     pub summary: &'a Summary,
 }
 
+/// A percentage as C's `%g` writes it (ping's loss): at most 6 significant
+/// digits, no trailing zeros: `0`, `20`, `33.3333`.
+fn like_printf_g(value: f64) -> String {
+    let digits = if value.abs() >= 1.0 {
+        5usize.saturating_sub(value.abs().log10().floor() as usize)
+    } else {
+        5
+    };
+    let text = format!("{value:.digits$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
 impl fmt::Display for SessionReport<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (info, s) = (self.info, self.summary);
         let port = info.port.map(|p| format!(" port {p}")).unwrap_or_default();
+        // First ping's own two lines, worded as ping words them, so that
+        // whatever reads ping's statistics reads these; then netstall's.
+        writeln!(f, "--- {} ping statistics ---", info.target)?;
         writeln!(
             f,
-            "--- {} {}{port} netstall probe statistics ---",
-            info.target, info.proto
+            "{} packets transmitted, {} received, {}% packet loss, time {:.0}ms",
+            s.sent,
+            s.received,
+            like_printf_g(s.loss_pct),
+            s.elapsed_ms.unwrap_or(0.0)
         )?;
+        if s.received > 0 {
+            writeln!(
+                f,
+                "rtt min/avg/max/mdev = {}/{}/{}/{} ms",
+                us_as_ms(s.min_us),
+                us_as_ms(s.avg_us),
+                us_as_ms(s.max_us),
+                us_as_ms(s.mdev_us)
+            )?;
+        }
         writeln!(
             f,
-            "{} probes sent, {} received, {:.1}% loss; every {} µs, {} flow(s); timestamps: {} ({} of {} replies)",
-            s.sent, s.received, s.loss_pct, info.interval_us, info.flows_total, info.timestamps, s.kernel_timestamps, s.received
+            "netstall: {}{port}, every {} µs, {} flow(s); timestamps: {} ({} of {} replies)",
+            info.proto,
+            info.interval_us,
+            info.flows_total,
+            info.timestamps,
+            s.kernel_timestamps,
+            s.received
         )?;
         writeln!(
             f,

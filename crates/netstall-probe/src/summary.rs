@@ -18,6 +18,9 @@ pub struct NsHistogram {
     hist: Histogram<u64>,
     min: u64,
     max: u64,
+    /// Exact sums for the mean and deviation ping prints.
+    sum: u128,
+    sum_of_squares: u128,
 }
 
 impl Default for NsHistogram {
@@ -26,6 +29,8 @@ impl Default for NsHistogram {
             hist: Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("valid histogram bounds"),
             min: u64::MAX,
             max: 0,
+            sum: 0,
+            sum_of_squares: 0,
         }
     }
 }
@@ -36,6 +41,8 @@ impl NsHistogram {
         self.hist.saturating_record(ns.clamp(1, HIST_MAX_NS));
         self.min = self.min.min(ns);
         self.max = self.max.max(ns);
+        self.sum += u128::from(ns);
+        self.sum_of_squares += u128::from(ns) * u128::from(ns);
     }
 
     /// How many values were recorded.
@@ -58,6 +65,21 @@ impl NsHistogram {
     /// The smallest value, µs.
     pub fn min_us(&self) -> Option<f64> {
         (!self.is_empty()).then(|| round3(self.min as f64 / 1e3))
+    }
+
+    /// The mean, µs (exact, not from the histogram).
+    pub fn mean_us(&self) -> Option<f64> {
+        (!self.is_empty()).then(|| round3(self.sum as f64 / self.len() as f64 / 1e3))
+    }
+
+    /// The standard deviation, µs: ping's `mdev`, sqrt(mean(x²) − mean(x)²).
+    pub fn mdev_us(&self) -> Option<f64> {
+        (!self.is_empty()).then(|| {
+            let n = self.len() as f64;
+            let mean = self.sum as f64 / n;
+            let variance = (self.sum_of_squares as f64 / n - mean * mean).max(0.0);
+            round3(variance.sqrt() / 1e3)
+        })
     }
 
     /// The largest value, µs.
@@ -134,6 +156,8 @@ impl SummaryBuilder {
                 round3(100.0 * (sent - received) as f64 / sent as f64)
             },
             min_us: rtt.min_us(),
+            avg_us: rtt.mean_us(),
+            mdev_us: rtt.mdev_us(),
             p50_us: rtt.quantile_us(0.5),
             p90_us: rtt.quantile_us(0.9),
             p99_us: rtt.quantile_us(0.99),
@@ -141,6 +165,10 @@ impl SummaryBuilder {
             max_us: rtt.max_us(),
             episodes: episodes.len(),
             rate_per_s,
+            elapsed_ms: match (self.first_sent_ns, self.last_sent_ns) {
+                (Some(first), Some(last)) => Some(round3((last - first) as f64 / 1e6)),
+                _ => None,
+            },
             send_late_p50_us: self.late.quantile_us(0.5),
             send_late_p99_us: self.late.quantile_us(0.99),
             send_late_max_us: self.late.max_us(),

@@ -627,3 +627,58 @@ fn bad_input_is_one_line_and_exit_2() {
         "10.99.0.1 is unreachable: ICMP net unreachable from 192.168.50.1",
     );
 }
+
+/// ping's statistics lines, as scripts that read ping's output parse them
+/// (pingparsing's Linux parser, smokeping's): checked on ping itself first.
+const PING_TRANSMITTED: &str = r"^(\d+) packets transmitted, (\d+) received, (?:\+\d+ errors, )?([\d.]+)% packet loss, time (\d+)ms$";
+const PING_RTT: &str = r"^rtt min/avg/max/mdev = ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms$";
+
+/// What a ping-output parser reads: (transmitted, received, loss %, [min, avg, max, mdev]).
+fn ping_statistics(stdout: &str) -> (u64, u64, f64, Vec<f64>) {
+    let header = regex::Regex::new(r"^--- (\S+) ping statistics ---$").unwrap();
+    let transmitted = regex::Regex::new(PING_TRANSMITTED).unwrap();
+    let rtt = regex::Regex::new(PING_RTT).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| header.is_match(l))
+        .unwrap_or_else(|| panic!("no statistics header in {stdout}"));
+    let counts = transmitted
+        .captures(lines[at + 1])
+        .unwrap_or_else(|| panic!("not ping's counts line: {:?}", lines[at + 1]));
+    let times = rtt
+        .captures(lines[at + 2])
+        .unwrap_or_else(|| panic!("not ping's rtt line: {:?}", lines[at + 2]));
+    (
+        counts[1].parse().unwrap(),
+        counts[2].parse().unwrap(),
+        counts[3].parse().unwrap(),
+        (1..=4).map(|i| times[i].parse().unwrap()).collect(),
+    )
+}
+
+#[test]
+fn the_statistics_read_like_pings() {
+    if !privileged("the_statistics_read_like_pings") {
+        return;
+    }
+    let ping = Command::new("ping")
+        .args(["-c", "3", "-i", "0.2", "-q", "127.0.0.1"])
+        .output()
+        .expect("run ping");
+    assert!(ping.status.success(), "{}", text(&ping.stderr));
+    let (sent, received, loss, _) = ping_statistics(&text(&ping.stdout));
+    assert_eq!((sent, received, loss), (3, 3, 0.0));
+
+    let out = netstall(&["probe", "127.0.0.1", "-c", "50", "-i", "5ms"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let (sent, received, loss, rtt) = ping_statistics(&stdout);
+    assert_eq!((sent, received, loss), (50, 50, 0.0), "{stdout}");
+    let [min, avg, max, mdev] = rtt[..] else {
+        unreachable!()
+    };
+    assert!(min <= avg && avg <= max && mdev >= 0.0, "{stdout}");
+    // netstall's own percentiles follow.
+    assert!(stdout.contains("rtt min/p50/p90/p99/p99.9/max"), "{stdout}");
+}
