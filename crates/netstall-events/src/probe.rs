@@ -49,6 +49,9 @@ pub enum Reply {
         ip: Ipv4Addr,
         len: u16,
         ttl: u8,
+        /// The reply's Don't Fragment bit.
+        #[serde(default)]
+        df: bool,
         ip_id: u16,
         icmp_seq: u16,
     },
@@ -57,6 +60,8 @@ pub enum Reply {
         ip: Ipv4Addr,
         len: u16,
         ttl: u8,
+        #[serde(default)]
+        df: bool,
         ip_id: u16,
         sport: u16,
         flags: u8,
@@ -318,12 +323,18 @@ impl ProbeResult {
             .map(|rtt| format!(" rtt={} ms", ms3(rtt)))
             .unwrap_or_default();
         let seq = self.seq;
+        // hping3's fields in hping3's order (`DF` when the bit is set), so
+        // its column positions hold; netstall's flow (with --flows) before
+        // the RTT, which ends the line as in hping3.
+        let df = |df: bool| if df { " DF" } else { "" };
         Some(match reply {
-            Reply::Echo { ip, len, ttl, ip_id, icmp_seq } => {
-                format!("len={len} ip={ip} ttl={ttl} id={ip_id} icmp_seq={icmp_seq} seq={seq}{flow}{rtt}")
-            }
-            Reply::Tcp { ip, len, ttl, ip_id, sport, flags, win } => format!(
-                "len={len} ip={ip} ttl={ttl} id={ip_id} sport={sport} flags={} seq={seq} win={win}{flow}{rtt}",
+            Reply::Echo { ip, len, ttl, df: dont_fragment, ip_id, icmp_seq } => format!(
+                "len={len} ip={ip} ttl={ttl}{} id={ip_id} icmp_seq={icmp_seq}{flow}{rtt}",
+                df(*dont_fragment)
+            ),
+            Reply::Tcp { ip, len, ttl, df: dont_fragment, ip_id, sport, flags, win } => format!(
+                "len={len} ip={ip} ttl={ttl}{} id={ip_id} sport={sport} flags={} seq={seq} win={win}{flow}{rtt}",
+                df(*dont_fragment),
                 tcp_flags_text(*flags)
             ),
             Reply::Udp { ip, len, sport } => {
@@ -472,6 +483,62 @@ impl fmt::Display for SessionReport<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The field names of a reply line, column by column (`DF` is a field).
+    fn columns(line: &str) -> Vec<&str> {
+        line.split_whitespace()
+            .map(|w| w.split('=').next().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn reply_lines_keep_hping3s_columns() {
+        // Recorded here: hping3 3.0.0 against 127.0.0.1 (`-S -p 1`, `-1`).
+        let hping3_tcp =
+            "len=40 ip=127.0.0.1 ttl=64 DF id=0 sport=1 flags=RA seq=0 win=0 rtt=1.0 ms";
+        let hping3_icmp = "len=28 ip=127.0.0.1 ttl=64 id=62785 icmp_seq=0 rtt=0.7 ms";
+        let probe = |reply| ProbeResult {
+            seq: 0,
+            flow: 0,
+            proto: Proto::Tcp,
+            src_port: Some(40000),
+            sent_ns: 1,
+            scheduled_ns: 1,
+            late_ns: 0,
+            rtt_ns: Some(17_000),
+            wake_ns: None,
+            timestamps: TsSource::Kernel,
+            reply: Some(reply),
+        };
+        let tcp = probe(Reply::Tcp {
+            ip: Ipv4Addr::LOCALHOST,
+            len: 40,
+            ttl: 64,
+            df: true,
+            ip_id: 0,
+            sport: 1,
+            flags: 0x14,
+            win: 0,
+        })
+        .hping3_line(false)
+        .unwrap();
+        assert_eq!(
+            tcp,
+            "len=40 ip=127.0.0.1 ttl=64 DF id=0 sport=1 flags=RA seq=0 win=0 rtt=0.017 ms"
+        );
+        assert_eq!(columns(&tcp), columns(hping3_tcp));
+        let icmp = probe(Reply::Echo {
+            ip: Ipv4Addr::LOCALHOST,
+            len: 28,
+            ttl: 64,
+            df: false,
+            ip_id: 62785,
+            icmp_seq: 0,
+        })
+        .hping3_line(false)
+        .unwrap();
+        assert_eq!(columns(&icmp), columns(hping3_icmp));
+    }
 
     #[test]
     fn a_probe_serializes_to_the_contract() {

@@ -101,6 +101,8 @@ pub struct Ipv4Header {
     pub dst: Ipv4Addr,
     pub ttl: u8,
     pub id: u16,
+    /// The Don't Fragment bit (hping3 prints `DF`).
+    pub dont_fragment: bool,
     pub total_len: u16,
     pub protocol: u8,
     pub header_len: usize,
@@ -118,6 +120,7 @@ pub fn parse_ipv4(data: &[u8]) -> Option<Ipv4Header> {
     Some(Ipv4Header {
         total_len: u16::from_be_bytes([data[2], data[3]]),
         id: u16::from_be_bytes([data[4], data[5]]),
+        dont_fragment: data[6] & 0x40 != 0,
         ttl: data[8],
         protocol: data[9],
         src: Ipv4Addr::new(data[12], data[13], data[14], data[15]),
@@ -276,6 +279,9 @@ mod tests {
             (ip.ttl, ip.id, ip.total_len, ip.protocol, ip.header_len),
             (63, 0x1234, 44, 6, 20)
         );
+        assert!(ip.dont_fragment);
+        h[6] = 0;
+        assert!(!parse_ipv4(&h).unwrap().dont_fragment);
         assert!(parse_ipv4(&h[..10]).is_none());
         assert_eq!(tcp_flags_text(TCP_SYN | TCP_ACK), "SA");
         assert_eq!(tcp_flags_text(TCP_RST | TCP_ACK), "RA");
