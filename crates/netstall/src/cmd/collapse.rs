@@ -150,7 +150,6 @@ impl Sink {
 /// Says what was skipped (stderr in text mode, a summary object in JSON),
 /// and fails when the input held no samples at all but did hold other text.
 fn report(stats: &CollapseStats, name: &str, out: Output) -> Result<()> {
-    stats.ensure_samples(name)?;
     let fold = &stats.fold;
     if stats.cut_parts > 0 {
         out.progress(format!(
@@ -161,6 +160,8 @@ fn report(stats: &CollapseStats, name: &str, out: Output) -> Result<()> {
             stats.cut_parts
         ));
     }
+    // After the hint above: it says why an input of no samples has none.
+    stats.ensure_samples(name)?;
     let lossy = |b: &Option<Vec<u8>>| {
         b.as_deref()
             .map(|b| String::from_utf8_lossy(b).into_owned())
