@@ -4,6 +4,9 @@
 //! the raw findings attached as JSON for reproduction.
 
 use std::fmt::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 
 use netstall_events::Record;
 
@@ -17,6 +20,12 @@ const WIDTH: f64 = 960.0;
 const COLORS: [&str; 6] = [
     "#d62728", "#1f77b4", "#ff7f0e", "#9467bd", "#2ca02c", "#8c564b",
 ];
+
+/// Renders the report into `path`.
+pub fn write(path: &Path, verdict: &Verdict, findings: &Findings, extras: &Extras) -> Result<()> {
+    std::fs::write(path, render(verdict, findings, extras))
+        .with_context(|| format!("cannot write the report {}", path.display()))
+}
 
 /// Renders the report.
 pub fn render(verdict: &Verdict, findings: &Findings, extras: &Extras) -> String {

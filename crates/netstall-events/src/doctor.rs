@@ -500,3 +500,37 @@ pub struct DemoStep {
     pub step: u32,
     pub title: String,
 }
+
+impl DemoResult {
+    /// The demo did what it promises: the doctor named the dying-memcg
+    /// flush, and the node was healthy after the remediation.
+    pub fn reproduced(&self) -> bool {
+        self.diagnosed == Some(CauseId::DyingMemcgStatFlush) && self.healthy_after
+    }
+}
+
+/// The demo's conclusion, after a blank line.
+impl fmt::Display for DemoResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "\nDone in {:.0} s: netstall doctor named {} (culprit {}, CPU {}) {:.1} s after the first stall; after remediation the node is {}.",
+            self.elapsed_s,
+            self.diagnosed.map_or("nothing", CauseId::as_str),
+            self.culprit.as_deref().unwrap_or("unknown"),
+            self.diagnosed_cpu.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
+            self.from_first_stall_s.unwrap_or(0.0),
+            if self.healthy_after { "healthy" } else { "still unhealthy" }
+        )
+    }
+}
+
+/// How many steps the demo takes (its headings count them).
+pub const DEMO_STEPS: u32 = 7;
+
+/// A step's heading, after a blank line.
+impl fmt::Display for DemoStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\n[{}/{DEMO_STEPS}] {}", self.step, self.title)
+    }
+}

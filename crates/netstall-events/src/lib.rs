@@ -140,6 +140,8 @@ impl Record {
             Record::Xray(r) => r.to_string(),
             Record::Stack(r) => r.to_string(),
             Record::Verdict(r) => r.to_string(),
+            Record::DemoStep(r) => r.to_string(),
+            Record::Demo(r) => r.to_string(),
             _ => return None,
         };
         Some(text.trim_end().to_owned())

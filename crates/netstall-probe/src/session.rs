@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use netstall_core::clock::{monotonic_ns, ClockOffset};
+use netstall_core::output::Output;
 use netstall_core::shutdown::Shutdown;
+use netstall_events::probe::SessionReport;
 
 use crate::episodes::{DetectorConfig, Episode, StreamingDetector};
 use crate::http::{self, HttpUrl};
@@ -180,6 +182,23 @@ pub struct Report {
 }
 
 impl Report {
+    /// Prints the end of a session: its description, its episodes (unless
+    /// they were already streamed as each one ended) and its summary.
+    pub fn emit_end(&self, out: Output, episodes_streamed: bool) {
+        out.json(self.info.clone());
+        if !episodes_streamed {
+            for episode in &self.episodes {
+                out.json(episode.clone());
+            }
+        }
+        out.json(self.summary.clone());
+        out.text(SessionReport {
+            info: &self.info,
+            episodes: &self.episodes,
+            summary: &self.summary,
+        });
+    }
+
     /// Why the target must be called unreachable: no probe was answered.
     pub fn unreachable_reason(&self) -> Option<String> {
         if self.summary.sent == 0 || self.summary.received > 0 {

@@ -7,8 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use netstall_core::duration;
 use netstall_core::output::Output;
-use netstall_events::probe::SessionReport;
-use netstall_probe::{ProbeConfig, Report, SessionEvent};
+use netstall_probe::{ProbeConfig, SessionEvent};
 
 #[derive(clap::Args)]
 #[command(
@@ -131,29 +130,9 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         // Streamed as soon as they are over; listed again in text at the end.
         SessionEvent::Episode(episode) => out.json(episode.clone()),
     })?;
-    print_end(&report, out, true);
+    report.emit_end(out, true);
     if let Some(reason) = report.unreachable_reason() {
         bail!(reason);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Prints the end of a session: its description, episodes and summary.
-pub(crate) fn print_report(report: &Report, out: Output) {
-    print_end(report, out, false);
-}
-
-fn print_end(report: &Report, out: Output, episodes_streamed: bool) {
-    out.json(report.info.clone());
-    if !episodes_streamed {
-        for episode in &report.episodes {
-            out.json(episode.clone());
-        }
-    }
-    out.json(report.summary.clone());
-    out.text(SessionReport {
-        info: &report.info,
-        episodes: &report.episodes,
-        summary: &report.summary,
-    });
 }
