@@ -13,8 +13,8 @@ use netstall_events::Record;
 use crate::diagnose::Verdict;
 pub use crate::findings::Extras;
 use crate::findings::{Findings, Saved};
+use netstall_events::kernel::FRAMES_SHOWN;
 use netstall_events::stack;
-use netstall_kernel::trace::format::FRAMES_SHOWN;
 
 const WIDTH: f64 = 960.0;
 const COLORS: [&str; 6] = [

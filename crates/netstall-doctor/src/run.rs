@@ -197,10 +197,7 @@ pub fn run_narrated(config: &DoctorConfig, out: Output) -> Result<DoctorRun> {
         )),
         Progress::Stall(stall) => {
             out.json((*stall).clone());
-            out.progress(format!(
-                "  {}",
-                netstall_kernel::trace::format::stall_line(&stall)
-            ));
+            out.progress(format!("  {stall}"));
         }
         Progress::Tick {
             elapsed,

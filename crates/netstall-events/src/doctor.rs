@@ -534,3 +534,36 @@ impl fmt::Display for DemoStep {
         write!(f, "\n[{}/{DEMO_STEPS}] {}", self.step, self.title)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{parse_line, Record};
+
+    #[test]
+    fn the_demo_concludes_in_one_sentence_after_a_blank_line() {
+        // docs/json.md's example.
+        let line = r#"{"type":"demo","rx_cpu":1,"poller_comm":"cadvisor","zombies":25000,"baseline_episodes":0,"baseline_steal_episodes":0,"incident_episodes":9,"incident_max_rtt_ms":117.2,"diagnosed":"dying-memcg-stat-flush","culprit":"cadvisor","diagnosed_cpu":1,"from_first_stall_s":12.3,"dying_before_remediation":25010,"dying_after_remediation":12,"healthy_after":true,"after_episodes":0,"after_steal_episodes":0,"elapsed_s":92.7}"#;
+        let Ok(Record::Demo(mut result)) = parse_line(line) else {
+            panic!("docs/json.md's demo example parses");
+        };
+        let text = result.to_string();
+        assert!(text.starts_with("\nDone in "), "{text}");
+        assert!(text.contains(" s: netstall doctor named "), "{text}");
+        result.diagnosed = Some(CauseId::DyingMemcgStatFlush);
+        result.healthy_after = true;
+        assert!(result.reproduced());
+        result.healthy_after = false;
+        assert!(!result.reproduced());
+        assert!(result.to_string().ends_with("the node is still unhealthy."));
+    }
+
+    #[test]
+    fn steps_are_counted_out_of_seven() {
+        let step = DemoStep {
+            step: 3,
+            title: "The incident".into(),
+        };
+        assert_eq!(step.to_string(), "\n[3/7] The incident");
+    }
+}

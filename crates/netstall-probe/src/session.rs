@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use netstall_core::clock::{monotonic_ns, ClockOffset};
+use netstall_core::duration;
 use netstall_core::output::Output;
 use netstall_core::shutdown::Shutdown;
 use netstall_events::probe::SessionReport;
@@ -179,6 +180,50 @@ pub struct Report {
     pub send_error: Option<String>,
     /// The first ICMP destination unreachable that answered a probe: (from, code).
     pub unreachable: Option<(Ipv4Addr, u8)>,
+}
+
+/// An interval the sender can honour: at least [`MIN_INTERVAL`].
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = duration::parse_nonzero(text)?;
+    if interval < MIN_INTERVAL {
+        return Err(format!(
+            "interval '{text}' is too short: at least {MIN_INTERVAL:?}"
+        ));
+    }
+    Ok(interval)
+}
+
+/// `netstall probe`'s session: a header line, every probe as it comes
+/// (in text only those at or above `slow`, when given), then the episodes
+/// and the summary.
+pub fn run_printed(config: &ProbeConfig, slow: Option<Duration>, out: Output) -> Result<Report> {
+    let slow_ns = slow.map(|d| d.as_nanos() as u64);
+    let port = config
+        .mode
+        .port()
+        .map(|p| format!(" port {p}"))
+        .unwrap_or_default();
+    out.text(format!(
+        "PROBE {} ({}{port}): {} flow(s), one probe every {:?}",
+        config.target,
+        config.mode.proto(),
+        config.flows,
+        config.interval
+    ));
+    let report = run(config, |event| match event {
+        SessionEvent::Probe(probe) => {
+            out.json(probe.clone());
+            if let Some(line) = probe.hping3_line(config.flows > 1) {
+                if slow_ns.is_none_or(|slow| probe.rtt_ns.is_some_and(|rtt| rtt >= slow)) {
+                    out.text(line);
+                }
+            }
+        }
+        // Streamed as soon as they are over; listed again in text at the end.
+        SessionEvent::Episode(episode) => out.json(episode.clone()),
+    })?;
+    report.emit_end(out, true);
+    Ok(report)
 }
 
 impl Report {

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use netstall_agent::{AgentConfig, AgentOptions};
-use netstall_core::duration;
+use netstall_agent::AgentOptions;
 use netstall_core::output::Output;
+use netstall_core::shutdown::Shutdown;
 use netstall_events::Record;
 
 #[derive(clap::Args)]
@@ -45,38 +45,6 @@ pub struct Args {
 }
 
 /// The settings in effect, as a record (`{"type":"agent-config",...}`).
-fn config_record(c: &AgentConfig) -> netstall_events::agent::AgentConfig {
-    netstall_events::agent::AgentConfig {
-        listen: c.listen.to_string(),
-        node_name: c.node_name.clone(),
-        peers: c
-            .peers
-            .iter()
-            .map(|p| format!("{}={}", p.name, p.addr))
-            .collect(),
-        peers_dns: c.peers_dns.clone(),
-        peers_kubernetes: c.peers_kubernetes.as_ref().map(ToString::to_string),
-        probe_rate: c.probe_rate,
-        max_peers: c.max_peers,
-        stall_threshold_ms: duration::as_ms(c.stall_threshold),
-        cgroup_interval_ms: duration::as_ms(c.cgroup_interval),
-        dying_memcg_limit: c.dying_memcg_limit,
-        problem_window_ms: duration::as_ms(c.problem_window),
-        tracer: c.tracer,
-        event_log: c.event_log.as_ref().map(|p| p.display().to_string()),
-        remediate: c.remediation.mode,
-        dry_run: c.remediation.dry_run,
-        lease: c.remediation.lease.to_string(),
-        lease_duration_ms: duration::as_ms(c.remediation.lease_duration),
-        min_healthy: c.remediation.min_healthy.to_string(),
-        reboot_sentinel: c.remediation.reboot_sentinel.display().to_string(),
-        reboot_command: c.remediation.reboot_command.clone(),
-        probation_ms: duration::as_ms(c.remediation.probation),
-        drain_timeout_ms: duration::as_ms(c.remediation.drain_timeout),
-        remediate_memcg: c.remediation.memcg_quick_fix,
-    }
-}
-
 pub fn run(args: Args, _out: Output) -> Result<ExitCode> {
     let file = match &args.config {
         Some(path) => AgentOptions::from_file(path)?,
@@ -84,13 +52,13 @@ pub fn run(args: Args, _out: Output) -> Result<ExitCode> {
     };
     let config = args.options.or(file).resolve()?;
     if args.print_config {
-        println!("{}", Record::from(config_record(&config)).to_json_line());
+        println!("{}", Record::from(config.record()).to_json_line());
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(ns) = &args.netns {
         netstall_lab::netns::enter(ns)?;
     }
-    netstall_agent::run(&config, super::stop_on_signal()?, |listen| {
+    netstall_agent::run(&config, Shutdown::on_signals()?, |listen| {
         eprintln!("netstall agent: serving /metrics and /healthz on http://{listen}");
     })?;
     Ok(ExitCode::SUCCESS)
