@@ -337,6 +337,41 @@ pub struct AgentConfig {
     pub remediation: RemediationConfig,
 }
 
+impl AgentConfig {
+    /// The settings as the `agent-config` record (`--print-config`).
+    pub fn record(&self) -> netstall_events::agent::AgentConfig {
+        netstall_events::agent::AgentConfig {
+            listen: self.listen.to_string(),
+            node_name: self.node_name.clone(),
+            peers: self
+                .peers
+                .iter()
+                .map(|p| format!("{}={}", p.name, p.addr))
+                .collect(),
+            peers_dns: self.peers_dns.clone(),
+            peers_kubernetes: self.peers_kubernetes.as_ref().map(ToString::to_string),
+            probe_rate: self.probe_rate,
+            max_peers: self.max_peers,
+            stall_threshold_ms: duration::as_ms(self.stall_threshold),
+            cgroup_interval_ms: duration::as_ms(self.cgroup_interval),
+            dying_memcg_limit: self.dying_memcg_limit,
+            problem_window_ms: duration::as_ms(self.problem_window),
+            tracer: self.tracer,
+            event_log: self.event_log.as_ref().map(|p| p.display().to_string()),
+            remediate: self.remediation.mode,
+            dry_run: self.remediation.dry_run,
+            lease: self.remediation.lease.to_string(),
+            lease_duration_ms: duration::as_ms(self.remediation.lease_duration),
+            min_healthy: self.remediation.min_healthy.to_string(),
+            reboot_sentinel: self.remediation.reboot_sentinel.display().to_string(),
+            reboot_command: self.remediation.reboot_command.clone(),
+            probation_ms: duration::as_ms(self.remediation.probation),
+            drain_timeout_ms: duration::as_ms(self.remediation.drain_timeout),
+            remediate_memcg: self.remediation.memcg_quick_fix,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,13 +8,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
+use netstall_core::output::Output;
 
 use crate::advice::{self, KernelVersion, MemoryState};
 use crate::host::Host;
 use crate::mounts::CgroupMount;
+use crate::remediate::{self, Level};
 use crate::stat::CgroupStat;
+use crate::{canary, watch};
 pub use netstall_events::cgroups::{Hierarchy, MemoryHierarchy, Report, Subtree};
 
 /// How many sub-trees with dying cgroups a v2 row lists.
@@ -33,6 +37,49 @@ pub fn refresh_advice(report: &mut Report) {
         dying: report.memory.dying,
         canary_ms: report.canary.as_ref().map(|c| c.read_ms),
     });
+}
+
+/// What `netstall cgroups` may do beyond counting, each only when asked:
+/// they read memory.stat, watch, or write.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// Time ONE memory.stat read.
+    pub canary: bool,
+    /// Pin that read to this CPU.
+    pub canary_cpu: Option<u32>,
+    /// Watch cgroup creation and removal this long.
+    pub watch: Option<Duration>,
+    /// Remediate at this level; only with `write` does it write.
+    pub remediate: Option<Level>,
+    pub write: bool,
+}
+
+/// The report with the `extras` asked for, telling on stderr what each
+/// one is about to do.
+pub fn report_with(host: &Host, extras: &Extras, out: Output) -> Result<Report> {
+    let mut report = report(host)?;
+    if extras.canary {
+        let path = memory_stat_path(host, &report)?;
+        out.progress(canary::warning(&path, extras.canary_cpu));
+        report.canary = Some(canary::read_once(host, &path, extras.canary_cpu)?);
+        refresh_advice(&mut report);
+    }
+    if let Some(duration) = extras.watch {
+        out.progress(format!(
+            "watching cgroup mkdir/rmdir/release for {duration:?}..."
+        ));
+        report.watch = Some(watch::watch(host, duration)?);
+    }
+    if let Some(level) = extras.remediate {
+        if extras.write {
+            out.progress(format!(
+                "remediation: writing {} to /proc/sys/vm/drop_caches, then re-counting...",
+                level.number()
+            ));
+        }
+        report.remediation = Some(remediate::for_report(host, &report, level, extras.write)?);
+    }
+    Ok(report)
 }
 
 /// Counts every hierarchy of `host` and returns the typed report (nothing is

@@ -78,23 +78,7 @@ pub fn mask_hex(cpus: &[u32]) -> String {
         .join(",")
 }
 
-/// Formats CPUs back into the compact kernel form (`0-3,6`).
-pub fn format_list(cpus: &[u32]) -> String {
-    let mut parts = Vec::new();
-    let mut iter = cpus.iter().copied().peekable();
-    while let Some(start) = iter.next() {
-        let mut end = start;
-        while iter.peek() == Some(&(end + 1)) {
-            end = iter.next().unwrap_or(end);
-        }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-    }
-    parts.join(",")
-}
+pub use netstall_events::cpu::format_list;
 
 #[cfg(test)]
 mod tests {

@@ -74,3 +74,16 @@ pub fn print_json_line(record: &Record) {
     let _ = writeln!(out, "{}", record.to_json_line());
     let _ = out.flush();
 }
+
+/// Writes a generated text (a completion script, a manual page) to standard
+/// output. A reader that stops early (`| head`) is not an error.
+pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
+}

@@ -47,7 +47,12 @@ impl Shutdown {
     /// The process-wide shutdown that SIGINT and SIGTERM request: the
     /// command then finishes cleanly (summary printed, programs detached)
     /// instead of dying mid-way.
-    pub fn on_signals() -> io::Result<Arc<Self>> {
+    pub fn on_signals() -> anyhow::Result<Arc<Self>> {
+        use anyhow::Context;
+        Self::register_on_signals().context("cannot set up the SIGINT/SIGTERM handling")
+    }
+
+    fn register_on_signals() -> io::Result<Arc<Self>> {
         if let Some(shutdown) = ON_SIGNALS.get() {
             return Ok(Arc::clone(shutdown));
         }

@@ -1,6 +1,6 @@
 //! The system calls every netstall source shares, written once: sockets and
 //! their options, kernel timestamps, the control messages they arrive in,
-//! entering a network namespace and pinning to a CPU.
+//! entering a network namespace, pinning to a CPU, and copying this binary.
 //!
 //! Most of it goes through `socket2` (sockets, addresses) and `nix` (socket
 //! options, `setns`, CPU affinity). What no crate covers for us stays here,
@@ -380,6 +380,23 @@ impl Drop for PinnedToCpu {
     fn drop(&mut self) {
         let _ = sched_setaffinity(Pid::from_raw(0), &self.previous);
     }
+}
+
+/// Copies the running binary to `dest` (mode 0755) and returns where it
+/// was copied from. Written beside `dest` and renamed over it: whole or not
+/// at all, so a plugin run never sees half a binary.
+pub fn copy_this_binary(dest: &Path) -> Result<std::path::PathBuf> {
+    let source = std::fs::read_link("/proc/self/exe").context("cannot find this binary")?;
+    let partial = dest.with_extension("partial");
+    std::fs::copy(&source, &partial)
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    std::fs::set_permissions(
+        &partial,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .with_context(|| format!("cannot make {} executable", partial.display()))?;
+    std::fs::rename(&partial, dest).with_context(|| format!("cannot write {}", dest.display()))?;
+    Ok(source)
 }
 
 #[cfg(test)]

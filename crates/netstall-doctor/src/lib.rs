@@ -5,6 +5,7 @@
 //! * [`diagnose`]: the catalogue of causes and the rules that rank them (pure).
 //! * [`report`]: the self-contained HTML report.
 
+pub mod demo;
 pub mod diagnose;
 pub mod findings;
 pub mod replay;

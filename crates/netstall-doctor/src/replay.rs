@@ -6,9 +6,31 @@ use std::io::BufReader;
 use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
+use netstall_core::output::Output;
 
 use crate::findings::{Findings, Saved};
 use crate::report;
+use crate::Verdict;
+
+/// `doctor --replay`: the verdict of a saved run, emitted, and with
+/// `report_path` its report written again.
+pub fn replay(path: &Path, report_path: Option<&Path>, out: Output) -> Result<Verdict> {
+    let saved = read(path)?;
+    let verdict = crate::diagnose(&saved.findings);
+    out.progress(format!(
+        "doctor: replaying {} ({}; {} stall(s), {} target(s))",
+        path.display(),
+        saved.extras.host,
+        saved.findings.stalls.len(),
+        saved.findings.targets.len()
+    ));
+    out.emit(verdict.clone());
+    if let Some(report_path) = report_path {
+        report::write(report_path, &verdict, &saved.findings, &saved.extras)?;
+        out.progress(format!("report written to {}", report_path.display()));
+    }
+    Ok(verdict)
+}
 
 /// Reads a run saved by `doctor --save` or `--report`.
 pub fn read(path: &Path) -> Result<Saved> {

@@ -4,19 +4,28 @@
 //! the raw findings attached as JSON for reproduction.
 
 use std::fmt::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 
 use netstall_events::Record;
 
 use crate::diagnose::Verdict;
 pub use crate::findings::Extras;
 use crate::findings::{Findings, Saved};
+use netstall_events::kernel::FRAMES_SHOWN;
 use netstall_events::stack;
-use netstall_kernel::trace::format::FRAMES_SHOWN;
 
 const WIDTH: f64 = 960.0;
 const COLORS: [&str; 6] = [
     "#d62728", "#1f77b4", "#ff7f0e", "#9467bd", "#2ca02c", "#8c564b",
 ];
+
+/// Renders the report into `path`.
+pub fn write(path: &Path, verdict: &Verdict, findings: &Findings, extras: &Extras) -> Result<()> {
+    std::fs::write(path, render(verdict, findings, extras))
+        .with_context(|| format!("cannot write the report {}", path.display()))
+}
 
 /// Renders the report.
 pub fn render(verdict: &Verdict, findings: &Findings, extras: &Extras) -> String {

@@ -2,12 +2,14 @@
 //! tracer, probes to the targets, CPU sampling, and the dying-cgroup count;
 //! then correlates them into a [`Verdict`].
 
+use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use netstall_core::clock;
+use netstall_core::output::Output;
 use netstall_core::privilege::{self, Capability};
 use netstall_core::shutdown::Shutdown;
 use netstall_core::steal::{self, steal_explains};
@@ -126,6 +128,20 @@ pub struct DoctorRun {
     pub extras: Extras,
 }
 
+impl DoctorRun {
+    /// Writes every record the verdict was computed from, as JSON lines
+    /// (what `--replay` reads back).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut lines = String::new();
+        for record in self.findings.to_records(&self.extras, Some(&self.verdict)) {
+            lines.push_str(&record.to_json_line());
+            lines.push('\n');
+        }
+        std::fs::write(path, lines)
+            .with_context(|| format!("cannot write the records {}", path.display()))
+    }
+}
+
 /// How many samples before each stall the flame chart shows (the story's `grep -B 100`).
 const SAMPLES_BEFORE: usize = 100;
 const SAMPLE_HZ: u64 = 999;
@@ -162,6 +178,55 @@ const LATE_SEND_NS: u64 = 2_000_000;
 /// How often `/proc/stat` is read for steal when the tracer has no steal
 /// clock: cheap (no cgroup walk), and fine enough for 10 ms episodes.
 const PROC_STAT_EVERY: Duration = Duration::from_millis(5);
+
+/// [`run`] with its progress told on stderr (stalls also as JSON lines as
+/// they come); emits the verdict and returns the run.
+pub fn run_narrated(config: &DoctorConfig, out: Output) -> Result<DoctorRun> {
+    let run = run(config, |progress| match progress {
+        Progress::Started {
+            targets, sampling, ..
+        } => out.progress(format!(
+            "doctor: tracing every CPU{}{} for {:?}...",
+            if targets > 0 {
+                format!(", probing {targets} target(s)")
+            } else {
+                String::new()
+            },
+            if sampling { ", sampling CPUs" } else { "" },
+            config.duration
+        )),
+        Progress::Stall(stall) => {
+            out.json((*stall).clone());
+            out.progress(format!("  {stall}"));
+        }
+        Progress::Tick {
+            elapsed,
+            stalls,
+            total,
+        } => out.progress(format!(
+            "doctor: {:.0}/{:.0} s, {stalls} stall(s) so far",
+            elapsed.as_secs_f64(),
+            total.as_secs_f64()
+        )),
+        Progress::TracerUnavailable(reason) => {
+            out.progress(format!("doctor: the kernel tracer could not run: {reason}"))
+        }
+        Progress::SamplerUnavailable(reason) => {
+            out.progress(format!("doctor: CPU sampling could not run: {reason}"))
+        }
+        Progress::StealUnavailable(reason) => {
+            out.progress(format!("doctor: vCPU steal could not be read: {reason}"))
+        }
+        Progress::Finished => {}
+    })?;
+    for target in &run.findings.targets {
+        if let Some(error) = &target.error {
+            out.progress(format!("doctor: {}: {error}", target.target));
+        }
+    }
+    out.emit(run.verdict.clone());
+    Ok(run)
+}
 
 /// Runs every source for `config.duration` and returns the verdict.
 pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<DoctorRun> {

@@ -500,3 +500,70 @@ pub struct DemoStep {
     pub step: u32,
     pub title: String,
 }
+
+impl DemoResult {
+    /// The demo did what it promises: the doctor named the dying-memcg
+    /// flush, and the node was healthy after the remediation.
+    pub fn reproduced(&self) -> bool {
+        self.diagnosed == Some(CauseId::DyingMemcgStatFlush) && self.healthy_after
+    }
+}
+
+/// The demo's conclusion, after a blank line.
+impl fmt::Display for DemoResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "\nDone in {:.0} s: netstall doctor named {} (culprit {}, CPU {}) {:.1} s after the first stall; after remediation the node is {}.",
+            self.elapsed_s,
+            self.diagnosed.map_or("nothing", CauseId::as_str),
+            self.culprit.as_deref().unwrap_or("unknown"),
+            self.diagnosed_cpu.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
+            self.from_first_stall_s.unwrap_or(0.0),
+            if self.healthy_after { "healthy" } else { "still unhealthy" }
+        )
+    }
+}
+
+/// How many steps the demo takes (its headings count them).
+pub const DEMO_STEPS: u32 = 7;
+
+/// A step's heading, after a blank line.
+impl fmt::Display for DemoStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\n[{}/{DEMO_STEPS}] {}", self.step, self.title)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{parse_line, Record};
+
+    #[test]
+    fn the_demo_concludes_in_one_sentence_after_a_blank_line() {
+        // docs/json.md's example.
+        let line = r#"{"type":"demo","rx_cpu":1,"poller_comm":"cadvisor","zombies":25000,"baseline_episodes":0,"baseline_steal_episodes":0,"incident_episodes":9,"incident_max_rtt_ms":117.2,"diagnosed":"dying-memcg-stat-flush","culprit":"cadvisor","diagnosed_cpu":1,"from_first_stall_s":12.3,"dying_before_remediation":25010,"dying_after_remediation":12,"healthy_after":true,"after_episodes":0,"after_steal_episodes":0,"elapsed_s":92.7}"#;
+        let Ok(Record::Demo(mut result)) = parse_line(line) else {
+            panic!("docs/json.md's demo example parses");
+        };
+        let text = result.to_string();
+        assert!(text.starts_with("\nDone in "), "{text}");
+        assert!(text.contains(" s: netstall doctor named "), "{text}");
+        result.diagnosed = Some(CauseId::DyingMemcgStatFlush);
+        result.healthy_after = true;
+        assert!(result.reproduced());
+        result.healthy_after = false;
+        assert!(!result.reproduced());
+        assert!(result.to_string().ends_with("the node is still unhealthy."));
+    }
+
+    #[test]
+    fn steps_are_counted_out_of_seven() {
+        let step = DemoStep {
+            step: 3,
+            title: "The incident".into(),
+        };
+        assert_eq!(step.to_string(), "\n[3/7] The incident");
+    }
+}

@@ -8,6 +8,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::stack;
+
 /// The kernel mechanism a stall was detected by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -268,6 +270,189 @@ pub struct TraceReport {
     pub self_cost: Vec<ProgramCost>,
 }
 
+/// Frames shown in a stall's line (the JSON carries the whole stack).
+pub const FRAMES_SHOWN: usize = 5;
+
+/// `STALL cpu=1 irqs-off 117.2 ms, 12 packets waited, drained by ksoftirqd/1;
+/// culprit kubelet[4242] read(/sys/…/memory.stat) 118 ms: css_rstat_flush ← …`
+impl fmt::Display for Stall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "STALL cpu={} {} {:.1} ms",
+            self.cpu,
+            self.detector.name(),
+            self.duration_ms
+        )?;
+        let others: Vec<&str> = self
+            .seen_by
+            .iter()
+            .filter(|d| **d != self.detector)
+            .map(|d| d.name())
+            .collect();
+        if !others.is_empty() {
+            write!(f, " (also {})", others.join(", "))?;
+        }
+        if let Some(n) = self.packets {
+            let plural = if n == 1 { "" } else { "s" };
+            write!(f, ", {n} packet{plural} waited")?;
+            if let Some(w) = self.max_wait_ms {
+                write!(f, " (max {w:.1} ms)")?;
+            }
+        }
+        if let Some(by) = &self.drained_by {
+            write!(f, ", drained by {by}")?;
+        }
+        if let Some(c) = &self.culprit {
+            write!(f, "; culprit {c}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `kubelet[4242] read(/sys/…/memory.stat) 118 ms: css_rstat_flush ← …`:
+/// who, in which syscall and on which file, and the frames that name it.
+impl fmt::Display for Culprit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Kernel threads (`ksoftirqd/1`) and the idle task are named alone.
+        if self.pid == 0 || self.comm.contains('/') {
+            write!(f, "{}", self.comm)?;
+        } else {
+            write!(f, "{}[{}]", self.comm, self.pid)?;
+        }
+        if let Some(ctx) = &self.context {
+            write!(f, " in {ctx}")?;
+        }
+        if let Some(sc) = &self.syscall {
+            write!(f, " {sc}({})", self.path.as_deref().unwrap_or(""))?;
+            if let Some(ms) = self.syscall_ms {
+                write!(f, " {ms:.0} ms")?;
+            }
+        }
+        if let Some(cg) = &self.cgroup {
+            write!(f, " cgroup={cg}")?;
+        }
+        let frames = stack::meaningful_frames(&self.kstack, FRAMES_SHOWN);
+        if !frames.is_empty() {
+            write!(f, ": {}", stack::line(&frames))?;
+        }
+        Ok(())
+    }
+}
+
+impl IcmpEcho {
+    /// The header of the ICMP table (the story's bcc tool's columns).
+    pub const HEADER: &'static str = "TGID    PID     COMM             ICMP_SEQ  ICMP_ID  CPU";
+}
+
+/// One row of the ICMP table; deferred processing is marked.
+impl fmt::Display for IcmpEcho {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:<7} {:<7} {:<16} {:<9} {:<8} {}{}",
+            self.pid,
+            self.tid,
+            self.comm,
+            self.seq,
+            self.id,
+            self.cpu,
+            if self.ksoftirqd { "  <- ksoftirqd" } else { "" }
+        )
+    }
+}
+
+/// `SYSCALL cadvisor[42] read(/sys/…/memory.stat) 25.3 ms = 889 cpu=1`
+impl fmt::Display for SlowSyscall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SYSCALL {}[{}] {}({}) {:.1} ms = {} cpu={}",
+            self.comm,
+            self.pid,
+            self.syscall,
+            self.path.as_deref().unwrap_or(""),
+            self.duration_ms,
+            self.ret,
+            self.cpu
+        )
+    }
+}
+
+/// `STEAL cpu=0 25.3 ms stolen by the hypervisor in 26.1 ms`
+impl fmt::Display for Steal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "STEAL cpu={} {:.1} ms stolen by the hypervisor in {:.1} ms",
+            self.cpu,
+            self.steal_ms,
+            self.end_ns.saturating_sub(self.start_ns) as f64 / 1e6
+        )
+    }
+}
+
+/// `COST rx_backlog_enqueue rx-backlog runs=1200 85.3 ns/event`
+impl fmt::Display for ProgramCost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "COST {:<32} {:<14} runs={:<10} {}",
+            self.program,
+            self.detector,
+            self.run_count,
+            self.ns_per_event
+                .map(|ns| format!("{ns:.1} ns/event"))
+                .unwrap_or_else(|| "-".into())
+        )
+    }
+}
+
+/// `HIST irqs-off cpu=1 <8us:120 <16ms:3`: each non-empty bucket by its bound.
+impl fmt::Display for Histogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let buckets: Vec<String> = self
+            .buckets
+            .iter()
+            .map(|(le_ns, n)| format!("<{}:{n}", short_ns(*le_ns)))
+            .collect();
+        write!(
+            f,
+            "HIST {} cpu={} {}",
+            self.detector.name(),
+            self.cpu,
+            buckets.join(" ")
+        )
+    }
+}
+
+/// `512ns`, `8us`, `16ms`: a log2 bucket bound, short.
+fn short_ns(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{}us", ns / 1_000),
+        1_000_000..1_000_000_000 => format!("{}ms", ns / 1_000_000),
+        _ => format!("{}s", ns / 1_000_000_000),
+    }
+}
+
+/// The trace's last line: what it saw, and what it lost.
+impl fmt::Display for TraceReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} stalls in {:.1} s; {} packets measured ({} without an enqueue stamp), {} waited >= 1 ms; {} ksoftirqd takeovers; {} events lost (ring buffer full)",
+            self.stalls,
+            self.duration_ms as f64 / 1e3,
+            self.packets,
+            self.unmatched_packets,
+            self.packets_waited,
+            self.ksoftirqd_takeovers,
+            self.ring_drops
+        )
+    }
+}
+
 /// A detector this kernel could not load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Unavailable {
@@ -294,5 +479,100 @@ impl std::fmt::Display for InjectedStall {
             "stalled CPU {} for {:.1} ms (softirq vector {})",
             self.cpu, self.duration_ms, self.vec
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stall() -> Stall {
+        Stall {
+            detector: Detector::IrqsOff,
+            cpu: 1,
+            start_ns: 1,
+            duration_ms: 117.24,
+            seen_by: vec![Detector::IrqsOff, Detector::RstatHold, Detector::RxBacklog],
+            packets: Some(12),
+            max_wait_ms: Some(116.0),
+            drained_by: Some("ksoftirqd/1".into()),
+            culprit: Some(Culprit {
+                comm: "kubelet".into(),
+                pid: 4242,
+                tid: 4242,
+                syscall: Some("read".into()),
+                path: Some("/sys/fs/cgroup/memory/memory.stat".into()),
+                syscall_ms: Some(118.2),
+                cgroup: None,
+                context: None,
+                kstack: [
+                    "_raw_spin_unlock_irq",
+                    "css_rstat_flush",
+                    "memcg1_stat_format",
+                    "memory_stat_show",
+                    "seq_read_iter",
+                    "vfs_read",
+                    "ksys_read",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            }),
+            node: None,
+        }
+    }
+
+    #[test]
+    fn stall_line_reads_like_the_story() {
+        assert_eq!(
+            stall().to_string(),
+            "STALL cpu=1 irqs-off 117.2 ms (also rstat-hold, rx-backlog), 12 packets waited \
+             (max 116.0 ms), drained by ksoftirqd/1; culprit kubelet[4242] \
+             read(/sys/fs/cgroup/memory/memory.stat) 118 ms: css_rstat_flush ← \
+             memcg1_stat_format ← memory_stat_show ← seq_read_iter ← vfs_read"
+        );
+    }
+
+    #[test]
+    fn stall_without_packets_or_culprit_is_short() {
+        let mut s = stall();
+        s.seen_by = vec![Detector::IrqsOff];
+        s.packets = None;
+        s.drained_by = None;
+        s.culprit = None;
+        assert_eq!(s.to_string(), "STALL cpu=1 irqs-off 117.2 ms");
+    }
+
+    #[test]
+    fn icmp_rows_mark_ksoftirqd() {
+        let mut e = IcmpEcho {
+            seq: 770,
+            id: 9,
+            cpu: 11,
+            comm: "ksoftirqd/11".into(),
+            pid: 64,
+            tid: 64,
+            ksoftirqd: true,
+            ts_ns: 0,
+        };
+        assert!(e.to_string().ends_with("11  <- ksoftirqd"));
+        assert!(e
+            .to_string()
+            .starts_with("64      64      ksoftirqd/11     770"));
+        e.ksoftirqd = false;
+        assert!(e.to_string().ends_with(" 11"));
+    }
+
+    #[test]
+    fn histogram_buckets_are_named_by_their_short_bound() {
+        let hist = Histogram {
+            detector: Detector::IrqsOff,
+            cpu: 1,
+            buckets: vec![(512, 4), (8_192, 120), (16_777_216, 3), (2_147_483_648, 1)],
+        };
+        assert_eq!(
+            hist.to_string(),
+            "HIST irqs-off cpu=1 <512ns:4 <8us:120 <16ms:3 <2s:1"
+        );
     }
 }

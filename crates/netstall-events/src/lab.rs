@@ -7,6 +7,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::format_list;
+
 /// The hosts of a lab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -133,6 +135,41 @@ impl LabStatus {
     }
 }
 
+/// The lab's hosts, its endpoints, and how to reach the pod.
+impl fmt::Display for LabStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "lab '{}': node RX on CPU {}",
+            self.prefix,
+            format_list(&self.rx_cpus)
+        )?;
+        for host in &self.hosts {
+            writeln!(
+                f,
+                "  {:<8} netns {:<12} rx cpu {:<4} {}",
+                host.role.name(),
+                host.netns,
+                format_list(&host.rx_cpus),
+                host.addrs.join(", ")
+            )?;
+        }
+        let (nodeport, pod) = (&self.nodeport, &self.pod);
+        writeln!(
+            f,
+            "  NodePort {}:{}/tcp {}:{}/udp -> pod {}:{}/tcp {}/udp",
+            nodeport.addr, nodeport.tcp, nodeport.addr, nodeport.udp, pod.addr, pod.tcp, pod.udp
+        )?;
+        write!(
+            f,
+            "  try: ip netns exec {} curl -s http://{}:{}/",
+            self.netns(Role::Client),
+            nodeport.addr,
+            nodeport.tcp
+        )
+    }
+}
+
 /// `lab down`: the lab `prefix` is gone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabDown {
@@ -169,5 +206,26 @@ impl fmt::Display for CleanReport {
             self.dying_after,
             self.elapsed_ms as f64 / 1e3
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{parse_line, Record};
+
+    #[test]
+    fn status_lists_hosts_endpoints_and_how_to_try_them() {
+        // docs/json.md's example.
+        let line = r#"{"type":"lab","prefix":"demo","rx_cpu":1,"rx_cpus":[1],"hosts":[{"role":"client","netns":"demo-cli","addrs":["192.168.50.2"],"rx_cpus":[]}],"nodeport":{"addr":"192.168.50.1","tcp":30080,"udp":30081},"pod":{"addr":"10.244.2.10","tcp":8080,"udp":9000},"responders":[{"role":"pod","pid":4321}]}"#;
+        let Ok(Record::Lab(status)) = parse_line(line) else {
+            panic!("docs/json.md's lab example parses");
+        };
+        assert_eq!(
+            status.to_string(),
+            "lab 'demo': node RX on CPU 1\n  \
+             client   netns demo-cli     rx cpu      192.168.50.2\n  \
+             NodePort 192.168.50.1:30080/tcp 192.168.50.1:30081/udp -> pod 10.244.2.10:8080/tcp 9000/udp\n  \
+             try: ip netns exec demo-cli curl -s http://192.168.50.1:30080/"
+        );
     }
 }

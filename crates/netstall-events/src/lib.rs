@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod bisect;
 pub mod cgroups;
+pub mod cpu;
 pub mod doctor;
 pub mod kernel;
 pub mod lab;
@@ -147,10 +148,18 @@ impl Record {
     }
 
     /// The record's text form for people, where it has one (records only
-    /// meant for programs, such as histograms, have none).
+    /// meant for programs, such as a trace's start, have none).
     pub fn text(&self) -> Option<String> {
         let text = match self {
+            Record::Stall(r) => r.to_string(),
+            Record::Icmp(r) => r.to_string(),
+            Record::Syscall(r) => r.to_string(),
+            Record::Steal(r) => r.to_string(),
+            Record::Histogram(r) => r.to_string(),
+            Record::SelfCost(r) => r.to_string(),
+            Record::TraceSummary(r) => r.to_string(),
             Record::Cgroups(r) => r.to_string(),
+            Record::Lab(r) => r.to_string(),
             Record::LabDown(r) => r.to_string(),
             Record::Zombies(r) => r.to_string(),
             Record::Clean(r) => r.to_string(),
@@ -161,6 +170,9 @@ impl Record {
             Record::Stack(r) => r.to_string(),
             Record::Verdict(r) => r.to_string(),
             Record::AgentConfig(r) => r.to_string(),
+            Record::Bisect(r) => r.to_string(),
+            Record::DemoStep(r) => r.to_string(),
+            Record::Demo(r) => r.to_string(),
             _ => return None,
         };
         Some(text.trim_end().to_owned())

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{OpenObject, RingBufferBuilder};
 use netstall_core::clock::ClockOffset;
+use netstall_core::output::Output;
 
 use crate::skel::spin::{types::spin_event, SpinSkelBuilder};
 pub use netstall_events::kernel::InjectedStall;
@@ -23,6 +24,21 @@ pub struct SpinConfig {
     pub spin: Duration,
     pub every: Duration,
     pub duration: Duration,
+}
+
+/// [`run`], telling on stderr what it injects and how many, and printing
+/// every stall it makes.
+pub fn run_printed(config: &SpinConfig, out: Output) -> Result<Vec<InjectedStall>> {
+    out.progress(format!(
+        "stalling CPU {} for {} ms every {:?} during {:?}",
+        config.cpu,
+        config.spin.as_millis(),
+        config.every,
+        config.duration
+    ));
+    let stalls = run(config, |stall| out.emit(*stall))?;
+    out.progress(format!("{} stalls injected", stalls.len()));
+    Ok(stalls)
 }
 
 /// Loads the injector, calls `on_stall` for every stall it makes, and

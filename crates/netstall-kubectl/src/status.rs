@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::core::v1::Node;
 use netstall_agent::health::{check_verdict, CheckStatus, HealthReport};
+use netstall_core::output::Output;
 pub use netstall_events::agent::NodeStatus;
 
 /// The node condition netstall reports under.
@@ -32,6 +33,17 @@ pub fn node_status(node: &Node, agent: Option<Result<HealthReport, String>>) -> 
         condition_message: condition.and_then(|c| c.message.clone()),
         agent,
         problem: condition_true || agent_problem,
+    }
+}
+
+/// The rows as `node-status` records, or in text as one [`table`].
+pub fn print(rows: &[NodeStatus], out: Output) {
+    if out.is_json() {
+        for row in rows {
+            out.json(row.clone());
+        }
+    } else {
+        print!("{}", table(rows));
     }
 }
 

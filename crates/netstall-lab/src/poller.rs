@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use netstall_core::output::Output;
 pub use netstall_events::lab::PollRead;
 
 /// How to poll.
@@ -52,6 +53,22 @@ impl PollerConfig {
             comm,
         })
     }
+}
+
+/// [`run`], each read printed as it comes: `cadvisor [42] read PATH in
+/// 25.31 ms (touched 20000 files)`, or its `poll` record.
+pub fn run_printed(config: &PollerConfig, out: Output) -> Result<Vec<PollRead>> {
+    run(config, |read| {
+        out.json(read.clone());
+        out.text(format!(
+            "{} [{}] read {} in {:.2} ms (touched {} files)",
+            config.comm,
+            read.pid,
+            read.path.display(),
+            read.read_ms,
+            read.touched_files
+        ));
+    })
 }
 
 /// Runs the poller for `config.duration`, calling `on_read` after each read.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use netstall_core::output::Output;
 pub use netstall_events::lab::ZombieReport;
 
 /// Page cache charged to each zombie: enough to pin it, small enough that
@@ -49,6 +50,19 @@ impl ZombiePaths {
             .map(|d| d.count())
             .unwrap_or(0)
     }
+}
+
+/// [`create`], telling on stderr where and how far it is.
+pub fn create_narrated(paths: &ZombiePaths, count: u32, out: Output) -> Result<ZombieReport> {
+    out.progress(format!(
+        "making {count} dying memory cgroups under {}...",
+        paths.parent.display()
+    ));
+    create(paths, count, |done| {
+        if done > 0 && done % 2000 == 0 {
+            out.progress(format!("  {done}/{count}"));
+        }
+    })
 }
 
 /// Makes `count` dying memory cgroups; `progress(done)` is called now and then.

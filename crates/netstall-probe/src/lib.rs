@@ -45,7 +45,7 @@ use anyhow::{bail, Context, Result};
 
 pub use episodes::{detect, DetectorConfig, Episode, EpisodeKind, StreamingDetector};
 pub use model::{ProbeResult, Proto, Reply, TsSource};
-pub use session::{run, Mode, ProbeConfig, Report, SessionEvent, SessionInfo};
+pub use session::{run, run_printed, Mode, ProbeConfig, Report, SessionEvent, SessionInfo};
 pub use summary::Summary;
 
 /// Resolves a probe target (an IPv4 address or a host name) to an IPv4 address.

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use netstall_core::clock::{monotonic_ns, ClockOffset};
+use netstall_core::duration;
+use netstall_core::output::Output;
 use netstall_core::shutdown::Shutdown;
+use netstall_events::probe::SessionReport;
 
 use crate::episodes::{DetectorConfig, Episode, StreamingDetector};
 use crate::http::{self, HttpUrl};
@@ -179,7 +182,68 @@ pub struct Report {
     pub unreachable: Option<(Ipv4Addr, u8)>,
 }
 
+/// An interval the sender can honour: at least [`MIN_INTERVAL`].
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = duration::parse_nonzero(text)?;
+    if interval < MIN_INTERVAL {
+        return Err(format!(
+            "interval '{text}' is too short: at least {MIN_INTERVAL:?}"
+        ));
+    }
+    Ok(interval)
+}
+
+/// `netstall probe`'s session: a header line, every probe as it comes
+/// (in text only those at or above `slow`, when given), then the episodes
+/// and the summary.
+pub fn run_printed(config: &ProbeConfig, slow: Option<Duration>, out: Output) -> Result<Report> {
+    let slow_ns = slow.map(|d| d.as_nanos() as u64);
+    let port = config
+        .mode
+        .port()
+        .map(|p| format!(" port {p}"))
+        .unwrap_or_default();
+    out.text(format!(
+        "PROBE {} ({}{port}): {} flow(s), one probe every {:?}",
+        config.target,
+        config.mode.proto(),
+        config.flows,
+        config.interval
+    ));
+    let report = run(config, |event| match event {
+        SessionEvent::Probe(probe) => {
+            out.json(probe.clone());
+            if let Some(line) = probe.hping3_line(config.flows > 1) {
+                if slow_ns.is_none_or(|slow| probe.rtt_ns.is_some_and(|rtt| rtt >= slow)) {
+                    out.text(line);
+                }
+            }
+        }
+        // Streamed as soon as they are over; listed again in text at the end.
+        SessionEvent::Episode(episode) => out.json(episode.clone()),
+    })?;
+    report.emit_end(out, true);
+    Ok(report)
+}
+
 impl Report {
+    /// Prints the end of a session: its description, its episodes (unless
+    /// they were already streamed as each one ended) and its summary.
+    pub fn emit_end(&self, out: Output, episodes_streamed: bool) {
+        out.json(self.info.clone());
+        if !episodes_streamed {
+            for episode in &self.episodes {
+                out.json(episode.clone());
+            }
+        }
+        out.json(self.summary.clone());
+        out.text(SessionReport {
+            info: &self.info,
+            episodes: &self.episodes,
+            summary: &self.summary,
+        });
+    }
+
     /// Why the target must be called unreachable: no probe was answered.
     pub fn unreachable_reason(&self) -> Option<String> {
         if self.summary.sent == 0 || self.summary.received > 0 {

@@ -279,8 +279,7 @@ fn plain(
         }
         match sources.updates.recv_timeout(Duration::from_millis(200)) {
             Ok(Update::Stall(stall)) => {
-                out.json((*stall).clone());
-                out.text(netstall_kernel::trace::format::stall_line(&stall));
+                out.emit((*stall).clone());
                 model.apply(Update::Stall(stall));
             }
             Ok(update) => model.apply(update),

@@ -15,6 +15,9 @@
 use std::io::{self, Read, Write};
 use std::thread;
 
+use anyhow::Context;
+use netstall_events::xray::{CollapseSummary, FoldedStack};
+use netstall_events::Record;
 use rustc_hash::FxHashMap;
 
 use crate::fold::{first_event, FoldOptions, FoldStats, Folder};
@@ -414,6 +417,119 @@ impl CollapseStats {
         }
         Ok(())
     }
+
+    /// Why the input `name` was cut, if it was: worth saying even when no
+    /// sample came out of it, since it tells why (a recording without -g).
+    pub fn cut_note(&self, name: &str) -> Option<String> {
+        (self.cut_parts > 0).then(|| {
+            format!(
+                "netstall: {name} ran {} MiB without a blank line ({} time(s)) and was cut at line \
+                 ends to bound memory: samples with call stacks end in blank lines; `perf script` \
+                 of a recording made without -g looks like this (record with `perf record -g`)",
+                MAX_PART_BYTES >> 20,
+                self.cut_parts
+            )
+        })
+    }
+
+    /// What was skipped or dropped, one sentence each (for stderr).
+    pub fn skipped_notes(&self) -> Vec<String> {
+        let fold = &self.fold;
+        let mut notes = Vec::new();
+        if let Some(line) = fold.first_unrecognized_line {
+            notes.push(format!(
+                "netstall: skipped {} unrecognized line(s), the first at line {line}",
+                fold.unrecognized_lines
+            ));
+        }
+        if fold.filtered_samples > 0 {
+            notes.push(format!(
+                "netstall: kept only {} samples; skipped {} samples of other events such as {} (see --event-filter)",
+                lossy(&self.kept_event).unwrap_or_default(),
+                fold.filtered_samples,
+                lossy(&fold.filtered_event).unwrap_or_default()
+            ));
+        }
+        if fold.dropped_frames > 0 {
+            notes.push(format!(
+                "netstall: left out {} frame(s) of samples longer than {} MiB of names",
+                fold.dropped_frames,
+                crate::fold::MAX_SAMPLE_BYTES >> 20
+            ));
+        }
+        if self.unterminated_last_sample && !self.flushed_last_sample {
+            notes.push(
+                "netstall: the last sample has no blank line after it and was dropped, \
+                 as stackcollapse-perf.pl drops it (--flush-eof keeps it)"
+                    .to_owned(),
+            );
+        }
+        notes
+    }
+
+    /// The `collapse` record: what was read and what was skipped.
+    pub fn summary(&self) -> CollapseSummary {
+        CollapseSummary {
+            samples: self.fold.samples,
+            kept_event: lossy(&self.kept_event),
+            filtered_samples: self.fold.filtered_samples,
+            unrecognized_lines: self.fold.unrecognized_lines,
+            first_unrecognized_line: self.fold.first_unrecognized_line,
+            unterminated_last_sample: self.unterminated_last_sample,
+        }
+    }
+}
+
+/// An event name from the input, as text (perf prints bytes).
+fn lossy(name: &Option<Vec<u8>>) -> Option<String> {
+    name.as_deref()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+impl Mode {
+    /// The mode asked for: `before`, a regular expression, keeps the
+    /// `samples` samples before each match (and implies ordered output).
+    pub fn new(ordered: bool, before: Option<&str>, samples: usize) -> anyhow::Result<Mode> {
+        Ok(match before {
+            Some(p) => Mode::Before {
+                pattern: regex::bytes::Regex::new(p)
+                    .with_context(|| format!("invalid --before pattern '{p}'"))?,
+                samples,
+            },
+            None if ordered => Mode::Ordered,
+            None => Mode::Aggregated,
+        })
+    }
+}
+
+/// Folded stacks to a writer: `stack count` lines, or `stack` records
+/// (JSON lines).
+pub struct StackWriter<W: Write> {
+    writer: W,
+    json: bool,
+}
+
+impl<W: Write> StackWriter<W> {
+    pub fn new(writer: W, json: bool) -> Self {
+        Self { writer, json }
+    }
+
+    pub fn stack(&mut self, stack: &[u8], count: u64) -> io::Result<()> {
+        if self.json {
+            let record = Record::Stack(FoldedStack {
+                stack: String::from_utf8_lossy(stack).into_owned(),
+                count,
+            });
+            writeln!(self.writer, "{}", record.to_json_line())
+        } else {
+            self.writer.write_all(stack)?;
+            writeln!(self.writer, " {count}")
+        }
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
 }
 
 #[cfg(test)]
@@ -564,5 +680,66 @@ cc 3 [000] 1.3: 10 cpu-clock:
             "no perf script samples in x.txt: line 1 is not `perf script` output"
         );
         assert!(CollapseStats::default().ensure_samples("empty").is_ok());
+    }
+
+    #[test]
+    fn an_input_without_blank_lines_is_cut_and_says_so() {
+        let opts = CollapseOptions {
+            threads: 1,
+            ..CollapseOptions::default()
+        };
+        let input = vec![b'x'; MAX_PART_BYTES + 1];
+        let stats = run(&input[..], &opts, Mode::Ordered, |_, _| Ok(())).unwrap();
+        let note = stats.cut_note("zeros").expect("the input was cut");
+        assert!(note.starts_with("netstall: zeros ran 4 MiB without a blank line (1 time(s))"));
+        assert!(stats.ensure_samples("zeros").is_err());
+    }
+
+    #[test]
+    fn notes_say_what_was_skipped_and_the_summary_counts_it() {
+        let opts = CollapseOptions::default();
+        let input = format!("not perf\n{TWO_SAMPLES}");
+        let stats = run(input.as_bytes(), &opts, Mode::Aggregated, |_, _| Ok(())).unwrap();
+        assert_eq!(
+            stats.skipped_notes(),
+            [
+                "netstall: skipped 1 unrecognized line(s), the first at line 1",
+                "netstall: the last sample has no blank line after it and was dropped, \
+                 as stackcollapse-perf.pl drops it (--flush-eof keeps it)",
+            ]
+        );
+        let summary = stats.summary();
+        assert_eq!(summary.samples, 1);
+        assert_eq!(summary.kept_event.as_deref(), Some("cpu-clock"));
+        assert_eq!(summary.first_unrecognized_line, Some(1));
+        assert!(summary.unterminated_last_sample);
+    }
+
+    #[test]
+    fn stacks_are_written_as_lines_or_as_records() {
+        let mut text = StackWriter::new(Vec::new(), false);
+        text.stack(b"aa;root;leaf", 3).unwrap();
+        assert_eq!(text.writer, b"aa;root;leaf 3\n");
+        let mut json = StackWriter::new(Vec::new(), true);
+        json.stack(b"aa;root;leaf", 3).unwrap();
+        assert_eq!(
+            String::from_utf8(json.writer).unwrap(),
+            "{\"type\":\"stack\",\"stack\":\"aa;root;leaf\",\"count\":3}\n"
+        );
+    }
+
+    #[test]
+    fn a_before_pattern_means_ordered_windows_and_must_be_a_regex() {
+        assert!(matches!(
+            Mode::new(false, None, 5).unwrap(),
+            Mode::Aggregated
+        ));
+        assert!(matches!(Mode::new(true, None, 5).unwrap(), Mode::Ordered));
+        assert!(matches!(
+            Mode::new(false, Some("ksoftirqd"), 5).unwrap(),
+            Mode::Before { samples: 5, .. }
+        ));
+        let error = Mode::new(false, Some("("), 5).unwrap_err();
+        assert_eq!(error.to_string(), "invalid --before pattern '('");
     }
 }

@@ -9,12 +9,29 @@
 //! * [`flame`]: folded stacks to an SVG flame graph or flame chart (inferno).
 //! * [`sampler`]: live cpu-clock sampling of chosen CPUs, symbolized, in time
 //!   order; [`timeline`]: sample gaps (IRQs off), long softirq runs (BHs
-//!   off), ksoftirqd runs and the window of samples before each.
+//!   off), ksoftirqd runs and the window of samples before each;
+//!   [`session`]: `netstall xray`'s run of them, printed.
 
 pub mod collapse;
 pub mod flame;
 pub mod fold;
 pub mod perf_script;
 pub mod sampler;
+pub mod session;
 pub mod timeline;
 pub mod window;
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::Context;
+
+/// The input of `collapse` and `flame`: a file, or standard input for `-`.
+pub fn open_input(path: &Path) -> anyhow::Result<Box<dyn Read>> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(std::io::stdin().lock()));
+    }
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Box::new(file))
+}

@@ -14,7 +14,7 @@
 //!
 //! Everything here is pure, so it is tested on recorded samples.
 
-pub use netstall_events::xray::{GapKind, Sample, SampleGap, Trigger};
+pub use netstall_events::xray::{GapKind, Sample, SampleGap, SampleWindow, Trigger};
 
 /// A gap in the samples of one CPU, with the samples that bound it (the
 /// record users see is its [`SampleGap`], from [`sample_gap`]).
@@ -193,6 +193,18 @@ pub struct Window {
     /// Oldest first. For an IRQs-off stall the last one is the sample that
     /// ended the gap (where IRQs came back on).
     pub samples: Vec<usize>,
+}
+
+impl Window {
+    /// The `window` record: the window with its samples themselves.
+    pub fn record(&self, samples: &[Sample]) -> SampleWindow {
+        SampleWindow {
+            trigger: self.trigger,
+            cpu: self.cpu,
+            at_ns: self.at_ns,
+            samples: self.samples.iter().map(|&i| samples[i].clone()).collect(),
+        }
+    }
 }
 
 /// The `count` samples before each trigger on its CPU.

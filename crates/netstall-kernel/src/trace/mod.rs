@@ -8,9 +8,9 @@
 //! * [`event`]: typed events and their decoding (pure).
 //! * [`assemble`]: events on one CPU that overlap in time become one
 //!   [`Stall`] with its culprit (pure).
-//! * [`format`]: one-line text (pure).
 //! * [`recording`]: a run's raw records, written and replayed offline.
-//! * [`run`]: load, attach, stream [`TraceEvent`]s until stopped, report.
+//! * [`run`]: load, attach, stream [`TraceEvent`]s until stopped, report;
+//!   [`run_printed`]: the same, each event printed as `netstall trace` shows it.
 //!
 //! Library use (the doctor): build a [`TraceConfig`], call [`run`] with a
 //! [`Stop`] (deadline and/or shutdown request) and a callback; every timestamp is
@@ -18,11 +18,11 @@
 
 pub mod assemble;
 pub mod event;
-pub mod format;
 pub mod recording;
 pub mod syscall_names;
 
 mod load;
+mod printed;
 mod symbols;
 
 use std::sync::Arc;
@@ -33,6 +33,7 @@ pub use netstall_events::kernel::TraceDetector;
 use netstall_events::kernel::{IcmpEcho, SlowSyscall, Stall, Steal};
 
 pub use load::run;
+pub use printed::run_printed;
 
 /// What to trace.
 #[derive(Debug, Clone)]

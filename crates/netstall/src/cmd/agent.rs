@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use netstall_agent::{AgentConfig, AgentOptions};
-use netstall_core::duration;
+use netstall_agent::AgentOptions;
 use netstall_core::output::Output;
+use netstall_core::shutdown::Shutdown;
 
 #[derive(clap::Args)]
 #[command(
@@ -36,45 +36,11 @@ pub struct Args {
     /// Enter this network namespace (from `ip netns`) first: one agent per lab node.
     #[arg(long)]
     netns: Option<String>,
-    /// Print the resolved settings (file, flags, defaults) as a config file (TOML, the keys --config
-    /// reads; with --json, the agent-config record) and exit.
+    /// Print the settings in effect as a config file --config reads (--json: a record) and exit.
     #[arg(long)]
     print_config: bool,
     #[command(flatten)]
     options: AgentOptions,
-}
-
-/// The settings in effect, as a record (`{"type":"agent-config",...}`).
-fn config_record(c: &AgentConfig) -> netstall_events::agent::AgentConfig {
-    netstall_events::agent::AgentConfig {
-        listen: c.listen.to_string(),
-        node_name: c.node_name.clone(),
-        peers: c
-            .peers
-            .iter()
-            .map(|p| format!("{}={}", p.name, p.addr))
-            .collect(),
-        peers_dns: c.peers_dns.clone(),
-        peers_kubernetes: c.peers_kubernetes.as_ref().map(ToString::to_string),
-        probe_rate: c.probe_rate,
-        max_peers: c.max_peers,
-        stall_threshold_ms: duration::as_ms(c.stall_threshold),
-        cgroup_interval_ms: duration::as_ms(c.cgroup_interval),
-        dying_memcg_limit: c.dying_memcg_limit,
-        problem_window_ms: duration::as_ms(c.problem_window),
-        tracer: c.tracer,
-        event_log: c.event_log.as_ref().map(|p| p.display().to_string()),
-        remediate: c.remediation.mode,
-        dry_run: c.remediation.dry_run,
-        lease: c.remediation.lease.to_string(),
-        lease_duration_ms: duration::as_ms(c.remediation.lease_duration),
-        min_healthy: c.remediation.min_healthy.to_string(),
-        reboot_sentinel: c.remediation.reboot_sentinel.display().to_string(),
-        reboot_command: c.remediation.reboot_command.clone(),
-        probation_ms: duration::as_ms(c.remediation.probation),
-        drain_timeout_ms: duration::as_ms(c.remediation.drain_timeout),
-        remediate_memcg: c.remediation.memcg_quick_fix,
-    }
 }
 
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
@@ -84,13 +50,13 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     };
     let config = args.options.or(file).resolve()?;
     if args.print_config {
-        out.emit(config_record(&config));
+        out.emit(config.record());
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(ns) = &args.netns {
         netstall_lab::netns::enter(ns)?;
     }
-    netstall_agent::run(&config, super::stop_on_signal()?, |listen| {
+    netstall_agent::run(&config, Shutdown::on_signals()?, |listen| {
         eprintln!("netstall agent: serving /metrics and /healthz on http://{listen}");
     })?;
     Ok(ExitCode::SUCCESS)

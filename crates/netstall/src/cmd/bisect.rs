@@ -8,8 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use netstall_bisect::plan::{parse_addr_port, parse_host_port};
 use netstall_bisect::setup::{self, parse_confidence, parse_duration, DEFAULT_POD_PORT};
-use netstall_bisect::stats::Interval;
-use netstall_bisect::{Analysis, RunConfig, Settings};
+use netstall_bisect::{RunConfig, Settings};
 use netstall_core::duration;
 use netstall_core::output::Output;
 use netstall_events::bisect::BisectRun;
@@ -108,100 +107,12 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             args.duration, args.interval, args.flows
         ))
     })?;
-    out.json(BisectRun {
+    out.emit(BisectRun {
         interval_us: args.interval.as_secs_f64() * 1e6,
         duration_s: args.duration.as_secs_f64(),
         flows: args.flows,
         confidence: args.confidence,
-        analysis: analysis.clone(),
+        analysis,
     });
-    if !out.is_json() {
-        print_table(&analysis, args.confidence, out);
-    }
     Ok(ExitCode::SUCCESS)
-}
-
-fn ms(us: Option<f64>) -> String {
-    us.map_or("-".into(), |us| format!("{:.3}", us / 1e3))
-}
-
-fn ms_interval(i: Interval) -> String {
-    format!(
-        "[{}, {}]",
-        ms(i.low),
-        i.high.map_or("∞".into(), |h| ms(Some(h)))
-    )
-}
-
-fn print_table(analysis: &Analysis, confidence: f64, out: Output) {
-    let level = format!("{:.0}%", confidence * 100.0);
-    out.text(format!(
-        "{:<21} {:<19} {:<5} {:>6} {:>6} {:>5} {:>5} {:>22} {:>9} {:>22} {:>9} {:>22}  {}",
-        "path",
-        "target",
-        "proto",
-        "sent",
-        "recv",
-        "eps",
-        "held",
-        format!("eps/min [{level}]"),
-        "p99 ms",
-        format!("p99 [{level}]"),
-        "p99.9 ms",
-        format!("p99.9 [{level}]"),
-        "status"
-    ));
-    for r in &analysis.paths {
-        let rate = format!(
-            "{:.1} [{:.1}, {:.1}]",
-            r.episodes_per_min,
-            r.episodes_per_min_ci.low.unwrap_or(0.0),
-            r.episodes_per_min_ci.high.unwrap_or(0.0)
-        );
-        let status = match (&r.unreachable_reason, r.status) {
-            (Some(reason), _) => format!("unreachable: {reason}"),
-            (None, status) => format!("{status:?}").to_lowercase(),
-        };
-        out.text(format!(
-            "{:<21} {:<19} {:<5} {:>6} {:>6} {:>5} {:>5} {:>22} {:>9} {:>22} {:>9} {:>22}  {}",
-            r.name,
-            r.target,
-            r.proto,
-            r.probes,
-            r.received,
-            r.episodes,
-            r.sender_episodes,
-            rate,
-            ms(r.p99_us),
-            ms_interval(r.p99_ci_us),
-            ms(r.p999_us),
-            ms_interval(r.p999_ci_us),
-            status
-        ));
-    }
-    out.text(
-        "eps: stall episodes in the RTTs; held: replies held on the vantage point's own host \
-         (after the kernel received them)",
-    );
-    let stolen: u64 = analysis.paths.iter().map(|r| r.steal_episodes).sum();
-    if stolen > 0 {
-        out.text(format!(
-            "set aside: {stolen} episode(s) covered by vCPU steal (the hypervisor held every path at once)"
-        ));
-    }
-    let v = &analysis.verdict;
-    out.text(format!(
-        "verdict: {} (confidence {:.3})",
-        v.summary, v.confidence
-    ));
-    if let Some(separate) = v.tails_separate {
-        out.text(format!(
-            "tails: stalled paths' p99 {} the clean paths'",
-            if separate {
-                "significantly above"
-            } else {
-                "not significantly above"
-            }
-        ));
-    }
 }

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use netstall_cgroups::remediate::{self, Level};
-use netstall_cgroups::report;
-use netstall_cgroups::{canary, watch, Host};
+use netstall_cgroups::remediate::Level;
+use netstall_cgroups::report::{self, Extras};
+use netstall_cgroups::Host;
 use netstall_core::duration;
 use netstall_core::output::Output;
 
@@ -46,31 +46,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
-    let host = Host::live();
-    let mut report = report::report(&host)?;
-
-    if args.canary {
-        let path = report::memory_stat_path(&host, &report)?;
-        out.progress(canary::warning(&path, args.cpu));
-        report.canary = Some(canary::read_once(&host, &path, args.cpu)?);
-        netstall_cgroups::report::refresh_advice(&mut report);
-    }
-    if let Some(duration) = args.watch {
-        out.progress(format!(
-            "watching cgroup mkdir/rmdir/release for {duration:?}..."
-        ));
-        report.watch = Some(watch::watch(&host, duration)?);
-    }
-    if let Some(level) = args.remediate {
-        if args.yes {
-            out.progress(format!(
-                "remediation: writing {} to /proc/sys/vm/drop_caches, then re-counting...",
-                level.number()
-            ));
-        }
-        report.remediation = Some(remediate::for_report(&host, &report, level, args.yes)?);
-    }
-
-    out.emit(report);
+    let extras = Extras {
+        canary: args.canary,
+        canary_cpu: args.cpu,
+        watch: args.watch,
+        remediate: args.remediate,
+        write: args.yes,
+    };
+    out.emit(report::report_with(&Host::live(), &extras, out)?);
     Ok(ExitCode::SUCCESS)
 }

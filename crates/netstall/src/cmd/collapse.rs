@@ -1,17 +1,13 @@
 //! `netstall collapse`: `perf script` text to folded stacks.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use netstall_core::output::Output;
-use netstall_events::xray::{CollapseSummary, FoldedStack};
-use netstall_events::Record;
-use netstall_xray::collapse::{self, CollapseOptions, CollapseStats};
+use netstall_xray::collapse::{self, CollapseOptions, StackWriter};
 use netstall_xray::fold::FoldOptions;
-use regex::bytes::Regex;
 
 #[derive(clap::Args)]
 #[command(
@@ -89,117 +85,28 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             .threads
             .map_or_else(|| CollapseOptions::default().threads, usize::from),
     };
-    let mode = match &args.before {
-        Some(p) => collapse::Mode::Before {
-            pattern: Regex::new(p).with_context(|| format!("invalid --before pattern '{p}'"))?,
-            samples: args.samples,
-        },
-        None if args.ordered => collapse::Mode::Ordered,
-        None => collapse::Mode::Aggregated,
-    };
+    let mode = collapse::Mode::new(args.ordered, args.before.as_deref(), args.samples)?;
     let name = args.input.display().to_string();
-    let input: Box<dyn Read> = if name == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        Box::new(File::open(&args.input).with_context(|| format!("cannot read {name}"))?)
-    };
-    let mut sink = Sink::new(out);
-    let stats = collapse::run(input, &opts, mode, |stack, count| sink.stack(stack, count));
-    let stats = match stats.and_then(|s| sink.flush().map(|()| s)) {
+    let input = netstall_xray::open_input(&args.input)?;
+    let stdout = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    let mut writer = StackWriter::new(stdout, out.is_json());
+    let stats = collapse::run(input, &opts, mode, |stack, count| {
+        writer.stack(stack, count)
+    });
+    let stats = match stats.and_then(|s| writer.flush().map(|()| s)) {
         Ok(stats) => stats,
         // `netstall collapse big.txt | head` is not an error.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
         Err(e) => return Err(e).with_context(|| format!("cannot collapse {name}")),
     };
-    report(&stats, &name, out)?;
+    if let Some(note) = stats.cut_note(&name) {
+        out.progress(note);
+    }
+    // Fails when the input held no samples at all but did hold other text.
+    stats.ensure_samples(&name)?;
+    for note in stats.skipped_notes() {
+        out.progress(note);
+    }
+    out.json(stats.summary());
     Ok(ExitCode::SUCCESS)
-}
-
-/// Folded lines to stdout, as text or JSON.
-struct Sink {
-    out: Output,
-    writer: BufWriter<io::StdoutLock<'static>>,
-}
-
-impl Sink {
-    fn new(out: Output) -> Self {
-        Self {
-            out,
-            writer: BufWriter::with_capacity(1 << 16, io::stdout().lock()),
-        }
-    }
-
-    fn stack(&mut self, stack: &[u8], count: u64) -> io::Result<()> {
-        if self.out.is_json() {
-            let record = Record::Stack(FoldedStack {
-                stack: String::from_utf8_lossy(stack).into_owned(),
-                count,
-            });
-            writeln!(self.writer, "{}", record.to_json_line())
-        } else {
-            self.writer.write_all(stack)?;
-            writeln!(self.writer, " {count}")
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.writer.flush()
-    }
-}
-
-/// Says what was skipped (stderr in text mode, a summary object in JSON),
-/// and fails when the input held no samples at all but did hold other text.
-fn report(stats: &CollapseStats, name: &str, out: Output) -> Result<()> {
-    let fold = &stats.fold;
-    if stats.cut_parts > 0 {
-        out.progress(format!(
-            "netstall: {name} ran {} MiB without a blank line ({} time(s)) and was cut at line \
-             ends to bound memory: samples with call stacks end in blank lines; `perf script` \
-             of a recording made without -g looks like this (record with `perf record -g`)",
-            collapse::MAX_PART_BYTES >> 20,
-            stats.cut_parts
-        ));
-    }
-    // After the hint above: it says why an input of no samples has none.
-    stats.ensure_samples(name)?;
-    let lossy = |b: &Option<Vec<u8>>| {
-        b.as_deref()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-    };
-    if let Some(line) = fold.first_unrecognized_line {
-        out.progress(format!(
-            "netstall: skipped {} unrecognized line(s), the first at line {line}",
-            fold.unrecognized_lines
-        ));
-    }
-    if fold.filtered_samples > 0 {
-        out.progress(format!(
-            "netstall: kept only {} samples; skipped {} samples of other events such as {} (see --event-filter)",
-            lossy(&stats.kept_event).unwrap_or_default(),
-            fold.filtered_samples,
-            lossy(&fold.filtered_event).unwrap_or_default()
-        ));
-    }
-    if fold.dropped_frames > 0 {
-        out.progress(format!(
-            "netstall: left out {} frame(s) of samples longer than {} MiB of names",
-            fold.dropped_frames,
-            netstall_xray::fold::MAX_SAMPLE_BYTES >> 20
-        ));
-    }
-    if stats.unterminated_last_sample && !stats.flushed_last_sample {
-        out.progress(
-            "netstall: the last sample has no blank line after it and was dropped, \
-             as stackcollapse-perf.pl drops it (--flush-eof keeps it)",
-        );
-    }
-    out.json(CollapseSummary {
-        samples: fold.samples,
-        kept_event: lossy(&stats.kept_event),
-        filtered_samples: fold.filtered_samples,
-        unrecognized_lines: fold.unrecognized_lines,
-        first_unrecognized_line: fold.first_unrecognized_line,
-        unterminated_last_sample: stats.unterminated_last_sample,
-    });
-    Ok(())
 }

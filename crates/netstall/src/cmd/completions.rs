@@ -28,6 +28,6 @@ pub fn run(args: Args, mut command: clap::Command) -> Result<ExitCode> {
     // Into memory first: clap_complete panics when its writer fails.
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut command, name, &mut script);
-    super::write_stdout(&script)?;
+    netstall_core::output::write_stdout(&script)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use netstall_core::output::Output;
 
 #[derive(clap::Args)]
@@ -25,18 +25,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
-    let source = std::fs::read_link("/proc/self/exe").context("cannot find this binary")?;
-    let partial = args.dest.with_extension("partial");
-    std::fs::copy(&source, &partial)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    std::fs::set_permissions(
-        &partial,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .with_context(|| format!("cannot make {} executable", partial.display()))?;
-    // Whole or not at all: a plugin run never sees half a binary.
-    std::fs::rename(&partial, &args.dest)
-        .with_context(|| format!("cannot write {}", args.dest.display()))?;
+    let source = netstall_core::sys::copy_this_binary(&args.dest)?;
     out.progress(format!(
         "copied {} to {}",
         source.display(),

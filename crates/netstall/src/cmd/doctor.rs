@@ -1,17 +1,16 @@
 //! `netstall doctor`: tracer, probes, CPU sampling and cgroup counts
 //! together, correlated into one verdict with evidence.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use netstall_core::duration;
 use netstall_core::output::Output;
 use netstall_doctor::diagnose::Status;
-use netstall_doctor::findings::Extras;
-use netstall_doctor::run::{self, DoctorConfig, Progress, Target};
-use netstall_doctor::{report, Findings, Verdict};
+use netstall_doctor::run::{self, DoctorConfig, Target};
+use netstall_doctor::{replay, report};
 
 #[derive(clap::Args)]
 #[command(
@@ -84,7 +83,8 @@ pub struct Args {
 
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     if let Some(path) = &args.replay {
-        return replay(path, args.report.as_deref(), out);
+        let verdict = replay::replay(path, args.report.as_deref(), out)?;
+        return Ok(exit_code(verdict.status));
     }
     let config = DoctorConfig {
         duration: args.duration,
@@ -98,19 +98,14 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         icmp_seq: args.icmp_seq,
         allow_partial: args.allow_partial,
     };
-    let run = diagnose(&config, out)?;
+    let run = run::run_narrated(&config, out)?;
     if let Some(path) = &args.save {
-        let mut lines = String::new();
-        for record in run.findings.to_records(&run.extras, Some(&run.verdict)) {
-            lines.push_str(&record.to_json_line());
-            lines.push('\n');
-        }
-        std::fs::write(path, lines)
-            .with_context(|| format!("cannot write the records {}", path.display()))?;
+        run.save(path)?;
         out.progress(format!("records written to {}", path.display()));
     }
     if let Some(path) = &args.report {
-        write_report(path, &run.verdict, &run.findings, &run.extras, out)?;
+        report::write(path, &run.verdict, &run.findings, &run.extras)?;
+        out.progress(format!("report written to {}", path.display()));
     }
     Ok(exit_code(run.verdict.status))
 }
@@ -121,87 +116,4 @@ fn exit_code(status: Status) -> ExitCode {
         Status::Unhealthy => ExitCode::from(1),
         Status::Unknown => ExitCode::from(2),
     }
-}
-
-fn write_report(
-    path: &Path,
-    verdict: &Verdict,
-    findings: &Findings,
-    extras: &Extras,
-    out: Output,
-) -> Result<()> {
-    let html = report::render(verdict, findings, extras);
-    std::fs::write(path, html)
-        .with_context(|| format!("cannot write the report {}", path.display()))?;
-    out.progress(format!("report written to {}", path.display()));
-    Ok(())
-}
-
-/// `--replay`: the verdict (and report) of a saved run, offline.
-fn replay(path: &Path, report_path: Option<&Path>, out: Output) -> Result<ExitCode> {
-    let saved = netstall_doctor::replay::read(path)?;
-    let verdict = netstall_doctor::diagnose(&saved.findings);
-    out.progress(format!(
-        "doctor: replaying {} ({}; {} stall(s), {} target(s))",
-        path.display(),
-        saved.extras.host,
-        saved.findings.stalls.len(),
-        saved.findings.targets.len()
-    ));
-    out.emit(verdict.clone());
-    if let Some(report_path) = report_path {
-        write_report(report_path, &verdict, &saved.findings, &saved.extras, out)?;
-    }
-    Ok(exit_code(verdict.status))
-}
-
-/// Runs the doctor with live progress, prints the verdict, and returns the run.
-pub fn diagnose(config: &DoctorConfig, out: Output) -> Result<run::DoctorRun> {
-    let run = run::run(config, |progress| match progress {
-        Progress::Started {
-            targets, sampling, ..
-        } => out.progress(format!(
-            "doctor: tracing every CPU{}{} for {:?}...",
-            if targets > 0 {
-                format!(", probing {targets} target(s)")
-            } else {
-                String::new()
-            },
-            if sampling { ", sampling CPUs" } else { "" },
-            config.duration
-        )),
-        Progress::Stall(stall) => {
-            out.json((*stall).clone());
-            out.progress(format!(
-                "  {}",
-                netstall_kernel::trace::format::stall_line(&stall)
-            ));
-        }
-        Progress::Tick {
-            elapsed,
-            stalls,
-            total,
-        } => out.progress(format!(
-            "doctor: {:.0}/{:.0} s, {stalls} stall(s) so far",
-            elapsed.as_secs_f64(),
-            total.as_secs_f64()
-        )),
-        Progress::TracerUnavailable(reason) => {
-            out.progress(format!("doctor: the kernel tracer could not run: {reason}"))
-        }
-        Progress::SamplerUnavailable(reason) => {
-            out.progress(format!("doctor: CPU sampling could not run: {reason}"))
-        }
-        Progress::StealUnavailable(reason) => {
-            out.progress(format!("doctor: vCPU steal could not be read: {reason}"))
-        }
-        Progress::Finished => {}
-    })?;
-    for target in &run.findings.targets {
-        if let Some(error) = &target.error {
-            out.progress(format!("doctor: {}: {error}", target.target));
-        }
-    }
-    out.emit(run.verdict.clone());
-    Ok(run)
 }

@@ -2,7 +2,7 @@
 //! graph or flame chart.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,11 +40,7 @@ pub struct Args {
 
 pub fn run(args: Args, _out: Output) -> Result<ExitCode> {
     let name = args.input.display().to_string();
-    let input: Box<dyn Read> = if name == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        Box::new(File::open(&args.input).with_context(|| format!("cannot read {name}"))?)
-    };
+    let input = netstall_xray::open_input(&args.input)?;
     let lines = flame::stacks_to_draw(input, args.chart, &name)?;
     let opts = FlameOptions {
         chart: args.chart,

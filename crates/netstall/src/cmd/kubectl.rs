@@ -113,13 +113,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         }
         Command::Status => {
             let rows = netstall_kubectl::status(&cluster, &args.namespace)?;
-            if out.is_json() {
-                for row in &rows {
-                    out.json(row.clone());
-                }
-            } else {
-                print!("{}", netstall_kubectl::status::table(&rows));
-            }
+            netstall_kubectl::status::print(&rows, out);
             Ok(ExitCode::from(u8::from(rows.iter().any(|r| r.problem))))
         }
     }

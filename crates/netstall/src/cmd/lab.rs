@@ -156,8 +156,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
                 responder_exe: std::env::current_exe()?,
             };
             out.progress(format!("building lab '{}'...", config.prefix));
-            let status = topology::up(&config)?;
-            print_status(&status, out);
+            out.emit(topology::up(&config)?);
         }
         LabCommand::Down { prefix } => {
             topology::down(&prefix.prefix)?;
@@ -165,7 +164,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
                 prefix: prefix.prefix.clone(),
             });
         }
-        LabCommand::Status { prefix } => print_status(&topology::status(&prefix.prefix)?, out),
+        LabCommand::Status { prefix } => out.emit(topology::status(&prefix.prefix)?),
         LabCommand::Rps {
             prefix,
             rx_cpu,
@@ -173,20 +172,11 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         } => {
             netstall_core::privilege::require_root("lab rps")?;
             let cpus = netstall_core::cpu::parse_online_list(&rx_cpu)?;
-            print_status(&topology::resteer(&prefix.prefix, &cpus, host)?, out);
+            out.emit(topology::resteer(&prefix.prefix, &cpus, host)?);
         }
         LabCommand::Zombies { prefix, count } => {
             let paths = zombies::ZombiePaths::for_host(&prefix.prefix)?;
-            out.progress(format!(
-                "making {count} dying memory cgroups under {}...",
-                paths.parent.display()
-            ));
-            let report = zombies::create(&paths, count, |done| {
-                if done > 0 && done % 2000 == 0 {
-                    out.progress(format!("  {done}/{count}"));
-                }
-            })?;
-            out.emit(report);
+            out.emit(zombies::create_narrated(&paths, count, out)?);
         }
         LabCommand::Poller {
             prefix,
@@ -199,17 +189,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             netstall_core::privilege::require_root("lab poller")?;
             let config =
                 poller::PollerConfig::for_lab(&prefix.prefix, path, interval, duration, cpu, comm)?;
-            poller::run(&config, |read| {
-                out.json(read.clone());
-                out.text(format!(
-                    "{} [{}] read {} in {:.2} ms (touched {} files)",
-                    config.comm,
-                    read.pid,
-                    read.path.display(),
-                    read.read_ms,
-                    read.touched_files
-                ));
-            })?;
+            poller::run_printed(&config, out)?;
         }
         LabCommand::Spin {
             cpu,
@@ -223,53 +203,12 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
                 every,
                 duration,
             };
-            out.progress(format!(
-                "stalling CPU {cpu} for {ms} ms every {every:?} during {duration:?}"
-            ));
-            let stalls = netstall_kernel::spin::run(&config, |stall| {
-                out.emit(*stall);
-            })?;
-            out.progress(format!("{} stalls injected", stalls.len()));
+            netstall_kernel::spin::run_printed(&config, out)?;
         }
         LabCommand::Clean { prefix } => {
             let paths = zombies::ZombiePaths::for_host(&prefix.prefix)?;
-            let report = clean::clean(&paths)?;
-            out.emit(report);
+            out.emit(clean::clean(&paths)?);
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_status(status: &topology::LabStatus, out: Output) {
-    out.json(status.clone());
-    out.text(format!(
-        "lab '{}': node RX on CPU {}",
-        status.prefix,
-        netstall_core::cpu::format_list(&status.rx_cpus)
-    ));
-    for host in &status.hosts {
-        out.text(format!(
-            "  {:<8} netns {:<12} rx cpu {:<4} {}",
-            format!("{:?}", host.role).to_lowercase(),
-            host.netns,
-            netstall_core::cpu::format_list(&host.rx_cpus),
-            host.addrs.join(", ")
-        ));
-    }
-    out.text(format!(
-        "  NodePort {}:{}/tcp {}:{}/udp -> pod {}:{}/tcp {}/udp",
-        status.nodeport.addr,
-        status.nodeport.tcp,
-        status.nodeport.addr,
-        status.nodeport.udp,
-        status.pod.addr,
-        status.pod.tcp,
-        status.pod.udp
-    ));
-    out.text(format!(
-        "  try: ip netns exec {} curl -s http://{}:{}/",
-        status.netns(topology::Role::Client),
-        status.nodeport.addr,
-        status.nodeport.tcp
-    ));
 }

@@ -36,7 +36,7 @@ pub fn run(args: Args, command: clap::Command) -> Result<ExitCode> {
             clap_mangen::Man::new(command)
                 .render(&mut page)
                 .context("cannot render the manual page")?;
-            super::write_stdout(&page)?;
+            netstall_core::output::write_stdout(&page)?;
         }
     }
     Ok(ExitCode::SUCCESS)

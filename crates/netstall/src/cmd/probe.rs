@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use netstall_core::duration;
 use netstall_core::output::Output;
-use netstall_events::probe::SessionReport;
-use netstall_probe::{ProbeConfig, Report, SessionEvent};
+use netstall_core::shutdown::Shutdown;
+use netstall_probe::ProbeConfig;
 
 #[derive(clap::Args)]
 #[command(
@@ -47,7 +47,7 @@ pub struct Args {
     #[arg(short = 'p', long, value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
     /// Time between probes (of all flows together), at least 1us.
-    #[arg(short = 'i', long, default_value = "10ms", value_parser = parse_interval)]
+    #[arg(short = 'i', long, default_value = "10ms", value_parser = netstall_probe::session::parse_interval)]
     interval: Duration,
     /// Stop after this many probes.
     #[arg(short = 'c', long, conflicts_with = "duration", value_parser = clap::value_parser!(u64).range(1..))]
@@ -73,16 +73,6 @@ pub struct Args {
     cpu: Option<u32>,
 }
 
-/// An interval the sender can honour: at least [`netstall_probe::session::MIN_INTERVAL`].
-fn parse_interval(text: &str) -> Result<Duration, String> {
-    let interval = duration::parse_nonzero(text)?;
-    let min = netstall_probe::session::MIN_INTERVAL;
-    if interval < min {
-        return Err(format!("interval '{text}' is too short: at least {min:?}"));
-    }
-    Ok(interval)
-}
-
 fn config(args: &Args) -> Result<ProbeConfig> {
     let (mode, host) = netstall_probe::mode_and_host(&netstall_probe::ModeRequest {
         target: args.target.as_deref(),
@@ -98,7 +88,7 @@ fn config(args: &Args) -> Result<ProbeConfig> {
     config.timeout = args.timeout;
     config.netns = args.netns.clone();
     config.cpu = args.cpu;
-    config.stop = Some(super::stop_on_signal()?);
+    config.stop = Some(Shutdown::on_signals()?);
     // Probes are printed as they come; a session without end must not keep them.
     config.keep_probes = false;
     Ok(config)
@@ -106,54 +96,9 @@ fn config(args: &Args) -> Result<ProbeConfig> {
 
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     let config = config(&args)?;
-    let slow_ns = args.slow.map(|d| d.as_nanos() as u64);
-    let port = config
-        .mode
-        .port()
-        .map(|p| format!(" port {p}"))
-        .unwrap_or_default();
-    out.text(format!(
-        "PROBE {} ({}{port}): {} flow(s), one probe every {:?}",
-        config.target,
-        config.mode.proto(),
-        config.flows,
-        config.interval
-    ));
-    let report = netstall_probe::run(&config, |event| match event {
-        SessionEvent::Probe(probe) => {
-            out.json(probe.clone());
-            if let Some(line) = probe.hping3_line(config.flows > 1) {
-                if slow_ns.is_none_or(|slow| probe.rtt_ns.is_some_and(|rtt| rtt >= slow)) {
-                    out.text(line);
-                }
-            }
-        }
-        // Streamed as soon as they are over; listed again in text at the end.
-        SessionEvent::Episode(episode) => out.json(episode.clone()),
-    })?;
-    print_end(&report, out, true);
+    let report = netstall_probe::run_printed(&config, args.slow, out)?;
     if let Some(reason) = report.unreachable_reason() {
         bail!(reason);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Prints the end of a session: its description, episodes and summary.
-pub(crate) fn print_report(report: &Report, out: Output) {
-    print_end(report, out, false);
-}
-
-fn print_end(report: &Report, out: Output, episodes_streamed: bool) {
-    out.json(report.info.clone());
-    if !episodes_streamed {
-        for episode in &report.episodes {
-            out.json(episode.clone());
-        }
-    }
-    out.json(report.summary.clone());
-    out.text(SessionReport {
-        info: &report.info,
-        episodes: &report.episodes,
-        summary: &report.summary,
-    });
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use netstall_core::duration;
 use netstall_core::output::Output;
+use netstall_core::shutdown::Shutdown;
 use netstall_doctor::run::Target;
 use netstall_top::TopConfig;
 
@@ -79,6 +80,6 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         sample: !args.no_sample,
         duration: args.duration,
     };
-    netstall_top::run(&config, super::stop_on_signal()?, out)?;
+    netstall_top::run(&config, Shutdown::on_signals()?, out)?;
     Ok(ExitCode::SUCCESS)
 }

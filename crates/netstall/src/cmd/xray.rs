@@ -7,11 +7,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use netstall_core::output::Output;
-use netstall_core::shutdown::Shutdown;
-use netstall_events::xray::{SampleWindow, XraySummary};
-use netstall_xray::flame;
-use netstall_xray::sampler::{self, SamplerConfig};
-use netstall_xray::timeline::{self, StallRules, Trigger};
+use netstall_xray::sampler::SamplerConfig;
+use netstall_xray::session::{self, XrayConfig};
+use netstall_xray::timeline::Trigger;
 
 #[derive(clap::Args)]
 #[command(
@@ -63,58 +61,20 @@ enum Before {
 }
 
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
-    let config = SamplerConfig {
-        cpus: args.cpu.clone(),
-        frequency: args.frequency,
-    };
-    netstall_core::cpu::check_online(&config.cpus)?;
-    out.progress(format!(
-        "xray: sampling CPU {} at {} Hz for {:?}",
-        netstall_core::cpu::format_list(&config.cpus),
-        config.frequency,
-        args.duration
-    ));
-    let recording = sampler::record(&config, args.duration, &Shutdown::new()?)?;
-    let samples = &recording.samples;
-    let mut rules = StallRules::for_frequency(args.frequency);
-    if let Some(gap) = args.gap {
-        rules.min_gap_ns = gap.as_nanos() as u64;
-        rules.min_softirq_ns = gap.as_nanos() as u64;
-    }
-    let gaps = timeline::gaps(samples, rules);
-
-    for gap in &gaps {
-        out.emit(timeline::sample_gap(samples, gap));
-    }
-
-    if let Some(before) = args.before {
-        let trigger = match before {
+    let config = XrayConfig {
+        sampler: SamplerConfig {
+            cpus: args.cpu,
+            frequency: args.frequency,
+        },
+        duration: args.duration,
+        before: args.before.map(|before| match before {
             Before::Stall => Trigger::Stall,
             Before::Ksoftirqd => Trigger::Ksoftirqd,
-        };
-        for window in timeline::windows(samples, &gaps, trigger, args.samples) {
-            out.emit(SampleWindow {
-                trigger: window.trigger,
-                cpu: window.cpu,
-                at_ns: window.at_ns,
-                samples: window.samples.iter().map(|&i| samples[i].clone()).collect(),
-            });
-        }
-    }
-
-    if let Some(path) = &args.svg {
-        flame::write_chart(samples, &config.cpus, path)?;
-    }
-
-    let ksoftirqd_runs = timeline::ksoftirqd_runs(samples).len();
-    out.emit(XraySummary {
-        cpus: config.cpus.clone(),
-        frequency_hz: config.frequency,
-        duration_ms: args.duration.as_millis() as u64,
-        samples: samples.len(),
-        lost: recording.lost,
-        gaps: gaps.len(),
-        ksoftirqd_runs,
-    });
+        }),
+        samples: args.samples,
+        gap: args.gap,
+        svg: args.svg,
+    };
+    session::run_printed(&config, out)?;
     Ok(ExitCode::SUCCESS)
 }
