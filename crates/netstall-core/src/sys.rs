@@ -131,13 +131,16 @@ pub fn wait_for_rx_timestamps(limit: std::time::Duration) -> bool {
         return false;
     };
     // Bounded by the deadline, and by a count should the clock misbehave.
-    for _ in 0..1000 {
+    // Loopback delivers at once: without the pause, the count would end
+    // the wait long before the workqueue has had a chance to run.
+    for _ in 0..100_000 {
         if !ready || std::time::Instant::now() >= deadline || socket.send_to(b"t", me).is_err() {
             return false;
         }
         if received_with_stamp(&socket) {
             return true;
         }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
     false
 }

@@ -283,7 +283,10 @@ fn doctor_without_privileges_refuses_naming_the_capability() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("CAP_BPF"), "{stderr}");
     assert!(stderr.contains("--allow-partial"), "{stderr}");
-    assert!(out.stdout.is_empty(), "no verdict while blind");
+    // With --json, the one line on stdout is the error record: no verdict.
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "no verdict while blind: {lines:?}");
+    assert_eq!(lines[0]["type"], "error", "{lines:?}");
 
     // Asked to go on: it watches what it can and says `unknown`, never healthy.
     let out = as_nobody(&["--allow-partial"]);
