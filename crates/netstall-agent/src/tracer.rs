@@ -178,6 +178,7 @@ pub fn cadvisor_stall(start_ns: u64) -> Stall {
         detector: Detector::IrqsOff,
         cpu: 3,
         start_ns,
+        end_ns: start_ns + 117_000_000,
         duration_ms: 117.0,
         seen_by: vec![Detector::IrqsOff],
         packets: None,

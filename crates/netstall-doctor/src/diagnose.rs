@@ -955,6 +955,7 @@ mod tests {
             detector: seen_by[0],
             cpu,
             start_ns: T0 + at_ms * 1_000_000,
+            end_ns: T0 + at_ms * 1_000_000 + (ms * 1e6) as u64,
             duration_ms: ms,
             seen_by,
             packets: Some(12),

@@ -148,6 +148,7 @@ pub struct Stall {
     pub detector: Detector,
     pub cpu: u32,
     pub start_ns: u64,
+    pub end_ns: u64,
     pub duration_ms: f64,
     /// Every detector that saw this stall.
     pub seen_by: Vec<Detector>,
@@ -192,6 +193,7 @@ pub struct SlowSyscall {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     pub start_ns: u64,
+    pub end_ns: u64,
     pub duration_ms: f64,
     pub ret: i64,
 }
@@ -491,6 +493,7 @@ mod tests {
             detector: Detector::IrqsOff,
             cpu: 1,
             start_ns: 1,
+            end_ns: 117_240_001,
             duration_ms: 117.24,
             seen_by: vec![Detector::IrqsOff, Detector::RstatHold, Detector::RxBacklog],
             packets: Some(12),

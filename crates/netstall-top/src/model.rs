@@ -534,6 +534,7 @@ mod tests {
             detector,
             cpu,
             start_ns: (start_s * 1e9) as u64,
+            end_ns: (start_s * 1e9) as u64 + (ms * 1e6) as u64,
             duration_ms: ms,
             seen_by: vec![detector],
             packets: Some(3),

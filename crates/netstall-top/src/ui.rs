@@ -514,6 +514,7 @@ mod tests {
             detector: Detector::SoftirqDelay,
             cpu: 1,
             start_ns: start_s * S,
+            end_ns: start_s * S + 50_000_000,
             duration_ms: 50.0,
             seen_by: vec![Detector::SoftirqDelay, Detector::RxBacklog],
             packets: Some(4),

@@ -230,6 +230,7 @@ impl Assembler {
             detector: primary,
             cpu: group.cpu,
             start_ns,
+            end_ns: start_ns + duration_ns,
             duration_ms: duration_ns as f64 / 1e6,
             seen_by,
             packets,

@@ -232,6 +232,7 @@ pub(super) fn route(
                         syscall: syscall.name.clone(),
                         path: syscall.path.clone(),
                         start_ns,
+                        end_ns,
                         duration_ms: duration_ns as f64 / 1e6,
                         ret,
                     })
