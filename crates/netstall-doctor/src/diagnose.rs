@@ -167,6 +167,22 @@ fn classify(stall: &Stall) -> CauseId {
     CauseId::Unexplained
 }
 
+/// A tick gap alone is weak evidence on a VM: the timer tick, the steal
+/// clock and the sampler all run on the vCPU the hypervisor may hold, so a
+/// single late tick it did not account for reads as an IRQs-off section.
+/// When nothing corroborates it (no packet waited in the backlog, no other
+/// detector, no probe episode, checked by the caller) and it is short and
+/// unrepeated, it is listed as context (`also`) and leaves the status alone.
+fn is_lone_tick_gap(stalls: &[&Stall]) -> bool {
+    !stalls.is_empty()
+        && stalls.len() < thresholds::FAULT_REPEATED
+        && stalls.iter().all(|s| {
+            s.seen_by == [Detector::IrqsOff]
+                && s.packets.unwrap_or(0) == 0
+                && s.duration_ms < thresholds::FAULT_REPEATED_MS
+        })
+}
+
 fn stall_end_ns(stall: &Stall) -> u64 {
     stall.start_ns + (stall.duration_ms * 1e6) as u64
 }
@@ -279,13 +295,21 @@ pub fn diagnose(findings: &Findings) -> Verdict {
     let mut causes: Vec<Cause> = Vec::new();
     let mut steal_stalls = Vec::new();
     let mut unexplained_stalls = Vec::new();
+    // Context, not a fault of the node (see `is_lone_tick_gap`).
+    let mut lone_tick_gaps = Vec::new();
     for ((id, named), stalls) in groups {
         match id {
             CauseId::VcpuSteal => steal_stalls = stalls,
             CauseId::Unexplained => unexplained_stalls = stalls,
-            _ => causes.push(cause_from_stalls(
-                id, named, &stalls, findings, &episodes, &grade,
-            )),
+            _ => {
+                let cause = cause_from_stalls(id, named, &stalls, findings, &episodes, &grade);
+                if id == CauseId::IrqsOffSection && cause.episodes == 0 && is_lone_tick_gap(&stalls)
+                {
+                    lone_tick_gaps.push(cause);
+                } else {
+                    causes.push(cause);
+                }
+            }
         }
     }
     if !steal_stalls.is_empty() || !steal_episodes.is_empty() {
@@ -325,9 +349,10 @@ pub fn diagnose(findings: &Findings) -> Verdict {
         Status::Degraded
     };
     // Beside an unhealthy cause, minor environment delays are context.
-    let (causes, also): (Vec<Cause>, Vec<Cause>) = causes.into_iter().partition(|c| {
+    let (causes, mut also): (Vec<Cause>, Vec<Cause>) = causes.into_iter().partition(|c| {
         !unhealthy || c.severity == Severity::Unhealthy || c.origin != Origin::Environment
     });
+    also.extend(lone_tick_gaps);
 
     let worst_kernel = stalls.iter().map(|s| s.duration_ms).fold(0.0, f64::max);
     let worst_probe = episodes
@@ -1385,6 +1410,58 @@ mod tests {
         assert_eq!(diagnose(&few).status, Status::Degraded);
         let long = local(vec![episode(100, 250.0)]);
         assert_eq!(diagnose(&long).status, Status::Unhealthy);
+    }
+
+    #[test]
+    fn a_lone_short_tick_gap_nothing_corroborates_leaves_the_node_healthy() {
+        let gap = |at_ms: u64, ms: f64| Stall {
+            packets: None,
+            max_wait_ms: None,
+            drained_by: None,
+            ..stall(1, at_ms, ms, vec![Detector::IrqsOff], spinner_culprit())
+        };
+        let one = Findings {
+            stalls: vec![gap(5000, 15.0)],
+            ..run_of(15)
+        };
+        let verdict = diagnose(&one);
+        assert_eq!(verdict.status, Status::Healthy, "{verdict}");
+        assert!(verdict.causes.is_empty());
+        assert_eq!(verdict.also.len(), 1);
+        assert_eq!(verdict.also[0].id, CauseId::IrqsOffSection);
+        assert_eq!(verdict.stalls, 1, "still counted and shown");
+        assert!(verdict
+            .to_string()
+            .contains("also: irqs-off-section (degraded, 1 stall,"));
+        assert!(verdict
+            .headline()
+            .contains("nothing to act on (1 minor finding"));
+
+        // Anything that corroborates it makes it a cause again: packets that
+        // waited, a probe episode at the same time, repetition, or length.
+        let waited = Findings {
+            stalls: vec![Stall {
+                packets: Some(3),
+                ..gap(5000, 15.0)
+            }],
+            ..run_of(15)
+        };
+        assert_eq!(diagnose(&waited).status, Status::Degraded);
+        let felt = Findings {
+            targets: vec![target(vec![episode(5000, 16.0)])],
+            ..one.clone()
+        };
+        assert_eq!(diagnose(&felt).causes[0].id, CauseId::IrqsOffSection);
+        let repeated = Findings {
+            stalls: (0..3).map(|i| gap(1000 + 3000 * i, 15.0)).collect(),
+            ..run_of(15)
+        };
+        assert_eq!(diagnose(&repeated).status, Status::Degraded);
+        let long = Findings {
+            stalls: vec![gap(5000, 40.0)],
+            ..run_of(15)
+        };
+        assert_eq!(diagnose(&long).status, Status::Degraded);
     }
 
     #[test]

@@ -228,8 +228,10 @@ pub struct Verdict {
     /// Share of probes held or lost in episodes, %.
     pub probes_pct: f64,
     pub causes: Vec<Cause>,
-    /// Minor environment causes beside an unhealthy verdict (steal, load):
-    /// real, explained, and not what makes the node unhealthy.
+    /// Minor findings that do not set the status: environment causes beside
+    /// an unhealthy verdict (steal, load), and lone short tick gaps nothing
+    /// corroborates (no packet waited, no probe felt them). Real, shown with
+    /// their evidence, and not what makes the node unhealthy.
     pub also: Vec<Cause>,
     /// Which sources ran: a verdict is only as good as what it saw.
     pub sources: Vec<Source>,
@@ -279,9 +281,15 @@ impl Verdict {
             )
         });
         match (self.status, top) {
-            (Status::Healthy, _) => {
+            (Status::Healthy, _) if self.also.is_empty() => {
                 "VERDICT: healthy: no RX stall over the threshold, no probe episode".into()
             }
+            (Status::Healthy, _) => format!(
+                "VERDICT: healthy: nothing to act on ({} minor finding{} below, worst {:.1} ms)",
+                self.also.len(),
+                plural(self.also.len()),
+                self.also.iter().map(|c| c.worst_ms).fold(0.0, f64::max)
+            ),
             (Status::Unknown, _) => format!(
                 "VERDICT: unknown: {} could not run; the doctor cannot say healthy",
                 self.blind_to()
@@ -332,12 +340,16 @@ impl fmt::Display for Verdict {
             }
         }
         for cause in &self.also {
-            let n = cause.episodes + cause.stalls;
+            let counts: Vec<String> = [(cause.stalls, "stall"), (cause.episodes, "episode")]
+                .iter()
+                .filter(|(n, _)| *n > 0)
+                .map(|(n, what)| format!("{n} {what}{}", plural(*n)))
+                .collect();
             writeln!(
                 f,
-                "also: {} (degraded, {n} episode{}, worst {:.1} ms): {}",
+                "also: {} (degraded, {}, worst {:.1} ms): {}",
                 cause.id.as_str(),
-                plural(n),
+                counts.join(", "),
                 cause.worst_ms,
                 cause.title
             )?;
