@@ -75,6 +75,31 @@ impl TraceDetector {
         TraceDetector::Icmp,
     ];
 
+    /// What this detector adds to a verdict: said when it could not load,
+    /// so a partial verdict names the evidence it lacks.
+    pub fn evidence(self) -> &'static str {
+        match self {
+            TraceDetector::Stall(Detector::RxBacklog) => {
+                "how long packets waited in a CPU's backlog (the stall as the network saw it)"
+            }
+            TraceDetector::Stall(Detector::SoftirqDelay) => {
+                "how long a raised NET_RX softirq waited to run"
+            }
+            TraceDetector::Stall(Detector::IrqsOff) => {
+                "the IRQs-off window, the syscall in progress and its file, the stack at IRQ re-enable"
+            }
+            TraceDetector::Stall(Detector::Ksoftirqd) => {
+                "when ksoftirqd took RX processing over from the interrupted task"
+            }
+            TraceDetector::Stall(Detector::RstatHold) => {
+                "who held the cgroup rstat lock and how long, and the memcg stats flush behind it"
+            }
+            TraceDetector::Steal => "the hypervisor's steal at every tick (else /proc/stat every 5 ms)",
+            TraceDetector::Syscalls => "each slow syscall with its duration and file",
+            TraceDetector::Icmp => "when each ICMP echo request was processed",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             TraceDetector::Stall(d) => d.name(),
@@ -460,6 +485,20 @@ impl fmt::Display for TraceReport {
 pub struct Unavailable {
     pub detector: TraceDetector,
     pub reason: String,
+}
+
+/// `rstat-hold: tp_btf/cgroup_rstat_locked does not load: …; it would have
+/// shown who held the cgroup rstat lock …`
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {}; it would have shown {}",
+            self.detector,
+            self.reason,
+            self.detector.evidence()
+        )
+    }
 }
 
 /// One stall injected by `lab spin` (the `"spin"` record), in the REALTIME
