@@ -501,6 +501,63 @@ impl fmt::Display for Unavailable {
     }
 }
 
+/// One kernel of the kernel matrix (`scripts/kernel-matrix.sh`, which boots
+/// Debian kernels under qemu): the detectors the tracer loaded there, those
+/// it could not with why, whether an injected `lab spin` stall was found on
+/// its CPU, the doctor's top cause for the incident (none: not named), and
+/// whether the agent served `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelRun {
+    /// `uname -r` inside the VM.
+    pub kernel: String,
+    pub detectors_loaded: Vec<TraceDetector>,
+    pub detectors_missing: Vec<MissingDetector>,
+    pub spin_found: bool,
+    pub incident_cause: Option<String>,
+    pub agent_metrics: bool,
+}
+
+/// A detector a kernel of the matrix would not load, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissingDetector {
+    pub detector: TraceDetector,
+    pub why: String,
+}
+
+/// `KERNEL 6.1.0-57-cloud-amd64: 4 detectors (missing rstat-hold); spin found;
+/// incident: dying-memcg-stat-flush; /metrics served`
+impl fmt::Display for KernelRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let missing: Vec<&str> = self
+            .detectors_missing
+            .iter()
+            .map(|m| m.detector.name())
+            .collect();
+        write!(
+            f,
+            "KERNEL {}: {} detectors{}; spin {}; incident: {}; /metrics {}",
+            self.kernel,
+            self.detectors_loaded.len(),
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!(" (missing {})", missing.join(", "))
+            },
+            if self.spin_found {
+                "found"
+            } else {
+                "NOT found"
+            },
+            self.incident_cause.as_deref().unwrap_or("not named"),
+            if self.agent_metrics {
+                "served"
+            } else {
+                "NOT served"
+            }
+        )
+    }
+}
+
 /// One stall injected by `lab spin` (the `"spin"` record), in the REALTIME
 /// time base: what the detectors are tested against.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
