@@ -14,6 +14,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # The container image is built and run (crates/netstall/tests/image.rs): podman, and
 # runc (crun refuses this machine's hybrid cgroup layout). Only a scratch image is
 # built: nothing is pulled, no RUN step runs during the build.
+# The kernel matrix (scripts/kernel-matrix.sh; its short form is crates/netstall/tests/kernels.rs)
+# boots Debian kernels under qemu with a busybox initramfs: qemu-system-x86, busybox-static, cpio.
+# bpftool only regenerates the committed vmlinux.h headers (scripts/gen-vmlinux.sh): not needed here.
 #
 # `setup.sh --demo` installs only what `netstall demo` needs (build and lab).
 DEMO_PACKAGES=(
@@ -26,6 +29,7 @@ TEST_PACKAGES=(
   chromium
   tmux
   podman runc
+  qemu-system-x86 busybox-static cpio
 )
 demo_only=false
 case "${1:-}" in

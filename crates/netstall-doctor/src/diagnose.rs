@@ -411,9 +411,13 @@ fn sources(findings: &Findings) -> Vec<Source> {
             SourceName::Tracer,
             SourceState::Partial,
             format!(
-                "detectors: {}; not on this kernel: {}",
+                "detectors: {}; missing on this kernel: {}",
                 detectors.join(", "),
-                missing.join(", ")
+                missing
+                    .iter()
+                    .map(|u| u.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
         ),
         TracerState::Unavailable { reason } => {

@@ -278,11 +278,7 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
                 steal_clock = start.detectors.contains(&TraceDetector::Steal);
                 tracer_state = Some(TracerState::Ran {
                     detectors: start.detectors.iter().map(|d| d.to_string()).collect(),
-                    missing: start
-                        .unavailable
-                        .iter()
-                        .map(|u| u.detector.to_string())
-                        .collect(),
+                    missing: start.unavailable.clone(),
                 });
                 break;
             }

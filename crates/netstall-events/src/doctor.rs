@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::{Culprit, StealSource};
+use crate::kernel::{Culprit, StealSource, Unavailable};
 use crate::probe::Episode;
 
 /// The causes the doctor knows.
@@ -369,10 +369,12 @@ impl fmt::Display for Verdict {
             .map(|s| format!("{} {}", s.name.as_str(), s.state.as_str()))
             .collect();
         write!(f, "sources: {}", sources.join(", "))?;
+        // What a blind or partial source could not see (a detector missing
+        // on this kernel says what it would have shown).
         for s in self
             .sources
             .iter()
-            .filter(|s| s.state == SourceState::Unavailable)
+            .filter(|s| matches!(s.state, SourceState::Unavailable | SourceState::Partial))
         {
             write!(f, "\n   - {}: {}", s.name.as_str(), s.detail)?;
         }
@@ -393,10 +395,11 @@ impl fmt::Display for Verdict {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum TracerState {
-    /// Traced every CPU with these detectors; `missing` could not load here.
+    /// Traced every CPU with these detectors; `missing` could not load
+    /// here, each with why.
     Ran {
         detectors: Vec<String>,
-        missing: Vec<String>,
+        missing: Vec<Unavailable>,
     },
     /// Could not run; the reason says why (privilege, kernel feature).
     Unavailable { reason: String },

@@ -75,6 +75,31 @@ impl TraceDetector {
         TraceDetector::Icmp,
     ];
 
+    /// What this detector adds to a verdict: said when it could not load,
+    /// so a partial verdict names the evidence it lacks.
+    pub fn evidence(self) -> &'static str {
+        match self {
+            TraceDetector::Stall(Detector::RxBacklog) => {
+                "how long packets waited in a CPU's backlog (the stall as the network saw it)"
+            }
+            TraceDetector::Stall(Detector::SoftirqDelay) => {
+                "how long a raised NET_RX softirq waited to run"
+            }
+            TraceDetector::Stall(Detector::IrqsOff) => {
+                "the IRQs-off window, the syscall in progress and its file, the stack at IRQ re-enable"
+            }
+            TraceDetector::Stall(Detector::Ksoftirqd) => {
+                "when ksoftirqd took RX processing over from the interrupted task"
+            }
+            TraceDetector::Stall(Detector::RstatHold) => {
+                "who held the cgroup rstat lock and how long, and the memcg stats flush behind it"
+            }
+            TraceDetector::Steal => "the hypervisor's steal at every tick (else /proc/stat every 5 ms)",
+            TraceDetector::Syscalls => "each slow syscall with its duration and file",
+            TraceDetector::Icmp => "when each ICMP echo request was processed",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             TraceDetector::Stall(d) => d.name(),
@@ -460,6 +485,77 @@ impl fmt::Display for TraceReport {
 pub struct Unavailable {
     pub detector: TraceDetector,
     pub reason: String,
+}
+
+/// `rstat-hold: tp_btf/cgroup_rstat_locked does not load: …; it would have
+/// shown who held the cgroup rstat lock …`
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {}; it would have shown {}",
+            self.detector,
+            self.reason,
+            self.detector.evidence()
+        )
+    }
+}
+
+/// One kernel of the kernel matrix (`scripts/kernel-matrix.sh`, which boots
+/// Debian kernels under qemu): the detectors the tracer loaded there, those
+/// it could not with why, whether an injected `lab spin` stall was found on
+/// its CPU, the doctor's top cause for the incident (none: not named), and
+/// whether the agent served `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelRun {
+    /// `uname -r` inside the VM.
+    pub kernel: String,
+    pub detectors_loaded: Vec<TraceDetector>,
+    pub detectors_missing: Vec<MissingDetector>,
+    pub spin_found: bool,
+    pub incident_cause: Option<String>,
+    pub agent_metrics: bool,
+}
+
+/// A detector a kernel of the matrix would not load, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissingDetector {
+    pub detector: TraceDetector,
+    pub why: String,
+}
+
+/// `KERNEL 6.1.0-57-cloud-amd64: 4 detectors (missing rstat-hold); spin found;
+/// incident: dying-memcg-stat-flush; /metrics served`
+impl fmt::Display for KernelRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let missing: Vec<&str> = self
+            .detectors_missing
+            .iter()
+            .map(|m| m.detector.name())
+            .collect();
+        write!(
+            f,
+            "KERNEL {}: {} detectors{}; spin {}; incident: {}; /metrics {}",
+            self.kernel,
+            self.detectors_loaded.len(),
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!(" (missing {})", missing.join(", "))
+            },
+            if self.spin_found {
+                "found"
+            } else {
+                "NOT found"
+            },
+            self.incident_cause.as_deref().unwrap_or("not named"),
+            if self.agent_metrics {
+                "served"
+            } else {
+                "NOT served"
+            }
+        )
+    }
 }
 
 /// One stall injected by `lab spin` (the `"spin"` record), in the REALTIME

@@ -105,6 +105,8 @@ records! {
     Clean(lab::CleanReport) = "clean",
     Zombies(lab::ZombieReport) = "zombies",
     Bisect(bisect::BisectRun) = "bisect",
+    /// One kernel booted by `scripts/kernel-matrix.sh`: what netstall did on it.
+    KernelRun(kernel::KernelRun) = "kernel-run",
 
     // The node agent, `top`, `kubectl netstall`.
     Agent(agent::AgentStart) = "agent",
@@ -171,6 +173,7 @@ impl Record {
             Record::Verdict(r) => r.to_string(),
             Record::AgentConfig(r) => r.to_string(),
             Record::Bisect(r) => r.to_string(),
+            Record::KernelRun(r) => r.to_string(),
             Record::DemoStep(r) => r.to_string(),
             Record::Demo(r) => r.to_string(),
             _ => return None,

@@ -484,3 +484,128 @@ fn doctor_rejects_bad_targets_in_one_line() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
 }
+
+/// A kernel that refuses one program loses only the detectors that need it:
+/// forced here with the loader's test hook (NETSTALL_TEST_REFUSE_PROGRAMS,
+/// docs/kernels.md), as a kernel without the cgroup rstat tracepoints
+/// (before 6.10) would. `trace --self-cost` names what loaded and what is
+/// missing with why; the doctor still names an injected stall's culprit,
+/// and its verdict says which evidence it lacked and what it would have shown.
+#[test]
+fn a_refused_program_loses_only_its_detector_and_the_verdict_names_it() {
+    if !privileged("a_refused_program_loses_only_its_detector_and_the_verdict_names_it") {
+        return;
+    }
+    const REFUSE: (&str, &str) = ("NETSTALL_TEST_REFUSE_PROGRAMS", "on_rstat_locked");
+    let _lock = MachineLock::acquire();
+    let trace = Command::new(NETSTALL)
+        .args(["trace", "-w", "2s", "--self-cost"])
+        .env(REFUSE.0, REFUSE.1)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&trace.stdout);
+    assert_eq!(
+        trace.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&trace.stderr)
+    );
+    let loaded = text
+        .lines()
+        .find_map(|l| l.strip_prefix("DETECTORS loaded: "))
+        .unwrap_or_else(|| panic!("no loaded detectors line:\n{text}"));
+    for detector in ["rx-backlog", "softirq-delay", "irqs-off", "ksoftirqd"] {
+        assert!(
+            loaded.split(", ").any(|d| d == detector),
+            "{detector} not in {loaded}"
+        );
+    }
+    assert!(!loaded.contains("rstat-hold"), "{loaded}");
+    let missing: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("DETECTORS missing "))
+        .collect();
+    assert_eq!(missing.len(), 1, "{text}");
+    assert!(
+        missing[0].starts_with("rstat-hold: on_rstat_locked refused")
+            && missing[0].contains("it would have shown who held the cgroup rstat lock"),
+        "{}",
+        missing[0]
+    );
+    // The programs that loaded ran and were costed; the refused one was not.
+    assert!(text.contains("COST on_local_timer_exit"), "{text}");
+    assert!(!text.contains("COST on_rstat_locked"), "{text}");
+
+    // Probes through the lab, its RX steered to CPU 0: packets that wait
+    // there are what the stall is seen by.
+    let lab = Lab::up("0");
+    let mut spinner = Command::new(NETSTALL)
+        .args([
+            "lab", "spin", "--cpu", "0", "--ms", "50", "--every", "1s", "-w", "16s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let doctor = Command::new(NETSTALL)
+        .args([
+            "doctor",
+            "-w",
+            "8s",
+            "--target",
+            "192.168.50.1:30080",
+            "--cpu",
+            "1",
+            "--json",
+        ])
+        .args(["--netns", &format!("{}-cli", lab.prefix)])
+        .env(REFUSE.0, REFUSE.1)
+        .output()
+        .unwrap();
+    let _ = spinner.wait();
+    let lines = json_lines(&doctor);
+    let verdict = *of_type(&lines, "verdict").last().expect("a verdict");
+    assert_eq!(doctor.status.code(), Some(1), "findings exit 1: {verdict}");
+    // The stall is still named, on its CPU, without the rstat detector.
+    let top = &verdict["causes"][0];
+    assert_eq!(top["id"], "irqs-off-section", "{verdict}");
+    assert_eq!(top["cpu"], 0, "{top}");
+    assert!(
+        top["named"].as_str().unwrap().contains("spin_in_softirq"),
+        "{top}"
+    );
+    let tracer = verdict["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "tracer")
+        .expect("tracer is a source");
+    assert_eq!(tracer["state"], "partial", "{tracer}");
+    let detail = tracer["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("missing on this kernel: rstat-hold: on_rstat_locked refused")
+            && detail.contains("it would have shown who held the cgroup rstat lock"),
+        "{detail}"
+    );
+}
+
+/// Without kernel BTF (hidden here by an empty tmpfs over /sys/kernel/btf
+/// in a private mount namespace) the tracer refuses in one line, exit 2.
+#[test]
+fn without_btf_trace_is_a_one_line_error() {
+    if !privileged("without_btf_trace_is_a_one_line_error") {
+        return;
+    }
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs none /sys/kernel/btf && exec {NETSTALL} trace -w 1s"
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("needs kernel BTF"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}

@@ -185,13 +185,21 @@ static __always_inline bool cpu_selected(__u32 cpu)
  * updated with the runqueue clock, so current at a tick's exit and at a
  * context switch. CO-RE: kernels without CONFIG_PARAVIRT_TIME_ACCOUNTING
  * lack the field and read 0. */
+/* The field as a CO-RE flavor of struct rq: the committed kernel headers
+ * need not have it (Debian's arm64 kernels lack the option). */
+struct rq___steal {
+	u64 prev_steal_time_rq;
+} __attribute__((preserve_access_index));
+
 static __always_inline __u64 steal_clock(void)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
+	struct rq___steal *rq;
 
-	if (!bpf_core_field_exists(struct rq, prev_steal_time_rq))
+	if (!bpf_core_field_exists(struct rq___steal, prev_steal_time_rq))
 		return 0;
-	return BPF_CORE_READ(task, se.cfs_rq, rq, prev_steal_time_rq);
+	rq = (struct rq___steal *)BPF_CORE_READ(task, se.cfs_rq, rq);
+	return BPF_CORE_READ(rq, prev_steal_time_rq);
 }
 
 /* floor(log2(v)) in six steps, without a loop: it runs once per packet. */
@@ -402,6 +410,18 @@ static __always_inline void resolve_fd_path(struct ns_trace_event *e, struct tas
  * first argument come from the task's entry registers, so attribution costs
  * nothing per syscall; with --syscalls, sys_enter also gives the start time
  * and `mark` asks sys_exit to report this syscall's duration. */
+/* The syscall number in a task's entry registers. libbpf has CO-RE readers for
+ * the arguments (PT_REGS_PARM*_CORE_SYSCALL) but none for the number, so the
+ * one per-architecture field is named here; a -1 there means "not a syscall"
+ * on both. The target comes from build.rs (-D__TARGET_ARCH_*). */
+#if defined(__TARGET_ARCH_x86)
+#define SYSCALL_NR_CORE(regs) BPF_CORE_READ((regs), orig_ax)
+#elif defined(__TARGET_ARCH_arm64)
+#define SYSCALL_NR_CORE(regs) ((__s32)BPF_CORE_READ((regs), syscallno))
+#else
+#error "netstall's BPF knows the syscall-number register of x86 and arm64 only"
+#endif
+
 static __always_inline void set_current_syscall(struct ns_trace_event *e, bool mark)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -412,11 +432,11 @@ static __always_inline void set_current_syscall(struct ns_trace_event *e, bool m
 	if (task->flags & PF_KTHREAD)
 		return;
 	regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	nr = BPF_CORE_READ(regs, orig_ax);
+	nr = SYSCALL_NR_CORE(regs);
 	if (nr < 0 || nr >= 512)
 		return; /* in the kernel for an interrupt or exception, not a syscall */
 	e->sys_nr = nr;
-	e->sys_arg0 = BPF_CORE_READ(regs, di);
+	e->sys_arg0 = PT_REGS_PARM1_CORE_SYSCALL(regs);
 	e->flags |= TF_HAS_SYSCALL;
 	t = bpf_task_storage_get(&task_ctxs, task, 0, 0);
 	if (t && t->sys_start && t->sys_nr == nr) {
@@ -848,7 +868,7 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 		return 0;
 	t->sys_start = bpf_ktime_get_ns();
 	t->sys_nr = id;
-	t->sys_arg0 = BPF_CORE_READ(regs, di);
+	t->sys_arg0 = PT_REGS_PARM1_CORE_SYSCALL(regs);
 	t->culprit = 0;
 	return 0;
 }

@@ -137,6 +137,21 @@ fn open_skel<'o>(
     Ok(open)
 }
 
+/// Names BPF programs (comma-separated) the loader treats as refused by the
+/// kernel. For testing only: it shows, on a kernel that loads everything,
+/// what a kernel that refuses a program (or lacks its tracepoint) gets: that
+/// program's detectors left out with a reason, the rest running. Documented
+/// in docs/kernels.md; nothing sets it outside tests.
+const REFUSE_PROGRAMS_ENV: &str = "NETSTALL_TEST_REFUSE_PROGRAMS";
+
+/// Why `program` is refused by [`REFUSE_PROGRAMS_ENV`], if it is.
+fn refused_for_testing(program: &str) -> Option<String> {
+    let list = std::env::var(REFUSE_PROGRAMS_ENV).ok()?;
+    list.split(',')
+        .any(|p| p.trim() == program)
+        .then(|| format!("{program} refused ({REFUSE_PROGRAMS_ENV}, for testing)"))
+}
+
 /// Why `program` alone does not load, if it does not.
 fn probe_program(params: &Params, program: &str) -> Option<String> {
     let mut storage = MaybeUninit::uninit();
@@ -171,17 +186,22 @@ fn load<'o>(
         progs
     };
     let all = programs_of(wanted);
-    let error = match open_skel(first, params, &|p| all.contains(&p))?.load() {
-        Ok(skel) => return Ok((skel, all, Vec::new())),
-        Err(e) => e,
-    };
-
-    let failures: Vec<(&str, String)> = all
+    let mut failures: Vec<(&str, String)> = all
         .iter()
-        .filter_map(|p| probe_program(params, p).map(|why| (*p, why)))
+        .filter_map(|p| refused_for_testing(p).map(|why| (*p, why)))
         .collect();
     if failures.is_empty() {
-        return Err(error).context("load the trace BPF programs");
+        let error = match open_skel(first, params, &|p| all.contains(&p))?.load() {
+            Ok(skel) => return Ok((skel, all, Vec::new())),
+            Err(e) => e,
+        };
+        failures = all
+            .iter()
+            .filter_map(|p| probe_program(params, p).map(|why| (*p, why)))
+            .collect();
+        if failures.is_empty() {
+            return Err(error).context("load the trace BPF programs");
+        }
     }
     let (usable, unavailable) = plan(wanted, &failures)?;
     let progs = programs_of(&usable);

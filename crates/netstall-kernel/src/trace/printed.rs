@@ -12,14 +12,13 @@ use super::{run, Stop, TraceConfig, TraceEvent};
 /// steal as it comes, then the report (also returned).
 pub fn run_printed(config: &TraceConfig, stop: &Stop, out: Output) -> Result<TraceReport> {
     let mut icmp_header = config.icmp;
+    let mut loaded = Vec::new();
     let report = run(config, stop, |event| match event {
         TraceEvent::Started(start) => {
             out.json(start.clone());
+            loaded.clone_from(&start.detectors);
             for missing in &start.unavailable {
-                out.progress(format!(
-                    "note: detector {} unavailable: {}",
-                    missing.detector, missing.reason
-                ));
+                out.progress(format!("note: detector unavailable: {missing}"));
             }
             out.progress(format!(
                 "tracing RX stalls >= {:?} with {}{} ({})...",
@@ -60,6 +59,15 @@ pub fn run_printed(config: &TraceConfig, stop: &Stop, out: Output) -> Result<Tra
 
     for cost in &report.self_cost {
         out.emit(cost.clone());
+    }
+    // What this kernel ran and what it refused, each with why (the JSON has
+    // both in the trace-start and trace-report records).
+    if config.self_cost {
+        let names: Vec<&str> = loaded.iter().map(|d| d.name()).collect();
+        out.text(format!("DETECTORS loaded: {}", names.join(", ")));
+        for missing in &report.unavailable {
+            out.text(format!("DETECTORS missing {missing}"));
+        }
     }
     for hist in &report.histograms {
         out.emit(hist.clone());
