@@ -140,6 +140,25 @@ impl DoctorRun {
         std::fs::write(path, lines)
             .with_context(|| format!("cannot write the records {}", path.display()))
     }
+
+    /// Writes what was asked for: the records (`--save`), the HTML report
+    /// (`--report`), saying where on stderr.
+    pub fn write_files(
+        &self,
+        save: Option<&Path>,
+        report: Option<&Path>,
+        out: Output,
+    ) -> Result<()> {
+        if let Some(path) = save {
+            self.save(path)?;
+            out.progress(format!("records written to {}", path.display()));
+        }
+        if let Some(path) = report {
+            crate::report::write(path, &self.verdict, &self.findings, &self.extras)?;
+            out.progress(format!("report written to {}", path.display()));
+        }
+        Ok(())
+    }
 }
 
 /// How many samples before each stall the flame chart shows (the story's `grep -B 100`).

@@ -101,6 +101,15 @@ pub enum Status {
 }
 
 impl Status {
+    /// The doctor's exit code: 0 healthy or degraded, 1 unhealthy, 2 unknown.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Status::Healthy | Status::Degraded => 0,
+            Status::Unhealthy => 1,
+            Status::Unknown => 2,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Healthy => "healthy",

@@ -14,6 +14,7 @@ pub mod cpu;
 pub mod doctor;
 pub mod kernel;
 pub mod lab;
+pub mod net;
 pub mod probe;
 pub mod stack;
 pub mod top;
@@ -77,6 +78,10 @@ records! {
     Histogram(kernel::Histogram) = "histogram",
     SelfCost(kernel::ProgramCost) = "self-cost",
     TraceSummary(kernel::TraceReport) = "trace-summary",
+    /// Packets dropped at one site during an interval (`--drops`).
+    Drop(net::PacketDrops) = "drop",
+    /// One TCP flow's retransmits during an interval (`--drops`).
+    Retransmit(net::Retransmits) = "retransmit",
 
     // CPU sampling (`xray`, the doctor) and stacks (`collapse`).
     SampleGap(xray::SampleGap) = "sample-gap",
@@ -158,6 +163,8 @@ impl Record {
             Record::Histogram(r) => r.to_string(),
             Record::SelfCost(r) => r.to_string(),
             Record::TraceSummary(r) => r.to_string(),
+            Record::Drop(r) => r.to_string(),
+            Record::Retransmit(r) => r.to_string(),
             Record::Cgroups(r) => r.to_string(),
             Record::Lab(r) => r.to_string(),
             Record::LabDown(r) => r.to_string(),
