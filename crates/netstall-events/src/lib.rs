@@ -82,6 +82,8 @@ records! {
     Drop(net::PacketDrops) = "drop",
     /// One TCP flow's retransmits during an interval (`--drops`).
     Retransmit(net::Retransmits) = "retransmit",
+    /// Network counters that grew over a window (softnet, SNMP, conntrack).
+    NetCounters(net::NetCounters) = "net-counters",
 
     // CPU sampling (`xray`, the doctor) and stacks (`collapse`).
     SampleGap(xray::SampleGap) = "sample-gap",
@@ -165,6 +167,7 @@ impl Record {
             Record::TraceSummary(r) => r.to_string(),
             Record::Drop(r) => r.to_string(),
             Record::Retransmit(r) => r.to_string(),
+            Record::NetCounters(r) => r.to_string(),
             Record::Cgroups(r) => r.to_string(),
             Record::Lab(r) => r.to_string(),
             Record::LabDown(r) => r.to_string(),

@@ -121,3 +121,96 @@ impl fmt::Display for Retransmits {
         )
     }
 }
+
+/// One CPU's softnet counters over a window (`/proc/net/softnet_stat`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SoftnetDelta {
+    pub cpu: u32,
+    pub processed: u64,
+    /// Packets dropped because the CPU's backlog was full (netdev_max_backlog).
+    pub dropped: u64,
+    /// NET_RX runs that ended with work left (budget or time used up).
+    pub time_squeeze: u64,
+    /// Packets dropped by the flow limit.
+    pub flow_limit: u64,
+}
+
+/// nf_conntrack's trouble counters over a window (`/proc/net/stat/nf_conntrack`, all CPUs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackDelta {
+    /// Connections tracked at the end.
+    pub entries: u64,
+    /// Inserts that lost a race (the 5 s DNS delays: the packet is dropped).
+    pub insert_failed: u64,
+    /// Packets dropped because the table was full.
+    pub drop: u64,
+    pub early_drop: u64,
+    pub invalid: u64,
+    /// Races resolved without a drop (kernels ≥ 5.x).
+    pub clash_resolve: u64,
+}
+
+impl ConntrackDelta {
+    /// Packets conntrack itself dropped in the window.
+    pub fn dropped(&self) -> u64 {
+        self.insert_failed + self.drop + self.early_drop
+    }
+}
+
+/// The network counters that grew during `start_ns..end_ns`, read at both
+/// ends from /proc (netstall's own network namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetCounters {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// CPUs whose backlog dropped or whose NET_RX was squeezed.
+    pub softnet: Vec<SoftnetDelta>,
+    /// SNMP counters that grew (`/proc/net/netstat`, `/proc/net/snmp`), as
+    /// `Group.Name`: `TcpExt.ListenOverflows`, `Tcp.RetransSegs`, ...
+    pub snmp: std::collections::BTreeMap<String, u64>,
+    /// When nf_conntrack is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack: Option<ConntrackDelta>,
+}
+
+impl NetCounters {
+    /// An SNMP counter's growth (0 when it did not grow).
+    pub fn snmp(&self, name: &str) -> u64 {
+        self.snmp.get(name).copied().unwrap_or(0)
+    }
+}
+
+impl fmt::Display for NetCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "counters   {:.1} s:",
+            self.end_ns.saturating_sub(self.start_ns) as f64 / 1e9
+        )?;
+        let mut any = false;
+        for cpu in &self.softnet {
+            any = true;
+            write!(
+                f,
+                " cpu{} backlog drops {} squeezed {};",
+                cpu.cpu, cpu.dropped, cpu.time_squeeze
+            )?;
+        }
+        for (name, value) in &self.snmp {
+            any = true;
+            write!(f, " {name} +{value};")?;
+        }
+        if let Some(ct) = self.conntrack.as_ref().filter(|c| c.dropped() > 0) {
+            any = true;
+            write!(
+                f,
+                " conntrack insert_failed {} drop {} early_drop {};",
+                ct.insert_failed, ct.drop, ct.early_drop
+            )?;
+        }
+        if !any {
+            write!(f, " no drops, overflows or retransmits")?;
+        }
+        Ok(())
+    }
+}
