@@ -64,6 +64,9 @@ pub struct Args {
     /// sampler need: the verdict is then `unknown` (exit 2), never `healthy`.
     #[arg(long)]
     allow_partial: bool,
+    /// Do not count packet drops and TCP retransmits (eBPF, on by default).
+    #[arg(long)]
+    no_drops: bool,
     /// Write a self-contained HTML report here (it embeds the run's records,
     /// so `--replay` reads it back).
     #[arg(long, value_name = "FILE.html")]
@@ -96,6 +99,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         sample: !args.no_sample,
         icmp_seq: args.icmp_seq,
         allow_partial: args.allow_partial,
+        drops: !args.no_drops,
     };
     let run = run::run_narrated(&config, out)?;
     run.write_files(args.save.as_deref(), args.report.as_deref(), out)?;
