@@ -107,6 +107,8 @@ records! {
     MemcgRemediation(cgroups::Remediation) = "memcg-remediation",
     Lab(lab::LabStatus) = "lab",
     LabDown(lab::LabDown) = "lab-down",
+    /// Packets to the lab's pod dropped at random (`lab drops`).
+    LabDrops(lab::LabDrops) = "lab-drops",
     Spin(kernel::InjectedStall) = "spin",
     Poll(lab::PollRead) = "poll",
     Clean(lab::CleanReport) = "clean",
@@ -171,6 +173,7 @@ impl Record {
             Record::Cgroups(r) => r.to_string(),
             Record::Lab(r) => r.to_string(),
             Record::LabDown(r) => r.to_string(),
+            Record::LabDrops(r) => r.to_string(),
             Record::Zombies(r) => r.to_string(),
             Record::Clean(r) => r.to_string(),
             Record::Spin(r) => r.to_string(),
