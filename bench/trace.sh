@@ -8,7 +8,10 @@
 #     of what BPF stats measure here); alternating, RUNS rounds, medians, ratios;
 #   * ns/event of every BPF program from the kernel's BPF stats: netstall's
 #     (`--self-cost`) and bpftrace's (bpftool, with kernel.bpf_stats_enabled
-#     on for that phase only).
+#     on for that phase only);
+#   * with `netstall trace --drops` (the drop and retransmit counter beside
+#     the stall detectors): iperf3 again, and the counter's programs'
+#     ns/event (bpftool, stats on for that phase only).
 # The lab's node RX is steered to CPU 0 (RPS); iperf3 is pinned to CPU 1.
 #
 # Usage: bench/trace.sh          (as root)
@@ -63,7 +66,7 @@ tracepoint:irq:softirq_entry { @softirqs[cpu] = count(); }
 tracepoint:irq:softirq_exit { }
 BT
 
-declare -a base traced anchor
+declare -a base traced drops anchor
 for run in $(seq "$RUNS"); do
   base+=("$(iperf)")
 
@@ -73,6 +76,18 @@ for run in $(seq "$RUNS"); do
   traced+=("$(iperf)")
   wait "$tracer"
   tracer=""
+
+  sysctl -q kernel.bpf_stats_enabled=1
+  "$netstall" trace --json --drops -w "$((SECS + 4))s" >"$work/drops.$run.json" 2>/dev/null &
+  tracer=$!
+  sleep 2
+  drops+=("$(iperf)")
+  # bpftool names are cut at 15 characters: on_kfree_skb, on_tcp_retransm...
+  bpftool prog show --json | jq -c '.[] | select(.type == "tracing" and (.name | startswith("on_kfree_skb") or startswith("on_tcp_retrans")))
+    | {name, run_cnt, run_time_ns}' >"$work/dropcost.$run.json"
+  wait "$tracer"
+  tracer=""
+  sysctl -q kernel.bpf_stats_enabled=0
 
   if command -v bpftrace >/dev/null; then
     sysctl -q kernel.bpf_stats_enabled=1
@@ -87,7 +102,7 @@ for run in $(seq "$RUNS"); do
     tracer=""
     sysctl -q kernel.bpf_stats_enabled=0
   fi
-  echo "run $run: iperf3 Gbit/s: none ${base[-1]}, netstall trace ${traced[-1]}, bpftrace anchor ${anchor[-1]:-skipped}"
+  echo "run $run: iperf3 Gbit/s: none ${base[-1]}, netstall trace ${traced[-1]}, trace --drops ${drops[-1]}, bpftrace anchor ${anchor[-1]:-skipped}"
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
@@ -95,7 +110,8 @@ b=$(median "${base[@]}")
 t=$(median "${traced[@]}")
 echo
 ratio() { awk -v x="$1" -v b="$2" 'BEGIN {printf "%.3f", x / b}'; }
-echo "iperf3 median: none ${b} Gbit/s; netstall trace ${t} Gbit/s (x$(ratio "$t" "$b"))"
+d=$(median "${drops[@]}")
+echo "iperf3 median: none ${b} Gbit/s; netstall trace ${t} Gbit/s (x$(ratio "$t" "$b")); trace --drops ${d} Gbit/s (x$(ratio "$d" "$b"))"
 if [ "${#anchor[@]}" -gt 0 ]; then
   a=$(median "${anchor[@]}")
   echo "               bpftrace anchor ${a} Gbit/s (x$(ratio "$a" "$b"))"
@@ -116,6 +132,15 @@ for f in "$work"/trace.*.json; do
     | (map(select(.type == "trace-summary"))[0]) as $sum
     | "trace: \($sum.packets) packets measured, \($sum.stalls) stalls, \($sum.ring_drops) ring-buffer drops; BPF time \($bpf / 1e6 | floor) ms = \($bpf / 1e7 / $secs * 10 | round / 10)% of one CPU over the \($secs) s of iperf3"' "$f"
 done
+echo
+echo "drop counter cost per program (median over runs, kernel BPF stats during iperf3):"
+cat "$work"/dropcost.*.json | jq -r 'select(.run_cnt > 0) | [.name, .run_cnt, (.run_time_ns / .run_cnt)] | @tsv' \
+  | sort -k1,1 -k3,3g \
+  | awk -F'\t' '{n[$1]++; v[$1,n[$1]]=$3; c[$1]+=$2}
+      END {for (k in n) {m=(n[k]%2)?v[k,(n[k]+1)/2]:(v[k,n[k]/2]+v[k,n[k]/2+1])/2;
+           printf "  %-34s runs=%-10d %7.1f ns/event\n", k, c[k]/n[k], m}}' | sort
+echo "drop records during the --drops runs: $(cat "$work"/drops.*.json | jq -s '[.[] | select(.type == "drop")] | length')" \
+  "(retransmits: $(cat "$work"/drops.*.json | jq -s '[.[] | select(.type == "retransmit") | .count] | add // 0'))"
 if [ "${#anchor[@]}" -gt 0 ]; then
   echo
   echo "bpftrace anchor cost per program (median over runs):"

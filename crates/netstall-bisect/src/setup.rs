@@ -154,6 +154,29 @@ fn addr_near(lab: &LabStatus, role: Role, near: Role) -> Result<Ipv4Addr> {
         .with_context(|| format!("the lab's state has no underlay address for {role:?}"))
 }
 
+/// [`experiment`], saying on stderr what it probes, then emitting the run.
+pub fn experiment_printed(
+    plan: &Plan,
+    config: RunConfig,
+    settings: &Settings,
+    out: netstall_core::output::Output,
+) -> Result<()> {
+    let (interval, duration, flows) = (config.interval, config.duration, config.flows);
+    let analysis = experiment(plan, config, settings, |paths| {
+        out.progress(format!(
+            "bisect: probing {paths} paths for {duration:?}, one probe every {interval:?} per path, {flows} flow(s) each"
+        ))
+    })?;
+    out.emit(netstall_events::bisect::BisectRun {
+        interval_us: interval.as_secs_f64() * 1e6,
+        duration_s: duration.as_secs_f64(),
+        flows,
+        confidence: settings.confidence,
+        analysis,
+    });
+    Ok(())
+}
+
 /// Probes every path of `plan` (checking the privileges it needs first)
 /// and analyses the outcome. `progress` hears what is about to run.
 pub fn experiment(

@@ -16,6 +16,9 @@ use netstall_probe::episodes::{Episode, EpisodeKind};
 
 use crate::findings::{Findings, SamplerState, TracerState};
 
+mod net;
+pub use net::{BACKLOG_REASONS, FAULT_DROPS, FAULT_QUEUE_DROPS, MIN_DROPS, MIN_RETRANSMITS};
+
 /// The impact that makes a cause `unhealthy` rather than `degraded`.
 ///
 /// A cause on this node (or beyond it) is a fault to fix as soon as it is
@@ -55,6 +58,16 @@ fn title(id: CauseId) -> &'static str {
             "probes to this host stalled and no evidence on this host lines up"
         }
         CauseId::NotThisHost => "probes stall but this host does not: the path or the far side",
+        CauseId::PacketDrops => "the kernel dropped packets (reason and place below)",
+        CauseId::TcpRetransmits => {
+            "TCP resent segments or SYN-ACKs: packets were lost (a SYN costs 1 s, a segment at least 200 ms)"
+        }
+        CauseId::BacklogOverflow => {
+            "a queue overflowed and dropped packets: a CPU's input backlog or a listen queue"
+        }
+        CauseId::ConntrackDrops => {
+            "nf_conntrack dropped packets: insert races or a full table (the 5 s DNS delays)"
+        }
     }
 }
 
@@ -90,6 +103,24 @@ fn remediation(id: CauseId) -> Vec<String> {
         CauseId::NotThisHost => &[
             "probe the other layers: `netstall bisect` (NodePort, overlay, pod IP, node IP)",
             "run `netstall doctor` on the far side, or check the network path between the hosts",
+        ],
+        CauseId::PacketDrops => &[
+            "NETFILTER_DROP: list the rules that drop (`nft list ruleset`, `iptables-save -c`; NetworkPolicies, kube-proxy) and their counters",
+            "other reasons: the location names the kernel function; `netstall trace --drops` shows every drop site live, per CPU and device",
+            "qdisc or ring drops (QDISC_DROP, FULL_RING): `tc -s qdisc`, `ethtool -S` and larger rings (`ethtool -G`)",
+        ],
+        CauseId::TcpRetransmits => &[
+            "find where the packets are lost: `netstall bisect` along the path, `netstall doctor` on the far side",
+            "SYN retransmits (1 s each): listen queue or conntrack on the server, or a firewall dropping SYNs",
+        ],
+        CauseId::BacklogOverflow => &[
+            "CPU backlog (softnet dropped, CPU_BACKLOG): raise net.core.netdev_max_backlog, spread RX over more CPUs (RPS/RSS)",
+            "NET_RX out of budget (time_squeeze): raise net.core.netdev_budget / netdev_budget_usecs",
+            "listen queue (ListenOverflows, TCP_LISTEN_OVERFLOW): raise the server's listen backlog and net.core.somaxconn; the server accepts too slowly",
+        ],
+        CauseId::ConntrackDrops => &[
+            "insert_failed (the 5 s DNS delay): use TCP for DNS or `single-request-reopen`, NodeLocal DNSCache; newer kernels resolve the race",
+            "drop / early_drop (table full): raise net.netfilter.nf_conntrack_max; find who opens so many flows",
         ],
     };
     lines.iter().map(|l| l.to_string()).collect()
@@ -272,6 +303,7 @@ pub fn diagnose(findings: &Findings) -> Verdict {
     let mut unexplained = Vec::new();
     let mut elsewhere = Vec::new();
     let mut observer_episodes = 0usize;
+    let mut net_episodes: BTreeMap<CauseId, Vec<TargetEpisode>> = BTreeMap::new();
     for ep in &episodes {
         let e = ep.2;
         if stalls.iter().any(|s| lines_up(e, s)) {
@@ -281,6 +313,8 @@ pub fn diagnose(findings: &Findings) -> Verdict {
             observer_episodes += 1;
         } else if steal_explains(&findings.steal, None, e.start_ns, e.end_ns) {
             steal_episodes.push(*ep);
+        } else if let Some(id) = net::explains(findings, e) {
+            net_episodes.entry(id).or_default().push(*ep);
         } else if ep.1 || blind {
             unexplained.push(*ep);
         } else {
@@ -326,6 +360,7 @@ pub fn diagnose(findings: &Findings) -> Verdict {
     if !elsewhere.is_empty() {
         causes.push(not_this_host(&elsewhere, episodes.len(), &grade));
     }
+    causes.extend(net::causes(findings, &net_episodes, &grade));
 
     causes.sort_by(|a, b| {
         b.severity
@@ -488,7 +523,28 @@ fn sources(findings: &Findings) -> Vec<Source> {
             "cgroup counts could not be read".into(),
         ),
     };
-    vec![tracer, sampler, probes, steal, counters]
+    let mut all = vec![tracer, sampler, probes, steal, counters];
+    if let Some(state) = &findings.drop_counter {
+        all.push(match state {
+            SamplerState::Ran => source(
+                SourceName::Drops,
+                SourceState::Ran,
+                format!(
+                    "skb:kfree_skb by reason, TCP retransmits{}",
+                    if findings.net.is_some() {
+                        ", softnet/SNMP/conntrack counters"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            SamplerState::Off => source(SourceName::Drops, SourceState::Off, "--no-drops".into()),
+            SamplerState::Unavailable { reason } => {
+                source(SourceName::Drops, SourceState::Unavailable, reason.clone())
+            }
+        });
+    }
+    all
 }
 
 /// Measures a cause's impact against the run.
@@ -657,6 +713,10 @@ fn cause_from_stalls(
         CauseId::VcpuSteal => 0.5,
         CauseId::Unexplained => 0.2,
         CauseId::NotThisHost => 0.4,
+        CauseId::PacketDrops
+        | CauseId::TcpRetransmits
+        | CauseId::BacklogOverflow
+        | CauseId::ConntrackDrops => 0.5,
     };
     if id == CauseId::DyingMemcgStatFlush {
         if stalls

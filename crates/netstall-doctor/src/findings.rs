@@ -9,6 +9,7 @@
 use anyhow::{bail, Result};
 use netstall_events::doctor::{DoctorRun, MemcgCount, ProbeTarget, Verdict};
 use netstall_events::kernel::{IcmpEcho, Stall, Steal, StealSource};
+use netstall_events::net::{NetCounters, PacketDrops, Retransmits};
 use netstall_events::xray::{FoldedStack, SampleGap};
 use netstall_events::Record;
 
@@ -45,6 +46,14 @@ pub struct Findings {
     pub gaps: Vec<SampleGap>,
     /// ICMP echo requests seen by the tracer (the story's seq/context table).
     pub icmp: Vec<IcmpEcho>,
+    /// Whether the drop counter ran (`None`: not part of this run).
+    pub drop_counter: Option<SamplerState>,
+    /// Packet drops (reasons other than normal consumption), per interval and site.
+    pub drops: Vec<PacketDrops>,
+    /// TCP retransmits, per interval and flow.
+    pub retransmits: Vec<Retransmits>,
+    /// The network counters that grew over the run.
+    pub net: Option<NetCounters>,
 }
 
 /// What goes into a report besides the verdict and findings.
@@ -82,6 +91,7 @@ impl Findings {
             steal_source: self.steal_source,
             self_pid: self.self_pid,
             dying_after: extras.dying_after,
+            drop_counter: self.drop_counter.clone(),
         })];
         records.extend(self.stalls.iter().cloned().map(Record::Stall));
         records.extend(self.steal.iter().cloned().map(Record::Steal));
@@ -89,6 +99,9 @@ impl Findings {
         records.extend(self.memcg.iter().cloned().map(Record::MemcgCount));
         records.extend(self.gaps.iter().cloned().map(Record::SampleGap));
         records.extend(self.icmp.iter().cloned().map(Record::Icmp));
+        records.extend(self.drops.iter().cloned().map(Record::Drop));
+        records.extend(self.retransmits.iter().cloned().map(Record::Retransmit));
+        records.extend(self.net.iter().cloned().map(Record::NetCounters));
         records.extend(extras.chart.iter().map(|stack| {
             Record::Stack(FoldedStack {
                 stack: stack.clone(),
@@ -122,6 +135,9 @@ impl Findings {
                 Record::MemcgCount(m) => findings.memcg = Some(m),
                 Record::SampleGap(g) => findings.gaps.push(g),
                 Record::Icmp(i) => findings.icmp.push(i),
+                Record::Drop(d) => findings.drops.push(d),
+                Record::Retransmit(r) => findings.retransmits.push(r),
+                Record::NetCounters(n) => findings.net = Some(n),
                 Record::Stack(s) => chart.extend(std::iter::repeat_n(s.stack, s.count as usize)),
                 Record::Verdict(v) => verdict = Some(v),
                 _ => {}
@@ -136,6 +152,7 @@ impl Findings {
         findings.sampler = run.sampler;
         findings.steal_source = run.steal_source;
         findings.self_pid = run.self_pid;
+        findings.drop_counter = run.drop_counter;
         Ok(Saved {
             findings,
             extras: Extras {

@@ -14,6 +14,7 @@ use netstall_core::privilege::{self, Capability};
 use netstall_core::shutdown::Shutdown;
 use netstall_core::steal::{self, steal_explains};
 use netstall_events::kernel::{Stall, StealSource};
+use netstall_kernel::drops::{self, DropsConfig, DropsEvent};
 use netstall_kernel::trace::{self, Stop, TraceConfig, TraceDetector, TraceEvent};
 use netstall_probe::{Mode, ProbeConfig};
 use netstall_xray::sampler::{self, SamplerConfig};
@@ -80,6 +81,9 @@ pub struct DoctorConfig {
     /// Run even when the tracer or the sampler cannot: the verdict is then
     /// `unknown` instead of an error (never `healthy` while blind).
     pub allow_partial: bool,
+    /// Count packet drops and TCP retransmits (`netstall_kernel::drops`) and
+    /// read the network counters over the window.
+    pub drops: bool,
 }
 
 impl Default for DoctorConfig {
@@ -95,6 +99,7 @@ impl Default for DoctorConfig {
             sample: true,
             icmp_seq: false,
             allow_partial: false,
+            drops: true,
         }
     }
 }
@@ -117,6 +122,7 @@ pub enum Progress {
     TracerUnavailable(String),
     SamplerUnavailable(String),
     StealUnavailable(String),
+    DropsUnavailable(String),
     Finished,
 }
 
@@ -139,6 +145,25 @@ impl DoctorRun {
         }
         std::fs::write(path, lines)
             .with_context(|| format!("cannot write the records {}", path.display()))
+    }
+
+    /// Writes what was asked for: the records (`--save`), the HTML report
+    /// (`--report`), saying where on stderr.
+    pub fn write_files(
+        &self,
+        save: Option<&Path>,
+        report: Option<&Path>,
+        out: Output,
+    ) -> Result<()> {
+        if let Some(path) = save {
+            self.save(path)?;
+            out.progress(format!("records written to {}", path.display()));
+        }
+        if let Some(path) = report {
+            crate::report::write(path, &self.verdict, &self.findings, &self.extras)?;
+            out.progress(format!("report written to {}", path.display()));
+        }
+        Ok(())
     }
 }
 
@@ -217,6 +242,9 @@ pub fn run_narrated(config: &DoctorConfig, out: Output) -> Result<DoctorRun> {
         Progress::StealUnavailable(reason) => {
             out.progress(format!("doctor: vCPU steal could not be read: {reason}"))
         }
+        Progress::DropsUnavailable(reason) => {
+            out.progress(format!("doctor: drops could not be counted: {reason}"))
+        }
         Progress::Finished => {}
     })?;
     for target in &run.findings.targets {
@@ -287,6 +315,24 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+
+    // Drops and retransmits, counted in the kernel and read every second;
+    // the network counters read now and at the end.
+    let counters_before = config
+        .drops
+        .then(|| netstall_netstat::snapshot_now(clock::realtime_ns()));
+    let drop_counter = config.drops.then(|| {
+        let stop = Stop {
+            duration: None,
+            shutdown: Some(stop.clone()),
+        };
+        thread::Builder::new()
+            .name("doctor-drops".into())
+            .spawn(move || {
+                let mut events = Vec::new();
+                drops::run(&DropsConfig::default(), &stop, |e| events.push(e)).map(|_| events)
+            })
+    });
 
     let tracing = tracer_state.is_some();
     // Without the tracer's steal clock, /proc/stat tells steal apart.
@@ -402,6 +448,41 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
         collect(event, &mut findings, &mut progress);
     }
     findings.end_ns = clock::realtime_ns();
+
+    if let Some(handle) = drop_counter {
+        let joined = handle.context("start the drop counter")?.join();
+        findings.drop_counter = Some(match joined {
+            Ok(Ok(events)) => {
+                for event in events {
+                    match event {
+                        DropsEvent::Drop(d) => findings.drops.push(d),
+                        DropsEvent::Retransmit(r) => findings.retransmits.push(r),
+                        DropsEvent::Started => {}
+                    }
+                }
+                SamplerState::Ran
+            }
+            Ok(Err(e)) => {
+                let reason = format!("{e:#}");
+                progress(Progress::DropsUnavailable(reason.clone()));
+                SamplerState::Unavailable { reason }
+            }
+            Err(_) => SamplerState::Unavailable {
+                reason: "the drop counter panicked".into(),
+            },
+        });
+    }
+    if let Some(before) = counters_before {
+        let after = netstall_netstat::snapshot_now(findings.end_ns);
+        match (before, after) {
+            (Ok(before), Ok(after)) => {
+                findings.net = Some(netstall_netstat::delta(&before, &after))
+            }
+            (Err(e), _) | (_, Err(e)) => progress(Progress::DropsUnavailable(format!(
+                "network counters: {e:#}"
+            ))),
+        }
+    }
 
     if let Some(handle) = proc_stat {
         match handle.context("start the steal watcher")?.join() {

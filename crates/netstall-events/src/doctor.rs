@@ -27,6 +27,14 @@ pub enum CauseId {
     Unexplained,
     /// Probes stalled but this host's CPUs did not: the path or the far side.
     NotThisHost,
+    /// The kernel dropped packets (a reason other than normal consumption).
+    PacketDrops,
+    /// TCP resent segments or SYN-ACKs: packets were lost on the way.
+    TcpRetransmits,
+    /// A CPU's backlog or a listen queue overflowed and dropped packets.
+    BacklogOverflow,
+    /// nf_conntrack dropped packets (insert races, a full table).
+    ConntrackDrops,
 }
 
 impl CauseId {
@@ -40,6 +48,10 @@ impl CauseId {
             CauseId::VcpuSteal => "vcpu-steal",
             CauseId::Unexplained => "unexplained",
             CauseId::NotThisHost => "not-this-host",
+            CauseId::PacketDrops => "packet-drops",
+            CauseId::TcpRetransmits => "tcp-retransmits",
+            CauseId::BacklogOverflow => "backlog-overflow",
+            CauseId::ConntrackDrops => "conntrack-drops",
         }
     }
 
@@ -48,11 +60,16 @@ impl CauseId {
         match self {
             CauseId::DyingMemcgStatFlush
             | CauseId::IrqsOffSection
-            | CauseId::LongSyscallSoftirqPending => Origin::ThisNode,
+            | CauseId::LongSyscallSoftirqPending
+            | CauseId::PacketDrops
+            | CauseId::BacklogOverflow
+            | CauseId::ConntrackDrops => Origin::ThisNode,
             CauseId::KsoftirqdStarved | CauseId::VcpuSteal | CauseId::Unexplained => {
                 Origin::Environment
             }
-            CauseId::NotThisHost => Origin::Elsewhere,
+            // Resent because lost: on the path or the far side, unless this
+            // node's drops (their own cause) explain them.
+            CauseId::NotThisHost | CauseId::TcpRetransmits => Origin::Elsewhere,
         }
     }
 }
@@ -101,6 +118,15 @@ pub enum Status {
 }
 
 impl Status {
+    /// The doctor's exit code: 0 healthy or degraded, 1 unhealthy, 2 unknown.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Status::Healthy | Status::Degraded => 0,
+            Status::Unhealthy => 1,
+            Status::Unknown => 2,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Healthy => "healthy",
@@ -153,6 +179,8 @@ pub enum SourceName {
     Probes,
     Steal,
     Counters,
+    /// The drop and retransmit counter, and the network counters.
+    Drops,
 }
 
 impl SourceName {
@@ -163,6 +191,7 @@ impl SourceName {
             SourceName::Probes => "probes",
             SourceName::Steal => "steal",
             SourceName::Counters => "counters",
+            SourceName::Drops => "drops",
         }
     }
 }
@@ -445,6 +474,10 @@ pub struct DoctorRun {
     /// Dying memory cgroups after remediation, when the run remediated (the demo).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dying_after: Option<u64>,
+    /// Whether the drop and retransmit counter ran (absent in runs saved
+    /// before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_counter: Option<SamplerState>,
 }
 
 /// Probes toward one target during a doctor run, with the episodes they saw.

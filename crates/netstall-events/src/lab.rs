@@ -176,6 +176,32 @@ pub struct LabDown {
     pub prefix: String,
 }
 
+/// `lab drops`: packets forwarded to the lab's pod were dropped at random
+/// (an nftables rule on node2) during `start_ns..end_ns`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabDrops {
+    pub prefix: String,
+    /// The namespace holding the rule (node2's).
+    pub netns: String,
+    /// Share of the packets to the pod dropped, %.
+    pub rate_pct: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+impl fmt::Display for LabDrops {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "lab '{}': dropped {}% of the packets forwarded to the pod for {:.1} s (nftables in {}); rule removed",
+            self.prefix,
+            self.rate_pct,
+            self.end_ns.saturating_sub(self.start_ns) as f64 / 1e9,
+            self.netns
+        )
+    }
+}
+
 impl fmt::Display for LabDown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "lab '{}' removed", self.prefix)

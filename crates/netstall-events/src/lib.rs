@@ -14,6 +14,7 @@ pub mod cpu;
 pub mod doctor;
 pub mod kernel;
 pub mod lab;
+pub mod net;
 pub mod probe;
 pub mod stack;
 pub mod top;
@@ -77,6 +78,12 @@ records! {
     Histogram(kernel::Histogram) = "histogram",
     SelfCost(kernel::ProgramCost) = "self-cost",
     TraceSummary(kernel::TraceReport) = "trace-summary",
+    /// Packets dropped at one site during an interval (`--drops`).
+    Drop(net::PacketDrops) = "drop",
+    /// One TCP flow's retransmits during an interval (`--drops`).
+    Retransmit(net::Retransmits) = "retransmit",
+    /// Network counters that grew over a window (softnet, SNMP, conntrack).
+    NetCounters(net::NetCounters) = "net-counters",
 
     // CPU sampling (`xray`, the doctor) and stacks (`collapse`).
     SampleGap(xray::SampleGap) = "sample-gap",
@@ -100,6 +107,8 @@ records! {
     MemcgRemediation(cgroups::Remediation) = "memcg-remediation",
     Lab(lab::LabStatus) = "lab",
     LabDown(lab::LabDown) = "lab-down",
+    /// Packets to the lab's pod dropped at random (`lab drops`).
+    LabDrops(lab::LabDrops) = "lab-drops",
     Spin(kernel::InjectedStall) = "spin",
     Poll(lab::PollRead) = "poll",
     Clean(lab::CleanReport) = "clean",
@@ -160,9 +169,13 @@ impl Record {
             Record::Histogram(r) => r.to_string(),
             Record::SelfCost(r) => r.to_string(),
             Record::TraceSummary(r) => r.to_string(),
+            Record::Drop(r) => r.to_string(),
+            Record::Retransmit(r) => r.to_string(),
+            Record::NetCounters(r) => r.to_string(),
             Record::Cgroups(r) => r.to_string(),
             Record::Lab(r) => r.to_string(),
             Record::LabDown(r) => r.to_string(),
+            Record::LabDrops(r) => r.to_string(),
             Record::Zombies(r) => r.to_string(),
             Record::Clean(r) => r.to_string(),
             Record::Spin(r) => r.to_string(),

@@ -6,6 +6,7 @@
 //! that loads.
 
 pub mod cgwatch;
+pub mod drops;
 pub mod spin;
 pub mod stack;
 pub mod trace;
@@ -14,6 +15,9 @@ mod skel {
     #![allow(clippy::all, clippy::pedantic, dead_code, non_camel_case_types)]
     pub mod cgwatch {
         include!(concat!(env!("OUT_DIR"), "/cgwatch.skel.rs"));
+    }
+    pub mod drops {
+        include!(concat!(env!("OUT_DIR"), "/drops.skel.rs"));
     }
     pub mod spin {
         include!(concat!(env!("OUT_DIR"), "/spin.skel.rs"));

@@ -13,10 +13,12 @@
 //! * [`zombies`], [`poller`], [`clean`]: dying memory cgroups, a cadvisor-like
 //!   reader of `memory.stat`, and their removal.
 //! * [`incident`]: all of them together, as `netstall demo` stages the story.
+//! * [`inject`]: `lab drops`, a share of the packets to the pod dropped at random.
 //! * `lab spin` lives in `netstall-kernel` (it is a BPF program).
 
 pub mod clean;
 pub mod incident;
+pub mod inject;
 pub mod netns;
 pub mod poller;
 pub mod responder;

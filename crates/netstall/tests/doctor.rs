@@ -258,6 +258,96 @@ fn doctor_on_a_healthy_lab_is_healthy() {
 }
 
 #[test]
+fn doctor_names_injected_packet_drops_with_the_kernels_reason() {
+    if !privileged("doctor_names_injected_packet_drops_with_the_kernels_reason") {
+        return;
+    }
+    let _lock = MachineLock::acquire();
+    let lab = Lab::up("0");
+    // 10% of the packets forwarded to the pod dropped at random by nftables on node2.
+    let mut injector = Command::new(NETSTALL)
+        .args([
+            "lab",
+            "drops",
+            "--prefix",
+            &lab.prefix,
+            "--rate",
+            "10",
+            "-w",
+            "40s",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run lab drops");
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = netstall(&[
+        "doctor",
+        "-w",
+        "10s",
+        "--target",
+        "10.244.2.10:8080",
+        "--netns",
+        &lab.netns("cli"),
+        "--cpu",
+        "1",
+        "--no-sample",
+        "--json",
+    ]);
+    // SIGINT: the injector removes its rule and reports.
+    // SAFETY: kill on the PID of the child this test started.
+    unsafe { libc::kill(injector.id() as i32, libc::SIGINT) };
+    let mut injected = String::new();
+    injector
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut injected)
+        .unwrap();
+    assert!(injector.wait().unwrap().success());
+    assert!(
+        injected.contains(r#""type":"lab-drops""#) && injected.contains(r#""rate_pct":10"#),
+        "{injected}"
+    );
+    let tables = Command::new("ip")
+        .args(["netns", "exec", &lab.netns("n2"), "nft", "list", "tables"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("netstall_drops"),
+        "the rule is removed"
+    );
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines = json_lines(&out);
+    let verdict = *of_type(&lines, "verdict").last().expect("a verdict");
+    let causes: Vec<&Value> = verdict["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(verdict["also"].as_array().unwrap())
+        .collect();
+    let drops = causes
+        .iter()
+        .find(|c| c["id"] == "packet-drops")
+        .unwrap_or_else(|| panic!("packet-drops named: {verdict}\n{stderr}"));
+    assert_eq!(drops["named"], "NETFILTER_DROP", "{drops}");
+    assert!(
+        drops["evidence"].as_array().unwrap().iter().any(|e| e
+            .as_str()
+            .unwrap()
+            .contains("NETFILTER_DROP at nft_do_chain")),
+        "{drops}"
+    );
+    assert!(
+        !causes.iter().any(|c| c["id"] == "dying-memcg-stat-flush"),
+        "not the story's cause: {verdict}"
+    );
+    assert_ne!(verdict["status"], "healthy", "{verdict}");
+}
+
+#[test]
 fn doctor_without_privileges_refuses_naming_the_capability() {
     if !privileged("doctor_without_privileges_refuses_naming_the_capability") {
         return;

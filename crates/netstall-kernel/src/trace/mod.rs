@@ -23,7 +23,7 @@ pub mod syscall_names;
 
 mod load;
 mod printed;
-mod symbols;
+pub(crate) mod symbols;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,6 +65,9 @@ pub struct TraceConfig {
     /// Also write every raw ring-buffer record, with what decoding it
     /// needs, to this file ([`recording`]).
     pub record: Option<std::path::PathBuf>,
+    /// Also count packet drops and TCP retransmits ([`crate::drops`]), in
+    /// [`run_printed`]: a program of its own, reported per second.
+    pub drops: bool,
 }
 
 impl Default for TraceConfig {
@@ -80,6 +83,7 @@ impl Default for TraceConfig {
             totals_every: None,
             steal: false,
             record: None,
+            drops: false,
         }
     }
 }
@@ -102,13 +106,13 @@ impl Stop {
         }
     }
 
-    fn should_stop(&self, started: Instant) -> bool {
+    pub(crate) fn should_stop(&self, started: Instant) -> bool {
         self.duration.is_some_and(|d| started.elapsed() >= d)
             || self.shutdown.as_ref().is_some_and(|s| s.is_requested())
     }
 
     /// How long until the duration is up (`Duration::MAX` without one).
-    fn left(&self, started: Instant) -> Duration {
+    pub(crate) fn left(&self, started: Instant) -> Duration {
         self.duration
             .map_or(Duration::MAX, |d| d.saturating_sub(started.elapsed()))
     }

@@ -2,15 +2,59 @@
 //! form, or its JSON line), then the programs' cost, the histograms and the
 //! summary.
 
-use anyhow::Result;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
 use netstall_core::output::Output;
+use netstall_core::shutdown::Shutdown;
 use netstall_events::kernel::{IcmpEcho, TraceReport};
 
 use super::{run, Stop, TraceConfig, TraceEvent};
+use crate::drops::{self, DropsConfig, DropsEvent};
 
 /// Traces until `stop`, printing every stall, ICMP echo, slow syscall and
-/// steal as it comes, then the report (also returned).
+/// steal as it comes, then the report (also returned). With
+/// [`TraceConfig::drops`], the drop counter runs beside it and its
+/// records are printed every second.
 pub fn run_printed(config: &TraceConfig, stop: &Stop, out: Output) -> Result<TraceReport> {
+    if !config.drops {
+        return run_stalls_printed(config, stop, out);
+    }
+    // One shutdown ends both, whichever way the trace ends.
+    let shutdown = match &stop.shutdown {
+        Some(shutdown) => shutdown.clone(),
+        None => Arc::new(Shutdown::new()?),
+    };
+    let stop = Stop {
+        duration: stop.duration,
+        shutdown: Some(shutdown.clone()),
+    };
+    let drops_stop = stop.clone();
+    let counter = std::thread::Builder::new()
+        .name("trace-drops".into())
+        .spawn(move || {
+            drops::run(&DropsConfig::default(), &drops_stop, |event| match event {
+                DropsEvent::Drop(drop) => out.emit(drop),
+                DropsEvent::Retransmit(retransmit) => out.emit(retransmit),
+                DropsEvent::Started => {}
+            })
+        })?;
+    let report = run_stalls_printed(config, &stop, out);
+    shutdown.request();
+    let totals = counter
+        .join()
+        .map_err(|_| anyhow::anyhow!("the drop counter panicked"))?
+        .context("the drop counter")?;
+    if totals.overflow > 0 {
+        out.progress(format!(
+            "warning: {} drops or retransmits were not counted: too many sites or flows",
+            totals.overflow
+        ));
+    }
+    report
+}
+
+fn run_stalls_printed(config: &TraceConfig, stop: &Stop, out: Output) -> Result<TraceReport> {
     let mut icmp_header = config.icmp;
     let mut loaded = Vec::new();
     let report = run(config, stop, |event| match event {

@@ -11,7 +11,6 @@ use netstall_bisect::setup::{self, parse_confidence, parse_duration, DEFAULT_POD
 use netstall_bisect::{RunConfig, Settings};
 use netstall_core::duration;
 use netstall_core::output::Output;
-use netstall_events::bisect::BisectRun;
 
 #[derive(clap::Args)]
 #[command(
@@ -101,18 +100,6 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         confidence: args.confidence,
         ..Settings::default()
     };
-    let analysis = setup::experiment(&plan, config, &settings, |paths| {
-        out.progress(format!(
-            "bisect: probing {paths} paths for {:?}, one probe every {:?} per path, {} flow(s) each",
-            args.duration, args.interval, args.flows
-        ))
-    })?;
-    out.emit(BisectRun {
-        interval_us: args.interval.as_secs_f64() * 1e6,
-        duration_s: args.duration.as_secs_f64(),
-        flows: args.flows,
-        confidence: args.confidence,
-        analysis,
-    });
+    setup::experiment_printed(&plan, config, &settings, out)?;
     Ok(ExitCode::SUCCESS)
 }

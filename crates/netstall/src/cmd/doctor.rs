@@ -8,9 +8,8 @@ use std::time::Duration;
 use anyhow::Result;
 use netstall_core::duration;
 use netstall_core::output::Output;
-use netstall_doctor::diagnose::Status;
+use netstall_doctor::replay;
 use netstall_doctor::run::{self, DoctorConfig, Target};
-use netstall_doctor::{replay, report};
 
 #[derive(clap::Args)]
 #[command(
@@ -65,6 +64,9 @@ pub struct Args {
     /// sampler need: the verdict is then `unknown` (exit 2), never `healthy`.
     #[arg(long)]
     allow_partial: bool,
+    /// Do not count packet drops and TCP retransmits (eBPF, on by default).
+    #[arg(long)]
+    no_drops: bool,
     /// Write a self-contained HTML report here (it embeds the run's records,
     /// so `--replay` reads it back).
     #[arg(long, value_name = "FILE.html")]
@@ -84,7 +86,7 @@ pub struct Args {
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     if let Some(path) = &args.replay {
         let verdict = replay::replay(path, args.report.as_deref(), out)?;
-        return Ok(exit_code(verdict.status));
+        return Ok(ExitCode::from(verdict.status.exit_code()));
     }
     let config = DoctorConfig {
         duration: args.duration,
@@ -97,23 +99,9 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         sample: !args.no_sample,
         icmp_seq: args.icmp_seq,
         allow_partial: args.allow_partial,
+        drops: !args.no_drops,
     };
     let run = run::run_narrated(&config, out)?;
-    if let Some(path) = &args.save {
-        run.save(path)?;
-        out.progress(format!("records written to {}", path.display()));
-    }
-    if let Some(path) = &args.report {
-        report::write(path, &run.verdict, &run.findings, &run.extras)?;
-        out.progress(format!("report written to {}", path.display()));
-    }
-    Ok(exit_code(run.verdict.status))
-}
-
-fn exit_code(status: Status) -> ExitCode {
-    match status {
-        Status::Healthy | Status::Degraded => ExitCode::SUCCESS,
-        Status::Unhealthy => ExitCode::from(1),
-        Status::Unknown => ExitCode::from(2),
-    }
+    run.write_files(args.save.as_deref(), args.report.as_deref(), out)?;
+    Ok(ExitCode::from(run.verdict.status.exit_code()))
 }

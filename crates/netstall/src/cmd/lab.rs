@@ -9,7 +9,7 @@ use clap::Subcommand;
 use netstall_core::duration;
 use netstall_core::output::Output;
 use netstall_events::lab::LabDown;
-use netstall_lab::{clean, poller, topology, zombies};
+use netstall_lab::{clean, inject, poller, topology, zombies};
 
 const DEFAULT_PREFIX: &str = "nst";
 
@@ -28,6 +28,7 @@ const DEFAULT_PREFIX: &str = "nst";
         sudo netstall lab zombies --count 20000\n  \
         sudo netstall lab poller --cpu 0 -w 60s\n  \
         sudo netstall lab spin --cpu 0 --ms 50 --every 1s -w 30s\n  \
+        sudo netstall lab drops --rate 10 -w 60s\n  \
         sudo netstall lab clean && sudo netstall lab down"
 )]
 pub struct Args {
@@ -137,6 +138,19 @@ enum LabCommand {
         #[arg(short = 'w', long = "duration", value_parser = duration::parse_nonzero)]
         duration: Duration,
     },
+    /// Drop a share of the packets forwarded to the pod, at random (nftables on node2).
+    #[command(after_help = "Examples:\n  \
+        sudo netstall lab drops --rate 10 -w 60s")]
+    Drops {
+        #[command(flatten)]
+        prefix: PrefixArg,
+        /// Share of the packets to drop, % (1-100).
+        #[arg(long)]
+        rate: u32,
+        /// How long to keep dropping.
+        #[arg(short = 'w', long = "duration", value_parser = duration::parse_nonzero)]
+        duration: Duration,
+    },
     /// Release the lab's dying cgroups (remove their data, drop caches level 1).
     #[command(after_help = "Examples:\n  \
         sudo netstall lab clean\n  \
@@ -204,6 +218,13 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
                 duration,
             };
             netstall_kernel::spin::run_printed(&config, out)?;
+        }
+        LabCommand::Drops {
+            prefix,
+            rate,
+            duration,
+        } => {
+            inject::drops_printed(&prefix.prefix, rate, duration, out)?;
         }
         LabCommand::Clean { prefix } => {
             let paths = zombies::ZombiePaths::for_host(&prefix.prefix)?;

@@ -44,6 +44,9 @@ pub struct Args {
     /// Print each BPF program's run count and ns/event (kernel BPF stats) at the end.
     #[arg(long)]
     self_cost: bool,
+    /// Also count packet drops (with the kernel's reason) and TCP retransmits, every second.
+    #[arg(long)]
+    drops: bool,
     /// Also write the raw kernel records, and what decoding them needs, to FILE (replays offline).
     #[arg(long, value_name = "FILE")]
     record: Option<std::path::PathBuf>,
@@ -62,6 +65,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         self_cost: args.self_cost,
         steal: true,
         record: args.record.clone(),
+        drops: args.drops,
         ..TraceConfig::default()
     };
     let stop = Stop {
