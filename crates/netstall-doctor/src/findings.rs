@@ -8,7 +8,7 @@
 
 use anyhow::{bail, Result};
 use netstall_events::doctor::{DoctorRun, MemcgCount, ProbeTarget, Verdict};
-use netstall_events::kernel::{IcmpEcho, Stall, Steal, StealSource};
+use netstall_events::kernel::{IcmpEcho, Stall, StatFlush, Steal, StealSource};
 use netstall_events::xray::{FoldedStack, SampleGap};
 use netstall_events::Record;
 
@@ -45,6 +45,8 @@ pub struct Findings {
     pub gaps: Vec<SampleGap>,
     /// ICMP echo requests seen by the tracer (the story's seq/context table).
     pub icmp: Vec<IcmpEcho>,
+    /// The stats readers' ledger: who flushed cgroup stats, at what cost.
+    pub flushes: Vec<StatFlush>,
 }
 
 /// What goes into a report besides the verdict and findings.
@@ -89,6 +91,7 @@ impl Findings {
         records.extend(self.memcg.iter().cloned().map(Record::MemcgCount));
         records.extend(self.gaps.iter().cloned().map(Record::SampleGap));
         records.extend(self.icmp.iter().cloned().map(Record::Icmp));
+        records.extend(self.flushes.iter().cloned().map(Record::StatFlush));
         records.extend(extras.chart.iter().map(|stack| {
             Record::Stack(FoldedStack {
                 stack: stack.clone(),
@@ -122,6 +125,7 @@ impl Findings {
                 Record::MemcgCount(m) => findings.memcg = Some(m),
                 Record::SampleGap(g) => findings.gaps.push(g),
                 Record::Icmp(i) => findings.icmp.push(i),
+                Record::StatFlush(f) => findings.flushes.push(f),
                 Record::Stack(s) => chart.extend(std::iter::repeat_n(s.stack, s.count as usize)),
                 Record::Verdict(v) => verdict = Some(v),
                 _ => {}

@@ -1,16 +1,12 @@
 //! `netstall doctor`: tracer, probes, CPU sampling and cgroup counts
 //! together, correlated into one verdict with evidence.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::time::Duration;
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Result;
-use netstall_core::duration;
-use netstall_core::output::Output;
-use netstall_doctor::diagnose::Status;
+use netstall_core::{duration, output::Output};
 use netstall_doctor::run::{self, DoctorConfig, Target};
-use netstall_doctor::{replay, report};
+use netstall_doctor::{exit_code, replay, report};
 
 #[derive(clap::Args)]
 #[command(
@@ -84,7 +80,7 @@ pub struct Args {
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     if let Some(path) = &args.replay {
         let verdict = replay::replay(path, args.report.as_deref(), out)?;
-        return Ok(exit_code(verdict.status));
+        return Ok(ExitCode::from(exit_code(verdict.status)));
     }
     let config = DoctorConfig {
         duration: args.duration,
@@ -107,13 +103,5 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         report::write(path, &run.verdict, &run.findings, &run.extras)?;
         out.progress(format!("report written to {}", path.display()));
     }
-    Ok(exit_code(run.verdict.status))
-}
-
-fn exit_code(status: Status) -> ExitCode {
-    match status {
-        Status::Healthy | Status::Degraded => ExitCode::SUCCESS,
-        Status::Unhealthy => ExitCode::from(1),
-        Status::Unknown => ExitCode::from(2),
-    }
+    Ok(ExitCode::from(exit_code(run.verdict.status)))
 }
