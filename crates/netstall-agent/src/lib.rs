@@ -26,6 +26,7 @@ pub mod health;
 pub mod http;
 pub mod icmp;
 pub mod kubernetes;
+pub mod ledger;
 pub mod mesh;
 pub mod metrics;
 pub mod process;

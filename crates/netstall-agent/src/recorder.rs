@@ -6,7 +6,7 @@
 //! Format: JSON lines, each one `netstall_events::Record` (the records
 //! `doctor --replay` reads), in segment files `stalls-NNNNNNNNNN.jsonl`
 //! numbered in write order. A segment is closed at an eighth of the limit
-//! and the oldest segments are deleted so that all of them together stay
+//! (at least 4 KiB) and the oldest segments are deleted so that all of them together stay
 //! within the limit. Each start opens a new segment, so nothing is appended
 //! behind a line a killed agent left torn.
 //!
@@ -27,8 +27,11 @@ use netstall_events::Record;
 
 /// `--state-max-bytes`'s default: 64 MiB.
 pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
-/// The smallest limit: eight segments of a few stalls each.
+/// The smallest limit: four segments of a few stalls (1–3 KiB each, with
+/// their stacks).
 pub const MIN_MAX_BYTES: u64 = 16 << 10;
+/// The smallest segment: a stall with a deep stack fits.
+const MIN_SEGMENT_BYTES: u64 = 4 << 10;
 /// How often written records are made durable (`fdatasync`), at most.
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 
@@ -108,7 +111,9 @@ impl Recorder {
     }
 
     fn segment_bytes(&self) -> u64 {
-        self.max_bytes / 8
+        (self.max_bytes / 8)
+            .max(MIN_SEGMENT_BYTES)
+            .min(self.max_bytes)
     }
 
     /// Deletes the oldest segments until `incoming` more bytes fit.
