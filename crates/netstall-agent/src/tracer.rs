@@ -27,10 +27,9 @@ use crate::ledger::Ledger;
 use crate::metrics::StallLabels;
 use crate::State;
 
-/// How often ring-buffer drops and the latency histograms are read from
-/// the kernel's maps.
-/// (and the stats readers' ledger)
-pub const TOTALS_EVERY: Duration = Duration::from_secs(15);
+/// How often ring-buffer drops, the latency histograms and the stats
+/// readers' ledger are read from the kernel's maps.
+pub const TOTALS_EVERY: Duration = Duration::from_secs(30);
 
 /// How long the tracer pauses after a failure before it loads again.
 const RESTART_DELAY: Duration = Duration::from_secs(10);
