@@ -105,14 +105,10 @@ impl Ledger {
                 metrics.stat_flushes.get_or_create(&labels).inc_by(flushes);
             }
             if self.window.len() < MAX_TRACKED || self.window.contains_key(&reader) {
-                let w = self.window.entry(reader).or_default();
-                w.flushes += flushes;
-                w.locked_ns += locked;
-                w.cgroup = match w.cgroup {
-                    None => Some(Some(entry.cgroup_id)),
-                    Some(Some(id)) if id == entry.cgroup_id => Some(Some(id)),
-                    Some(_) => Some(None),
-                };
+                self.window
+                    .entry(reader)
+                    .or_default()
+                    .add(flushes, locked, entry.cgroup_id);
             }
         }
         if self.seen.len() >= MAX_TRACKED {
@@ -157,31 +153,72 @@ impl Ledger {
     /// heaviest readers, the rest summed as `other`; and a new window.
     pub fn take_window(&mut self, node: &str, now_ns: u64) -> Vec<StatFlush> {
         let start_ns = std::mem::replace(&mut self.window_start_ns, now_ns);
-        let mut readers: Vec<(String, Window)> = self.window.drain().collect();
-        readers.sort_by(|a, b| b.1.locked_ns.cmp(&a.1.locked_ns).then(a.0.cmp(&b.0)));
-        let record = |reader: String, w: &Window| StatFlush {
-            reader,
-            cgroup_id: w.cgroup.flatten(),
-            flushes: w.flushes,
-            locked_ms: w.locked_ns as f64 / 1e6,
-            start_ns,
-            end_ns: now_ns,
-            node: Some(node.to_owned()),
+        let readers: Vec<(String, Window)> = self.window.drain().collect();
+        top_records(readers, start_ns, now_ns, Some(node))
+    }
+}
+
+/// The kernel's running totals as `stat-flush` records over
+/// `[start_ns, end_ns]` (a tracer that started at `start_ns`): what the
+/// doctor shows of one run.
+pub fn window_of(
+    totals: &[FlushLedger],
+    start_ns: u64,
+    end_ns: u64,
+    node: Option<&str>,
+) -> Vec<StatFlush> {
+    let mut readers: HashMap<String, Window> = HashMap::new();
+    for entry in totals.iter().filter(|e| e.flushes > 0 || e.locked_ns > 0) {
+        let w = readers
+            .entry(reader_name(&entry.comm).to_owned())
+            .or_default();
+        w.add(entry.flushes, entry.locked_ns, entry.cgroup_id);
+    }
+    top_records(readers.into_iter().collect(), start_ns, end_ns, node)
+}
+
+/// The [`TOP_IN_WINDOW`] heaviest readers, then the rest as `other`.
+fn top_records(
+    mut readers: Vec<(String, Window)>,
+    start_ns: u64,
+    end_ns: u64,
+    node: Option<&str>,
+) -> Vec<StatFlush> {
+    readers.sort_by(|a, b| b.1.locked_ns.cmp(&a.1.locked_ns).then(a.0.cmp(&b.0)));
+    let record = |reader: String, w: &Window| StatFlush {
+        reader,
+        cgroup_id: w.cgroup.flatten(),
+        flushes: w.flushes,
+        locked_ms: w.locked_ns as f64 / 1e6,
+        start_ns,
+        end_ns,
+        node: node.map(str::to_owned),
+    };
+    let mut records: Vec<StatFlush> = Vec::new();
+    let mut other = Window::default();
+    for (i, (reader, w)) in readers.iter().enumerate() {
+        if i < TOP_IN_WINDOW && reader != "other" {
+            records.push(record(reader.clone(), w));
+        } else {
+            other.flushes += w.flushes;
+            other.locked_ns += w.locked_ns;
+        }
+    }
+    if other.flushes > 0 || other.locked_ns > 0 {
+        records.push(record("other".into(), &other));
+    }
+    records
+}
+
+impl Window {
+    fn add(&mut self, flushes: u64, locked_ns: u64, cgroup_id: u64) {
+        self.flushes += flushes;
+        self.locked_ns += locked_ns;
+        self.cgroup = match self.cgroup {
+            None => Some(Some(cgroup_id)),
+            Some(Some(id)) if id == cgroup_id => Some(Some(id)),
+            Some(_) => Some(None),
         };
-        let mut records: Vec<StatFlush> = Vec::new();
-        let mut other = Window::default();
-        for (i, (reader, w)) in readers.iter().enumerate() {
-            if i < TOP_IN_WINDOW && reader != "other" {
-                records.push(record(reader.clone(), w));
-            } else {
-                other.flushes += w.flushes;
-                other.locked_ns += w.locked_ns;
-            }
-        }
-        if other.flushes > 0 || other.locked_ns > 0 {
-            records.push(record("other".into(), &other));
-        }
-        records
     }
 }
 
@@ -253,6 +290,19 @@ mod tests {
             "cadvisor spent 300.0 ms of IRQs-off time flushing stats (10 flushes) in the last 30 s"
         );
         assert!(ledger.take_window("n", 60_000_000_000).is_empty());
+        // The doctor's form: the kernel's totals of one run, kworkers as one.
+        let run = window_of(
+            &[
+                entry("kworker/u8:1", 1, 3, 1),
+                entry("kworker/0:2", 1, 3, 1),
+                entry("cadvisor", 7, 10, 300),
+            ],
+            0,
+            20_000_000_000,
+            None,
+        );
+        assert_eq!(run.len(), 2);
+        assert_eq!((run[1].reader.as_str(), run[1].flushes), ("kworker", 6));
     }
 
     #[test]
