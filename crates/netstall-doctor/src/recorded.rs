@@ -175,8 +175,9 @@ pub fn report(
 ) -> Result<Verdict> {
     let source = Source::parse(from);
     let (records, warnings) = fetch(&source, since)?;
+    // Told in both formats: a skipped line is evidence missing.
     for warning in &warnings {
-        out.progress(format!("warning: {warning}"));
+        eprintln!("netstall: warning: {warning}");
     }
     let end_ns = realtime_ns();
     let start_ns = since.map_or(end_ns, |d| {

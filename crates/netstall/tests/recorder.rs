@@ -266,6 +266,44 @@ impl Drop for TempDirs {
 }
 
 #[test]
+fn report_skips_a_torn_last_line_with_a_warning() {
+    let dir = std::env::temp_dir().join(format!("netstall-torn-{}", unique_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _dirs = TempDirs(vec![dir.clone()]);
+    let now = netstall_core::clock::realtime_ns();
+    let stall =
+        netstall_events::Record::Stall(netstall_agent::tracer::cadvisor_stall(now - 1_000_000_000));
+    let line = stall.to_json_line();
+    // A kill -9 mid-write: the second copy of the line never ended.
+    std::fs::write(
+        dir.join("stalls-0000000007.jsonl"),
+        format!("{line}\n{}", &line[..line.len() / 2]),
+    )
+    .unwrap();
+    let out = netstall(&[
+        "report",
+        "--from",
+        dir.to_str().unwrap(),
+        "--since",
+        "1h",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("stalls-0000000007.jsonl:2: skipped a torn"),
+        "{stderr}"
+    );
+    let lines = json_lines(&out);
+    let verdict = of_type(&lines, "verdict")[0];
+    assert_eq!(verdict["stalls"], 1, "{verdict}");
+    assert_eq!(
+        verdict["causes"][0]["culprit"]["comm"], "cadvisor",
+        "{verdict}"
+    );
+}
+
+#[test]
 fn report_bad_input_is_one_line_and_not_zero() {
     let missing = std::env::temp_dir().join(format!("netstall-missing-{}", unique_prefix()));
     let empty = std::env::temp_dir().join(format!("netstall-empty-{}", unique_prefix()));
