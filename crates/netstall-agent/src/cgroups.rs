@@ -4,15 +4,19 @@
 
 use std::time::{Duration, Instant};
 
+use netstall_cgroups::advice::{worst_stall, KernelVersion};
 use netstall_cgroups::{report, Host};
 use netstall_core::shutdown::Shutdown;
 use netstall_events::agent::MemcgDying;
+use netstall_events::doctor::MemcgCount;
 
 use crate::State;
 
 /// Counts every `interval` until `stop`.
 pub fn run(interval: Duration, limit: u64, state: &State, stop: &Shutdown) {
     let host = Host::live();
+    let kernel = host.kernel_release().unwrap_or_default();
+    let era = KernelVersion::parse(&kernel).map(KernelVersion::stat_era);
     let mut over_limit = false;
     let mut reported_error = false;
     let mut next = Instant::now();
@@ -35,6 +39,14 @@ pub fn run(interval: Duration, limit: u64, state: &State, stop: &Shutdown) {
                         .lock()
                         .expect("health lock")
                         .dying_memcgs(memory.dying);
+                    state.set_memcg(MemcgCount {
+                        kernel: kernel.clone(),
+                        live: memory.live,
+                        dying: memory.dying,
+                        worst_stall_ms: era
+                            .and_then(|era| worst_stall(era, memory.dying))
+                            .map(|w| w.ms),
+                    });
                     if (memory.dying > limit) != over_limit {
                         over_limit = !over_limit;
                         state.event(MemcgDying {

@@ -63,6 +63,15 @@ pub struct AgentOptions {
     /// Append the JSON event log to this file ("-": standard output) [default: -].
     #[arg(long)]
     pub event_log: Option<PathBuf>,
+    /// Keep the evidence of every stall (the flight recorder) in this
+    /// directory, across restarts, for `GET /stalls` and `netstall report
+    /// --from` ("-": off) [default: /var/lib/netstall].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The recorder's files together stay within this many bytes; the
+    /// oldest go first [default: 67108864 (64 MiB)].
+    #[arg(long, value_name = "BYTES")]
+    pub state_max_bytes: Option<u64>,
     /// Act on a bad node through the Kubernetes API: off, condition, cordon,
     /// drain or reboot, each including the ones before it [default: off: no
     /// API write, ever]. See docs/remediation.md.
@@ -172,6 +181,8 @@ impl AgentOptions {
             problem_window: self.problem_window.or(fallback.problem_window),
             tracer: self.tracer.or(fallback.tracer),
             event_log: self.event_log.or(fallback.event_log),
+            state_dir: self.state_dir.or(fallback.state_dir),
+            state_max_bytes: self.state_max_bytes.or(fallback.state_max_bytes),
             remediate: self.remediate.or(fallback.remediate),
             dry_run: self.dry_run.or(fallback.dry_run),
             lease: self.lease.or(fallback.lease),
@@ -257,7 +268,26 @@ impl AgentOptions {
         if remediation.lease_duration < Duration::from_secs(1) {
             bail!("--lease-duration must be at least 1s");
         }
+        let state_max_bytes = self
+            .state_max_bytes
+            .unwrap_or(crate::recorder::DEFAULT_MAX_BYTES);
+        if state_max_bytes < crate::recorder::MIN_MAX_BYTES {
+            bail!(
+                "--state-max-bytes must be at least {}, not {state_max_bytes}",
+                crate::recorder::MIN_MAX_BYTES
+            );
+        }
+        let state_dir = match self.state_dir {
+            Some(dir) if dir.as_os_str() == "-" => None,
+            Some(dir) if dir.as_os_str().is_empty() => {
+                bail!("--state-dir must not be empty (\"-\": off)")
+            }
+            Some(dir) => Some(dir),
+            None => Some(PathBuf::from("/var/lib/netstall")),
+        };
         Ok(AgentConfig {
+            state_dir,
+            state_max_bytes,
             remediation,
             peers_dns: self.peers_dns,
             peers_kubernetes,
@@ -334,6 +364,9 @@ pub struct AgentConfig {
     pub tracer: bool,
     /// `None`: standard output.
     pub event_log: Option<PathBuf>,
+    /// The flight recorder's directory; `None`: off.
+    pub state_dir: Option<PathBuf>,
+    pub state_max_bytes: u64,
     pub remediation: RemediationConfig,
 }
 
@@ -358,6 +391,8 @@ impl AgentConfig {
             problem_window_ms: duration::as_ms(self.problem_window),
             tracer: self.tracer,
             event_log: self.event_log.as_ref().map(|p| p.display().to_string()),
+            state_dir: self.state_dir.as_ref().map(|p| p.display().to_string()),
+            state_max_bytes: self.state_max_bytes,
             remediate: self.remediation.mode,
             dry_run: self.remediation.dry_run,
             lease: self.remediation.lease.to_string(),

@@ -209,9 +209,10 @@ fn respond(request: &Request<Incoming>, state: &State) -> Response<String> {
             let body = netstall_events::Record::Health(report).to_json_line();
             (StatusCode::OK, body, "application/json")
         }
+        "/stalls" => stalls(request.uri().query(), state),
         _ => (
             StatusCode::NOT_FOUND,
-            "not found: try /metrics or /healthz\n".to_string(),
+            "not found: try /metrics, /healthz or /stalls?since=1h\n".to_string(),
             "text/plain; charset=utf-8",
         ),
     };
@@ -222,6 +223,57 @@ fn respond(request: &Request<Incoming>, state: &State) -> Response<String> {
         hyper::header::HeaderValue::from_static(content_type),
     );
     response
+}
+
+/// The most `/stalls` answers: the newest records that fit.
+pub const MAX_STALLS_BYTES: usize = 4 << 20;
+
+/// `/stalls?since=1h`: the recorder's records of the last hour (default:
+/// all it keeps), JSON lines, the newest [`MAX_STALLS_BYTES`] of them.
+fn stalls(query: Option<&str>, state: &State) -> (StatusCode, String, &'static str) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let since = query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("since="))
+        .next_back();
+    let since_ns = match since.map(netstall_core::duration::parse).transpose() {
+        Ok(since) => since.map_or(0, |d| {
+            realtime_ns().saturating_sub(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        }),
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("since: {e}\n"), TEXT),
+    };
+    let Some(dir) = state.recorder_dir() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "the flight recorder is off (--state-dir -)\n".into(),
+            TEXT,
+        );
+    };
+    let mut lines = std::collections::VecDeque::new();
+    let mut bytes = 0usize;
+    let scanned = crate::recorder::scan(&dir, since_ns, |_, line| {
+        bytes += line.len() + 1;
+        lines.push_back(line.to_owned());
+        while bytes > MAX_STALLS_BYTES {
+            let Some(old) = lines.pop_front() else { break };
+            bytes -= old.len() + 1;
+        }
+    });
+    match scanned {
+        Ok(scanned) => {
+            for warning in scanned.warnings {
+                eprintln!("netstall agent: recorder: {warning}");
+            }
+            let mut body = String::with_capacity(bytes);
+            for line in lines {
+                body.push_str(&line);
+                body.push('\n');
+            }
+            (StatusCode::OK, body, "application/x-ndjson")
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n"), TEXT),
+    }
 }
 
 /// Bytes of an answer [`get`] reads at most.

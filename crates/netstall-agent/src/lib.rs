@@ -6,6 +6,8 @@
 //!   ([`tracker`]);
 //! * [`tracer`]: RX stalls and their culprits from the in-kernel detectors;
 //! * [`cgroups`]: cheap periodic dying-memcg counts (never memory.stat);
+//! * [`recorder`]: the evidence of every stall, on disk, bounded, for
+//!   `GET /stalls` and `netstall report --from`;
 //! * [`metrics`] on `/metrics`, the [`health`] verdict on `/healthz`
 //!   ([`http`]), and a JSON [`events`] log;
 //! * opt-in (`--remediate`), [`remediation`] (the state machine, pure) and
@@ -24,9 +26,11 @@ pub mod health;
 pub mod http;
 pub mod icmp;
 pub mod kubernetes;
+pub mod ledger;
 pub mod mesh;
 pub mod metrics;
 pub mod process;
+pub mod recorder;
 pub mod remediation;
 pub mod remediator;
 pub mod rendezvous;
@@ -42,6 +46,7 @@ use anyhow::{Context, Result};
 use netstall_core::clock::realtime_ns;
 use netstall_core::shutdown::Shutdown;
 use netstall_events::agent::{AgentStart, Peers};
+use netstall_events::doctor::MemcgCount;
 use netstall_events::Record;
 
 pub use config::{AgentConfig, AgentOptions, Peer};
@@ -56,6 +61,11 @@ pub struct State {
     pub health: Mutex<Health>,
     events: Mutex<EventLog>,
     event_errors: AtomicU64,
+    /// The flight recorder, when `--state-dir` is on and could be opened.
+    recorder: Option<Mutex<recorder::Recorder>>,
+    recorder_errors: AtomicU64,
+    /// The latest dying-memcg count, and whether the recorder has it.
+    memcg: Mutex<(Option<MemcgCount>, bool)>,
 }
 
 impl State {
@@ -74,17 +84,80 @@ impl State {
             )),
             events: Mutex::new(events),
             event_errors: Default::default(),
+            recorder: None,
+            recorder_errors: Default::default(),
+            memcg: Mutex::default(),
+        }
+    }
+
+    /// The same state, keeping stall evidence in `recorder`.
+    pub fn with_recorder(self, recorder: recorder::Recorder) -> Self {
+        Self {
+            recorder: Some(Mutex::new(recorder)),
+            ..self
+        }
+    }
+
+    /// The recorder's directory, when it records.
+    pub fn recorder_dir(&self) -> Option<std::path::PathBuf> {
+        let recorder = self.recorder.as_ref()?;
+        Some(
+            recorder
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .dir()
+                .to_path_buf(),
+        )
+    }
+
+    /// The latest dying-memcg count (what the recorder writes after a stall).
+    pub fn set_memcg(&self, count: MemcgCount) {
+        let mut memcg = self.memcg.lock().unwrap_or_else(|p| p.into_inner());
+        if memcg.0.as_ref() != Some(&count) {
+            *memcg = (Some(count), false);
+        }
+    }
+
+    /// Keeps a record of a stall's evidence in the recorder (when on): the
+    /// stall, then the dying-memcg count if it changed since the last
+    /// stall; probe episodes, the ledger and the agent's start as they
+    /// come. A failing disk must not stop the agent: the first failure is
+    /// told on stderr.
+    pub fn record(&self, record: &Record) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let mut records = vec![record];
+        let memcg;
+        if matches!(record, Record::Stall(_)) {
+            let mut latest = self.memcg.lock().unwrap_or_else(|p| p.into_inner());
+            if let (Some(count), false) = &*latest {
+                memcg = Record::MemcgCount(count.clone());
+                records.push(&memcg);
+                latest.1 = true;
+            }
+        }
+        let mut recorder = recorder.lock().unwrap_or_else(|p| p.into_inner());
+        for record in records {
+            if let Err(e) = recorder.write(record) {
+                if self.recorder_errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                    eprintln!("netstall agent: cannot write the flight recorder: {e:#}");
+                }
+            }
         }
     }
 
     /// Logs an event; a full disk must not stop the agent, so only the
     /// first failure is reported (on stderr).
     pub fn event(&self, event: impl Into<Record>) {
-        let result = self
-            .events
-            .lock()
-            .expect("event log lock")
-            .emit(&event.into());
+        let event = event.into();
+        if matches!(
+            event,
+            Record::Stall(_) | Record::Episode(_) | Record::Agent(_) | Record::StatFlush(_)
+        ) {
+            self.record(&event);
+        }
+        let result = self.events.lock().expect("event log lock").emit(&event);
         if let Err(e) = result {
             if self.event_errors.fetch_add(1, Ordering::Relaxed) == 0 {
                 eprintln!("netstall agent: cannot write the event log: {e}");
@@ -171,7 +244,15 @@ pub fn run(
         Some(icmp::IcmpSocket::open()?)
     };
     let server = http::bind(config.listen)?;
-    let state = Arc::new(State::new(config, events));
+    let mut state = State::new(config, events);
+    if let Some(dir) = &config.state_dir {
+        // Without its recorder the agent still watches: it says so once.
+        match recorder::Recorder::open(dir, config.state_max_bytes) {
+            Ok(recorder) => state = state.with_recorder(recorder),
+            Err(e) => eprintln!("netstall agent: the flight recorder is off: {e:#}"),
+        }
+    }
+    let state = Arc::new(state);
     let tracer_state = if config.tracer {
         TracerState::Starting
     } else {

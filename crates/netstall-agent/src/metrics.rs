@@ -51,6 +51,11 @@ pub struct CulpritLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReaderLabels {
+    pub reader: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkerLabels {
     pub worker: &'static str,
 }
@@ -185,6 +190,9 @@ pub struct Metrics {
     pub http_rejected: Family<NoLabels, Counter>,
     /// Worker threads that panicked (each is restarted after a pause).
     pub worker_failures: Family<WorkerLabels, Counter>,
+    /// The stats readers' ledger ([`crate::ledger`]): bounded readers.
+    pub stat_flush_seconds: Family<ReaderLabels, Counter<f64, AtomicU64>>,
+    pub stat_flushes: Family<ReaderLabels, Counter>,
 }
 
 /// The label set of a series that has none, in a family (so that the
@@ -236,6 +244,8 @@ impl Metrics {
             kernel_latency: Arc::default(),
             http_rejected: Family::default(),
             worker_failures: Family::default(),
+            stat_flush_seconds: Family::default(),
+            stat_flushes: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -272,6 +282,16 @@ impl Metrics {
             "netstall_stall_culprit_seconds",
             "Stall time attributed to the task (comm) and syscall holding the CPU",
             m.culprit_seconds.clone(),
+        );
+        registry.register(
+            "netstall_stat_flush_seconds",
+            "Time each stats reader held a cgroup rstat lock with IRQs off, flushing cgroup stats (top readers; the rest as reader=\"other\")",
+            m.stat_flush_seconds.clone(),
+        );
+        registry.register(
+            "netstall_stat_flushes",
+            "Memory-cgroup stat flushes each stats reader ran (top readers; the rest as reader=\"other\")",
+            m.stat_flushes.clone(),
         );
         registry.register(
             "netstall_tracer_up",

@@ -20,12 +20,15 @@ use netstall_core::shutdown::Shutdown;
 use netstall_events::kernel::{Culprit, Detector, Stall};
 use netstall_kernel::trace::{self, Stop, TraceConfig, TraceEvent, TraceTotals};
 
+use netstall_core::clock::realtime_ns;
+
 use crate::health::TracerState;
+use crate::ledger::Ledger;
 use crate::metrics::StallLabels;
 use crate::State;
 
-/// How often ring-buffer drops and the latency histograms are read from
-/// the kernel's maps.
+/// How often ring-buffer drops, the latency histograms and the stats
+/// readers' ledger are read from the kernel's maps.
 pub const TOTALS_EVERY: Duration = Duration::from_secs(30);
 
 /// How long the tracer pauses after a failure before it loads again.
@@ -55,7 +58,10 @@ pub fn run(threshold: Duration, state: &State, stop: &Arc<Shutdown>) {
                     // SAFETY: malloc_trim only releases free memory of this process's heap.
                     unsafe { libc::malloc_trim(0) };
                 }
-                TraceEvent::Stall(stall) => record(state, &stall),
+                TraceEvent::Stall(stall) => {
+                    seen.stalls += 1;
+                    record(state, &stall);
+                }
                 TraceEvent::Totals(totals) => seen.advance(state, &totals),
                 TraceEvent::Icmp(_) | TraceEvent::Syscall(_) | TraceEvent::Steal(_) => {}
             })
@@ -68,6 +74,7 @@ pub fn run(threshold: Duration, state: &State, stop: &Arc<Shutdown>) {
                     histograms: report.histograms,
                     net_rx_ns: Vec::new(),
                     bpf_run_ns: None,
+                    flush_ledger: Vec::new(),
                 },
             ),
             Ok(Err(e)) => {
@@ -94,15 +101,37 @@ pub fn run(threshold: Duration, state: &State, stop: &Arc<Shutdown>) {
 /// The totals one tracer run has reported so far, so that each new report
 /// adds only its increments to the metrics (a restarted tracer counts
 /// from zero again).
-#[derive(Default)]
 struct SeenTotals {
     ring_drops: u64,
     /// Count per (detector, CPU, bucket upper bound).
     buckets: HashMap<(&'static str, u32, u64), u64>,
+    ledger: Ledger,
+    /// Stalls since the last totals: the ledger's window is recorded then.
+    stalls: u64,
+}
+
+impl Default for SeenTotals {
+    fn default() -> Self {
+        Self {
+            ring_drops: 0,
+            buckets: HashMap::new(),
+            ledger: Ledger::new(realtime_ns()),
+            stalls: 0,
+        }
+    }
 }
 
 impl SeenTotals {
     fn advance(&mut self, state: &State, totals: &TraceTotals) {
+        self.ledger.advance(&state.metrics, &totals.flush_ledger);
+        let window = self.ledger.take_window(&state.node, realtime_ns());
+        // Who flushed stats while the node stalled: evidence worth keeping.
+        // A quiet window is only counted (the metrics), never written.
+        if std::mem::take(&mut self.stalls) > 0 {
+            for flush in window {
+                state.event(flush);
+            }
+        }
         state
             .metrics
             .ring_drops

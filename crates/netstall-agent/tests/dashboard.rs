@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use netstall_agent::metrics::{Metrics, ProtoLabels, StallLabels};
+use netstall_agent::metrics::{Metrics, ProtoLabels, ReaderLabels, StallLabels};
 use serde_json::Value;
 
 fn dashboard() -> Value {
@@ -70,6 +70,11 @@ fn exported_samples() -> BTreeSet<String> {
     m.memcg_cgroups.get_or_create(&Vec::new()).set(50);
     m.memcg_dying_limit.set(10_000);
     m.kernel_latency.add("rx-backlog", &[(2048, 10)]);
+    let reader = ReaderLabels {
+        reader: "cadvisor".into(),
+    };
+    m.stat_flush_seconds.get_or_create(&reader).inc_by(0.2);
+    m.stat_flushes.get_or_create(&reader).inc();
     m.encode_prometheus()
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())

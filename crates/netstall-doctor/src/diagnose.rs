@@ -10,7 +10,7 @@ use netstall_core::steal::{steal_during, steal_explains};
 pub use netstall_events::doctor::{
     Cause, CauseId, Observer, Origin, Severity, Source, SourceName, SourceState, Status, Verdict,
 };
-use netstall_events::kernel::{Culprit, Detector, Stall};
+use netstall_events::kernel::{Culprit, Detector, Stall, StatFlush};
 use netstall_events::stack;
 use netstall_probe::episodes::{Episode, EpisodeKind};
 
@@ -746,6 +746,7 @@ fn cause_from_stalls(
                 confidence += 0.1;
             }
         }
+        evidence.extend(ledger_lines(&findings.flushes));
     } else if named.is_some() {
         confidence += 0.2;
     }
@@ -782,6 +783,35 @@ fn cause_from_stalls(
         evidence,
         remediation: remediation(id),
     }
+}
+
+/// The ledger's heaviest readers, each window summed per reader:
+/// "cadvisor spent 1.9 s of IRQs-off time flushing stats (300 flushes) in
+/// the last 5 min".
+fn ledger_lines(flushes: &[StatFlush]) -> Vec<String> {
+    let mut per_reader: BTreeMap<&str, StatFlush> = BTreeMap::new();
+    for f in flushes {
+        let sum = per_reader
+            .entry(f.reader.as_str())
+            .or_insert_with(|| StatFlush {
+                flushes: 0,
+                locked_ms: 0.0,
+                ..f.clone()
+            });
+        sum.flushes += f.flushes;
+        sum.locked_ms += f.locked_ms;
+        sum.start_ns = sum.start_ns.min(f.start_ns);
+        sum.end_ns = sum.end_ns.max(f.end_ns);
+        if sum.cgroup_id != f.cgroup_id {
+            sum.cgroup_id = None;
+        }
+    }
+    let mut readers: Vec<StatFlush> = per_reader
+        .into_values()
+        .filter(|f| f.locked_ms >= 1.0)
+        .collect();
+    readers.sort_by(|a, b| b.locked_ms.total_cmp(&a.locked_ms));
+    readers.iter().take(3).map(ToString::to_string).collect()
 }
 
 /// A cause made of episodes (and stalls) with no culprit of their own.

@@ -8,7 +8,7 @@
 
 use anyhow::{bail, Result};
 use netstall_events::doctor::{DoctorRun, MemcgCount, ProbeTarget, Verdict};
-use netstall_events::kernel::{IcmpEcho, Stall, Steal, StealSource};
+use netstall_events::kernel::{IcmpEcho, Stall, StatFlush, Steal, StealSource};
 use netstall_events::net::{NetCounters, PacketDrops, Retransmits};
 use netstall_events::xray::{FoldedStack, SampleGap};
 use netstall_events::Record;
@@ -54,6 +54,8 @@ pub struct Findings {
     pub retransmits: Vec<Retransmits>,
     /// The network counters that grew over the run.
     pub net: Option<NetCounters>,
+    /// The stats readers' ledger: who flushed cgroup stats, at what cost.
+    pub flushes: Vec<StatFlush>,
 }
 
 /// What goes into a report besides the verdict and findings.
@@ -102,6 +104,7 @@ impl Findings {
         records.extend(self.drops.iter().cloned().map(Record::Drop));
         records.extend(self.retransmits.iter().cloned().map(Record::Retransmit));
         records.extend(self.net.iter().cloned().map(Record::NetCounters));
+        records.extend(self.flushes.iter().cloned().map(Record::StatFlush));
         records.extend(extras.chart.iter().map(|stack| {
             Record::Stack(FoldedStack {
                 stack: stack.clone(),
@@ -138,6 +141,7 @@ impl Findings {
                 Record::Drop(d) => findings.drops.push(d),
                 Record::Retransmit(r) => findings.retransmits.push(r),
                 Record::NetCounters(n) => findings.net = Some(n),
+                Record::StatFlush(f) => findings.flushes.push(f),
                 Record::Stack(s) => chart.extend(std::iter::repeat_n(s.stack, s.count as usize)),
                 Record::Verdict(v) => verdict = Some(v),
                 _ => {}

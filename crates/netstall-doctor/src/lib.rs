@@ -8,6 +8,7 @@
 pub mod demo;
 pub mod diagnose;
 pub mod findings;
+pub mod recorded;
 pub mod replay;
 pub mod report;
 pub mod run;
@@ -15,3 +16,4 @@ pub mod story;
 
 pub use diagnose::{diagnose, Cause, CauseId, Verdict};
 pub use findings::Findings;
+

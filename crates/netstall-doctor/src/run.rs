@@ -197,6 +197,9 @@ pub fn preflight(config: &DoctorConfig) -> Result<()> {
     Ok(())
 }
 
+/// How often the stats readers' ledger is read during a run.
+const LEDGER_EVERY: Duration = Duration::from_secs(5);
+
 /// A send this late is the prober's own scheduling delay worth showing.
 const LATE_SEND_NS: u64 = 2_000_000;
 
@@ -280,6 +283,8 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
         threshold: config.threshold,
         icmp: config.icmp_seq,
         steal: true,
+        // The stats readers' ledger, read as the run goes.
+        totals_every: Some(LEDGER_EVERY),
         ..TraceConfig::default()
     };
     let trace_stop = Stop {
@@ -557,7 +562,17 @@ fn collect(event: TraceEvent, findings: &mut Findings, progress: &mut impl FnMut
         }
         TraceEvent::Icmp(echo) => findings.icmp.push(echo),
         TraceEvent::Steal(steal) => findings.steal.push(steal),
-        TraceEvent::Started(_) | TraceEvent::Syscall(_) | TraceEvent::Totals(_) => {}
+        // Running totals since the tracer started (about the run's start):
+        // the latest is the run's ledger so far.
+        TraceEvent::Totals(totals) => {
+            findings.flushes = netstall_agent::ledger::window_of(
+                &totals.flush_ledger,
+                findings.start_ns,
+                clock::realtime_ns(),
+                None,
+            );
+        }
+        TraceEvent::Started(_) | TraceEvent::Syscall(_) => {}
     }
 }
 

@@ -222,6 +222,11 @@ pub struct AgentConfig {
     pub problem_window_ms: f64,
     pub tracer: bool,
     pub event_log: Option<String>,
+    /// The flight recorder's directory (`None`: off).
+    #[serde(default)]
+    pub state_dir: Option<String>,
+    #[serde(default)]
+    pub state_max_bytes: u64,
     pub remediate: Mode,
     pub dry_run: bool,
     pub lease: String,
@@ -265,6 +270,12 @@ impl fmt::Display for AgentConfig {
         if let Some(log) = &self.event_log {
             writeln!(f, "event-log = {}", quoted(log))?;
         }
+        writeln!(
+            f,
+            "state-dir = {}",
+            quoted(self.state_dir.as_deref().unwrap_or("-"))
+        )?;
+        writeln!(f, "state-max-bytes = {}", self.state_max_bytes)?;
         writeln!(f, "remediate = {}", quoted(&self.remediate.to_string()))?;
         writeln!(f, "dry-run = {}", self.dry_run)?;
         writeln!(f, "lease = {}", quoted(&self.lease))?;

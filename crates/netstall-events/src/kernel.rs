@@ -245,6 +245,26 @@ pub struct Steal {
     pub source: StealSource,
 }
 
+/// The ledger: what one stats reader cost the node in cgroup-stat flushes
+/// over `[start_ns, end_ns]`, counted in the kernel from the rstat and memcg
+/// tracepoints. `reader` is its comm, `other` for the readers beyond the
+/// top ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatFlush {
+    pub reader: String,
+    /// The reader's cgroup (v2 id), when one cgroup holds all its flushes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_id: Option<u64>,
+    /// Memory-cgroup stat flushes it ran (`memcg_flush_stats` that flushed).
+    pub flushes: u64,
+    /// Time it held a cgroup rstat lock, with IRQs off on its CPU, ms.
+    pub locked_ms: f64,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
 /// Tracing has begun (every detector attached).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceStart {
@@ -415,6 +435,30 @@ impl fmt::Display for Steal {
             self.cpu,
             self.steal_ms,
             self.end_ns.saturating_sub(self.start_ns) as f64 / 1e6
+        )
+    }
+}
+
+/// `cadvisor spent 1.9 s of IRQs-off time flushing stats (300 flushes) in the last 5 min`
+impl fmt::Display for StatFlush {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let window_s = self.end_ns.saturating_sub(self.start_ns) as f64 / 1e9;
+        let window = if window_s >= 90.0 {
+            format!("{:.0} min", window_s / 60.0)
+        } else {
+            format!("{window_s:.0} s")
+        };
+        let spent = if self.locked_ms >= 1000.0 {
+            format!("{:.1} s", self.locked_ms / 1e3)
+        } else {
+            format!("{:.1} ms", self.locked_ms)
+        };
+        write!(
+            f,
+            "{} spent {spent} of IRQs-off time flushing stats ({} flush{}) in the last {window}",
+            self.reader,
+            self.flushes,
+            if self.flushes == 1 { "" } else { "es" }
         )
     }
 }

@@ -75,6 +75,8 @@ records! {
     Icmp(kernel::IcmpEcho) = "icmp",
     Syscall(kernel::SlowSyscall) = "syscall",
     Steal(kernel::Steal) = "steal",
+    /// The stats readers' ledger (the agent, its recorder, the doctor).
+    StatFlush(kernel::StatFlush) = "stat-flush",
     Histogram(kernel::Histogram) = "histogram",
     SelfCost(kernel::ProgramCost) = "self-cost",
     TraceSummary(kernel::TraceReport) = "trace-summary",
@@ -166,6 +168,7 @@ impl Record {
             Record::Icmp(r) => r.to_string(),
             Record::Syscall(r) => r.to_string(),
             Record::Steal(r) => r.to_string(),
+            Record::StatFlush(r) => r.to_string(),
             Record::Histogram(r) => r.to_string(),
             Record::SelfCost(r) => r.to_string(),
             Record::TraceSummary(r) => r.to_string(),

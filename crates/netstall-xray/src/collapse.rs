@@ -19,6 +19,7 @@ use anyhow::Context;
 use netstall_events::xray::{CollapseSummary, FoldedStack};
 use netstall_events::Record;
 use rustc_hash::FxHashMap;
+use std::io::BufWriter;
 
 use crate::fold::{first_event, FoldOptions, FoldStats, Folder};
 
@@ -500,6 +501,38 @@ impl Mode {
             None => Mode::Aggregated,
         })
     }
+}
+
+/// `netstall collapse`: folds the `perf script` text of `path` ("-":
+/// standard input) to standard output, its notes on stderr and, with
+/// `--json`, its summary last. A closed pipe (`| head`) is not an error.
+pub fn run_printed(
+    path: &std::path::Path,
+    opts: &CollapseOptions,
+    mode: Mode,
+    out: netstall_core::output::Output,
+) -> anyhow::Result<()> {
+    let name = path.display().to_string();
+    let input = crate::open_input(path)?;
+    let stdout = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    let mut writer = StackWriter::new(stdout, out.is_json());
+    let stats = run(input, opts, mode, |stack, count| writer.stack(stack, count));
+    let stats = match stats.and_then(|s| writer.flush().map(|()| s)) {
+        Ok(stats) => stats,
+        // `netstall collapse big.txt | head` is not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot collapse {name}")),
+    };
+    if let Some(note) = stats.cut_note(&name) {
+        out.progress(note);
+    }
+    // Fails when the input held no samples at all but did hold other text.
+    stats.ensure_samples(&name)?;
+    for note in stats.skipped_notes() {
+        out.progress(note);
+    }
+    out.json(stats.summary());
+    Ok(())
 }
 
 /// Folded stacks to a writer: `stack count` lines, or `stack` records

@@ -142,9 +142,21 @@ fn the_daemonset_asks_for_the_least_privileges_that_work() {
     assert_eq!(security["privileged"], Value::Null);
     assert_eq!(security["allowPrivilegeEscalation"], false);
     assert_eq!(security["readOnlyRootFilesystem"], true);
+    // Every host mount is read-only but the flight recorder's directory.
     for mount in spec["containers"][0]["volumeMounts"].as_array().unwrap() {
-        assert_eq!(mount["readOnly"], true, "{mount}");
+        if mount["mountPath"] == "/var/lib/netstall" {
+            assert_eq!(mount["readOnly"], Value::Null, "{mount}");
+        } else {
+            assert_eq!(mount["readOnly"], true, "{mount}");
+        }
     }
+    let state: Vec<&Value> = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["name"] == "state")
+        .collect();
+    assert_eq!(state[0]["hostPath"]["path"], "/var/lib/netstall");
 }
 
 #[test]

@@ -793,6 +793,41 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 
 /* ---- rstat-hold: the memcg stat flush that keeps IRQs off ---- */
 
+/* The ledger: per stats reader (comm, cgroup v2 id), the memcg stat flushes
+ * it ran and the time it held an rstat lock (IRQs off on its CPU), whether
+ * or not a hold crossed the threshold. LRU: a node with more readers than
+ * entries forgets the least recent one; the map never grows. */
+struct ns_flush_key {
+	char comm[TRACE_COMM_LEN];
+	__u64 cgroup_id;
+};
+
+struct ns_flush_val {
+	__u64 flushes;
+	__u64 locked_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct ns_flush_key);
+	__type(value, struct ns_flush_val);
+} flush_ledger SEC(".maps");
+
+static __always_inline struct ns_flush_val *ledger_entry(void)
+{
+	struct ns_flush_key key = {};
+	struct ns_flush_val zero = {}, *v;
+
+	bpf_get_current_comm(key.comm, sizeof(key.comm));
+	key.cgroup_id = bpf_get_current_cgroup_id();
+	v = bpf_map_lookup_elem(&flush_ledger, &key);
+	if (v)
+		return v;
+	bpf_map_update_elem(&flush_ledger, &key, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&flush_ledger, &key);
+}
+
 SEC("tp_btf/cgroup_rstat_locked")
 int BPF_PROG(on_rstat_locked, struct cgroup *cgrp, int cpu, bool contended)
 {
@@ -810,6 +845,7 @@ SEC("tp_btf/cgroup_rstat_unlock")
 int BPF_PROG(on_rstat_unlock, struct cgroup *cgrp, int cpu, bool contended)
 {
 	__u32 this_cpu = bpf_get_smp_processor_id();
+	struct ns_flush_val *ledger;
 	struct ns_trace_event *e;
 	struct ns_task_ctx *t;
 	__u64 now, locked;
@@ -821,6 +857,9 @@ int BPF_PROG(on_rstat_unlock, struct cgroup *cgrp, int cpu, bool contended)
 	now = bpf_ktime_get_ns();
 	locked = t->rstat_locked;
 	t->rstat_locked = 0;
+	ledger = ledger_entry();
+	if (ledger)
+		__sync_fetch_and_add(&ledger->locked_ns, now - locked);
 	if (now - locked < threshold_ns || !cpu_selected(this_cpu))
 		return 0;
 	e = reserve(TK_RSTAT_HOLD, this_cpu);
@@ -843,8 +882,15 @@ SEC("tp_btf/memcg_flush_stats")
 int BPF_PROG(on_memcg_flush_stats, struct mem_cgroup *memcg, s64 stats_updates, bool force,
 	     bool needs_flush)
 {
+	struct ns_flush_val *ledger;
 	struct ns_task_ctx *t;
 
+	/* What __mem_cgroup_flush_stats() does next: flush, or return. */
+	if (force || needs_flush) {
+		ledger = ledger_entry();
+		if (ledger)
+			__sync_fetch_and_add(&ledger->flushes, 1);
+	}
 	if (!needs_flush)
 		return 0;
 	t = bpf_task_storage_get(&task_ctxs, bpf_get_current_task_btf(), 0,

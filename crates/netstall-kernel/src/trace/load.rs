@@ -331,7 +331,31 @@ fn totals(
         histograms,
         net_rx_ns: per_cpu_counter(&skel.maps.counters, counter(ns_trace_counter::TC_NET_RX_NS))?,
         bpf_run_ns: stats_of.map(|p| bpf_run_ns(skel, p)).transpose()?,
+        flush_ledger: read_ledger(&skel.maps.flush_ledger),
     })
+}
+
+/// The ledger map's entries (`struct ns_flush_key` → `struct ns_flush_val`).
+/// An entry the LRU evicts between listing and lookup is skipped.
+fn read_ledger(map: &dyn MapCore) -> Vec<super::FlushLedger> {
+    let u64_at = |bytes: &[u8], at: usize| {
+        bytes
+            .get(at..at + 8)
+            .map_or(0, |b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+    };
+    map.keys()
+        .filter_map(|key| {
+            let value = map.lookup(&key, MapFlags::ANY).ok()??;
+            let comm = key.get(..16)?;
+            let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+            Some(super::FlushLedger {
+                comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
+                cgroup_id: u64_at(&key, 16),
+                flushes: u64_at(&value, 0),
+                locked_ns: u64_at(&value, 8),
+            })
+        })
+        .collect()
 }
 
 fn read_histograms(

@@ -154,6 +154,21 @@ pub struct TraceTotals {
     pub net_rx_ns: Vec<u64>,
     /// Time every attached BPF program ran, ns (with [`TraceConfig::self_cost`]).
     pub bpf_run_ns: Option<u64>,
+    /// The stats readers' ledger since tracing began (empty when the
+    /// rstat-hold detector is not loaded).
+    pub flush_ledger: Vec<FlushLedger>,
+}
+
+/// One stats reader's running totals in the kernel's ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlushLedger {
+    pub comm: String,
+    /// Its cgroup (v2 id).
+    pub cgroup_id: u64,
+    /// Memory-cgroup stat flushes it ran.
+    pub flushes: u64,
+    /// Time it held a cgroup rstat lock (IRQs off), ns.
+    pub locked_ns: u64,
 }
 
 pub use netstall_events::kernel::{Histogram, ProgramCost, TraceReport, TraceStart, Unavailable};

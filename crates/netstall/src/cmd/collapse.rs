@@ -1,12 +1,10 @@
 //! `netstall collapse`: `perf script` text to folded stacks.
 
-use std::io::{self, BufWriter};
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use netstall_core::output::Output;
-use netstall_xray::collapse::{self, CollapseOptions, StackWriter};
+use netstall_xray::collapse::{self, CollapseOptions};
 use netstall_xray::fold::FoldOptions;
 
 #[derive(clap::Args)]
@@ -86,27 +84,6 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             .map_or_else(|| CollapseOptions::default().threads, usize::from),
     };
     let mode = collapse::Mode::new(args.ordered, args.before.as_deref(), args.samples)?;
-    let name = args.input.display().to_string();
-    let input = netstall_xray::open_input(&args.input)?;
-    let stdout = BufWriter::with_capacity(1 << 16, io::stdout().lock());
-    let mut writer = StackWriter::new(stdout, out.is_json());
-    let stats = collapse::run(input, &opts, mode, |stack, count| {
-        writer.stack(stack, count)
-    });
-    let stats = match stats.and_then(|s| writer.flush().map(|()| s)) {
-        Ok(stats) => stats,
-        // `netstall collapse big.txt | head` is not an error.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-        Err(e) => return Err(e).with_context(|| format!("cannot collapse {name}")),
-    };
-    if let Some(note) = stats.cut_note(&name) {
-        out.progress(note);
-    }
-    // Fails when the input held no samples at all but did hold other text.
-    stats.ensure_samples(&name)?;
-    for note in stats.skipped_notes() {
-        out.progress(note);
-    }
-    out.json(stats.summary());
+    collapse::run_printed(&args.input, &opts, mode, out)?;
     Ok(ExitCode::SUCCESS)
 }

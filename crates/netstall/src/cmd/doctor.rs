@@ -1,13 +1,10 @@
 //! `netstall doctor`: tracer, probes, CPU sampling and cgroup counts
 //! together, correlated into one verdict with evidence.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::time::Duration;
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Result;
-use netstall_core::duration;
-use netstall_core::output::Output;
+use netstall_core::{duration, output::Output};
 use netstall_doctor::replay;
 use netstall_doctor::run::{self, DoctorConfig, Target};
 

@@ -15,6 +15,7 @@ pub mod kubectl;
 pub mod lab;
 pub mod man;
 pub mod probe;
+pub mod report;
 pub mod responder;
 pub mod top;
 pub mod trace;
