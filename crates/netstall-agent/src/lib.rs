@@ -44,6 +44,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use netstall_core::clock::realtime_ns;
+use netstall_core::privilege::{self, Capability};
 use netstall_core::shutdown::Shutdown;
 use netstall_events::agent::{AgentStart, Peers};
 use netstall_events::doctor::MemcgCount;
@@ -252,6 +253,8 @@ pub fn run(
             Err(e) => eprintln!("netstall agent: the flight recorder is off: {e:#}"),
         }
     }
+    // The recorder's directory is open: the capabilities go now.
+    drop_capabilities(config)?;
     let state = Arc::new(state);
     let tracer_state = if config.tracer {
         TracerState::Starting
@@ -350,6 +353,29 @@ pub fn run(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// What the tracer may need again, for as long as the agent runs: loading
+/// its programs (a restart after a failure) and reading kernel symbols.
+pub const TRACER_CAPABILITIES: [Capability; 3] =
+    [Capability::Bpf, Capability::Perfmon, Capability::Syslog];
+
+/// Drops every capability the agent no longer needs, before any thread
+/// starts (capabilities are per thread; threads inherit them): its sockets
+/// are open, so CAP_NET_RAW and the rest go. Only the tracer's stay
+/// permitted, and none effective: the tracer thread raises them itself
+/// ([`tracer::run`]). The bounding set shrinks too (where CAP_SETPCAP
+/// allows), so no program the agent runs gets the others back; except
+/// with a reboot command, which is the operator's and may need them.
+/// docs/agent.md, "Capabilities".
+fn drop_capabilities(config: &AgentConfig) -> Result<()> {
+    let keep: &[Capability] = if config.tracer {
+        &TRACER_CAPABILITIES
+    } else {
+        &[]
+    };
+    privilege::drop_all_but(keep, config.remediation.reboot_command.is_none())?;
+    privilege::set_effective(&[])
 }
 
 /// The pause before a panicked worker runs again: doubled after each

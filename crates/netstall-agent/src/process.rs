@@ -31,10 +31,12 @@ pub fn parse_stat(text: &str, ticks_per_second: u64, page_size: u64) -> Option<P
     // after_comm's first field is field 3 (state).
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
-    let ticks = field(14)? + field(15)?;
+    // Saturating: no real counter gets there, but a parser of a file must
+    // not panic on any text (found by the proc_stat fuzz target).
+    let ticks = field(14)?.saturating_add(field(15)?);
     Some(ProcessUsage {
         cpu_seconds: ticks as f64 / ticks_per_second.max(1) as f64,
-        resident_bytes: field(24)? * page_size,
+        resident_bytes: field(24)?.saturating_mul(page_size),
     })
 }
 
@@ -109,6 +111,17 @@ mod tests {
         assert_eq!(usage.resident_bytes, 2210 * 4096);
         assert_eq!(parse_stat("4242 (cut", 100, 4096), None);
         assert_eq!(parse_stat("4242 (short) S 1 2", 100, 4096), None);
+    }
+
+    /// The proc_stat fuzz target's crash: utime + stime and rss × page size
+    /// beyond u64 overflowed (a panic in debug builds).
+    #[test]
+    fn huge_counters_saturate_instead_of_overflowing() {
+        let max = u64::MAX;
+        let line = format!("1 (x) S 1 1 1 0 -1 0 0 0 0 0 {max} {max} 0 0 20 0 1 0 1 1 {max} 0");
+        let usage = parse_stat(&line, 100, 4096).unwrap();
+        assert_eq!(usage.resident_bytes, u64::MAX);
+        assert_eq!(usage.cpu_seconds, u64::MAX as f64 / 100.0);
     }
 
     #[test]

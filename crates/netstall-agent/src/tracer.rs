@@ -16,6 +16,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use netstall_core::privilege::{self, Capability};
 use netstall_core::shutdown::Shutdown;
 use netstall_events::kernel::{Culprit, Detector, Stall};
 use netstall_kernel::trace::{self, Stop, TraceConfig, TraceEvent, TraceTotals};
@@ -49,9 +50,18 @@ pub fn run(threshold: Duration, state: &State, stop: &Arc<Shutdown>) {
     };
     while !stop.is_requested() {
         let mut seen = SeenTotals::default();
+        // Loading needs the tracer's capabilities in effect; once it runs,
+        // only CAP_SYSLOG (kernel symbols are read at the first stall).
+        // Without them, loading says which is missing.
+        if let Err(e) = privilege::set_effective(&crate::TRACER_CAPABILITIES) {
+            eprintln!("netstall agent: {e:#}");
+        }
         let traced = std::panic::catch_unwind(AssertUnwindSafe(|| {
             trace::run(&config, &until_stopped, |event| match event {
                 TraceEvent::Started(_) => {
+                    if let Err(e) = privilege::set_effective(&[Capability::Syslog]) {
+                        eprintln!("netstall agent: {e:#}");
+                    }
                     set_state(state, TracerState::Running);
                     // Loading parsed the kernel's BTF: give that freed heap
                     // back to the system instead of keeping it resident.

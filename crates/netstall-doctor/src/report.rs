@@ -166,7 +166,7 @@ fn timeline_section(html: &mut String, findings: &Findings) {
         for e in &target.episodes {
             let x0 = x_of(e.start_ns, findings, left, plot_w);
             let x1 = x_of(e.end_ns, findings, left, plot_w).max(x0 + 2.0);
-            let _ = write!(svg, "<rect class=\"episode\" x=\"{x0:.1}\" y=\"10\" width=\"{:.1}\" height=\"{plot_h}\" fill=\"#fbbc04\" opacity=\"0.35\"><title>{:?} {:.1} ms, {} probes</title></rect>", x1 - x0, e.kind, e.duration_ms, e.probes);
+            let _ = write!(svg, "<rect class=\"episode\" x=\"{x0:.1}\" y=\"10\" width=\"{:.1}\" height=\"{plot_h}\" fill=\"#fbbc04\" opacity=\"0.35\"><title>{} {:.1} ms, {} probes</title></rect>", x1 - x0, e.kind.name(), e.duration_ms, e.probes);
         }
     }
     for (i, target) in findings.targets.iter().enumerate() {
@@ -186,10 +186,12 @@ fn timeline_section(html: &mut String, findings: &Findings) {
                 }
             }
         }
+        // One legend line per target, stacked: never drawn over each other.
         let _ = write!(
             svg,
-            "<text x=\"{:.1}\" y=\"24\" fill=\"{color}\">● {} ({})</text>",
+            "<text class=\"legend\" x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\">● {} ({})</text>",
             left + 10.0,
+            24.0 + 16.0 * i as f64,
             esc(&target.target),
             esc(&target.proto)
         );
@@ -386,9 +388,10 @@ fn flame_chart(chart: &[String]) -> Option<String> {
     let options = netstall_xray::flame::FlameOptions {
         chart: true,
         title: Some("The samples before each stall, in time order".into()),
+        ..Default::default()
     };
     let mut svg = Vec::new();
-    netstall_xray::flame::render(lines.iter().map(String::as_str), &options, &mut svg).ok()?;
+    netstall_xray::flame::render(lines.iter().map(String::as_str), &options, 1.0, &mut svg).ok()?;
     String::from_utf8(svg).ok()
 }
 

@@ -297,15 +297,26 @@ impl Verdict {
             .collect()
     }
 
-    /// `VERDICT: unhealthy: dying-memcg-stat-flush on CPU 0, worst 117.2 ms`.
+    /// `VERDICT: unhealthy: dying-memcg-stat-flush on CPU 0, culprit cadvisor[6649]
+    /// read(/sys/fs/cgroup/memory/memory.stat), worst 117.2 ms (...)`.
     pub fn headline(&self) -> String {
+        // The top cause, where, and who: what a reader acts on first.
         let top = self.causes.first().map(|c| {
+            let culprit = c.culprit.as_ref().map(|k| {
+                let call = match (&k.syscall, &k.path) {
+                    (Some(syscall), Some(path)) => format!(" {syscall}({path})"),
+                    (Some(syscall), None) => format!(" {syscall}"),
+                    _ => String::new(),
+                };
+                format!(", culprit {}[{}]{call}", k.comm, k.pid)
+            });
             format!(
-                "{}{}, worst {:.1} ms",
+                "{}{}{}, worst {:.1} ms",
                 c.id.as_str(),
                 c.cpu
                     .map(|cpu| format!(" on CPU {cpu}"))
                     .unwrap_or_default(),
+                culprit.unwrap_or_default(),
                 c.worst_ms
             )
         });

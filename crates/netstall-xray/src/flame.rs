@@ -8,6 +8,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use inferno::flamegraph::{self, Options};
 
 use crate::collapse::{self, CollapseOptions, CollapseStats};
+use crate::fold::FoldOptions;
 
 /// The longest folded line read as one; a longer one is read in pieces
 /// (none of which is a valid stack line, so they are skipped).
@@ -22,12 +23,30 @@ pub enum Input {
     PerfScript(CollapseStats),
 }
 
+/// The lines to draw and how to read their counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stacks {
+    /// `stack COUNT` lines, COUNT a whole number.
+    pub lines: Vec<String>,
+    /// What a COUNT is worth: 1, or 10^-d when the input had counts with d
+    /// decimals (they are drawn as whole numbers scaled by 10^d, as
+    /// flamegraph.pl's `--factor` documents, so that fractions keep their
+    /// weight instead of being cut).
+    pub factor: f64,
+    pub input: Input,
+}
+
+/// Decimals of a fractional count kept (finer ones are cut).
+const MAX_DECIMALS: u32 = 6;
+const UNIT: u64 = 10u64.pow(MAX_DECIMALS);
+
 /// Reads folded stacks or `perf script` text as a stream, into the lines
 /// to draw (`stack COUNT`): merged per stack for a graph, adjacent repeats
 /// merged for a chart. Memory grows with the distinct stacks (a graph) or
 /// the changes of stack (a chart), never with the input's size; bytes
 /// that XML cannot hold (invalid UTF-8, control characters) become U+FFFD.
-pub fn read_stacks(reader: impl Read, chart: bool) -> io::Result<(Vec<String>, Input)> {
+/// `perf script` text is folded with `fold`'s options.
+pub fn read_stacks(reader: impl Read, chart: bool, fold: &FoldOptions) -> io::Result<Stacks> {
     let mut reader = BufReader::with_capacity(1 << 16, reader);
     // Enough of the input to judge its kind: up to its first real line.
     let mut head = Vec::new();
@@ -62,34 +81,68 @@ pub fn read_stacks(reader: impl Read, chart: bool) -> io::Result<(Vec<String>, I
                 continue;
             }
             match split_count(text) {
-                Some((stack, count)) => lines.add(stack, count),
+                Some((stack, count, decimals)) => lines.add(stack, count, decimals),
                 None => skipped += 1,
             }
         }
-        return Ok((lines.finish(), Input::Folded { skipped }));
+        let (lines, factor) = lines.finish();
+        let input = Input::Folded { skipped };
+        return Ok(Stacks {
+            lines,
+            factor,
+            input,
+        });
     }
-    let opts = CollapseOptions::default();
+    let opts = CollapseOptions {
+        fold: fold.clone(),
+        ..CollapseOptions::default()
+    };
     let stats = if chart {
         collapse::ordered(input, &opts, |stack| {
-            lines.add(stack, 1);
+            lines.add(stack, UNIT, 0);
             Ok(())
         })?
     } else {
         let collapsed = collapse::aggregate(input, &opts)?;
         for (stack, count) in &collapsed.stacks {
-            lines.add(stack, *count);
+            lines.add(stack, count.saturating_mul(UNIT), 0);
         }
         collapsed.stats
     };
-    Ok((lines.finish(), Input::PerfScript(stats)))
+    let (lines, factor) = lines.finish();
+    Ok(Stacks {
+        lines,
+        factor,
+        input: Input::PerfScript(stats),
+    })
 }
 
-/// `stack COUNT` split in two; `None` when it does not end in a count.
-fn split_count(line: &[u8]) -> Option<(&[u8], u64)> {
+/// `stack COUNT` split in two, COUNT in millionths with its number of
+/// decimals (flamegraph.pl reads `\d+(\.\d*)?`); `None` when the line does
+/// not end in a count.
+fn split_count(line: &[u8]) -> Option<(&[u8], u64, u32)> {
     let space = memchr::memrchr(b' ', line)?;
-    let count = std::str::from_utf8(&line[space + 1..]).ok()?.parse().ok()?;
+    let count = std::str::from_utf8(&line[space + 1..]).ok()?;
+    let (whole, fraction) = count.split_once('.').unwrap_or((count, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let fraction = fraction.trim_end_matches('0');
+    let decimals = (fraction.len() as u32).min(MAX_DECIMALS);
+    let mut micros: u64 = 0;
+    for (i, digit) in fraction.bytes().take(MAX_DECIMALS as usize).enumerate() {
+        micros += u64::from(digit - b'0') * 10u64.pow(MAX_DECIMALS - 1 - i as u32);
+    }
+    let count = whole
+        .parse::<u64>()
+        .unwrap_or(u64::MAX)
+        .saturating_mul(UNIT)
+        .saturating_add(micros);
     let stack = line[..space].trim_ascii_end();
-    (!stack.is_empty()).then_some((stack, count))
+    (!stack.is_empty()).then_some((stack, count, decimals))
 }
 
 /// Text XML can hold: invalid UTF-8 and control characters become U+FFFD.
@@ -100,13 +153,15 @@ fn xml_safe(stack: &[u8]) -> String {
         .collect()
 }
 
-/// The lines to draw, merged as they come.
+/// The lines to draw, merged as they come, counts in millionths.
 struct Lines {
     chart: bool,
     /// A chart's runs, in order.
     runs: Vec<(String, u64)>,
     /// A graph's totals.
     totals: HashMap<String, u64>,
+    /// The most decimals a count had.
+    decimals: u32,
 }
 
 impl Lines {
@@ -115,10 +170,12 @@ impl Lines {
             chart,
             runs: Vec::new(),
             totals: HashMap::new(),
+            decimals: 0,
         }
     }
 
-    fn add(&mut self, stack: &[u8], count: u64) {
+    fn add(&mut self, stack: &[u8], count: u64, decimals: u32) {
+        self.decimals = self.decimals.max(decimals);
         let stack = xml_safe(stack);
         if !self.chart {
             let total = self.totals.entry(stack).or_default();
@@ -131,7 +188,8 @@ impl Lines {
         }
     }
 
-    fn finish(self) -> Vec<String> {
+    /// The lines with whole counts, and what one count is worth.
+    fn finish(self) -> (Vec<String>, f64) {
         let pairs: Vec<(String, u64)> = if self.chart {
             self.runs
         } else {
@@ -139,44 +197,185 @@ impl Lines {
             pairs.sort_unstable();
             pairs
         };
-        pairs
+        // Sums of counts with d decimals have d decimals at most: exact.
+        let per_count = 10u64.pow(MAX_DECIMALS - self.decimals);
+        let lines = pairs
             .into_iter()
-            .map(|(stack, count)| format!("{stack} {count}"))
-            .collect()
+            .filter(|(_, count)| *count >= per_count)
+            .map(|(stack, count)| format!("{stack} {}", count / per_count))
+            .collect();
+        (lines, 10f64.powi(-(self.decimals as i32)))
     }
 }
 
-/// What to draw.
-#[derive(Debug, Clone, Default)]
-pub struct FlameOptions {
-    /// A flame chart: samples stay in input order, left to right.
-    pub chart: bool,
-    /// The title; a default that says which kind of picture it is otherwise.
-    pub title: Option<String>,
+/// `--minwidth`: pixels, or a percentage of the total with `%`, as
+/// flamegraph.pl takes it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MinWidth {
+    Pixels(f64),
+    Percent(f64),
 }
 
-/// Renders folded lines (`a;b;c COUNT`) as an SVG.
+impl std::str::FromStr for MinWidth {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (number, percent) = match text.strip_suffix('%') {
+            Some(number) => (number, true),
+            None => (text, false),
+        };
+        let value: f64 = number
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| format!("'{text}' is not a width (pixels, or a percentage with %)"))?;
+        Ok(if percent {
+            MinWidth::Percent(value)
+        } else {
+            MinWidth::Pixels(value)
+        })
+    }
+}
+
+/// What to draw: flamegraph.pl's common options, with its names.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FlameOptions {
+    /// A flame chart: samples stay in input (time) order, left to right.
+    #[arg(long, visible_alias = "flamechart")]
+    pub chart: bool,
+    /// The title; a default that says which kind of picture it is otherwise.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// A second line under the title.
+    #[arg(long)]
+    pub subtitle: Option<String>,
+    /// Image width in pixels [default: 1200].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(100..=100_000))]
+    pub width: Option<u32>,
+    /// Frame height in pixels [default: 16].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub height: Option<u32>,
+    /// Leave out frames narrower than this: pixels, or N% of the total [default: 0.1].
+    #[arg(long)]
+    pub minwidth: Option<MinWidth>,
+    /// Font [default: Verdana].
+    #[arg(long)]
+    pub fonttype: Option<String>,
+    /// Font size [default: 12].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub fontsize: Option<u32>,
+    /// Average character width, as a fraction of the font size [default: 0.59].
+    #[arg(long)]
+    pub fontwidth: Option<f64>,
+    /// What a count is called [default: samples].
+    #[arg(long)]
+    pub countname: Option<String>,
+    /// What a frame is called in its tooltip [default: Function:].
+    #[arg(long)]
+    pub nametype: Option<String>,
+    /// Palette: hot, mem, io, wakeup, java, js, perl, red, green, blue, aqua, yellow, purple, orange [default: hot].
+    #[arg(long)]
+    pub colors: Option<String>,
+    /// Background: yellow, blue, green, grey, or #rrggbb [default: by palette].
+    #[arg(long)]
+    pub bgcolors: Option<String>,
+    /// Color by a hash of the function name (the same name, the same color).
+    #[arg(long)]
+    pub hash: bool,
+    /// Reverse each stack (leaf first) before merging.
+    #[arg(long)]
+    pub reverse: bool,
+    /// An icicle graph: stacks hang from the top.
+    #[arg(long)]
+    pub inverted: bool,
+    /// Multiply counts by this in the tooltips [default: 1].
+    #[arg(long)]
+    pub factor: Option<f64>,
+    /// Notes kept in the SVG.
+    #[arg(long)]
+    pub notes: Option<String>,
+    /// Differential input: color by the first count's change instead.
+    #[arg(long)]
+    pub negate: bool,
+}
+
+/// flamegraph.pl's horizontal padding (each side), in pixels: its
+/// `--minwidth` in pixels is measured on the width inside it.
+const XPAD: f64 = 10.0;
+
+impl FlameOptions {
+    /// inferno's options for these, with counts worth `factor` each.
+    fn inferno(&self, factor: f64) -> io::Result<Options<'static>> {
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+        let mut options = Options::default();
+        options.title = self.title.clone().unwrap_or_else(|| {
+            if self.chart {
+                "Flame Chart (time →)"
+            } else {
+                "Flame Graph"
+            }
+            .to_string()
+        });
+        options.subtitle.clone_from(&self.subtitle);
+        options.count_name = self.countname.clone().unwrap_or_else(|| "samples".into());
+        let width = self.width.map_or(1200, |w| w as usize);
+        options.image_width = Some(width);
+        if let Some(height) = self.height {
+            options.frame_height = height as usize;
+        }
+        // inferno's minimum width is a percentage; flamegraph.pl's default
+        // (0.1 pixel) in inferno's terms, so both leave out the same frames.
+        options.min_width = match self.minwidth.unwrap_or(MinWidth::Pixels(0.1)) {
+            MinWidth::Percent(p) => p,
+            MinWidth::Pixels(px) => px * 100.0 / (width as f64 - 2.0 * XPAD),
+        };
+        if let Some(font) = &self.fonttype {
+            options.font_type.clone_from(font);
+        }
+        if let Some(size) = self.fontsize {
+            options.font_size = size as usize;
+        }
+        if let Some(fontwidth) = self.fontwidth {
+            options.font_width = fontwidth;
+        }
+        if let Some(name) = &self.nametype {
+            options.name_type.clone_from(name);
+        }
+        if let Some(colors) = &self.colors {
+            options.colors = colors.parse().map_err(invalid)?;
+        }
+        if let Some(bg) = &self.bgcolors {
+            options.bgcolors = Some(bg.parse().map_err(invalid)?);
+        }
+        options.hash = self.hash;
+        options.reverse_stack_order = self.reverse;
+        if self.inverted {
+            options.direction = flamegraph::Direction::Inverted;
+        }
+        options.factor = self.factor.unwrap_or(1.0) * factor;
+        if let Some(notes) = &self.notes {
+            options.notes.clone_from(notes);
+        }
+        options.negate_differentials = self.negate;
+        options.flame_chart = self.chart;
+        Ok(options)
+    }
+}
+
+/// Renders folded lines (`a;b;c COUNT`, each count worth `factor`) as an
+/// SVG. No lines: flamegraph.pl's error picture, and an error.
 pub fn render<'a>(
     folded: impl IntoIterator<Item = &'a str>,
     opts: &FlameOptions,
+    factor: f64,
     svg: impl Write,
 ) -> io::Result<()> {
-    let mut options = Options::default();
-    options.title = opts.title.clone().unwrap_or_else(|| {
-        if opts.chart {
-            "Flame Chart (time →)"
-        } else {
-            "Flame Graph"
-        }
-        .to_string()
-    });
-    options.count_name = "samples".to_string();
+    let mut options = opts.inferno(factor)?;
     let mut lines: Vec<&str> = folded.into_iter().collect();
     if opts.chart {
         // inferno's flame-chart mode lays lines out last-first (it expects
         // newest-first input); give it that so time runs left to right.
         lines.reverse();
-        options.flame_chart = true;
     }
     flamegraph::from_lines(&mut options, lines, svg)
 }
@@ -188,19 +387,42 @@ pub fn looks_folded(text: &[u8]) -> bool {
     text.split(|&b| b == b'\n')
         .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
         .find(|line| !line.is_empty() && line[0] != b'#')
-        .is_some_and(|line| {
-            let digits = line.iter().rev().take_while(|b| b.is_ascii_digit()).count();
-            digits > 0 && line.len() > digits && line[line.len() - digits - 1] == b' '
-        })
+        .is_some_and(|line| split_count(line).is_some())
 }
 
-/// The lines to draw from `input` (named `name` in errors), by
-/// [`read_stacks`]: an input with no stack is an error that says why.
-pub fn stacks_to_draw(input: impl Read, chart: bool, name: &str) -> anyhow::Result<Vec<String>> {
+/// Draws `input` (named `name` in messages) as an SVG on `svg`, calling
+/// `warn` with what was left out (lines that are not stacks, samples of
+/// another event). An input with no stack still gets flamegraph.pl's error
+/// picture, and is then an error that says why.
+pub fn draw(
+    input: impl Read,
+    name: &str,
+    opts: &FlameOptions,
+    fold: &FoldOptions,
+    svg: impl Write,
+    mut warn: impl FnMut(String),
+) -> anyhow::Result<()> {
     use anyhow::Context;
-    let (lines, kind) = read_stacks(input, chart).with_context(|| format!("cannot read {name}"))?;
-    if lines.is_empty() {
-        match kind {
+    let stacks =
+        read_stacks(input, opts.chart, fold).with_context(|| format!("cannot read {name}"))?;
+    match &stacks.input {
+        Input::Folded { skipped } if *skipped > 0 => warn(format!(
+            "{name}: ignored {skipped} lines with invalid format (not `stack COUNT`)"
+        )),
+        Input::Folded { .. } => {}
+        Input::PerfScript(stats) => {
+            stats.cut_note(name).into_iter().for_each(&mut warn);
+            stats.skipped_notes().into_iter().for_each(&mut warn);
+        }
+    }
+    let rendered = render(
+        stacks.lines.iter().map(String::as_str),
+        opts,
+        stacks.factor,
+        svg,
+    );
+    if stacks.lines.is_empty() {
+        match stacks.input {
             Input::PerfScript(stats) if stats.fold.unrecognized_lines > 0 => anyhow::bail!(
                 "no stacks in {name}: line {} is neither folded stacks nor `perf script` output",
                 stats.fold.first_unrecognized_line.unwrap_or(1)
@@ -210,7 +432,7 @@ pub fn stacks_to_draw(input: impl Read, chart: bool, name: &str) -> anyhow::Resu
             }
         }
     }
-    Ok(lines)
+    rendered.context("cannot write the SVG")
 }
 
 /// Writes a recording's samples to `path` as a flame chart: one column
@@ -233,10 +455,12 @@ pub fn write_chart(
             "netstall xray: CPU {}, time →",
             netstall_core::cpu::format_list(cpus)
         )),
+        ..FlameOptions::default()
     };
     render(
         folded.iter().map(String::as_str),
         &opts,
+        1.0,
         std::io::BufWriter::new(file),
     )
     .with_context(|| format!("cannot write {}", path.display()))
@@ -262,8 +486,11 @@ mod tests {
 
     fn render_to_string(lines: &[&str], chart: bool) -> String {
         let mut svg = Vec::new();
-        let opts = FlameOptions { chart, title: None };
-        render(lines.iter().copied(), &opts, &mut svg).expect("render");
+        let opts = FlameOptions {
+            chart,
+            ..FlameOptions::default()
+        };
+        render(lines.iter().copied(), &opts, 1.0, &mut svg).expect("render");
         String::from_utf8(svg).expect("utf-8 SVG")
     }
 
@@ -320,12 +547,16 @@ mod tests {
         input.extend((0u8..=255).filter(|b| *b != b'\n'));
         input.extend_from_slice(b" 1\n");
         for chart in [false, true] {
-            let (lines, kind) = read_stacks(&input[..], chart).unwrap();
-            assert_eq!(kind, Input::Folded { skipped: 0 });
+            let stacks = read_stacks(&input[..], chart, &FoldOptions::default()).unwrap();
+            assert_eq!(stacks.input, Input::Folded { skipped: 0 });
+            let lines = stacks.lines;
             assert_eq!(lines.len(), 3, "{lines:?}");
             let mut svg = Vec::new();
-            let opts = FlameOptions { chart, title: None };
-            render(lines.iter().map(String::as_str), &opts, &mut svg).unwrap();
+            let opts = FlameOptions {
+                chart,
+                ..FlameOptions::default()
+            };
+            render(lines.iter().map(String::as_str), &opts, 1.0, &mut svg).unwrap();
             let svg = String::from_utf8(svg).unwrap();
             well_formed(&svg).unwrap_or_else(|e| panic!("chart={chart}: {e}\n{svg}"));
         }
@@ -334,15 +565,23 @@ mod tests {
     #[test]
     fn folded_input_is_merged_as_it_streams() {
         let input = b"# c\n\na;b 1\na;b 2\nnot a stack\na;c 1\na;b 1\n";
-        let (graph, kind) = read_stacks(&input[..], false).unwrap();
-        assert_eq!(graph, ["a;b 4", "a;c 1"]);
-        assert_eq!(kind, Input::Folded { skipped: 1 });
-        let (chart, _) = read_stacks(&input[..], true).unwrap();
-        assert_eq!(chart, ["a;b 3", "a;c 1", "a;b 1"]);
+        let fold = FoldOptions::default();
+        let graph = read_stacks(&input[..], false, &fold).unwrap();
+        assert_eq!(graph.lines, ["a;b 4", "a;c 1"]);
+        assert_eq!(graph.input, Input::Folded { skipped: 1 });
+        let chart = read_stacks(&input[..], true, &fold).unwrap();
+        assert_eq!(chart.lines, ["a;b 3", "a;c 1", "a;b 1"]);
         let perf = b"app 12 [000] 1.0: 1 cpu-clock: \n\tff main (/bin/app)\n\n";
-        let (lines, kind) = read_stacks(&perf[..], false).unwrap();
-        assert_eq!(lines, ["app;main 1"]);
-        assert!(matches!(kind, Input::PerfScript(s) if s.fold.samples == 1));
+        let stacks = read_stacks(&perf[..], false, &fold).unwrap();
+        assert_eq!(stacks.lines, ["app;main 1"]);
+        assert!(matches!(stacks.input, Input::PerfScript(s) if s.fold.samples == 1));
+        let pid = FoldOptions {
+            include_pid: true,
+            ..FoldOptions::default()
+        };
+        let perf = b"app 12/13 [000] 1.0: 1 cpu-clock: \n\tff main (/bin/app)\n\n";
+        let stacks = read_stacks(&perf[..], false, &pid).unwrap();
+        assert_eq!(stacks.lines, ["app-12;main 1"]);
     }
 
     #[test]
@@ -354,21 +593,101 @@ mod tests {
         assert!(!looks_folded(b""));
     }
 
+    /// Draws `input` with the default options: the SVG, warnings, result.
+    fn draw_text(input: &[u8], chart: bool) -> (String, Vec<String>, anyhow::Result<()>) {
+        let mut svg = Vec::new();
+        let mut warnings = Vec::new();
+        let opts = FlameOptions {
+            chart,
+            ..FlameOptions::default()
+        };
+        let result = draw(
+            input,
+            "in.txt",
+            &opts,
+            &FoldOptions::default(),
+            &mut svg,
+            |w| warnings.push(w),
+        );
+        (String::from_utf8(svg).unwrap(), warnings, result)
+    }
+
     #[test]
     fn input_is_drawn_as_folded_or_collapsed_first() {
-        assert_eq!(
-            stacks_to_draw(&b"a;b 3\n"[..], false, "x").unwrap(),
-            ["a;b 3"]
-        );
-        let perf = b"tt 1 [000] 1.0: 1 cpu-clock:\n\tff f (m)\n\ntt 1 [000] 1.1: 1 cpu-clock:\n\tff f (m)\n\n";
-        assert_eq!(stacks_to_draw(&perf[..], false, "x").unwrap(), ["tt;f 2"]);
-        assert_eq!(stacks_to_draw(&perf[..], true, "x").unwrap(), ["tt;f 2"]);
-        let err = stacks_to_draw(&b"hello\n"[..], false, "in.txt").unwrap_err();
+        let (svg, warnings, result) = draw_text(b"a;b 3\n", false);
+        result.unwrap();
         assert!(
-            err.to_string().starts_with("no stacks in in.txt: line 1"),
-            "{err}"
+            svg.contains("<title>b (3 samples, 100.00%)</title>"),
+            "{svg}"
         );
-        let err = stacks_to_draw(&b""[..], true, "empty").unwrap_err();
-        assert!(err.to_string().starts_with("no stacks in empty"), "{err}");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let perf = b"tt 1 [000] 1.0: 1 cpu-clock:\n\tff f (m)\n\ntt 1 [000] 1.1: 1 cpu-clock:\n\tff f (m)\n\n";
+        for chart in [false, true] {
+            let (svg, _, result) = draw_text(perf, chart);
+            result.unwrap();
+            assert!(
+                svg.contains("<title>f (2 samples, 100.00%)</title>"),
+                "{svg}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_stacks_is_an_error_with_flamegraph_pl_s_error_picture() {
+        let (svg, _, result) = draw_text(b"hello\n", false);
+        let err = result.unwrap_err().to_string();
+        assert!(err.starts_with("no stacks in in.txt: line 1"), "{err}");
+        assert!(
+            svg.contains("ERROR: No valid input provided to flamegraph"),
+            "{svg}"
+        );
+        well_formed(&svg).unwrap();
+        let (svg, _, result) = draw_text(b"", true);
+        let err = result.unwrap_err().to_string();
+        assert!(err.starts_with("no stacks in in.txt"), "{err}");
+        assert!(svg.contains("ERROR: No valid input"), "{svg}");
+    }
+
+    #[test]
+    fn lines_that_are_not_stacks_are_counted_in_a_warning() {
+        let (_, warnings, result) = draw_text(b"a;b 3\nnot a stack\na;c x\n", false);
+        result.unwrap();
+        assert_eq!(
+            warnings,
+            ["in.txt: ignored 2 lines with invalid format (not `stack COUNT`)"]
+        );
+    }
+
+    #[test]
+    fn fractional_counts_keep_their_weight() {
+        // The first line fractional, then whole and fractional ones.
+        let stacks = read_stacks(
+            &b"a;b 2.5\na;c 1\na;b 0.25\na;d 3.\n"[..],
+            false,
+            &FoldOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(stacks.lines, ["a;b 275", "a;c 100", "a;d 300"]);
+        assert_eq!(stacks.factor, 0.01);
+        let (svg, _, result) = draw_text(b"a;b 2.5\na;c 1\na;b 0.25\n", false);
+        result.unwrap();
+        // What flamegraph.pl prints for this input: a frame's count
+        // rounded, its share taken of the rounded count (3.75 → 4: 106.67%).
+        assert!(
+            svg.contains("<title>a (4 samples, 106.67%)</title>"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("<title>b (3 samples, 80.00%)</title>"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("<title>c (1 samples, 26.67%)</title>"),
+            "{svg}"
+        );
+        assert_eq!(split_count(b"a 1.5e3"), None);
+        assert_eq!(split_count(b"a -1"), None);
+        assert_eq!(split_count(b"a .5"), None);
+        assert_eq!(split_count(b"a 0.1234567"), Some((&b"a"[..], 123_456, 6)));
     }
 }

@@ -12,6 +12,70 @@ use crate::perf_script::{parse_frame, parse_header, Frame, Header};
 /// at most a few thousand).
 pub const MAX_SAMPLE_BYTES: usize = 1 << 20;
 
+/// `stackcollapse-perf.pl`'s options as flags, for `collapse` and for
+/// `flame` on `perf script` input.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FoldArgs {
+    /// Include the PID with the process name (`comm-PID`).
+    #[arg(long)]
+    pub pid: bool,
+    /// Include PID and TID with the process name (`comm-PID/TID`).
+    #[arg(long)]
+    pub tid: bool,
+    /// Annotate kernel frames with `_[k]`.
+    #[arg(long)]
+    pub kernel: bool,
+    /// Annotate JIT frames (`/tmp/perf-PID.map`) with `_[j]`.
+    #[arg(long)]
+    pub jit: bool,
+    /// All annotations: --kernel and --jit.
+    #[arg(long)]
+    pub all: bool,
+    /// Keep the address of frames without a symbol: `[unknown <addr>]`.
+    #[arg(long)]
+    pub addrs: bool,
+    /// Keep only samples of this event (default: the first event in the input).
+    #[arg(long, value_name = "EVENT")]
+    pub event_filter: Option<String>,
+    /// Not supported (the Perl script runs addr2line on every address):
+    /// record with `perf script --inline`, which prints inlined frames.
+    #[arg(long)]
+    pub inline: bool,
+    /// Not supported (source lines through addr2line, with --inline):
+    /// use `perf script -F+srcline`.
+    #[arg(long)]
+    pub context: bool,
+    /// Not supported (source lines through addr2line): use `perf script -F+srcline`.
+    #[arg(long)]
+    pub srcline: bool,
+}
+
+impl FoldArgs {
+    /// The fold options, or a one-line refusal of a Perl option this
+    /// folder does not have, naming what to use instead.
+    pub fn options(&self) -> anyhow::Result<FoldOptions> {
+        if self.inline {
+            anyhow::bail!("--inline is not supported (stackcollapse-perf.pl runs addr2line per frame): use `perf script --inline`, which prints inlined frames");
+        }
+        if self.context || self.srcline {
+            let flag = if self.context {
+                "--context"
+            } else {
+                "--srcline"
+            };
+            anyhow::bail!("{flag} is not supported (stackcollapse-perf.pl runs addr2line per frame): use `perf script -F+srcline`");
+        }
+        Ok(FoldOptions {
+            include_pid: self.pid,
+            include_tid: self.tid,
+            annotate_kernel: self.kernel || self.all,
+            annotate_jit: self.jit || self.all,
+            include_addrs: self.addrs,
+            event_filter: self.event_filter.clone().map(String::into_bytes),
+        })
+    }
+}
+
 /// Options of `stackcollapse-perf.pl` that change its output. The defaults
 /// are the script's defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

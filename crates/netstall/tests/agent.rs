@@ -501,6 +501,110 @@ fn check_reports_ok_from_a_real_healthy_agent_and_unknown_from_a_blind_one() {
     }
 }
 
+/// A capability set of a task's status (`CapEff`, `CapPrm`, ...), as bits.
+fn cap_set(status: &str, set: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(set)?.strip_prefix(':'))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no {set} in {status}"))
+}
+
+/// Each of `pid`'s threads: its name and status text.
+fn task_statuses(pid: u32) -> Vec<(String, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .map(|status| {
+            let name = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Name:"))
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            (name, status)
+        })
+        .collect()
+}
+
+/// Once its programs are loaded and its sockets open, the agent keeps only
+/// what its tracer may need again (CAP_BPF, CAP_PERFMON to load after a
+/// failure, CAP_SYSLOG for kernel symbols), in effect only on the tracer
+/// thread and only CAP_SYSLOG there; CAP_NET_RAW and all else are gone,
+/// from the bounding set too, while its probes keep being answered.
+#[test]
+fn a_running_agent_keeps_only_the_capabilities_it_still_needs() {
+    if !privileged("a_running_agent_keeps_only_the_capabilities_it_still_needs") {
+        return;
+    }
+    const NET_RAW: u64 = 1 << 13;
+    const SYSLOG: u64 = 1 << 34;
+    const PERFMON: u64 = 1 << 38;
+    const BPF: u64 = 1 << 39;
+    let start = |tracer: &str| {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let mut children = Children::default();
+        children.spawn(
+            Command::new(NETSTALL)
+                .args(["agent", "--listen", &addr.to_string()])
+                .args(["--peers", "127.0.0.2", "--tracer", tracer])
+                .args(["--event-log", "/dev/null"]),
+        );
+        wait_serving(addr);
+        (addr, children)
+    };
+    // The probes (raw ICMP socket opened before the drop) and, with the
+    // tracer, its programs: both still work once the agent holds less.
+    let running = |addr: SocketAddr, tracer: bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = netstall_agent::http::get(addr, "/metrics", Duration::from_secs(2)).unwrap();
+            let answered = metric(&text, "netstall_probe_rtt_seconds_count{proto=\"icmp\"}")
+                .is_some_and(|n| n >= 5.0);
+            let traced = !tracer || metric(&text, "netstall_tracer_up") == Some(1.0);
+            if answered && traced {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "probes or tracer not running:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    let (addr, agent) = start("true");
+    running(addr, true);
+    let pid = agent.0[0].id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kept = BPF | PERFMON | SYSLOG;
+    assert_eq!(cap_set(&status, "CapEff"), 0, "{status}");
+    assert_eq!(cap_set(&status, "CapPrm"), kept, "{status}");
+    assert_eq!(cap_set(&status, "CapBnd"), kept, "{status}");
+    assert_eq!(cap_set(&status, "CapInh"), 0, "{status}");
+    assert_eq!(cap_set(&status, "CapAmb"), 0, "{status}");
+    let tasks = task_statuses(pid);
+    assert!(tasks.len() >= 4, "{tasks:?}");
+    for (name, status) in &tasks {
+        let effective = cap_set(status, "CapEff");
+        let expected = if name == "tracer" { SYSLOG } else { 0 };
+        assert_eq!(effective, expected, "thread {name}: CapEff {effective:#x}");
+        assert_eq!(cap_set(status, "CapPrm") & NET_RAW, 0, "thread {name}");
+    }
+    assert!(tasks.iter().any(|(name, _)| name == "tracer"), "{tasks:?}");
+    drop(agent);
+
+    // Without the tracer nothing at all is kept.
+    let (addr, agent) = start("false");
+    running(addr, false);
+    let pid = agent.0[0].id();
+    for (name, status) in task_statuses(pid) {
+        assert_eq!(cap_set(&status, "CapPrm"), 0, "thread {name}: {status}");
+        assert_eq!(cap_set(&status, "CapEff"), 0, "thread {name}: {status}");
+    }
+}
+
 /// Voluntary context switches (wake-ups after sleeping) of each of `pid`'s
 /// threads, by thread id and name. A thread that ends between two looks is
 /// simply absent from the second (its task directory is gone).

@@ -82,6 +82,7 @@ fn manifests_pass_the_official_kubernetes_schemas() {
         "ConfigMap",
         "Namespace",
         "ResourceQuota",
+        "NetworkPolicy",
     ] {
         assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
     }
@@ -301,6 +302,51 @@ fn every_dashboard_query_parses() {
     assert!(out.status.success(), "{}", text(&out));
     let out = promtool_parses(&["sum by (peer (rate(x[1m]))".to_string()]);
     assert!(!out.status.success(), "promtool accepted a broken query");
+}
+
+/// The NetworkPolicy example guards the agent's pods and port: Prometheus
+/// on the port the agent serves, the nodes on everything (ICMP probes).
+#[test]
+fn the_network_policy_lets_in_prometheus_on_the_agents_port_and_the_nodes() {
+    let policy = &yaml_to_json(&repo_file("deploy/kubernetes/networkpolicy.yaml"))[0];
+    let daemonset = &yaml_to_json(&repo_file("deploy/kubernetes/daemonset.yaml"))[0];
+    assert_eq!(
+        policy["metadata"]["namespace"],
+        daemonset["metadata"]["namespace"]
+    );
+    let labels = &daemonset["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in policy["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&labels[key], value, "the policy selects the agent's pods");
+    }
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
+    let rules = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    // Prometheus: the container's named port, which is the port the
+    // ConfigMap's agent listens on.
+    let port = &daemonset["spec"]["template"]["spec"]["containers"][0]["ports"][0];
+    assert_eq!(
+        rules[0]["ports"],
+        serde_json::json!([{"port": port["name"], "protocol": "TCP"}])
+    );
+    let config = &yaml_to_json(&repo_file("deploy/kubernetes/configmap.yaml"))[0];
+    let listen = format!(":{}\"", port["containerPort"]);
+    assert!(config["data"]["agent.toml"]
+        .as_str()
+        .unwrap()
+        .contains(&listen));
+    assert!(rules[0]["from"][0]["podSelector"].is_object());
+    // The nodes: no ports (ICMP cannot be named), from a CIDR.
+    assert_eq!(rules[1]["ports"], Value::Null);
+    assert!(rules[1]["from"][0]["ipBlock"]["cidr"].is_string());
+    // An example: the base does not apply it unedited.
+    let base = std::fs::read_to_string(repo_file("deploy/kubernetes/kustomization.yaml")).unwrap();
+    assert!(!base.contains("networkpolicy.yaml"));
 }
 
 #[test]

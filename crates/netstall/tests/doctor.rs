@@ -150,6 +150,60 @@ fn render_report_in_chromium(report: &std::path::Path) {
         dom.contains("memory_stat_show"),
         "the culprit stack is missing"
     );
+    // The headline names the top cause, its CPU and its culprit.
+    let verdict = &dom[dom.find("id=\"verdict\"").unwrap()..];
+    let headline = &verdict[verdict.find("<p>").unwrap() + 3..];
+    let headline = &headline[..headline.find("</p>").unwrap()];
+    for part in [
+        "dying-memcg-stat-flush on CPU ",
+        "culprit cadvisor[",
+        "memory.stat",
+    ] {
+        assert!(
+            headline.contains(part),
+            "headline without '{part}': {headline}"
+        );
+    }
+    assert!(!headline.contains("causes found"), "{headline}");
+    // No two legend boxes intersect, as the browser laid them out: a copy
+    // of the report measures its legends into the DOM once loaded.
+    let measured = profile.with_extension("measured.html");
+    let html = std::fs::read_to_string(report).unwrap();
+    let script = "<script>window.addEventListener('load',()=>{const b=[...document.querySelectorAll('svg text.legend')]\
+        .map(e=>{const r=e.getBoundingClientRect();return [r.left,r.top,r.right,r.bottom]});\
+        const p=document.createElement('pre');p.id='legend-boxes';p.textContent=JSON.stringify(b);\
+        document.body.appendChild(p)});</script></body>";
+    std::fs::write(&measured, html.replacen("</body>", script, 1)).unwrap();
+    let mut cmd = Command::new("chromium");
+    let dom = cmd
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .args(["--virtual-time-budget=3000", "--window-size=1100,2400"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--dump-dom", &format!("file://{}", measured.display())])
+        .stdin(Stdio::null())
+        .output()
+        .expect("chromium");
+    let _ = std::fs::remove_file(&measured);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let at = dom
+        .find("id=\"legend-boxes\">")
+        .expect("the legends were measured")
+        + 18;
+    let boxes: Vec<[f64; 4]> = serde_json::from_str(&dom[at..at + dom[at..].find('<').unwrap()])
+        .expect("legend boxes as JSON");
+    assert!(boxes.len() >= 2, "{boxes:?}");
+    for (i, a) in boxes.iter().enumerate() {
+        assert!(a[2] > a[0] && a[3] > a[1], "legend {i} has no area: {a:?}");
+        for (j, b) in boxes.iter().enumerate().skip(i + 1) {
+            let apart = a[2] <= b[0] || b[2] <= a[0] || a[3] <= b[1] || b[3] <= a[1];
+            assert!(apart, "legends {i} {a:?} and {j} {b:?} intersect");
+        }
+    }
     let shot = chromium(&[&format!("--screenshot={}", screenshot.display())]);
     assert!(shot.status.success());
     let png = std::fs::read(&screenshot).expect("screenshot written");
@@ -198,6 +252,26 @@ fn render_report_in_chromium(report: &std::path::Path) {
     }
     let _ = std::fs::remove_dir_all(&profile);
     let _ = std::fs::remove_file(&screenshot);
+}
+
+/// The report of the recorded incident (replayed, no privileges needed)
+/// in headless Chromium: the same checks as the demo's live report.
+#[test]
+fn the_report_of_a_replayed_incident_renders_in_chromium() {
+    let report = std::env::temp_dir().join(format!("netstall-report-{}.html", unique_prefix()));
+    let out = Command::new(NETSTALL)
+        .args(["doctor", "--replay"])
+        .arg(repo_file(
+            "crates/netstall-doctor/tests/fixtures/incident.jsonl",
+        ))
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    // The incident's verdict is unhealthy: exit 1, with the report written.
+    assert!(report.exists(), "{out:?}");
+    render_report_in_chromium(&report);
+    let _ = std::fs::remove_file(&report);
 }
 
 /// What a loaded node's verdict may hold: delays of the environment (steal,

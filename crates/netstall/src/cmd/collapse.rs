@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Result;
 use netstall_core::output::Output;
 use netstall_xray::collapse::{self, CollapseOptions};
-use netstall_xray::fold::FoldOptions;
+use netstall_xray::fold::FoldArgs;
 
 #[derive(clap::Args)]
 #[command(
@@ -39,27 +39,8 @@ pub struct Args {
     /// How many samples --before keeps before each match.
     #[arg(long, default_value_t = 100, requires = "before")]
     samples: usize,
-    /// Include the PID with the process name (`comm-PID`).
-    #[arg(long)]
-    pid: bool,
-    /// Include PID and TID with the process name (`comm-PID/TID`).
-    #[arg(long)]
-    tid: bool,
-    /// Annotate kernel frames with `_[k]`.
-    #[arg(long)]
-    kernel: bool,
-    /// Annotate JIT frames (`/tmp/perf-PID.map`) with `_[j]`.
-    #[arg(long)]
-    jit: bool,
-    /// All annotations: --kernel and --jit.
-    #[arg(long)]
-    all: bool,
-    /// Keep the address of frames without a symbol: `[unknown <addr>]`.
-    #[arg(long)]
-    addrs: bool,
-    /// Keep only samples of this event (default: the first event in the input).
-    #[arg(long, value_name = "EVENT")]
-    event_filter: Option<String>,
+    #[command(flatten)]
+    fold: FoldArgs,
     /// Fold a last sample that has no blank line after it (the Perl script drops it).
     #[arg(long)]
     flush_eof: bool,
@@ -70,14 +51,7 @@ pub struct Args {
 
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     let opts = CollapseOptions {
-        fold: FoldOptions {
-            include_pid: args.pid,
-            include_tid: args.tid,
-            annotate_kernel: args.kernel || args.all,
-            annotate_jit: args.jit || args.all,
-            include_addrs: args.addrs,
-            event_filter: args.event_filter.clone().map(String::into_bytes),
-        },
+        fold: args.fold.options()?,
         flush_at_eof: args.flush_eof,
         threads: args
             .threads

@@ -1,0 +1,8 @@
+//! /proc/self/mountinfo (cgroups), from any UTF-8 text (the readers take text).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|text: &str| {
+    let _ = netstall_cgroups::mounts::parse_mountinfo(text);
+});

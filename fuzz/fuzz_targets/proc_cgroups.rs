@@ -1,0 +1,8 @@
+//! /proc/cgroups (cgroups, doctor, agent), from any UTF-8 text (the readers take text).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|text: &str| {
+    let _ = netstall_cgroups::proc_cgroups::parse(text);
+});
