@@ -127,13 +127,20 @@ mod tests {
     #[test]
     fn this_process_has_cpu_time_and_memory() {
         let collector = ProcessCollector::default();
-        // Burn a little CPU so that the tick counter has something to show.
+        // Burn CPU until the tick counter (1/100 s) shows some: a fixed burn
+        // of wall time may get no CPU at all on a busy machine. Bounded.
         let start = std::time::Instant::now();
         let mut x = 0u64;
-        while start.elapsed() < std::time::Duration::from_millis(30) {
-            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
-        }
-        let usage = collector.usage().unwrap();
+        let usage = loop {
+            let burst = std::time::Instant::now();
+            while burst.elapsed() < std::time::Duration::from_millis(20) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            let usage = collector.usage().unwrap();
+            if usage.cpu_seconds > 0.0 || start.elapsed() > std::time::Duration::from_secs(20) {
+                break usage;
+            }
+        };
         assert!(usage.cpu_seconds > 0.0, "{usage:?}");
         // A test binary is more than 1 MiB resident and less than 1 GiB.
         const MIB: u64 = 1 << 20;
