@@ -16,4 +16,3 @@ pub mod story;
 
 pub use diagnose::{diagnose, Cause, CauseId, Verdict};
 pub use findings::Findings;
-

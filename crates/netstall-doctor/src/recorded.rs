@@ -157,6 +157,8 @@ pub fn as_run(records: Vec<Record>, start_ns: u64, end_ns: u64, origin: &str) ->
         steal_source: None,
         self_pid: 0,
         dying_after: None,
+        // The agent does not count drops (yet): not part of this run.
+        drop_counter: None,
     });
     let records = std::iter::once(header)
         .chain(rest)
