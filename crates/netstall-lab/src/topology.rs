@@ -184,8 +184,26 @@ fn build(config: &LabConfig) -> Result<LabStatus> {
         ns(Role::Pod),
         ns(Role::Outside),
     );
+    // The lab is IPv4. Left on, IPv6 autoconfiguration sends router
+    // solicitations and MLD reports the nodes drop for want of a route
+    // (IP_INNOROUTES): real drops, but noise in a lab meant to be healthy.
+    let ipv6 = std::path::Path::new("/proc/sys/net/ipv6").exists();
     for name in [&cli, &n1, &n2, &pod, &out] {
         run("ip", &["netns", "add", name])?;
+        if ipv6 {
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    name,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                ],
+            )?;
+        }
         run("ip", &["-n", name, "link", "set", "lo", "up"])?;
     }
 

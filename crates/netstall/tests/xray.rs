@@ -157,22 +157,25 @@ fn zombie_poller_leaves_irqs_off_gaps_ended_in_memory_stat_show() {
         .into_iter()
         .filter(|s| s["kind"] == "irqs-off" && s["comm"] == comm.as_str())
         .collect();
-    assert!(
-        gaps.len() >= 3,
-        "expected IRQs-off gaps ended by {comm}, got {:?}",
-        of_type(&lines, "sample-gap")
-    );
-    for gap in &gaps {
+    // The poller's flushes end its gaps in memory.stat's read. On a busy VM
+    // the poller may also end an unrelated tick gap (the hypervisor held the
+    // vCPU; seen in CI: 11 ms, resumed in a page fault of its own): most of
+    // its gaps, and at least 3, must be the flush.
+    let in_flush = |gap: &&Value| {
         let resumed_in = |frame: &str| {
             gap["resumed_in"]
                 .as_array()
                 .is_some_and(|s| s.iter().any(|f| f == frame))
         };
-        assert!(resumed_in("ksys_read"), "{gap}");
-        assert!(
-            resumed_in("memory_stat_show") || resumed_in("css_rstat_flush"),
-            "{gap}"
-        );
+        resumed_in("ksys_read") && (resumed_in("memory_stat_show") || resumed_in("css_rstat_flush"))
+    };
+    let flushes: Vec<&Value> = gaps.iter().copied().filter(in_flush).collect();
+    assert!(
+        flushes.len() >= 3 && flushes.len() * 2 > gaps.len(),
+        "expected IRQs-off gaps ended by {comm} in memory.stat's flush, got {:?}",
+        of_type(&lines, "sample-gap")
+    );
+    for gap in &flushes {
         let ms = gap["duration_ms"].as_f64().expect("duration_ms");
         assert!(ms >= 10.0, "a gap of {ms} ms");
         // The window before the stall ends with the same gap-ending sample.
