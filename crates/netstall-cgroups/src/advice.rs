@@ -21,6 +21,10 @@ pub const CONCERN_DYING: u64 = 1_000;
 /// story's nodes did.
 pub const STALL_DYING: u64 = 10_000;
 
+/// A canary read of memory.stat this slow says the node is affected: every
+/// reader stalls its CPU about as long (a network RX stall of tens of ms).
+pub const AFFECTED_CANARY_MS: f64 = 10.0;
+
 /// A kernel `major.minor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KernelVersion {
@@ -134,7 +138,7 @@ fn advise_counts(state: &MemoryState, era: StatEra, mut advice: Vec<String>) -> 
             Some(us) => format!(" (≈{us:.2} us per dying memcg)"),
             None => String::new(),
         };
-        let verdict = if ms >= 10.0 {
+        let verdict = if ms >= AFFECTED_CANARY_MS {
             "this node is affected: every reader of memory.stat (cadvisor, kubelet, node agents) stalls its CPU like this"
         } else {
             "fast now; stats touched since the last flush can still make the next read slow"
