@@ -69,6 +69,12 @@ make_seeds() {
   seed proc_stat stat < /proc/stat
   seed proc_stat pid-stat < /proc/self/stat
   seed proc_stat online < /sys/devices/system/cpu/online
+  for f in $(find crates/netstall-netstat/tests/data -type f); do
+    seed net_counters "recorded-$(basename "$f")" < "$f"
+  done
+  for f in softnet_stat netstat snmp stat/nf_conntrack; do
+    if [ -r "/proc/net/$f" ]; then seed net_counters "host-${f//\//-}" < "/proc/net/$f"; fi
+  done
   python3 -c 'import yaml,sys; sys.stdout.write(yaml.safe_load(open(sys.argv[1]))["data"]["agent.toml"])' \
     deploy/kubernetes/configmap.yaml | seed agent_config configmap
   grep '^{"type"' docs/json.md | seed records contract

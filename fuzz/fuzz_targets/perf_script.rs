@@ -1,6 +1,8 @@
 //! `perf script` text (collapse, flame): the line parsers, then the
 //! aggregated and the ordered collapse of the same bytes, with options
-//! chosen by the first byte.
+//! chosen by the first byte. The modes must agree: one and two folding
+//! threads give the same stacks, and every stack the ordered mode emits is
+//! one of the aggregated stacks.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,11 +26,9 @@ fuzz_target!(|data: &[u8]| {
             annotate_kernel: flags & 4 != 0,
             annotate_jit: flags & 8 != 0,
             include_addrs: flags & 16 != 0,
-            event_filter: None,
+            event_filter: (flags & 64 != 0).then(|| b"cpu-clock".to_vec()),
         },
         flush_at_eof: flags & 32 != 0,
-        // One folding thread: the same code per part, without thread
-        // start-up dominating each run.
         threads: 1,
     };
     let collapsed = collapse::aggregate(text, &opts).expect("reading a slice cannot fail");
@@ -36,8 +36,21 @@ fuzz_target!(|data: &[u8]| {
     collapsed
         .write_to(&mut out)
         .expect("writing to a Vec cannot fail");
+    let two = collapse::aggregate(
+        text,
+        &CollapseOptions {
+            threads: 2,
+            ..opts.clone()
+        },
+    )
+    .expect("reading a slice cannot fail");
+    assert_eq!(collapsed.stacks, two.stacks, "threads change nothing");
     let mut emitted = 0u64;
-    let stats = collapse::ordered(text, &opts, |_stack| {
+    let stats = collapse::ordered(text, &opts, |stack| {
+        assert!(
+            collapsed.stacks.iter().any(|(s, _)| s == stack),
+            "an ordered stack is an aggregated one"
+        );
         emitted += 1;
         Ok(())
     })
