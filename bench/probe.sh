@@ -4,31 +4,43 @@
 # to CPU 1 (node RX on CPU 0):
 #   1. RTT floor at a 10 ms interval: p50 / p99 (ICMP echo to the pod).
 #   2. Send schedule at 10 ms with the other core busy: spacing of the requests
-#      as tcpdump sees them leave (mean: drift; p99 of |spacing - 10 ms|: jitter).
+#      timed at the sender, in the kernel as each echo request is queued on the
+#      client's interface (bpftrace on net:net_dev_queue; mean: drift; p99 of
+#      |spacing - 10 ms|: jitter). A capture (tcpdump) is a reader that can be
+#      starved and late; the queueing timestamp is taken in the sending call.
 #   3. Maximum probe rate: hping3 --flood (sends only, matches nothing) vs the
 #      highest netstall TCP SYN rate at which every reply is matched.
 # Prints a table and the ratios. Needs root; takes about 3 minutes.
-# Usage: bench/probe.sh [PROBES_PER_TOOL]   (default 1000)
+# Usage: bench/probe.sh [PROBES_PER_TOOL]   (default 1000; NETSTALL=PATH skips the release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 N=${1:-1000}
 [ "$(id -u)" -eq 0 ] || { echo "bench/probe.sh: run as root" >&2; exit 2; }
-for tool in ping fping hping3 tcpdump taskset; do
+for tool in ping fping hping3 bpftrace taskset; do
   command -v "$tool" >/dev/null || { echo "bench/probe.sh: $tool is missing (scripts/setup.sh installs it)" >&2; exit 2; }
 done
 
-cargo build --release -q -p netstall
-NETSTALL=$PWD/target/release/netstall
+# NETSTALL=PATH runs a binary you built (a debug build's timing is not the product's).
+if [ -z "${NETSTALL:-}" ]; then
+  cargo build --release -q -p netstall
+  NETSTALL=$PWD/target/release/netstall
+fi
 PREFIX=bp$$
 WORK=$(mktemp -d)
 BUSY=
 cleanup() {
   [ -n "$BUSY" ] && kill "$BUSY" 2>/dev/null || true
   "$NETSTALL" lab down --prefix "$PREFIX" >/dev/null 2>&1 || true
+  [ -n "${mounted_debugfs:-}" ] && umount /sys/kernel/debug || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+# bpftrace finds tracepoints under /sys/kernel/debug/tracing: mount debugfs
+# for the run if it is not (and unmount it again at exit).
+if [ ! -d /sys/kernel/debug/tracing ]; then
+  mount -t debugfs none /sys/kernel/debug && mounted_debugfs=1
+fi
 "$NETSTALL" lab up --prefix "$PREFIX" --rx-cpu 0 >/dev/null
 CLI=$PREFIX-cli
 POD=10.244.2.10
@@ -68,18 +80,35 @@ rtt_floor() { # $1 = target, $2 = what it is
 rtt_floor "$POD" "the pod, full path"
 rtt_floor "$NODE1" "node1, one veth hop"
 
-echo "== 2. Send schedule at 10 ms, CPU 0 busy, $N probes each, seen by tcpdump (us) =="
+echo "== 2. Send schedule at 10 ms, CPU 0 busy, $N probes each, timed at the sender (us) =="
 timeout 600 taskset -c 0 sh -c 'while :; do :; done' &
 BUSY=$!
+# Only the client namespace's c0 (other labs have a c0 too) and only ICMP
+# echo requests; the time is the kernel's monotonic clock in the sending call.
+CLI_NETNS=$(ip netns exec "$CLI" stat -L -c %i /proc/self/ns/net)
+cat > "$WORK/sendtime.bt" <<EOF
+tracepoint:net:net_dev_queue /str(args->name) == "c0"/ {
+  \$skb = (struct sk_buff *)args->skbaddr;
+  if (\$skb->dev->nd_net.net->ns.inum == $CLI_NETNS) {
+    \$ip = (struct iphdr *)(\$skb->head + \$skb->network_header);
+    if (\$ip->protocol == 1) {
+      \$icmp = (struct icmphdr *)(\$skb->head + \$skb->transport_header);
+      if (\$icmp->type == 8) { printf("%llu\\n", nsecs); }
+    }
+  }
+}
+EOF
 spacing() { # $1 = name, rest = command; prints mean spacing and p99 |spacing - 10 ms|
   local name=$1; shift
-  ip netns exec "$CLI" tcpdump -i c0 -n -tt -l -Q out 'icmp[icmptype] == 8' > "$WORK/$name.pcap.txt" 2>/dev/null &
-  local dump=$!
-  sleep 1
-  "$@" > /dev/null 2>&1 || true
+  bpftrace "$WORK/sendtime.bt" > "$WORK/$name.sent" 2> "$WORK/$name.bt.err" &
+  local tracer=$!
+  for _ in $(seq 100); do grep -q '^Attaching' "$WORK/$name.sent" && break; sleep 0.1; done
+  grep -q '^Attaching' "$WORK/$name.sent" ||
+    { echo "bench/probe.sh: bpftrace did not attach: $(tail -1 "$WORK/$name.bt.err")" >&2; exit 1; }
+  "$@" > "$WORK/$name.out" 2>&1 || true
   sleep 0.5
-  kill "$dump"; wait "$dump" 2>/dev/null || true
-  awk '$2 == "IP" {t=$1*1e6; if (n++) print t-p; p=t}' "$WORK/$name.pcap.txt" > "$WORK/$name.gap"
+  kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
+  awk '/^[0-9]+$/ {t=$1/1000; if (n++) print t-p; p=t}' "$WORK/$name.sent" > "$WORK/$name.gap"
   local mean jitter
   mean=$(awk '{s+=$1} END {if (NR) printf "%.1f", s/NR; else print "-"}' "$WORK/$name.gap")
   awk '{d=$1-10000; if (d<0) d=-d; print d}' "$WORK/$name.gap" > "$WORK/$name.dev"
@@ -88,11 +117,14 @@ spacing() { # $1 = name, rest = command; prints mean spacing and p99 |spacing - 
   eval "${name}_jitter=$jitter"
 }
 printf "%-10s %8s %12s %14s\n" tool gaps mean_spacing p99_deviation
-spacing netstall "$NETSTALL" probe --netns "$CLI" --cpu 1 "$POD" -i 10ms -c "$N" --slow 1h
+spacing netstall "$NETSTALL" --json probe --netns "$CLI" --cpu 1 "$POD" -i 10ms -c "$N" --slow 1h
 spacing ping in_client ping -n -i 0.01 -c "$N" "$POD"
 spacing fping in_client fping -C "$N" -p 10 -q "$POD"
 spacing hping3 in_client hping3 --icmp -i u10000 -c "$N" "$POD"
 kill "$BUSY"; wait "$BUSY" 2>/dev/null || true; BUSY=
+# netstall's own account of the same run: how late each send left against
+# its schedule, measured by the sender itself.
+echo "netstall's own send_late_p99_us: $(sed -n 's/.*"send_late_p99_us":\([0-9.]*\).*/\1/p' "$WORK/netstall.out" | tail -1)"
 echo "p99 deviation: hping3 / netstall = $(ratio "$hping3_jitter" "$netstall_jitter")x, fping / netstall = $(ratio "$fping_jitter" "$netstall_jitter")x, ping / netstall = $(ratio "$ping_jitter" "$netstall_jitter")x  (goal: netstall <= 50 us)"
 
 echo
