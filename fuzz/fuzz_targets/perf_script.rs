@@ -46,9 +46,9 @@ fuzz_target!(|data: &[u8]| {
     .expect("reading a slice cannot fail");
     assert_eq!(collapsed.stacks, two.stacks, "threads change nothing");
     let mut emitted = 0u64;
-    let stats = collapse::ordered(text, &opts, |stack| {
+    let stats = collapse::ordered(text, &opts, |sample| {
         assert!(
-            collapsed.stacks.iter().any(|(s, _)| s == stack),
+            collapsed.stacks.iter().any(|(s, _)| s == sample.stack),
             "an ordered stack is an aggregated one"
         );
         emitted += 1;

@@ -21,7 +21,7 @@ use netstall_events::Record;
 use rustc_hash::FxHashMap;
 use std::io::BufWriter;
 
-use crate::fold::{first_event, FoldOptions, FoldStats, Folder};
+use crate::fold::{first_event, FoldOptions, FoldStats, Folder, Sample};
 
 /// How to collapse.
 #[derive(Debug, Clone)]
@@ -176,7 +176,7 @@ fn finish_input(
     folder: &mut Folder,
     flush_at_eof: bool,
     stats: &mut CollapseStats,
-    emit: &mut impl FnMut(&[u8], u64),
+    emit: &mut impl FnMut(Sample<'_>),
 ) {
     if folder.in_sample() {
         stats.unterminated_last_sample = true;
@@ -299,10 +299,10 @@ fn fold_jobs(
     let mut result = WorkerResult::default();
     let mut folder = Folder::new(opts.fold.clone());
     let stacks = &mut result.stacks;
-    let mut emit = |stack: &[u8], weight: u64| match stacks.get_mut(stack) {
-        Some(total) => *total = total.saturating_add(weight),
+    let mut emit = |sample: Sample<'_>| match stacks.get_mut(sample.stack) {
+        Some(total) => *total = total.saturating_add(sample.weight),
         None => {
-            stacks.insert(stack.into(), weight);
+            stacks.insert(sample.stack.into(), sample.weight);
         }
     };
     for job in jobs {
@@ -318,12 +318,12 @@ fn fold_jobs(
     result
 }
 
-/// Folds `reader` in order, calling `emit` with each sample's stack: one
-/// line per sample, in input order (`perf script` prints samples in time order).
+/// Folds `reader` in order, calling `emit` with each sample (stack, weight,
+/// time), in input order (`perf script` prints samples in time order).
 pub fn ordered(
     reader: impl Read,
     opts: &CollapseOptions,
-    mut emit: impl FnMut(&[u8]) -> io::Result<()>,
+    mut emit: impl FnMut(Sample<'_>) -> io::Result<()>,
 ) -> io::Result<CollapseStats> {
     let mut folder = Folder::new(opts.fold.clone());
     let mut stats = CollapseStats::default();
@@ -331,9 +331,9 @@ pub fn ordered(
     let mut buf = Vec::new();
     let mut error = None;
     while let Some((part, last)) = parts.next_part(buf)? {
-        let mut sink = |stack: &[u8], _weight: u64| {
+        let mut sink = |sample: Sample<'_>| {
             if error.is_none() {
-                error = emit(stack).err();
+                error = emit(sample).err();
             }
         };
         for_each_line(&part, |line| folder.line(line, &mut sink));
@@ -392,7 +392,7 @@ pub fn run(
         }
     };
     let mut line = Vec::new();
-    ordered(reader, opts, |stack| match &mut window {
+    ordered(reader, opts, |Sample { stack, .. }| match &mut window {
         None => emit(stack, 1),
         Some((pattern, window)) => {
             line.clear();

@@ -1,6 +1,12 @@
 //! Folded stacks to SVG through the inferno crate: a flame graph (stacks
-//! merged and sorted, width = samples) or a flame chart (time on the x axis,
-//! from ordered input: one line per sample, in time order).
+//! merged and sorted) or a flame chart (time on the x axis, from ordered
+//! input: one line per sample, in time order).
+//!
+//! One weighting for both: a frame is as wide as the counts of its lines;
+//! from `perf script` text, a sample counts its period as perf printed it (1
+//! without one), as `stackcollapse-perf.pl` sums it. A chart from `perf
+//! script` text with times also draws the stretches where no sample was taken
+//! (see [`TimeAxis`]), so the x axis is time and a stall shows as a gap.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -8,7 +14,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use inferno::flamegraph::{self, Options};
 
 use crate::collapse::{self, CollapseOptions, CollapseStats};
-use crate::fold::FoldOptions;
+use crate::fold::{FoldOptions, Sample};
 
 /// The longest folded line read as one; a longer one is read in pieces
 /// (none of which is a valid stack line, so they are skipped).
@@ -98,10 +104,13 @@ pub fn read_stacks(reader: impl Read, chart: bool, fold: &FoldOptions) -> io::Re
         ..CollapseOptions::default()
     };
     let stats = if chart {
-        collapse::ordered(input, &opts, |stack| {
-            lines.add(stack, UNIT, 0);
+        let mut axis = TimeAxis::default();
+        let stats = collapse::ordered(input, &opts, |sample| {
+            axis.push(sample, &mut lines);
             Ok(())
-        })?
+        })?;
+        axis.finish(&mut lines);
+        stats
     } else {
         let collapsed = collapse::aggregate(input, &opts)?;
         for (stack, count) in &collapsed.stacks {
@@ -115,6 +124,81 @@ pub fn read_stacks(reader: impl Read, chart: bool, fold: &FoldOptions) -> io::Re
         factor,
         input: Input::PerfScript(stats),
     })
+}
+
+/// Samples whose spacing sets a chart's usual spacing and weight.
+const LEARN_SAMPLES: usize = 64;
+/// A stretch with no sample longer than this many usual spacings is a gap.
+const GAP_SPACINGS: u64 = 2;
+
+/// Lays a chart's samples on a time axis. Every sample weighs its period,
+/// as in a graph; where the input has times, a stretch without samples
+/// longer than [`GAP_SPACINGS`] usual spacings becomes a `[no samples: X ms]`
+/// frame as wide as the samples that would have fit in it. The usual spacing
+/// and weight are the medians over the first [`LEARN_SAMPLES`] samples, which
+/// are held until then: memory stays bounded.
+#[derive(Default)]
+struct TimeAxis {
+    learning: Vec<(Vec<u8>, u64, Option<u64>)>,
+    /// (spacing in ns, weight) once learnt; spacing 0 when unknown.
+    usual: Option<(u64, u64)>,
+    last_ns: Option<u64>,
+}
+
+impl TimeAxis {
+    fn push(&mut self, sample: Sample<'_>, lines: &mut Lines) {
+        if self.usual.is_none() {
+            self.learning
+                .push((sample.stack.to_vec(), sample.weight, sample.time_ns));
+            if self.learning.len() == LEARN_SAMPLES {
+                self.finish(lines);
+            }
+            return;
+        }
+        self.place(sample.stack, sample.weight, sample.time_ns, lines);
+    }
+
+    /// Learns from what is held (at the end of a short input too) and
+    /// draws it.
+    fn finish(&mut self, lines: &mut Lines) {
+        if self.usual.is_some() {
+            return;
+        }
+        let mut spacings: Vec<u64> = self
+            .learning
+            .windows(2)
+            .filter_map(|w| w[1].2?.checked_sub(w[0].2?))
+            .filter(|&d| d > 0)
+            .collect();
+        let mut weights: Vec<u64> = self.learning.iter().map(|s| s.1).collect();
+        self.usual = Some((median(&mut spacings), median(&mut weights)));
+        for (stack, weight, time) in std::mem::take(&mut self.learning) {
+            self.place(&stack, weight, time, lines);
+        }
+    }
+
+    fn place(&mut self, stack: &[u8], weight: u64, time: Option<u64>, lines: &mut Lines) {
+        let (spacing, usual_weight) = self.usual.unwrap_or_default();
+        if let (Some(last), Some(now)) = (self.last_ns, time) {
+            let gap = now.saturating_sub(last);
+            if spacing > 0 && gap > GAP_SPACINGS * spacing {
+                let missing = (gap - spacing) as f64 / spacing as f64;
+                let filler = format!("[no samples: {:.1} ms]", gap as f64 / 1e6);
+                let count = (missing * usual_weight as f64 * UNIT as f64) as u64;
+                lines.add(filler.as_bytes(), count, 0);
+            }
+        }
+        if time.is_some() {
+            self.last_ns = time.max(self.last_ns);
+        }
+        lines.add(stack, weight.saturating_mul(UNIT), 0);
+    }
+}
+
+/// The median of `values` (0 for none).
+fn median(values: &mut [u64]) -> u64 {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or(0)
 }
 
 /// `stack COUNT` split in two, COUNT in millionths with its number of
@@ -689,5 +773,67 @@ mod tests {
         assert_eq!(split_count(b"a -1"), None);
         assert_eq!(split_count(b"a .5"), None);
         assert_eq!(split_count(b"a 0.1234567"), Some((&b"a"[..], 123_456, 6)));
+    }
+
+    /// `perf script` text: `comm` samples every ms from `start` (seconds),
+    /// each with `period` and a two-frame stack.
+    fn perf_samples(comm: &str, start: f64, count: usize, period: u64) -> String {
+        (0..count)
+            .map(|i| {
+                let t = start + i as f64 * 0.001;
+                format!(
+                    "{comm} 10 [000] {t:.6}: {period} cpu-clock:\n\
+                     \tffffffff81000001 leaf+0x1 ([kernel.kallsyms])\n\
+                     \t55550000 main+0x2 (/usr/bin/{comm})\n\n"
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chart_from_perf_script_is_on_a_time_axis_and_weighs_periods() {
+        // 100 samples 1 ms apart, nothing for 25 ms, 50 more: the gap is a
+        // frame as wide as the 24 samples that would have fit in it.
+        let mut text = perf_samples("app", 100.0, 100, 1_000_000);
+        text.push_str(&perf_samples("app", 100.0 + 0.099 + 0.025, 50, 1_000_000));
+        let stacks = read_stacks(text.as_bytes(), true, &FoldOptions::default()).unwrap();
+        assert_eq!(
+            stacks.lines,
+            [
+                "app;main;leaf 100000000",
+                "[no samples: 25.0 ms] 24000000",
+                "app;main;leaf 50000000",
+            ]
+        );
+        // A graph weighs the same samples the same way, without the gap.
+        let graph = read_stacks(text.as_bytes(), false, &FoldOptions::default()).unwrap();
+        assert_eq!(graph.lines, ["app;main;leaf 150000000"]);
+        // Spacing within the usual (less than twice it) is not a gap.
+        let mut text = perf_samples("app", 1.0, 70, 1);
+        text.push_str(&perf_samples("app", 1.0 + 0.069 + 0.0019, 3, 1));
+        let stacks = read_stacks(text.as_bytes(), true, &FoldOptions::default()).unwrap();
+        assert_eq!(stacks.lines, ["app;main;leaf 73"]);
+        // Short input (fewer samples than it learns from) still gets gaps.
+        let mut text = perf_samples("app", 5.0, 3, 1);
+        text.push_str(&perf_samples("app", 5.010, 2, 1));
+        let stacks = read_stacks(text.as_bytes(), true, &FoldOptions::default()).unwrap();
+        assert_eq!(
+            stacks.lines,
+            [
+                "app;main;leaf 3",
+                "[no samples: 8.0 ms] 7",
+                "app;main;leaf 2"
+            ]
+        );
+        let (svg, _, result) = draw_text(text.as_bytes(), true);
+        result.unwrap();
+        assert!(svg.contains("<title>[no samples: 8.0 ms] ("), "{svg}");
+    }
+
+    #[test]
+    fn a_chart_without_times_has_no_gaps() {
+        let text = "app 10 cpu-clock:\n\tffff leaf+0x1 ([kernel.kallsyms])\n\n".repeat(5);
+        let stacks = read_stacks(text.as_bytes(), true, &FoldOptions::default()).unwrap();
+        assert_eq!(stacks.lines, ["app;leaf 5"]);
     }
 }

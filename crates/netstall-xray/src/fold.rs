@@ -133,8 +133,20 @@ impl FoldStats {
     }
 }
 
+/// One folded sample, as the [`Folder`] hands it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample<'a> {
+    /// `comm;frame;...;leaf`.
+    pub stack: &'a [u8],
+    /// What it weighs: its period as perf printed it, or 1 without one
+    /// (`stackcollapse-perf.pl`'s rule, for graphs and charts alike).
+    pub weight: u64,
+    /// When it was taken, in ns of perf's clock, if its header had a time.
+    pub time_ns: Option<u64>,
+}
+
 /// The folding state machine. Feed it lines (without their `\n`); at every
-/// blank line it calls `emit(stack, weight)` for the sample just finished.
+/// blank line it calls `emit` with the [`Sample`] just finished.
 #[derive(Debug)]
 pub struct Folder {
     opts: FoldOptions,
@@ -145,6 +157,7 @@ pub struct Folder {
     pname: Vec<u8>,
     java: bool,
     weight: u64,
+    time_ns: Option<u64>,
     /// Tidied function names, back to back.
     names: Vec<u8>,
     /// `(start, end)` of each name in `names`, in line order (leaf first).
@@ -166,6 +179,7 @@ impl Folder {
             pname: Vec::new(),
             java: false,
             weight: 1,
+            time_ns: None,
             names: Vec::new(),
             spans: Vec::new(),
             groups: Vec::new(),
@@ -201,7 +215,7 @@ impl Folder {
     }
 
     /// Folds one line.
-    pub fn line(&mut self, line: &[u8], emit: &mut impl FnMut(&[u8], u64)) {
+    pub fn line(&mut self, line: &[u8], emit: &mut impl FnMut(Sample<'_>)) {
         self.stats.lines += 1;
         if line.first() == Some(&b'#') {
             return;
@@ -225,7 +239,7 @@ impl Folder {
     /// Ends the open sample as a blank line would. `stackcollapse-perf.pl`
     /// never does this at the end of its input, so it drops a last sample
     /// that has no blank line after it; callers choose.
-    pub fn finish_sample(&mut self, emit: &mut impl FnMut(&[u8], u64)) {
+    pub fn finish_sample(&mut self, emit: &mut impl FnMut(Sample<'_>)) {
         if !self.in_sample() {
             return;
         }
@@ -243,7 +257,11 @@ impl Folder {
             }
         }
         self.stats.samples += 1;
-        emit(&self.stack, self.weight);
+        emit(Sample {
+            stack: &self.stack,
+            weight: self.weight,
+            time_ns: self.time_ns,
+        });
         self.pname.clear();
         self.names.clear();
         self.spans.clear();
@@ -274,6 +292,7 @@ impl Folder {
                 n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
             }),
         };
+        self.time_ns = header.time.and_then(parse_seconds_ns);
         // Perl: a missing (or "0") TID means the one number was the TID and
         // the PID is unknown.
         let (pid, tid): (&[u8], &[u8]) = match header.second_id {
@@ -437,6 +456,27 @@ fn is_jit_module(module: &[u8]) -> bool {
 }
 
 /// Header and event of a line, for the scan that decides the kept event
+/// `12345.678901` (perf's seconds) in ns; `None` if it is not that.
+fn parse_seconds_ns(text: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(text).ok()?;
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty()
+        || fraction.len() > 9
+        || !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let nanos: u64 = format!("{fraction:0<9}").parse().ok()?;
+    whole
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(1_000_000_000)?
+        .checked_add(nanos)
+}
+
 /// before parallel folding: the first header line with an event.
 pub fn first_event(line: &[u8]) -> Option<&[u8]> {
     if line.first() == Some(&b'#') {
@@ -454,7 +494,7 @@ mod tests {
     fn a_sample_that_never_ends_holds_bounded_memory() {
         let mut folder = Folder::new(FoldOptions::default());
         let mut emitted = Vec::new();
-        let mut emit = |stack: &[u8], _: u64| emitted.push(stack.len());
+        let mut emit = |sample: Sample<'_>| emitted.push(sample.stack.len());
         folder.line(b"t 1 [000] 1.0: 1 cpu-clock:", &mut emit);
         let frame = b"\tffffffff some_function_name_of_thirty+0x1 ([kernel.kallsyms])";
         for _ in 0..100_000 {

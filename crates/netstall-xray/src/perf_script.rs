@@ -37,6 +37,8 @@ pub struct Header<'a> {
     pub second_id: Option<&'a [u8]>,
     /// The period and event name at the end of the line, when present.
     pub event: Option<Event<'a>>,
+    /// The timestamp (`12345.678901`, seconds), when perf printed one.
+    pub time: Option<&'a [u8]>,
 }
 
 /// `[period] event:` at the end of a header line.
@@ -79,6 +81,7 @@ pub fn parse_header(line: &[u8]) -> Option<Header<'_>> {
                 first_id,
                 second_id,
                 event: parse_event(line),
+                time: parse_time(&line[end..]),
             });
         }
         // Every start inside the same whitespace run sees the same digits
@@ -111,6 +114,22 @@ fn ids_at(line: &[u8], start: usize) -> Option<(&[u8], Option<&[u8]>)> {
     }
     let second = (second_end > second_start).then(|| &line[second_start..second_end]);
     Some((&line[digits_start..digits_end], second))
+}
+
+/// The sample's time: the last word of the form `DIGITS.DIGITS:` (perf
+/// prints it after the CPU and before the period and event).
+fn parse_time(rest: &[u8]) -> Option<&[u8]> {
+    rest.split(|&b| is_space(b))
+        .rev()
+        .filter_map(|word| word.strip_suffix(b":"))
+        .find(|word| {
+            let mut parts = word.splitn(2, |&b| b == b'.');
+            let whole = parts.next().unwrap_or_default();
+            let fraction = parts.next().unwrap_or_default();
+            !whole.is_empty()
+                && !fraction.is_empty()
+                && whole.iter().chain(fraction).all(u8::is_ascii_digit)
+        })
 }
 
 /// `:\s*(\d+)*\s+(\S+):\s*$`, reasoned from the end of the line: the event is

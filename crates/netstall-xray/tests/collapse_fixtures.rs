@@ -147,8 +147,10 @@ fn ordered_output_sums_to_the_aggregated_output() {
     for input_name in INPUTS {
         let input = std::fs::read(data(&format!("{input_name}.perf.txt"))).expect("fixture");
         let mut lines = Vec::new();
-        let stats = collapse::ordered(&input[..], &CollapseOptions::default(), |stack| {
-            lines.push(stack.to_vec());
+        let mut given = Vec::new();
+        let stats = collapse::ordered(&input[..], &CollapseOptions::default(), |sample| {
+            lines.push(sample.stack.to_vec());
+            given.push(sample.weight);
             Ok(())
         })
         .expect("in-memory input");
@@ -158,6 +160,10 @@ fn ordered_output_sums_to_the_aggregated_output() {
             weights.len(),
             lines.len(),
             "{input_name}: one weight per sample"
+        );
+        assert_eq!(
+            given, weights,
+            "{input_name}: each sample carries its period"
         );
         let mut summed: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
         for (stack, weight) in lines.into_iter().zip(weights) {
@@ -211,14 +217,21 @@ fn ordered_output_keeps_sample_order() {
     // n-th output line is the stack of the n-th header.
     let input = std::fs::read(data("user_fp_fields_header.perf.txt")).expect("fixture");
     let mut lines = Vec::new();
-    collapse::ordered(&input[..], &CollapseOptions::default(), |stack| {
-        lines.push(String::from_utf8_lossy(stack).into_owned());
+    let mut times = Vec::new();
+    collapse::ordered(&input[..], &CollapseOptions::default(), |sample| {
+        lines.push(String::from_utf8_lossy(sample.stack).into_owned());
+        times.push(sample.time_ns.expect("every header has a time"));
         Ok(())
     })
     .expect("in-memory input");
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "the samples' times increase"
+    );
     let text = String::from_utf8_lossy(&input);
     let mut comms = Vec::new();
     let mut leaves = Vec::new();
+    let mut header_times = Vec::new();
     let mut first_frame = true;
     for line in text.lines() {
         if line.starts_with('#') {
@@ -228,6 +241,12 @@ fn ordered_output_keeps_sample_order() {
             first_frame = true;
         } else if !line.starts_with([' ', '\t']) {
             comms.push(line.split_whitespace().next().expect("comm").to_string());
+            // `comm pid [cpu] SECONDS: ...`: perf's seconds, to the ns.
+            let seconds: f64 = line
+                .split_whitespace()
+                .find_map(|w| w.strip_suffix(':')?.parse().ok())
+                .expect("a time");
+            header_times.push((seconds * 1e9).round() as u64);
         } else if first_frame {
             let symbol = line.split_whitespace().nth(1).expect("symbol");
             leaves.push(symbol.split(['+', '(']).next().expect("name").to_string());
@@ -235,6 +254,7 @@ fn ordered_output_keeps_sample_order() {
         }
     }
     assert_eq!(lines.len(), comms.len());
+    assert_eq!(times, header_times, "each sample has its header's time");
     for (i, line) in lines.iter().enumerate() {
         assert!(
             line.starts_with(&comms[i]),

@@ -14,8 +14,10 @@ use netstall_xray::fold::FoldArgs;
 #[derive(clap::Args)]
 #[command(
     about = "Draw an SVG flame graph, or a flame chart (time on the x axis), from folded stacks or perf script text",
-    long_about = "Draw an SVG flame graph (stacks merged, width = samples) or, with --chart, \
-    a flame chart (time on the x axis, left to right) through the inferno crate.\n\n\
+    long_about = "Draw an SVG flame graph (stacks merged) or, with --chart, a flame chart (time \
+    on the x axis, left to right) through the inferno crate. Width is the samples' weight in \
+    both: from perf script text, each sample's period (1 without one); a chart from perf script \
+    text with times draws stretches without samples as `[no samples: X ms]` frames.\n\n\
     The input is folded stacks (`netstall collapse` output; for --chart, `netstall collapse \
     --ordered` output) or `perf script` text, which is collapsed first (with collapse's \
     options): aggregated for a flame graph, in time order for a chart. Options are \
