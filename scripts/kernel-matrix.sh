@@ -5,15 +5,16 @@
 #   KERNEL: a Debian kernel flavour, e.g. 6.1.0-57-cloud-amd64 or 6.1.0-57-rt-amd64 (the package is
 #   linux-image-KERNEL-unsigned). Default: the newest 6.1 cloud-amd64 and rt-amd64 apt knows.
 #   --json: one `kernel-run` record per kernel (docs/json.md) instead of the table row.
-#   --short: only `trace --self-cost` and the spin stall (the CI form): fails only when the tracer does
-#   not load (the spin is reported, not required: TCG's timing makes it unreliable, docs/kernels.md).
+#   --short: only `trace --self-cost`, `trace --cpus 1` and the spin stall (the CI form): fails only when
+#   the tracer does not load (the spin is reported, not required: TCG's timing makes it unreliable, docs/kernels.md).
 #   --reparse: boot nothing; read the consoles the last run saved in $KERNEL_MATRIX_DIR.
 #
 # Per kernel: `apt-get download` the package (cached in $KERNEL_MATRIX_DIR), unpack it with dpkg-deb -x,
 # boot it with an initramfs (busybox-static, netstall stripped of debug info with the shared libraries
 # ldd names, each kernel's config for CONFIG_HZ) under `qemu-system-x86_64 -accel tcg -smp 2 -m 2G`
 # (KVM is exposed on this machine but hangs: TCG only), and run inside, each bounded in time:
-#   1. trace -w 3s --self-cost --json        which detectors loaded, which not and why
+#   1. trace -w 3s --self-cost --json        which detectors loaded, which not and why; then trace --cpus 1:
+#      it must load too, and report stalls on CPU 1 only
 #   2. lab spin on CPU 1 (200 ms every 1 s) while ICMP probes to 127.0.0.1 run from CPU 0 (loopback RX
 #      is steered to CPU 1 with RPS) and trace runs: each injected stall matched by a traced one on
 #      CPU 1 (start within 50 ms, >= 150 ms long), all but one, is "spin found". 200 ms, not the
@@ -37,7 +38,7 @@ for arg in "$@"; do
     --json) json=true ;;
     --short) short=true ;;
     --reparse) reparse=true ;;
-    -h | --help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "kernel-matrix.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
     *) kernels+=("$arg") ;;
   esac
@@ -120,6 +121,8 @@ echo 2 >/sys/class/net/lo/queues/rx-0/rps_cpus
 km() { sed "s/^/KM:$1:/"; }
 echo "KM:kernel:$(uname -r)"
 timeout 120 netstall trace -w 3s --self-cost --json 2>&1 | km trace
+# With a CPU filter (6.1's verifier once refused its map index: docs/kernels.md).
+timeout 120 netstall trace -w 2s --cpus 1 --json 2>&1 | km cpus
 # The tracer takes seconds to start under TCG: the stalls are injected once it has attached.
 netstall trace -w 60s --threshold 20ms --json >/tmp/spin.json 2>/dev/null &
 tracer=$!
@@ -131,8 +134,6 @@ kill -INT "$tracer"
 wait
 km spin </tmp/spin.json
 if [ "$short" = false ]; then
-  # Known on 6.1: with a CPU filter the verifier refuses the programs (docs/kernels.md).
-  timeout 60 netstall trace -w 1s --cpus 1 2>&1 | tail -15 | km cpus
   timeout 60 netstall cgroups --json 2>&1 | km cgroups
   timeout 300 netstall lab zombies --count 2000 --json 2>&1 | km zombies
   # The poller reads until the doctor is done (it takes a minute to start under TCG).
@@ -177,6 +178,8 @@ for k in "${kernels[@]}"; do
   kernel=$(step kernel | sed -n 1p)
   [ -n "$kernel" ] || kernel="$k (did not boot)"
   start_rec=$(records trace | jq -c 'select(.type == "trace-start")' | sed -n 1p)
+  cpus_rec=$(records cpus | jq -c 'select(.type == "trace-start")' | sed -n 1p)
+  other_cpus=$(records cpus | jq -c 'select(.type == "stall" and .cpu != 1)' | grep -c . || true)
   spins=$(records spun | jq -c 'select(.type == "spin")')
   # Each injected stall matched by a traced one on CPU 1 starting within 50 ms of it, at least 150 ms
   # long (TCG stretches time: no upper bound); all but one found is found.
@@ -210,7 +213,13 @@ for k in "${kernels[@]}"; do
       awk -F'\t' '{printf "%-26s %-9s %-58s %-6s %-26s %s\n", $1, $2, $3, $4, $5, $6}'
   fi
   echo "kernel-matrix.sh: $k: ${took}s under TCG, console in $log" >&2
-  # Fails when the tracer did not load; without --short, also when the spin stall was not found.
+  if [ -z "$cpus_rec" ] || [ "$other_cpus" -gt 0 ]; then
+    echo "kernel-matrix.sh: $k: trace --cpus 1: $([ -n "$cpus_rec" ] && echo "$other_cpus stalls on other CPUs" ||
+      echo "did not load: $(step cpus | tail -1)")" >&2
+    fail=1
+  fi
+  # Fails when the tracer did not load, with or without a CPU filter; without --short, also when the
+  # spin stall was not found.
   [ -n "$start_rec" ] || fail=1
   $short || $spin_found || fail=1
 done

@@ -178,7 +178,12 @@ static __always_inline bool cpu_selected(__u32 cpu)
 		return true;
 	if (cpu >= TRACE_MAX_CPUS)
 		return false;
-	return cpu_mask[(cpu >> 6) & (TRACE_MAX_CPUS / 64 - 1)] & (1ULL << (cpu & 63));
+	__u32 word = cpu >> 6;
+	/* Hide the range check from the compiler: it would drop the mask below
+	 * and index with another copy of cpu, which older verifiers (6.1) do
+	 * not know to be bounded ("invalid access to map value"). */
+	barrier_var(word);
+	return cpu_mask[word & (TRACE_MAX_CPUS / 64 - 1)] & (1ULL << (cpu & 63));
 }
 
 /* Steal time of this CPU's runqueue in ns (0 without steal accounting):
