@@ -127,10 +127,14 @@ timeout 120 netstall trace -w 2s --cpus 1 --json 2>&1 | km cpus
 netstall trace -w 60s --threshold 20ms --json >/tmp/spin.json 2>/dev/null &
 tracer=$!
 for _ in $(seq 120); do grep -q trace-start /tmp/spin.json && break; sleep 0.5; done
-timeout 60 netstall probe 127.0.0.1 --icmp -i 5ms -w 8s --cpu 0 >/dev/null 2>&1 &
+# The prober too takes seconds to start: a stall injected before its first reply has no packet waiting
+# behind it, and nothing to detect it by.
+timeout 60 netstall probe 127.0.0.1 --icmp -i 5ms -w 30s --cpu 0 --json >/tmp/probe.json 2>/dev/null &
+prober=$!
+for _ in $(seq 120); do grep -q '"type":"probe"' /tmp/probe.json && break; sleep 0.5; done
 timeout 60 netstall lab spin --cpu 1 --ms 200 --every 1s -w 6s --json 2>&1 | km spun
 sleep 1
-kill -INT "$tracer"
+kill -INT "$tracer" "$prober"
 wait
 km spin </tmp/spin.json
 if [ "$short" = false ]; then
