@@ -72,3 +72,16 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
   cargo install --locked cargo-nextest >/dev/null
 fi
+
+# The fuzz smoke run (scripts/test.sh, in CI): cargo-fuzz needs the nightly
+# toolchain (sanitizers) and the cargo-fuzz subcommand.
+if [ -n "${CI:-}" ] || [ "${NETSTALL_FUZZ_SMOKE:-}" = 1 ]; then
+  if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    echo "setup: installing the nightly toolchain (for cargo-fuzz)" >&2
+    rustup toolchain install nightly --profile minimal >/dev/null
+  fi
+  if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "setup: installing cargo-fuzz" >&2
+    cargo install --locked cargo-fuzz >/dev/null
+  fi
+fi
