@@ -8,6 +8,9 @@
 #                                   sendmmsg, one recvmmsg, one sleep per round): the
 #                                   kernel's cost of this probing on this machine
 # then ratios against the goal (<= 0.25% of a core, <= 20 MB RSS), the anchor and the floor.
+# The agents run as shipped: the flight recorder on (in a scratch --state-dir, not the machine's
+# /var/lib/netstall), the stats readers' ledger (with the tracer) and stall-triggered CPU sampling
+# (default on; on a healthy node no stall opens a window).
 #
 # Peers are 10 addresses in a network namespace this script makes (veth to
 # the agent's namespace); nothing leaves the machine. As peers on other
@@ -29,6 +32,7 @@ agent_ns=$tag-a
 peers_ns=$tag-p
 port=19977
 results=$(mktemp)
+state_dir=$(mktemp -d /tmp/netstall-bench-state.XXXXXX)
 
 # The agent as shipped to nodes (docs/agent.md): the release-lto profile.
 cargo build --profile release-lto --quiet -p netstall
@@ -47,6 +51,7 @@ cleanup() {
   ip netns del "$agent_ns" 2>/dev/null || true
   ip netns del "$peers_ns" 2>/dev/null || true
   rm -f "$results" "$floor_bin"
+  rm -rf "$state_dir"
 }
 trap cleanup EXIT
 
@@ -107,14 +112,15 @@ measure "idle node" "$!"
 # agent must not hold a pipe open).
 start_agent() {
   taskset -c "$PROBER_CPU" "$netstall" agent --netns "$agent_ns" --listen "10.213.0.1:$port" --node-name bench \
-    --peers "$peer_list" --probe-rate 10 --max-peers 10 --event-log /dev/null "$@" >/dev/null 2>&1 &
+    --peers "$peer_list" --probe-rate 10 --max-peers 10 --event-log /dev/null --state-dir "$state_dir" "$@" >/dev/null 2>&1 &
   pid=$!
   pids+=("$pid")
 }
 start_agent --tracer true
 measure "agent, tracing on" "$pid"
 ip netns exec "$agent_ns" curl -s "http://10.213.0.1:$port/metrics" |
-  grep -E '^netstall_(tracer_up|probe_sent_total|probe_lost_total|probe_peers)[ {]' | sed 's/^/    /'
+  grep -E '^netstall_(tracer_up|probe_sent_total|probe_lost_total|probe_peers|stat_flush(es|_seconds)_total|stall_sampling_windows_total)[ {]' | sed 's/^/    /'
+printf '    recorder: %s bytes in %s\n' "$(cat "$state_dir"/* 2>/dev/null | wc -c)" "$state_dir"
 kill "$pid"; wait "$pid" 2>/dev/null || true
 
 start_agent --tracer false

@@ -72,6 +72,20 @@ pub struct AgentOptions {
     /// oldest go first [default: 67108864 (64 MiB)].
     #[arg(long, value_name = "BYTES")]
     pub state_max_bytes: Option<u64>,
+    /// After a stall on a CPU, sample that CPU (cpu-clock, with stacks) for
+    /// a short window to catch the next one, into the flight recorder:
+    /// true or false [default: true].
+    #[arg(long, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub stall_sampling: Option<bool>,
+    /// How long a stall-triggered sampling window lasts, at most 30s [default: 2s].
+    #[arg(long, value_parser = duration::parse_nonzero)]
+    #[serde(default, deserialize_with = "some_duration")]
+    pub stall_sampling_window: Option<Duration>,
+    /// After a window, stalls open no other for this long, so that sampling
+    /// stays rare [default: 10m].
+    #[arg(long, value_parser = duration::parse_nonzero)]
+    #[serde(default, deserialize_with = "some_duration")]
+    pub stall_sampling_cooldown: Option<Duration>,
     /// Act on a bad node through the Kubernetes API: off, condition, cordon,
     /// drain or reboot, each including the ones before it [default: off: no
     /// API write, ever]. See docs/remediation.md.
@@ -183,6 +197,13 @@ impl AgentOptions {
             event_log: self.event_log.or(fallback.event_log),
             state_dir: self.state_dir.or(fallback.state_dir),
             state_max_bytes: self.state_max_bytes.or(fallback.state_max_bytes),
+            stall_sampling: self.stall_sampling.or(fallback.stall_sampling),
+            stall_sampling_window: self
+                .stall_sampling_window
+                .or(fallback.stall_sampling_window),
+            stall_sampling_cooldown: self
+                .stall_sampling_cooldown
+                .or(fallback.stall_sampling_cooldown),
             remediate: self.remediate.or(fallback.remediate),
             dry_run: self.dry_run.or(fallback.dry_run),
             lease: self.lease.or(fallback.lease),
@@ -285,9 +306,23 @@ impl AgentOptions {
             Some(dir) => Some(dir),
             None => Some(PathBuf::from("/var/lib/netstall")),
         };
+        let sampling_window = self
+            .stall_sampling_window
+            .unwrap_or(crate::sampling::DEFAULT_WINDOW);
+        if sampling_window > crate::sampling::MAX_WINDOW {
+            bail!("--stall-sampling-window must be at most 30s");
+        }
+        let stall_sampling = crate::sampling::SamplingConfig {
+            on: self.stall_sampling.unwrap_or(true),
+            window: sampling_window,
+            cooldown: self
+                .stall_sampling_cooldown
+                .unwrap_or(crate::sampling::DEFAULT_COOLDOWN),
+        };
         Ok(AgentConfig {
             state_dir,
             state_max_bytes,
+            stall_sampling,
             remediation,
             peers_dns: self.peers_dns,
             peers_kubernetes,
@@ -367,6 +402,8 @@ pub struct AgentConfig {
     /// The flight recorder's directory; `None`: off.
     pub state_dir: Option<PathBuf>,
     pub state_max_bytes: u64,
+    /// Stall-triggered CPU sampling (only with the tracer).
+    pub stall_sampling: crate::sampling::SamplingConfig,
     pub remediation: RemediationConfig,
 }
 
@@ -393,6 +430,9 @@ impl AgentConfig {
             event_log: self.event_log.as_ref().map(|p| p.display().to_string()),
             state_dir: self.state_dir.as_ref().map(|p| p.display().to_string()),
             state_max_bytes: self.state_max_bytes,
+            stall_sampling: self.stall_sampling.on,
+            stall_sampling_window_ms: duration::as_ms(self.stall_sampling.window),
+            stall_sampling_cooldown_ms: duration::as_ms(self.stall_sampling.cooldown),
             remediate: self.remediation.mode,
             dry_run: self.remediation.dry_run,
             lease: self.remediation.lease.to_string(),

@@ -18,6 +18,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use netstall_events::kernel::StatFlush;
+pub use netstall_kernel::trace::ledger::{reader_name, window_of, TOP_IN_WINDOW};
+use netstall_kernel::trace::ledger::{top_records, ReaderSum};
 use netstall_kernel::trace::FlushLedger;
 
 use crate::metrics::{Metrics, ReaderLabels};
@@ -28,25 +30,6 @@ pub const MAX_READERS: usize = 5;
 pub const READER_FLOOR: Duration = Duration::from_millis(100);
 /// Readers (comm, cgroup) remembered; the kernel's map holds as many.
 const MAX_TRACKED: usize = 256;
-/// `stat-flush` records kept per window: the heaviest readers, then `other`.
-const TOP_IN_WINDOW: usize = 5;
-
-/// The reader's name: its comm, kernel workers folded into one.
-pub fn reader_name(comm: &str) -> &str {
-    match comm.split_once('/') {
-        Some((kind @ ("kworker" | "ksoftirqd" | "kswapd0"), _)) => kind,
-        _ => comm,
-    }
-}
-
-/// Per-reader sums over a window.
-#[derive(Debug, Default, Clone)]
-struct Window {
-    flushes: u64,
-    locked_ns: u64,
-    /// The reader's cgroup while it is always the same one.
-    cgroup: Option<Option<u64>>,
-}
 
 /// Running totals, labels given, and the current window.
 #[derive(Debug, Default)]
@@ -56,7 +39,7 @@ pub struct Ledger {
     /// Lock time per reader so far (to reach the floor).
     locked_ns: HashMap<String, u64>,
     labelled: HashSet<String>,
-    window: HashMap<String, Window>,
+    window: HashMap<String, ReaderSum>,
     window_start_ns: u64,
 }
 
@@ -153,72 +136,8 @@ impl Ledger {
     /// heaviest readers, the rest summed as `other`; and a new window.
     pub fn take_window(&mut self, node: &str, now_ns: u64) -> Vec<StatFlush> {
         let start_ns = std::mem::replace(&mut self.window_start_ns, now_ns);
-        let readers: Vec<(String, Window)> = self.window.drain().collect();
+        let readers: Vec<(String, ReaderSum)> = self.window.drain().collect();
         top_records(readers, start_ns, now_ns, Some(node))
-    }
-}
-
-/// The kernel's running totals as `stat-flush` records over
-/// `[start_ns, end_ns]` (a tracer that started at `start_ns`): what the
-/// doctor shows of one run.
-pub fn window_of(
-    totals: &[FlushLedger],
-    start_ns: u64,
-    end_ns: u64,
-    node: Option<&str>,
-) -> Vec<StatFlush> {
-    let mut readers: HashMap<String, Window> = HashMap::new();
-    for entry in totals.iter().filter(|e| e.flushes > 0 || e.locked_ns > 0) {
-        let w = readers
-            .entry(reader_name(&entry.comm).to_owned())
-            .or_default();
-        w.add(entry.flushes, entry.locked_ns, entry.cgroup_id);
-    }
-    top_records(readers.into_iter().collect(), start_ns, end_ns, node)
-}
-
-/// The [`TOP_IN_WINDOW`] heaviest readers, then the rest as `other`.
-fn top_records(
-    mut readers: Vec<(String, Window)>,
-    start_ns: u64,
-    end_ns: u64,
-    node: Option<&str>,
-) -> Vec<StatFlush> {
-    readers.sort_by(|a, b| b.1.locked_ns.cmp(&a.1.locked_ns).then(a.0.cmp(&b.0)));
-    let record = |reader: String, w: &Window| StatFlush {
-        reader,
-        cgroup_id: w.cgroup.flatten(),
-        flushes: w.flushes,
-        locked_ms: w.locked_ns as f64 / 1e6,
-        start_ns,
-        end_ns,
-        node: node.map(str::to_owned),
-    };
-    let mut records: Vec<StatFlush> = Vec::new();
-    let mut other = Window::default();
-    for (i, (reader, w)) in readers.iter().enumerate() {
-        if i < TOP_IN_WINDOW && reader != "other" {
-            records.push(record(reader.clone(), w));
-        } else {
-            other.flushes += w.flushes;
-            other.locked_ns += w.locked_ns;
-        }
-    }
-    if other.flushes > 0 || other.locked_ns > 0 {
-        records.push(record("other".into(), &other));
-    }
-    records
-}
-
-impl Window {
-    fn add(&mut self, flushes: u64, locked_ns: u64, cgroup_id: u64) {
-        self.flushes += flushes;
-        self.locked_ns += locked_ns;
-        self.cgroup = match self.cgroup {
-            None => Some(Some(cgroup_id)),
-            Some(Some(id)) if id == cgroup_id => Some(Some(id)),
-            Some(_) => Some(None),
-        };
     }
 }
 

@@ -8,6 +8,8 @@
 //! * [`cgroups`]: cheap periodic dying-memcg counts (never memory.stat);
 //! * [`recorder`]: the evidence of every stall, on disk, bounded, for
 //!   `GET /stalls` and `netstall report --from`;
+//! * [`sampling`]: after a stall on a CPU, a short sampling window there
+//!   (rare: a cooldown), into the recorder;
 //! * [`metrics`] on `/metrics`, the [`health`] verdict on `/healthz`
 //!   ([`http`]), and a JSON [`events`] log;
 //! * opt-in (`--remediate`), [`remediation`] (the state machine, pure) and
@@ -34,6 +36,7 @@ pub mod recorder;
 pub mod remediation;
 pub mod remediator;
 pub mod rendezvous;
+pub mod sampling;
 pub mod tracer;
 pub mod tracker;
 
@@ -67,6 +70,8 @@ pub struct State {
     recorder_errors: AtomicU64,
     /// The latest dying-memcg count, and whether the recorder has it.
     memcg: Mutex<(Option<MemcgCount>, bool)>,
+    /// Stall-triggered sampling, when on.
+    sampling: Option<sampling::Triggers>,
 }
 
 impl State {
@@ -88,6 +93,23 @@ impl State {
             recorder: None,
             recorder_errors: Default::default(),
             memcg: Mutex::default(),
+            sampling: None,
+        }
+    }
+
+    /// The same state, opening a sampling window after a stall (through
+    /// `triggers`, whose receiver [`sampling::run`] reads).
+    pub fn with_sampling(self, triggers: sampling::Triggers) -> Self {
+        Self {
+            sampling: Some(triggers),
+            ..self
+        }
+    }
+
+    /// A stall on `cpu` ended at `end_ns`: a sampling window may open there.
+    pub fn stall_on(&self, cpu: u32, end_ns: u64) {
+        if let Some(triggers) = &self.sampling {
+            triggers.stall(cpu, end_ns, realtime_ns());
         }
     }
 
@@ -154,7 +176,11 @@ impl State {
         let event = event.into();
         if matches!(
             event,
-            Record::Stall(_) | Record::Episode(_) | Record::Agent(_) | Record::StatFlush(_)
+            Record::Stall(_)
+                | Record::Episode(_)
+                | Record::Agent(_)
+                | Record::StatFlush(_)
+                | Record::CpuSampling(_)
         ) {
             self.record(&event);
         }
@@ -253,6 +279,14 @@ pub fn run(
             Err(e) => eprintln!("netstall agent: the flight recorder is off: {e:#}"),
         }
     }
+    // Sampling needs the tracer's stalls (and its capabilities).
+    let sampling_triggers = if config.tracer && config.stall_sampling.on {
+        let (triggers, receiver) = sampling::Triggers::new(&config.stall_sampling);
+        state = state.with_sampling(triggers);
+        Some(receiver)
+    } else {
+        None
+    };
     // The recorder's directory is open: the capabilities go now.
     drop_capabilities(config)?;
     let state = Arc::new(state);
@@ -269,7 +303,20 @@ pub fn run(
 
     std::thread::scope(|scope| -> Result<()> {
         // However this scope ends, every thread is told to end.
-        let _end = Defer(|| stop.request());
+        let _end = Defer(|| {
+            stop.request();
+            if let Some(triggers) = &state.sampling {
+                triggers.close();
+            }
+        });
+        if let Some(receiver) = sampling_triggers {
+            let (state, stop) = (&state, &stop);
+            spawn(scope, "sampling", move || {
+                supervise("sampling", state, stop, || {
+                    sampling::run(&config.stall_sampling, &receiver, state, stop)
+                })
+            })?;
+        }
         if let Some(name) = &config.peers_dns {
             let (discovered, peers_generation, stop) = (&discovered, &peers_generation, &stop);
             let state = &state;

@@ -178,6 +178,9 @@ pub struct Metrics {
     pub tracer_up: Family<NoLabels, Gauge>,
     pub tracer_failures: Counter,
     pub ring_drops: Counter,
+    /// Stall-triggered sampling windows, and the agent's CPU time in them.
+    pub sampling_windows: Counter,
+    pub sampling_cpu_seconds: Counter<f64, AtomicU64>,
     /// Absent until the first count succeeds: an unknown count is not zero.
     pub memcg_dying: Family<NoLabels, Gauge>,
     pub memcg_cgroups: Family<NoLabels, Gauge>,
@@ -238,6 +241,8 @@ impl Metrics {
             tracer_up: Family::default(),
             tracer_failures: Counter::default(),
             ring_drops: Counter::default(),
+            sampling_windows: Counter::default(),
+            sampling_cpu_seconds: Counter::default(),
             memcg_dying: Family::default(),
             memcg_cgroups: Family::default(),
             memcg_dying_limit: Gauge::default(),
@@ -307,6 +312,16 @@ impl Metrics {
             "netstall_tracer_ring_drops",
             "Kernel events dropped because the tracer's ring buffer was full",
             m.ring_drops.clone(),
+        );
+        registry.register(
+            "netstall_stall_sampling_windows",
+            "CPU-sampling windows opened by a stall (stall-sampling; rare: a cooldown after each)",
+            m.sampling_windows.clone(),
+        );
+        registry.register(
+            "netstall_stall_sampling_cpu_seconds",
+            "CPU time the agent spent in stall-triggered sampling windows",
+            m.sampling_cpu_seconds.clone(),
         );
         registry.register(
             "netstall_memcg_dying",

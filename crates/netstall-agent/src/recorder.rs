@@ -198,6 +198,7 @@ fn time_of(record: &Record) -> Option<u64> {
         Record::Episode(e) => Some(e.end_ns),
         Record::Agent(a) => Some(a.ts_ns),
         Record::StatFlush(f) => Some(f.end_ns),
+        Record::CpuSampling(c) => Some(c.end_ns),
         _ => None,
     }
 }

@@ -196,6 +196,7 @@ pub fn record(state: &State, stall: &Stall) {
         node: Some(state.node.clone()),
         ..stall.clone()
     });
+    state.stall_on(stall.cpu, stall.end_ns);
 }
 
 /// Sets the tracer's state in the metrics and the health report.

@@ -6,13 +6,23 @@
 //! `released` (freed for good). `net_dying_per_s` = removed − released: how
 //! fast dying cgroups accumulate. A crash-looping pod shows up as its pod
 //! cgroup at the top, with a steady creation rate.
+//!
+//! Beside the churn, the stats readers' ledger over the same window: who
+//! reads cgroup stats (cadvisor, kubelet, the kernel's flusher) and what
+//! each costs the node in flushes and IRQs-off time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use netstall_core::shutdown::Shutdown;
+use netstall_events::kernel::StatFlush;
 use netstall_kernel::cgwatch::{CgroupEvent, CgroupOp};
+use netstall_kernel::trace::ledger::window_of;
+use netstall_kernel::trace::{self, Stop, TraceConfig, TraceEvent};
 
 use crate::host::Host;
 use crate::mounts::CgroupMount;
@@ -216,16 +226,18 @@ pub fn watch(host: &Host, duration: Duration) -> Result<WatchReport> {
     let names = HierarchyNames::new(&table, self_cgroup.as_deref(), &host.mounts()?);
     let memory_dying_start = crate::report::memory_count(host)?.dying;
     let mut counter = ChurnCounter::default();
-    let traced = if host.is_live() {
-        netstall_kernel::cgwatch::watch(duration, |event| counter.add(&event))
+    let (traced, ledger) = if host.is_live() {
+        with_ledger(duration, || {
+            netstall_kernel::cgwatch::watch(duration, |event| counter.add(&event))
+        })
     } else {
-        Err(anyhow::anyhow!("not the live host"))
+        (Err(anyhow::anyhow!("not the live host")), Ok(Vec::new()))
     };
-    match traced {
+    let mut report = match traced {
         Ok(stats) => {
             let memory_dying_end = crate::report::memory_count(host)?.dying;
             let (hierarchies, top_parents) = counter.finish(stats.elapsed, &names);
-            Ok(WatchReport {
+            WatchReport {
                 source: ChurnSource::Tracepoints,
                 start_ns: stats.start_ns,
                 end_ns: stats.start_ns + stats.elapsed.as_nanos() as u64,
@@ -241,13 +253,69 @@ pub fn watch(host: &Host, duration: Duration) -> Result<WatchReport> {
                         stats.dropped
                     )
                 }),
-            })
+                ledger: Vec::new(),
+                ledger_note: None,
+            }
         }
         Err(why) => {
             let why = format!("{why:#}");
-            poll(host, &table, &names, duration, memory_dying_start, &why)
+            poll(host, &table, &names, duration, memory_dying_start, &why)?
         }
+    };
+    match ledger {
+        Ok(ledger) => report.ledger = ledger,
+        Err(why) => report.ledger_note = Some(format!("{why:#}").replace('\n', " ")),
     }
+    Ok(report)
+}
+
+/// Stalls the ledger's tracer reports (and this watch ignores): only the
+/// longest, so that it is not woken for stacks nobody reads.
+const LEDGER_THRESHOLD: Duration = Duration::from_secs(1);
+
+/// Runs `work` with the in-kernel tracer loaded, for its stats readers'
+/// ledger (`flush_ledger` in trace.bpf.c): per reader, the memcg stat
+/// flushes and the time with the rstat lock held, IRQs off, from the
+/// tracer's start until `work` returns.
+fn with_ledger<T>(duration: Duration, work: impl FnOnce() -> T) -> (T, Result<Vec<StatFlush>>) {
+    let stop = match Shutdown::new() {
+        Ok(stop) => Arc::new(stop),
+        Err(e) => return (work(), Err(e.into())),
+    };
+    std::thread::scope(|scope| {
+        let tracer = std::thread::Builder::new()
+            .name("ledger".into())
+            .spawn_scoped(scope, || {
+                let config = TraceConfig {
+                    threshold: LEDGER_THRESHOLD,
+                    // Read when stopped (the tracer starts after the watch).
+                    totals_every: Some(duration),
+                    ..TraceConfig::default()
+                };
+                let until = Stop {
+                    duration: None,
+                    shutdown: Some(Arc::clone(&stop)),
+                };
+                let (mut start_ns, mut ledger) = (None, Vec::new());
+                trace::run(&config, &until, |event| match event {
+                    TraceEvent::Started(s) => start_ns = Some(s.ts_ns),
+                    TraceEvent::Totals(t) => ledger = t.flush_ledger,
+                    _ => {}
+                })
+                .context("the in-kernel tracer does not run")?;
+                let end_ns = netstall_core::clock::realtime_ns();
+                Ok(window_of(&ledger, start_ns.unwrap_or(end_ns), end_ns, None))
+            });
+        let done = work();
+        stop.request();
+        let ledger = match tracer {
+            Ok(tracer) => tracer
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the ledger's tracer failed"))),
+            Err(e) => Err(e.into()),
+        };
+        (done, ledger)
+    })
 }
 
 /// The fallback: counts at both ends of the window. Gives the net rate per
@@ -291,6 +359,8 @@ fn poll(
         memory_dying_start,
         memory_dying_end: crate::report::memory_count(host)?.dying,
         dropped: 0,
+        ledger: Vec::new(),
+        ledger_note: None,
         note: Some(format!(
             "cgroup tracepoints unavailable ({why}): only net rates from counts at both ends; \
              naming the creators needs tracing (CAP_BPF, CAP_PERFMON, kernel BTF)"

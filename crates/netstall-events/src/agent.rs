@@ -227,6 +227,13 @@ pub struct AgentConfig {
     pub state_dir: Option<String>,
     #[serde(default)]
     pub state_max_bytes: u64,
+    /// Stall-triggered CPU sampling.
+    #[serde(default)]
+    pub stall_sampling: bool,
+    #[serde(default)]
+    pub stall_sampling_window_ms: f64,
+    #[serde(default)]
+    pub stall_sampling_cooldown_ms: f64,
     pub remediate: Mode,
     pub dry_run: bool,
     pub lease: String,
@@ -276,6 +283,17 @@ impl fmt::Display for AgentConfig {
             quoted(self.state_dir.as_deref().unwrap_or("-"))
         )?;
         writeln!(f, "state-max-bytes = {}", self.state_max_bytes)?;
+        writeln!(f, "stall-sampling = {}", self.stall_sampling)?;
+        writeln!(
+            f,
+            "stall-sampling-window = {}",
+            duration(self.stall_sampling_window_ms)
+        )?;
+        writeln!(
+            f,
+            "stall-sampling-cooldown = {}",
+            duration(self.stall_sampling_cooldown_ms)
+        )?;
         writeln!(f, "remediate = {}", quoted(&self.remediate.to_string()))?;
         writeln!(f, "dry-run = {}", self.dry_run)?;
         writeln!(f, "lease = {}", quoted(&self.lease))?;

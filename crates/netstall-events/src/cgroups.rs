@@ -185,6 +185,14 @@ pub struct WatchReport {
     pub dropped: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The stats readers' ledger over the window (from the in-kernel
+    /// tracer's start): per reader, memcg stat flushes and the time it held
+    /// the rstat lock with IRQs off; the heaviest first, the rest `other`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ledger: Vec<crate::kernel::StatFlush>,
+    /// Why there is no ledger (the tracer could not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_note: Option<String>,
 }
 
 /// One controller on one hierarchy.
@@ -383,6 +391,46 @@ impl fmt::Display for WatchReport {
         if let Some(note) = &w.note {
             writeln!(f, "  note: {note}")?;
         }
+        write_ledger(f, &w.ledger)?;
+        if let Some(note) = &w.ledger_note {
+            writeln!(f, "  stats readers' ledger: {note}")?;
+        }
         Ok(())
     }
+}
+
+/// The ledger as a table: each reader, then all of them together.
+fn write_ledger(f: &mut fmt::Formatter<'_>, ledger: &[crate::kernel::StatFlush]) -> fmt::Result {
+    let Some(first) = ledger.first() else {
+        return Ok(());
+    };
+    let seconds = first.end_ns.saturating_sub(first.start_ns) as f64 / 1e9;
+    writeln!(
+        f,
+        "  {:<24} {:>8} {:>10} {:>14} {:>10}",
+        format!("STATS READERS ({seconds:.1} s)"),
+        "FLUSHES",
+        "FLUSHES/s",
+        "IRQS-OFF ms",
+        "% OF A CPU"
+    )?;
+    let row = |f: &mut fmt::Formatter<'_>, name: &str, flushes: u64, ms: f64| {
+        let per_s = |x: f64| if seconds > 0.0 { x / seconds } else { 0.0 };
+        writeln!(
+            f,
+            "  {name:<24} {flushes:>8} {:>10.1} {ms:>14.1} {:>10.3}",
+            per_s(flushes as f64),
+            per_s(ms) / 10.0
+        )
+    };
+    for r in ledger {
+        row(f, &r.reader, r.flushes, r.locked_ms)?;
+    }
+    let flushes = ledger.iter().map(|r| r.flushes).sum();
+    row(
+        f,
+        "(all)",
+        flushes,
+        ledger.iter().map(|r| r.locked_ms).sum(),
+    )
 }

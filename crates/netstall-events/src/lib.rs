@@ -91,6 +91,8 @@ records! {
     SampleGap(xray::SampleGap) = "sample-gap",
     Window(xray::SampleWindow) = "window",
     Xray(xray::XraySummary) = "xray",
+    /// The agent's sampling window on a CPU after a stall there.
+    CpuSampling(xray::CpuSampling) = "cpu-sampling",
     Stack(xray::FoldedStack) = "stack",
     Collapse(xray::CollapseSummary) = "collapse",
 
@@ -185,6 +187,7 @@ impl Record {
             Record::SampleGap(r) => r.to_string(),
             Record::Window(r) => r.to_string(),
             Record::Xray(r) => r.to_string(),
+            Record::CpuSampling(r) => r.to_string(),
             Record::Stack(r) => r.to_string(),
             Record::Verdict(r) => r.to_string(),
             Record::AgentConfig(r) => r.to_string(),

@@ -151,6 +151,53 @@ impl fmt::Display for SampleWindow {
     }
 }
 
+/// A short CPU-sampling window the agent opened on one CPU after a stall
+/// there, to catch the next one in the act (cpu-clock samples with their
+/// stacks): the gaps it saw (IRQs off, long softirq runs) and the stacks
+/// it sampled most, with what the window cost the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CpuSampling {
+    pub cpu: u32,
+    /// The end of the stall that opened the window.
+    pub trigger_ns: u64,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub frequency_hz: u64,
+    pub samples: usize,
+    /// Samples the kernel dropped because its ring buffer was full.
+    pub lost: u64,
+    /// The longest gaps in the window, longest first.
+    pub gaps: Vec<SampleGap>,
+    /// The stacks sampled most (`comm;root;...;leaf`), most first.
+    pub stacks: Vec<FoldedStack>,
+    /// CPU time the agent spent on the window (sampling and naming frames), ms.
+    pub cost_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+impl fmt::Display for CpuSampling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cpu-sampling  CPU {}  {:.1} s at {} Hz after a stall: {} samples, {} gap(s), cost {:.1} ms CPU",
+            self.cpu,
+            self.end_ns.saturating_sub(self.start_ns) as f64 / 1e9,
+            self.frequency_hz,
+            self.samples,
+            self.gaps.len(),
+            self.cost_ms
+        )?;
+        for gap in &self.gaps {
+            write!(f, "\n  {gap}")?;
+        }
+        for stack in &self.stacks {
+            write!(f, "\n  {stack}")?;
+        }
+        Ok(())
+    }
+}
+
 /// The end of an `xray` recording.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct XraySummary {

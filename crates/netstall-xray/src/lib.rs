@@ -19,6 +19,7 @@ pub mod perf_script;
 pub mod sampler;
 pub mod session;
 pub mod timeline;
+pub mod triggered;
 pub mod window;
 
 use std::io::Read;

@@ -137,6 +137,7 @@ fn prometheus_names_the_stalled_node_and_fires_the_alert_within_60s() {
             Command::new("taskset")
                 .args(["-c", "1", NETSTALL, "agent", "--netns", &lab.netns(role)])
                 .args(["--listen", &format!("{addr}:9977"), "--node-name", name])
+                .args(NO_RECORDER)
                 .args(["--peers", &peers, "--tracer", "false"])
                 .arg("--event-log")
                 .arg(&log),
@@ -377,7 +378,8 @@ fn agent_metrics_pass_promtool_and_stay_under_50_series() {
                 "lint",
             ])
             .args(["--peers", &peers.join(","), "--cgroup-interval", "1s"])
-            .args(["--tracer", "false", "--event-log", "/dev/null"]),
+            .args(["--tracer", "false", "--event-log", "/dev/null"])
+            .args(NO_RECORDER),
     );
     wait_serving(addr);
     std::thread::sleep(Duration::from_secs(3));
@@ -471,6 +473,7 @@ fn check_reports_ok_from_a_real_healthy_agent_and_unknown_from_a_blind_one() {
             Command::new(NETSTALL)
                 .args(["agent", "--listen", &addr.to_string()])
                 .args(["--peers", "127.0.0.2", "--tracer", tracer])
+                .args(NO_RECORDER)
                 .args(["--event-log", "/dev/null"]),
         );
         wait_serving(addr);
@@ -549,6 +552,7 @@ fn a_running_agent_keeps_only_the_capabilities_it_still_needs() {
             Command::new(NETSTALL)
                 .args(["agent", "--listen", &addr.to_string()])
                 .args(["--peers", "127.0.0.2", "--tracer", tracer])
+                .args(NO_RECORDER)
                 .args(["--event-log", "/dev/null"]),
         );
         wait_serving(addr);
@@ -663,6 +667,7 @@ fn an_idle_agent_does_not_wake_up_and_stops_at_once() {
     let mut agent = Command::new(NETSTALL)
         .args(["agent", "--listen", &addr.to_string()])
         .args(["--cgroup-interval", "60s", "--event-log", "/dev/null"])
+        .args(NO_RECORDER)
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
@@ -746,7 +751,8 @@ fn peers_come_from_a_dns_name_as_from_a_headless_service() {
                 "--peers-dns",
                 "localhost",
             ])
-            .args(["--tracer", "false", "--event-log", "/dev/null"]),
+            .args(["--tracer", "false", "--event-log", "/dev/null"])
+            .args(NO_RECORDER),
     );
     wait_serving(addr);
     std::thread::sleep(Duration::from_secs(2));
@@ -812,6 +818,8 @@ fn agent_survives_a_10_minute_flood() {
                 "--peers",
                 "node2=172.31.0.2,outside=172.31.0.3",
             ])
+            .arg("--state-dir")
+            .arg(tmp.0.join("state"))
             .arg("--event-log")
             .arg(tmp.0.join("events.jsonl"))
             .stderr(File::create(tmp.0.join("agent.err")).unwrap()),
@@ -1102,6 +1110,7 @@ fn peers_come_from_the_kubernetes_endpoints_of_the_agents() {
                 "node-a",
             ])
             .args(["--peers-kubernetes", "netstall/netstall-agent"])
+            .args(NO_RECORDER)
             .args(["--tracer", "false", "--event-log"])
             .arg(&events)
             .stderr(File::create(tmp.0.join("agent.err")).unwrap()),
@@ -1183,6 +1192,7 @@ fn listen_on_port_0_logs_the_port_it_got() {
     command
         .args(["agent", "--listen", "127.0.0.1:0", "--tracer", "false"])
         .args(["--event-log", "/dev/null"])
+        .args(NO_RECORDER)
         .stderr(Stdio::piped());
     children.spawn(&mut command);
     let stderr = children.0[0].stderr.take().unwrap();

@@ -471,3 +471,49 @@ fn remediate_needs_a_valid_level_and_yes_needs_remediate() {
     let out = netstall(&["cgroups", "--cpu", "1"]);
     assert_eq!(out.status.code(), Some(2), "--cpu needs --canary");
 }
+
+/// The watch's stats readers' ledger, from the in-kernel tracer: the lab's
+/// cadvisor-like poller (its stats kept dirty over 1,000 dying memcgs, so
+/// that every read flushes) is a reader with flushes and IRQs-off time,
+/// in JSON and in the table.
+#[test]
+fn watch_shows_the_stats_readers_ledger_with_the_poller() {
+    if !privileged("watch_shows_the_stats_readers_ledger_with_the_poller") {
+        return;
+    }
+    let _lock = MachineLock::acquire();
+    let mut zombies = Zombies::start(1000);
+    zombies.finish();
+    let mut poller = Command::new(NETSTALL)
+        .args(["lab", "poller", "--prefix", &zombies.prefix, "--cpu", "0"])
+        .args(["--comm", "zledger", "--interval", "200ms", "-w", "40s"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start lab poller");
+    let watched = netstall(&["--json", "cgroups", "--watch", "6s"]);
+    let text = netstall(&["cgroups", "--watch", "4s"]);
+    let _ = poller.kill();
+    let _ = poller.wait();
+    let watch = json_of(&watched)["watch"].clone();
+    assert!(watch["ledger_note"].is_null(), "{watch}");
+    let ledger = watch["ledger"].as_array().expect("a ledger");
+    eprintln!("ledger: {ledger:?}");
+    let poller = ledger
+        .iter()
+        .find(|r| r["reader"] == "zledger")
+        .unwrap_or_else(|| panic!("the poller is not a reader: {ledger:?}"));
+    assert!(poller["flushes"].as_u64().unwrap() >= 1, "{poller}");
+    assert!(poller["locked_ms"].as_f64().unwrap() > 0.0, "{poller}");
+    let window_s =
+        (poller["end_ns"].as_u64().unwrap() - poller["start_ns"].as_u64().unwrap()) as f64 / 1e9;
+    assert!((1.0..=6.5).contains(&window_s), "{window_s} s");
+    let table = String::from_utf8_lossy(&text.stdout);
+    assert!(text.status.success(), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("zledger "))
+        .unwrap_or_else(|| panic!("no zledger row:\n{table}"));
+    assert!(table.contains("STATS READERS"), "{table}");
+    assert!(table.contains("(all)"), "{table}");
+    eprintln!("{row}");
+}

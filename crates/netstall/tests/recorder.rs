@@ -338,3 +338,111 @@ fn report_bad_input_is_one_line_and_not_zero() {
         assert!(stderr.contains(expect), "{from}: {stderr}");
     }
 }
+
+/// Stall-triggered sampling: a stall on CPU 0 (the lab's RX CPU, a spin
+/// every 500 ms while the pod is pinged every 2 ms) opens one sampling
+/// window on CPU 0, which catches the next stalls there (softirq runs
+/// named by their stacks) and goes to the recorder as a `cpu-sampling`
+/// record with its cost; the stalls after it open none (the cooldown).
+#[test]
+fn stall_sampling_catches_the_next_stall_once_per_cooldown() {
+    if !privileged("stall_sampling_catches_the_next_stall_once_per_cooldown") {
+        return;
+    }
+    let _lock = MachineLock::acquire();
+    let dir = std::env::temp_dir().join(format!("netstall-sampling-{}", unique_prefix()));
+    let _dirs = TempDirs(vec![dir.clone()]);
+    let lab = Lab::up("0");
+    let addr = free_addr();
+    let agent = Running::start(
+        Command::new("taskset")
+            .args(["-c", "1", NETSTALL, "agent", "--listen", &addr.to_string()])
+            .args(["--node-name", "samp1", "--state-dir", dir.to_str().unwrap()])
+            .args(["--stall-threshold", "20ms", "--event-log", "/dev/null"])
+            .args(["--stall-sampling-window", "3s"])
+            .args(["--stall-sampling-cooldown", "1h"]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !netstall_agent::http::get(addr, "/healthz", Duration::from_secs(1))
+        .is_ok_and(|h| h.contains("\"tracer\":\"running\""))
+    {
+        assert!(Instant::now() < deadline, "the agent's tracer never ran");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pod = lab.status["pod"]["addr"].as_str().unwrap().to_string();
+    let ping = Running::start(
+        Command::new("ip")
+            .args(["netns", "exec", &lab.netns("cli"), "taskset", "-c", "1"])
+            .args(["ping", "-q", "-i", "0.002", "-w", "8", &pod])
+            .stderr(Stdio::null()),
+    );
+    let spin = netstall(&[
+        "lab", "spin", "--cpu", "0", "--ms", "30", "--every", "500ms", "-w", "7s",
+    ]);
+    assert!(spin.status.success(), "{spin:?}");
+    drop(ping);
+    // The window (3 s) ends within the spins; then its record is written.
+    let mut windows = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while windows.is_none() && Instant::now() < deadline {
+        let text = netstall_agent::http::get(addr, "/metrics", Duration::from_secs(2)).unwrap();
+        windows = metric(&text, "netstall_stall_sampling_windows_total ").filter(|&n| n >= 1.0);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    agent.stop();
+    assert_eq!(
+        windows,
+        Some(1.0),
+        "one window, whatever the stalls after it"
+    );
+
+    let records: Vec<Value> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flat_map(|e| {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let stalls: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "stall" && r["cpu"] == 0)
+        .collect();
+    let sampled: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "cpu-sampling")
+        .collect();
+    assert!(stalls.len() >= 3, "{} stalls on CPU 0", stalls.len());
+    assert_eq!(sampled.len(), 1, "{sampled:?}");
+    let w = sampled[0];
+    eprintln!(
+        "window: {} samples, cost {} ms, gaps {}, top stacks {}",
+        w["samples"], w["cost_ms"], w["gaps"], w["stacks"]
+    );
+    assert_eq!(w["cpu"], 0);
+    assert_eq!(w["node"], "samp1");
+    // 3 s at 499 Hz, less what the spins hid.
+    assert!(w["samples"].as_u64().unwrap() >= 500, "{w}");
+    assert!(w["cost_ms"].as_f64().unwrap() > 0.0, "{w}");
+    assert!(!w["stacks"].as_array().unwrap().is_empty(), "{w}");
+    // Opened by the first stall, after it; the next stalls fall inside.
+    let first_end = stalls.iter().map(|s| s["end_ns"].as_u64().unwrap()).min();
+    assert_eq!(w["trigger_ns"].as_u64(), first_end, "{w}");
+    let (start, end) = (
+        w["start_ns"].as_u64().unwrap(),
+        w["end_ns"].as_u64().unwrap(),
+    );
+    let inside = stalls
+        .iter()
+        .filter(|s| (start..=end).contains(&s["start_ns"].as_u64().unwrap()))
+        .count();
+    assert!(inside >= 2, "{inside} stalls inside the window");
+    let caught = w["gaps"].as_array().unwrap();
+    assert!(
+        caught
+            .iter()
+            .any(|g| g["duration_ms"].as_f64().unwrap() >= 20.0),
+        "no stall caught in the window's samples: {caught:?}"
+    );
+}

@@ -1201,6 +1201,7 @@ fn mode_off_never_writes_to_the_api() {
             "--event-log",
         ])
         .arg(&events)
+        .args(NO_RECORDER)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -1350,6 +1351,7 @@ fn the_agent_binary_remediates_only_when_asked_and_says_why_it_cannot() {
         .env("KUBECONFIG", api.kubeconfig(&tmp.0))
         .env_remove("KUBERNETES_SERVICE_HOST")
         .args(["agent", "--listen", "127.0.0.1:0", "--node-name", "node-a"])
+        .args(NO_RECORDER)
         .args([
             "--tracer",
             "false",
@@ -1724,6 +1726,8 @@ fn real_kernel_stalls_flag_the_node_and_their_end_clears_it() {
     children.0.push(
         Command::new("taskset")
             .args(["-c", "1", NETSTALL, "agent", "--node-name", "node-a"])
+            .arg("--state-dir")
+            .arg(tmp.0.join("state"))
             .args(["--listen", &listen.to_string(), "--stall-threshold", "20ms"])
             .args([
                 "--problem-window",

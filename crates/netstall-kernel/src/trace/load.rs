@@ -611,15 +611,16 @@ pub fn run(
             stalls += 1;
             on_event(TraceEvent::Stall(stall));
         }
-        if stopping {
-            break;
-        }
         if let (Some(due), Some(every)) = (next_totals.as_mut(), config.totals_every) {
-            if Instant::now() >= *due {
+            // And once more at the end: what the last stretch counted.
+            if stopping || Instant::now() >= *due {
                 *due += every;
                 let stats_of = stats.as_ref().map(|_| programs.as_slice());
                 on_event(TraceEvent::Totals(totals(&skel, &config.cpus, stats_of)?));
             }
+        }
+        if stopping {
+            break;
         }
     }
     drop(ring);

@@ -9,6 +9,7 @@
 //! * [`assemble`]: events on one CPU that overlap in time become one
 //!   [`Stall`] with its culprit (pure).
 //! * [`recording`]: a run's raw records, written and replayed offline.
+//! * [`ledger`]: the stats readers' ledger summed per reader (pure).
 //! * [`run`]: load, attach, stream [`TraceEvent`]s until stopped, report;
 //!   [`run_printed`]: the same, each event printed as `netstall trace` shows it.
 //!
@@ -18,6 +19,7 @@
 
 pub mod assemble;
 pub mod event;
+pub mod ledger;
 pub mod recording;
 pub mod syscall_names;
 
@@ -55,8 +57,8 @@ pub struct TraceConfig {
     /// How long a stall stays open for more evidence before it is reported.
     pub settle: Duration,
     /// Also stream the running totals (ring-buffer drops, latency
-    /// histograms) this often: a tracer that runs for days is read
-    /// without being reloaded.
+    /// histograms, the stats readers' ledger) this often, and once when
+    /// stopped: a tracer that runs for days is read without being reloaded.
     pub totals_every: Option<Duration>,
     /// Report vCPU steal ([`TraceEvent::Steal`]). Off, steal still keeps
     /// hypervisor pauses from reading as irqs-off, but sends no events: an

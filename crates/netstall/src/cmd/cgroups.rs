@@ -22,13 +22,14 @@ use netstall_core::output::Output;
         --yes to write drop_caches, then re-counts and reports whether it worked.",
     after_help = "Examples:\n  \
         netstall cgroups                         counts and advice; reads no memory.stat\n  \
-        sudo netstall cgroups --watch 10s        who creates and removes cgroups, for 10 s\n  \
+        sudo netstall cgroups --watch 10s        who creates and removes cgroups, who reads their stats\n  \
         sudo netstall cgroups --canary --cpu 3   time ONE memory.stat read, on CPU 3\n  \
         sudo netstall cgroups --remediate 1      what dropping the page cache would write\n  \
         sudo netstall cgroups --remediate 1 --yes   write it, count again, tell whether it worked"
 )]
 pub struct Args {
-    /// Watch cgroup creation/removal/release for this long (e.g. 10s): top parents by churn and rates.
+    /// Watch cgroup creation/removal/release for this long (e.g. 10s): top parents by churn and rates,
+    /// and the stats readers' ledger (flushes, IRQs-off time per reader).
     #[arg(long, value_name = "DURATION", value_parser = duration::parse_nonzero)]
     watch: Option<Duration>,
     /// Time one read of the memory hierarchy's root memory.stat (it stalls the CPU on an affected node).

@@ -8,6 +8,11 @@ use serde_json::Value;
 
 pub const NETSTALL: &str = env!("CARGO_BIN_EXE_netstall");
 
+/// `--state-dir -`: a test's agent keeps no flight recorder, so no test
+/// writes into the machine's /var/lib/netstall (the recorder's tests give
+/// theirs a directory of their own, in a [`TempDir`]).
+pub const NO_RECORDER: [&str; 2] = ["--state-dir", "-"];
+
 /// Runs `netstall args…` to completion.
 pub fn netstall(args: &[&str]) -> Output {
     Command::new(NETSTALL)
