@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* The interface of throttle.bpf.c: one row per CPU cgroup with a CFS
+ * bandwidth limit, written to the iterator's seq file and read by
+ * src/throttle.rs. */
+#ifndef NETSTALL_THROTTLE_H
+#define NETSTALL_THROTTLE_H
+
+#define THROTTLE_NAME_LEN 64
+
+/* A cgroup's CFS bandwidth counters as the scheduler keeps them
+ * (struct cfs_bandwidth): cumulative since the cgroup was created. */
+struct throttle_row {
+	__u64 cgroup_id;     /* kernfs id: the directory's inode number */
+	__u64 quota_ns;      /* runtime per period; ~0: no limit */
+	__u64 period_ns;
+	__u64 throttled_ns;  /* time its runqueues spent throttled */
+	__u32 nr_periods;    /* periods with runnable tasks */
+	__u32 nr_throttled;  /* of those, periods that ran out of quota */
+	char name[THROTTLE_NAME_LEN]; /* the directory's name (a vanished cgroup keeps it) */
+};
+
+#endif
