@@ -526,6 +526,10 @@ pub struct ProbeTarget {
     /// (scheduled_ns, late_ms) of the sends that left at least 2 ms after
     /// their schedule: the prober's own scheduling delay.
     pub late_sends: Vec<(u64, f64)>,
+    /// The process on this host that serves the target (HTTP targets),
+    /// with its CPU cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<crate::throttle::TargetServer>,
 }
 
 /// Dying memory cgroups, counted from /proc/cgroups and the hierarchy

@@ -45,3 +45,15 @@ impl fmt::Display for CpuThrottle {
         Ok(())
     }
 }
+
+/// The process on this host that listens for a doctor target (found by its
+/// listening socket in any network namespace), with its CPU cgroup: what
+/// ties a cgroup's throttling to the target's slow answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetServer {
+    pub pid: u32,
+    pub comm: String,
+    /// Its cgroups in the cpu controller's hierarchy: at the start of the
+    /// run, and at the end if it moved.
+    pub cgroups: Vec<String>,
+}

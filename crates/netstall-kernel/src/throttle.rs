@@ -99,6 +99,20 @@ pub fn cpu_hierarchy(mountinfo: &str) -> Option<(PathBuf, u8)> {
     v2.map(|m| (m, 2))
 }
 
+/// A process's cgroup in the cpu hierarchy (`/proc/PID/cgroup`). Pure.
+pub fn cpu_cgroup_of(proc_cgroup: &str, version: u8) -> Option<String> {
+    proc_cgroup.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let ours = if version == 2 {
+            id == "0" && controllers.is_empty()
+        } else {
+            controllers.split(',').any(|c| c == "cpu")
+        };
+        ours.then(|| path.to_owned())
+    })
+}
+
 /// The iterator's rows. Pure.
 pub fn parse_rows(bytes: &[u8]) -> Reading {
     let size = std::mem::size_of::<throttle_row>();
@@ -369,6 +383,16 @@ mod tests {
             Some((PathBuf::from("/sys/fs/cgroup"), 2))
         );
         assert_eq!(cpu_hierarchy("25 1 0:23 / /x rw - tmpfs tmpfs rw\n"), None);
+    }
+
+    #[test]
+    fn a_process_cpu_cgroup_is_read_for_v1_and_v2() {
+        let v1 = "12:pids:/a\n4:cpu:/kubepods/pod1\n3:cpuacct:/x\n0::/user.slice\n";
+        assert_eq!(cpu_cgroup_of(v1, 1).as_deref(), Some("/kubepods/pod1"));
+        assert_eq!(cpu_cgroup_of(v1, 2).as_deref(), Some("/user.slice"));
+        let combined = "4:cpu,cpuacct:/\n";
+        assert_eq!(cpu_cgroup_of(combined, 1).as_deref(), Some("/"));
+        assert_eq!(cpu_cgroup_of("3:cpuacct:/x\n", 1), None);
     }
 
     #[test]

@@ -19,6 +19,8 @@ use netstall_core::shutdown::Shutdown;
 pub use netstall_events::lab::LabThrottle;
 use netstall_events::lab::Role;
 
+use netstall_kernel::throttle::cpu_cgroup_of;
+
 use crate::topology;
 
 /// The lab's quota: 20 ms of CPU per 100 ms period.
@@ -33,20 +35,6 @@ fn hierarchy() -> Result<(PathBuf, u8)> {
         std::fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
     netstall_kernel::throttle::cpu_hierarchy(&mountinfo)
         .context("no cgroup hierarchy with the cpu controller is mounted")
-}
-
-/// A process's cgroup in the cpu hierarchy (`/proc/PID/cgroup`). Pure.
-pub fn cpu_cgroup_of(proc_cgroup: &str, version: u8) -> Option<String> {
-    proc_cgroup.lines().find_map(|line| {
-        let mut parts = line.splitn(3, ':');
-        let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let ours = if version == 2 {
-            id == "0" && controllers.is_empty()
-        } else {
-            controllers.split(',').any(|c| c == "cpu")
-        };
-        ours.then(|| path.to_owned())
-    })
 }
 
 /// A CPU cgroup with a CFS quota, processes moved into it, and a busy
@@ -200,19 +188,4 @@ pub fn throttle_printed(prefix: &str, duration: Duration, out: Output) -> Result
     drop(cgroup);
     out.emit(report.clone());
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_process_cpu_cgroup_is_read_for_v1_and_v2() {
-        let v1 = "12:pids:/a\n4:cpu:/kubepods/pod1\n3:cpuacct:/x\n0::/user.slice\n";
-        assert_eq!(cpu_cgroup_of(v1, 1).as_deref(), Some("/kubepods/pod1"));
-        assert_eq!(cpu_cgroup_of(v1, 2).as_deref(), Some("/user.slice"));
-        let combined = "4:cpu,cpuacct:/\n";
-        assert_eq!(cpu_cgroup_of(combined, 1).as_deref(), Some("/"));
-        assert_eq!(cpu_cgroup_of("3:cpuacct:/x\n", 1), None);
-    }
 }
