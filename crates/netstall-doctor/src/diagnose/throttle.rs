@@ -316,7 +316,7 @@ mod tests {
         // Throttled from 5 s to 15 s; 3 of 4 answers in that time are slow.
         let findings = run(
             vec![http_target(
-                |i| (100..300).contains(&i) && i % 4 != 0,
+                |i| (100..300).contains(&i) && !i.is_multiple_of(4),
                 Some("/kubepods/pod1/web"),
             )],
             throttled("/kubepods/pod1", 5_000, 15_000),
@@ -370,7 +370,7 @@ mod tests {
 
     #[test]
     fn without_the_servers_cgroup_only_a_large_overlap_is_told_and_only_degraded() {
-        let slow = |i: u64| (100..300).contains(&i) && i % 4 != 0;
+        let slow = |i: u64| (100..300).contains(&i) && !i.is_multiple_of(4);
         let findings = run(
             vec![http_target(slow, None)],
             throttled("/kubepods/pod1", 5_000, 15_000),
