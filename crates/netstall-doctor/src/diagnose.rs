@@ -301,6 +301,9 @@ pub fn diagnose(findings: &Findings) -> Verdict {
     let episodes: Vec<TargetEpisode> = findings
         .targets
         .iter()
+        // A target that never answered was not measured (its error says
+        // why, and the verdict is unknown): its loss is no stall.
+        .filter(|t| t.received > 0 || t.error.is_none())
         .flat_map(|t| {
             t.episodes
                 .iter()
@@ -1206,7 +1209,7 @@ mod tests {
             error: None,
             on_this_host: false,
             late_sends: Vec::new(),
-            server: None,
+            servers: Vec::new(),
         }
     }
 

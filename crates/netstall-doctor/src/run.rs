@@ -15,7 +15,7 @@ use netstall_core::shutdown::Shutdown;
 use netstall_core::steal::{self, steal_explains};
 use netstall_events::kernel::{Stall, StealSource};
 use netstall_kernel::drops::{self, DropsConfig, DropsEvent};
-use netstall_kernel::throttle::{self, ThrottleConfig, ThrottleEvent};
+use netstall_kernel::throttle::{self, CpuThrottle, ThrottleConfig, ThrottleEvent};
 use netstall_kernel::trace::{self, Stop, TraceConfig, TraceDetector, TraceEvent};
 use netstall_probe::http::HttpUrl;
 use netstall_probe::{Mode, ProbeConfig};
@@ -379,12 +379,13 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
             })
     });
     // The processes serving HTTP targets on this host, with their cgroups.
-    let mut servers: Vec<Option<crate::server::TargetServer>> = targets
+    let mut servers: Vec<Vec<crate::server::TargetServer>> = targets
         .iter()
         .map(|(t, ip)| {
             t.url
                 .as_ref()
-                .and_then(|u| crate::server::find(*ip, u.port))
+                .map(|u| crate::server::find(*ip, u.port))
+                .unwrap_or_default()
         })
         .collect();
 
@@ -539,7 +540,19 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
                             progress(Progress::Throttle(format!(
                                 "cgroup {cgroup} was removed during the run: its throttling is counted until {:.1} s in",
                                 last_ns.saturating_sub(start_ns) as f64 / 1e9
-                            )))
+                            )));
+                            findings.throttle.push(CpuThrottle {
+                                start_ns: last_ns,
+                                end_ns: last_ns,
+                                cgroup,
+                                cgroup_id: 0,
+                                quota_ms: None,
+                                period_ms: 0.0,
+                                periods: 0,
+                                throttled: 0,
+                                throttled_ms: 0.0,
+                                removed: true,
+                            });
                         }
                         ThrottleEvent::Started { .. } => {}
                     }
@@ -587,10 +600,10 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
             .map_err(|_| anyhow::anyhow!("a prober thread panicked"))?;
         let mut target = target_findings(text, result);
         target.on_this_host = netstall_probe::local::is_on_this_host(*ip, &host_addresses);
-        if let Some(mut server) = server.take() {
-            crate::server::refresh(&mut server);
-            target.server = Some(server);
+        for server in server.iter_mut() {
+            crate::server::refresh(server);
         }
+        target.servers = std::mem::take(server);
         findings.targets.push(target);
     }
 
@@ -695,7 +708,7 @@ fn target_findings(text: String, result: Result<netstall_probe::Report>) -> Targ
                     .collect(),
                 episodes: report.episodes,
                 on_this_host: false,
-                server: None,
+                servers: Vec::new(),
             }
         }
         Err(e) => TargetFindings {
@@ -711,7 +724,7 @@ fn target_findings(text: String, result: Result<netstall_probe::Report>) -> Targ
             error: Some(format!("{e:#}")),
             on_this_host: false,
             late_sends: Vec::new(),
-            server: None,
+            servers: Vec::new(),
         },
     }
 }

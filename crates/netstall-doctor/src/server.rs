@@ -75,8 +75,10 @@ pub fn cpu_cgroup(pid: u32) -> Option<String> {
     netstall_kernel::throttle::cpu_cgroup_of(&text, version)
 }
 
-/// The process listening for `ip:port` on this host, if any.
-pub fn find(ip: Ipv4Addr, port: u16) -> Option<TargetServer> {
+/// The processes listening for `ip:port` on this host: on the address
+/// itself where any namespace does, else on any address in namespaces that
+/// have it (one per namespace).
+pub fn find(ip: Ipv4Addr, port: u16) -> Vec<TargetServer> {
     let mut by_netns: HashMap<String, Vec<u32>> = HashMap::new();
     for pid in pids() {
         if let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/net")) {
@@ -97,21 +99,27 @@ pub fn find(ip: Ipv4Addr, port: u16) -> Option<TargetServer> {
         .collect();
     // A listener on the target's own address first; then one on any address
     // (0.0.0.0, ::) in a namespace that has the target's address.
-    let found = [false, true].iter().find_map(|&any| {
-        tables.iter().find_map(|(members, table, local)| {
-            let inode = listening_inode(table, ip, port, any && *local)?;
-            members.iter().copied().find(|&p| owns_socket(p, inode))
-        })
-    });
-    if let Some(pid) = found {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        return Some(TargetServer {
-            pid,
-            comm: comm.trim().to_owned(),
-            cgroups: cpu_cgroup(pid).into_iter().collect(),
-        });
+    for any in [false, true] {
+        let found: Vec<TargetServer> = tables
+            .iter()
+            .filter_map(|(members, table, local)| {
+                let inode = listening_inode(table, ip, port, any && *local)?;
+                members.iter().copied().find(|&p| owns_socket(p, inode))
+            })
+            .map(|pid| {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                TargetServer {
+                    pid,
+                    comm: comm.trim().to_owned(),
+                    cgroups: cpu_cgroup(pid).into_iter().collect(),
+                }
+            })
+            .collect();
+        if !found.is_empty() {
+            return found;
+        }
     }
-    None
+    Vec::new()
 }
 
 /// The server again at the end of a run: a cgroup it moved to is added.
@@ -160,7 +168,8 @@ mod tests {
     fn this_process_is_found_as_the_server_of_its_own_listener() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let server = find(Ipv4Addr::LOCALHOST, port).expect("found");
-        assert_eq!(server.pid, std::process::id());
+        let servers = find(Ipv4Addr::LOCALHOST, port);
+        assert_eq!(servers.len(), 1, "{servers:?}");
+        assert_eq!(servers[0].pid, std::process::id());
     }
 }

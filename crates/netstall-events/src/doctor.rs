@@ -526,10 +526,11 @@ pub struct ProbeTarget {
     /// (scheduled_ns, late_ms) of the sends that left at least 2 ms after
     /// their schedule: the prober's own scheduling delay.
     pub late_sends: Vec<(u64, f64)>,
-    /// The process on this host that serves the target (HTTP targets),
-    /// with its CPU cgroup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server: Option<crate::throttle::TargetServer>,
+    /// The processes on this host that listen for the target (HTTP
+    /// targets), with their CPU cgroups: one, unless several network
+    /// namespaces use the same address (labs side by side).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<crate::throttle::TargetServer>,
 }
 
 /// Dying memory cgroups, counted from /proc/cgroups and the hierarchy

@@ -30,10 +30,17 @@ pub struct CpuThrottle {
     pub throttled: u64,
     /// Time its runqueues spent throttled, summed over CPUs.
     pub throttled_ms: f64,
+    /// The cgroup was removed at `start_ns` (its last reading): nothing of
+    /// it is counted after (the counts of this record are zero).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
 }
 
 impl fmt::Display for CpuThrottle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.removed {
+            return write!(f, "throttled  cgroup {} removed", self.cgroup);
+        }
         write!(
             f,
             "throttled  {} of {} periods, {:.1} ms, cgroup {}",

@@ -174,6 +174,7 @@ pub fn changes(
                 periods: c.nr_periods.saturating_sub(b.nr_periods),
                 throttled,
                 throttled_ms: ms(throttled_ns),
+                removed: false,
             })
         })
         .collect();

@@ -30,6 +30,12 @@ pub const MIN_LINED_UP: usize = 5;
 /// ... with a cgroup throttled in at least this share of its periods.
 pub const BIG_THROTTLED_SHARE: f64 = 0.5;
 
+/// The target's server that cgroup `cgroup` holds (it or one of its
+/// ancestors), if any.
+fn holder<'a>(servers: &'a [TargetServer], cgroup: &str) -> Option<&'a TargetServer> {
+    servers.iter().find(|s| holds(s, cgroup))
+}
+
 /// Whether cgroup `cgroup` holds the server (it or one of its ancestors).
 fn holds(server: &TargetServer, cgroup: &str) -> bool {
     server.cgroups.iter().any(|c| {
@@ -46,26 +52,24 @@ fn target<'a>(findings: &'a Findings, text: &str) -> Option<&'a TargetFindings> 
 /// hold the target's server.
 fn lining_up<'a>(
     findings: &'a Findings,
-    server: &'a TargetServer,
+    servers: &'a [TargetServer],
     span: (u64, u64),
 ) -> impl Iterator<Item = &'a CpuThrottle> + 'a {
     findings
         .throttle
         .iter()
-        .filter(move |t| t.throttled > 0 && holds(server, &t.cgroup))
+        .filter(move |t| t.throttled > 0 && holder(servers, &t.cgroup).is_some())
         .filter(move |t| overlaps(span, (t.start_ns, t.end_ns)))
 }
 
 /// Whether a probe episode toward `target_text` lines up with the
 /// throttling of the cgroup that holds the target's server.
 pub(super) fn explains(findings: &Findings, target_text: &str, e: &Episode) -> bool {
-    target(findings, target_text)
-        .and_then(|t| t.server.as_ref())
-        .is_some_and(|server| {
-            lining_up(findings, server, (e.start_ns, e.end_ns))
-                .next()
-                .is_some()
-        })
+    target(findings, target_text).is_some_and(|t| {
+        lining_up(findings, &t.servers, (e.start_ns, e.end_ns))
+            .next()
+            .is_some()
+    })
 }
 
 /// An HTTP target's slow answers: (sent_ns, rtt_ms) at least
@@ -108,7 +112,7 @@ fn answer_episode(sent_ns: u64, ms: f64, target: &str) -> Episode {
 /// Per cgroup over the run: periods, throttled periods, throttled ms, quota.
 fn totals(throttle: &[CpuThrottle]) -> BTreeMap<&str, (u64, u64, f64, Option<f64>, f64)> {
     let mut per: BTreeMap<&str, (u64, u64, f64, Option<f64>, f64)> = BTreeMap::new();
-    for t in throttle {
+    for t in throttle.iter().filter(|t| !t.removed) {
         let e = per.entry(&t.cgroup).or_default();
         e.0 += t.periods;
         e.1 += t.throttled;
@@ -148,7 +152,7 @@ pub(super) fn causes(findings: &Findings, claimed: &[TargetEpisode], grade: &Gra
             }
         }
         for (cgroup, answers) in by_cgroup {
-            let tied = t.server.as_ref().is_some_and(|s| holds(s, cgroup));
+            let tied = holder(&t.servers, cgroup).is_some();
             let (periods, throttled, ..) = per_cgroup.get(cgroup).copied().unwrap_or_default();
             let big = answers.len() >= MIN_LINED_UP
                 && throttled as f64 >= BIG_THROTTLED_SHARE * periods.max(1) as f64;
@@ -186,7 +190,17 @@ pub(super) fn causes(findings: &Findings, claimed: &[TargetEpisode], grade: &Gra
         t.target,
         answers.len()
     ));
-    if let Some(s) = &t.server {
+    if let Some(gone) = findings
+        .throttle
+        .iter()
+        .find(|th| th.removed && th.cgroup == cgroup)
+    {
+        evidence.push(format!(
+            "cgroup {cgroup} was removed during the run, {:.1} s in: its throttling is counted until then",
+            gone.start_ns.saturating_sub(findings.start_ns) as f64 / 1e9
+        ));
+    }
+    if let Some(s) = holder(&t.servers, &cgroup) {
         evidence.push(format!(
             "{} is served by {}[{}] in cgroup {}",
             t.target,
@@ -273,11 +287,14 @@ mod tests {
             received: 400,
             rtts,
             on_this_host: true,
-            server: server.map(|c| TargetServer {
-                pid: 4321,
-                comm: "web".into(),
-                cgroups: vec![c.into()],
-            }),
+            servers: server
+                .map(|c| TargetServer {
+                    pid: 4321,
+                    comm: "web".into(),
+                    cgroups: vec![c.into()],
+                })
+                .into_iter()
+                .collect(),
             ..TargetFindings::default()
         }
     }
@@ -295,6 +312,7 @@ mod tests {
                 periods: 3,
                 throttled: 3,
                 throttled_ms: 200.0,
+                removed: false,
             })
             .collect()
     }

@@ -44,6 +44,9 @@ int dump_throttle(struct bpf_iter__cgroup *ctx)
 	bpf_core_read(&css, sizeof(css), &cgrp->subsys[id]);
 	if (!css)
 		return 0; /* the cpu controller is not enabled here (v2) */
+	/* A removed cgroup stays in the walk while it dies: it is gone for us. */
+	if (!(BPF_CORE_READ(css, flags) & CSS_ONLINE))
+		return 0;
 	/* css is a task_group's first member: container_of by its offset. */
 	struct task_group *tg = (void *)css - bpf_core_field_offset(struct task_group, css);
 
