@@ -2,9 +2,9 @@
 /* CFS bandwidth throttling per CPU cgroup, read in the kernel.
  *
  *   iter/cgroup   walks one cgroup hierarchy (the one the cpu controller is
- *                 on) and writes a throttle_row for every cgroup with a
- *                 bandwidth limit or a throttled period, from its task
- *                 group's struct cfs_bandwidth.
+ *                 on) and writes a throttle_row into `rows` for every live
+ *                 cgroup with a bandwidth limit or a throttled period, from
+ *                 its task group's struct cfs_bandwidth.
  *
  * Why not cpu.stat: on cgroup v2, reading cpu.stat flushes rstat (the
  * story's culprit: on older kernels memcg stats too). This reads the
@@ -23,13 +23,29 @@ char LICENSE[] SEC("license") = "GPL";
 
 #define RUNTIME_INF ((__u64)~0ULL)
 
+/* The cgroup iterator cannot resume a walk across read() calls (it drops
+ * cgroup_mutex between them), and one read holds 32 KiB: rows go to a map,
+ * not to the seq file, so any number of cgroups fits in one walk. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, THROTTLE_MAX_ROWS);
+	__type(key, __u64);
+	__type(value, struct throttle_row);
+} rows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} state SEC(".maps");
+
 /* Exported so the skeleton carries the type. */
 struct throttle_row _throttle_row_unused = {};
 
 SEC("iter/cgroup")
 int dump_throttle(struct bpf_iter__cgroup *ctx)
 {
-	struct seq_file *seq = ctx->meta->seq;
 	struct cgroup *cgrp = ctx->cgroup;
 	struct cgroup_subsys_state *css = NULL;
 	struct throttle_row row = {};
@@ -60,6 +76,11 @@ int dump_throttle(struct bpf_iter__cgroup *ctx)
 	row.nr_periods = BPF_CORE_READ(tg, cfs_bandwidth.nr_periods);
 	const char *name = BPF_CORE_READ(cgrp, kn, name);
 	bpf_probe_read_kernel_str(row.name, sizeof(row.name), name);
-	bpf_seq_write(seq, &row, sizeof(row));
+	if (bpf_map_update_elem(&rows, &row.cgroup_id, &row, BPF_ANY)) {
+		__u32 at = STATE_OVERFLOW;
+		__u64 *overflow = bpf_map_lookup_elem(&state, &at);
+		if (overflow)
+			__sync_fetch_and_add(overflow, 1);
+	}
 	return 0;
 }
