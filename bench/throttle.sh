@@ -2,7 +2,7 @@
 # The CPU throttling reader's cost: CGROUPS limited cgroups (20 ms per 100 ms,
 # empty) made in the cpu controller's hierarchy, then the BPF cgroup iterator
 # read READS times. Prints one JSON line: the time per read, per cgroup walked,
-# and the share of one CPU at the doctor's 4 reads a second. The reader has no
+# and the share of one CPU at the doctor's one read a second. The reader has no
 # per-packet or per-switch hook, so iperf3 cannot see it (nothing to ratio).
 #
 # Usage: bench/throttle.sh                 (as root)

@@ -11,16 +11,21 @@
 //! Userspace reads it every [`ThrottleConfig::interval`] (1 s) and reports
 //! the cgroups whose counters grew.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Read;
 use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{CgroupIterOpts, CgroupIterOrder, Iter, MapCore, MapFlags, MapHandle, OpenObject};
+use libbpf_rs::{
+    CgroupIterOpts, CgroupIterOrder, Iter, MapCore, MapFlags, MapHandle, OpenObject, RingBuffer,
+    RingBufferBuilder,
+};
 pub use netstall_events::throttle::CpuThrottle;
 
 use crate::skel::throttle::types::throttle_row;
@@ -236,7 +241,9 @@ const REWALK_EVERY: Duration = Duration::from_secs(1);
 /// controller is on, with its maps.
 pub struct Reader {
     link: libbpf_rs::Link,
-    rows: MapHandle,
+    /// Rows land here as the ring is consumed.
+    rows: Rc<RefCell<Vec<throttle_row>>>,
+    ring: RingBuffer<'static>,
     state: MapHandle,
     mount: PathBuf,
     paths: HashMap<u64, String>,
@@ -281,11 +288,22 @@ impl Reader {
             .dump_throttle
             .attach_iter_with_opts(libbpf_rs::IterOpts::Cgroup(opts))
             .with_context(|| format!("attach the cgroup iterator to {}", mount.display()))?;
-        let rows = MapHandle::try_from(&skel.maps.rows).context("keep the rows map")?;
+        let rows = Rc::new(RefCell::new(Vec::new()));
+        let sink = Rc::clone(&rows);
+        let mut ring = RingBufferBuilder::new();
+        ring.add(&skel.maps.rows, move |data: &[u8]| {
+            if let Some(row) = decode_row(data) {
+                sink.borrow_mut().push(row);
+            }
+            0
+        })
+        .context("read the rows ring")?;
+        let ring = ring.build().context("read the rows ring")?;
         let state = MapHandle::try_from(&skel.maps.state).context("keep the state map")?;
         Ok(Self {
             link,
             rows,
+            ring,
             state,
             mount,
             paths: HashMap::new(),
@@ -300,20 +318,16 @@ impl Reader {
 
     /// One walk of the hierarchy: every limited or throttled cgroup's counters.
     pub fn read(&self) -> Result<Reading> {
-        // The walk fills the map (its seq output is empty); reading it
-        // empties it, so a removed cgroup is simply absent from the next.
+        // The walk fills the ring (its seq output is empty).
         let mut iter = Iter::new(&self.link).context("start the cgroup iterator")?;
         iter.read_to_end(&mut Vec::new())
             .context("walk the cgroups")?;
-        let rows = self
-            .rows
-            .lookup_and_delete_batch(1024, MapFlags::ANY, MapFlags::ANY)
-            .context("read the rows")?
-            .filter_map(|(_, value)| decode_row(&value));
+        self.ring.consume().context("read the rows ring")?;
+        let rows = std::mem::take(&mut *self.rows.borrow_mut());
         Ok(parse_rows(rows))
     }
 
-    /// Limited cgroups not kept because the map was full, so far.
+    /// Rows lost because the ring was full, so far.
     pub fn overflow(&self) -> u64 {
         self.state
             .lookup(&STATE_OVERFLOW.to_ne_bytes(), MapFlags::ANY)

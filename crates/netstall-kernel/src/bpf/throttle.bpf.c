@@ -2,7 +2,7 @@
 /* CFS bandwidth throttling per CPU cgroup, read in the kernel.
  *
  *   iter/cgroup   walks one cgroup hierarchy (the one the cpu controller is
- *                 on) and writes a throttle_row into `rows` for every live
+ *                 on) and writes a throttle_row to `rows` for every live
  *                 cgroup with a bandwidth limit or a throttled period, from
  *                 its task group's struct cfs_bandwidth.
  *
@@ -24,13 +24,12 @@ char LICENSE[] SEC("license") = "GPL";
 #define RUNTIME_INF ((__u64)~0ULL)
 
 /* The cgroup iterator cannot resume a walk across read() calls (it drops
- * cgroup_mutex between them), and one read holds 32 KiB: rows go to a map,
- * not to the seq file, so any number of cgroups fits in one walk. */
+ * cgroup_mutex between them), and one read holds 32 KiB: rows go to a
+ * ring buffer, not to the seq file, so any number of cgroups fits in one
+ * walk, and userspace reads them without a syscall per row. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, THROTTLE_MAX_ROWS);
-	__type(key, __u64);
-	__type(value, struct throttle_row);
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, THROTTLE_RING_BYTES);
 } rows SEC(".maps");
 
 struct {
@@ -76,7 +75,8 @@ int dump_throttle(struct bpf_iter__cgroup *ctx)
 	row.nr_periods = BPF_CORE_READ(tg, cfs_bandwidth.nr_periods);
 	const char *name = BPF_CORE_READ(cgrp, kn, name);
 	bpf_probe_read_kernel_str(row.name, sizeof(row.name), name);
-	if (bpf_map_update_elem(&rows, &row.cgroup_id, &row, BPF_ANY)) {
+	/* No wakeup: userspace consumes the ring right after the walk. */
+	if (bpf_ringbuf_output(&rows, &row, sizeof(row), BPF_RB_NO_WAKEUP)) {
 		__u32 at = STATE_OVERFLOW;
 		__u64 *overflow = bpf_map_lookup_elem(&state, &at);
 		if (overflow)

@@ -1,14 +1,15 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /* The interface of throttle.bpf.c: one row per CPU cgroup with a CFS
- * bandwidth limit, written to the hash map `rows` (by cgroup id) on each
- * walk, read and emptied by src/throttle.rs after each walk. */
+ * bandwidth limit, written to the ring buffer `rows` on each walk and
+ * consumed by src/throttle.rs after it. */
 #ifndef NETSTALL_THROTTLE_H
 #define NETSTALL_THROTTLE_H
 
 #define THROTTLE_NAME_LEN 64
-/* Limited cgroups kept at most; more are counted (STATE_OVERFLOW). */
-#define THROTTLE_MAX_ROWS 16384
-/* The `state` array: the rows lost to a full map. */
+/* The ring holds about 20,000 rows; rows it cannot take are counted
+ * (STATE_OVERFLOW). */
+#define THROTTLE_RING_BYTES (2 << 20)
+/* The `state` array: the rows lost to a full ring. */
 #define STATE_OVERFLOW 0
 
 /* A cgroup's CFS bandwidth counters as the scheduler keeps them
