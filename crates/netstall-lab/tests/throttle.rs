@@ -89,6 +89,7 @@ fn cost_of_reading_the_throttling_of_every_cgroup() {
         rows = reader.read().unwrap().len();
     }
     let per_read = start.elapsed() / reads;
+    assert_eq!(reader.overflow(), 0, "rows lost to a full ring");
     drop(cgroups);
     println!(
         "{{\"type\":\"bench-throttle\",\"cgroups_walked\":{walked},\"limited\":{rows},\"reads\":{reads},\"per_read_us\":{:.1},\"per_cgroup_ns\":{:.0},\"cpu_pct_at_1_per_s\":{:.4}}}",
