@@ -17,7 +17,11 @@ use netstall_probe::episodes::{Episode, EpisodeKind};
 use crate::findings::{Findings, SamplerState, TracerState};
 
 mod net;
+mod throttle;
 pub use net::{BACKLOG_REASONS, FAULT_DROPS, FAULT_QUEUE_DROPS, MIN_DROPS, MIN_RETRANSMITS};
+pub use throttle::{
+    slow_answers, BIG_THROTTLED_SHARE, MIN_LINED_UP, SLOW_ANSWER_MS, SLOW_OVER_FAST,
+};
 
 /// The impact that makes a cause `unhealthy` rather than `degraded`.
 ///
@@ -67,6 +71,9 @@ fn title(id: CauseId) -> &'static str {
         }
         CauseId::ConntrackDrops => {
             "nf_conntrack dropped packets: insert races or a full table (the 5 s DNS delays)"
+        }
+        CauseId::CpuThrottled => {
+            "a CPU cgroup ran out of its CFS quota: the server in it waited for the next period"
         }
     }
 }
@@ -121,6 +128,12 @@ fn remediation(id: CauseId) -> Vec<String> {
         CauseId::ConntrackDrops => &[
             "insert_failed (the 5 s DNS delay): use TCP for DNS or `single-request-reopen`, NodeLocal DNSCache; newer kernels resolve the race",
             "drop / early_drop (table full): raise net.netfilter.nf_conntrack_max; find who opens so many flows",
+        ],
+        CauseId::CpuThrottled => &[
+            "raise or remove the cgroup's CPU limit (Kubernetes: the container's resources.limits.cpu; keep requests for scheduling)",
+            "find what spends the quota: the busiest tasks in that cgroup (`top`, `systemd-cgtop`), bursts of work, more threads than the limit's cores (GOMAXPROCS, JVM ActiveProcessorCount)",
+            "for short bursts, allow them: cpu.cfs_burst_us (v1) / cpu.max.burst (v2), Linux 5.14+",
+            "a shorter CFS period shortens each wait (cpu.cfs_period_us / cpu.max): with 100 ms, a task can wait up to period − quota",
         ],
     };
     lines.iter().map(|l| l.to_string()).collect()
@@ -288,6 +301,9 @@ pub fn diagnose(findings: &Findings) -> Verdict {
     let episodes: Vec<TargetEpisode> = findings
         .targets
         .iter()
+        // A target that never answered was not measured (its error says
+        // why, and the verdict is unknown): its loss is no stall.
+        .filter(|t| t.received > 0 || t.error.is_none())
         .flat_map(|t| {
             t.episodes
                 .iter()
@@ -310,6 +326,7 @@ pub fn diagnose(findings: &Findings) -> Verdict {
     let mut elsewhere = Vec::new();
     let mut observer_episodes = 0usize;
     let mut net_episodes: BTreeMap<CauseId, Vec<TargetEpisode>> = BTreeMap::new();
+    let mut throttle_episodes = Vec::new();
     for ep in &episodes {
         let e = ep.2;
         if stalls.iter().any(|s| lines_up(e, s)) {
@@ -319,6 +336,8 @@ pub fn diagnose(findings: &Findings) -> Verdict {
             observer_episodes += 1;
         } else if steal_explains(&findings.steal, None, e.start_ns, e.end_ns) {
             steal_episodes.push(*ep);
+        } else if throttle::explains(findings, ep.0, e) {
+            throttle_episodes.push(*ep);
         } else if let Some(id) = net::explains(findings, e) {
             net_episodes.entry(id).or_default().push(*ep);
         } else if ep.1 || blind {
@@ -366,6 +385,7 @@ pub fn diagnose(findings: &Findings) -> Verdict {
         causes.push(not_this_host(&elsewhere, episodes.len(), &grade));
     }
     causes.extend(net::causes(findings, &net_episodes, &grade));
+    causes.extend(throttle::causes(findings, &throttle_episodes, &grade));
 
     causes.sort_by(|a, b| {
         b.severity
@@ -381,6 +401,8 @@ pub fn diagnose(findings: &Findings) -> Verdict {
     } else if sources.iter().any(|s| {
         s.state == SourceState::Unavailable
             && matches!(s.name, SourceName::Tracer | SourceName::Sampler)
+            // A target that never answered: its delays are unknown.
+            || s.name == SourceName::Probes && s.state == SourceState::Partial
     }) {
         Status::Unknown
     } else if causes.is_empty() {
@@ -477,10 +499,11 @@ fn sources(findings: &Findings) -> Vec<Source> {
             reason.clone(),
         ),
     };
+    // A target that answered is probed, even with errors (HTTP 500).
     let probed = findings
         .targets
         .iter()
-        .filter(|t| t.error.is_none())
+        .filter(|t| t.error.is_none() || t.received > 0)
         .count();
     let probes = match (findings.targets.len(), probed) {
         (0, _) => source(SourceName::Probes, SourceState::Off, "no --target".into()),
@@ -529,6 +552,28 @@ fn sources(findings: &Findings) -> Vec<Source> {
         ),
     };
     let mut all = vec![tracer, sampler, probes, steal, counters];
+    if let Some(state) = &findings.throttle_reader {
+        let throttled = findings
+            .throttle
+            .iter()
+            .map(|t| t.cgroup.as_str())
+            .collect::<BTreeSet<_>>()
+            .len();
+        all.push(match state {
+            SamplerState::Ran => source(
+                SourceName::Throttle,
+                SourceState::Ran,
+                format!(
+                    "CFS throttling per CPU cgroup (BPF cgroup iterator, not cpu.stat): {throttled} cgroup{} throttled",
+                    plural(throttled)
+                ),
+            ),
+            SamplerState::Off => source(SourceName::Throttle, SourceState::Off, "off".into()),
+            SamplerState::Unavailable { reason } => {
+                source(SourceName::Throttle, SourceState::Unavailable, reason.clone())
+            }
+        });
+    }
     if let Some(state) = &findings.drop_counter {
         all.push(match state {
             SamplerState::Ran => source(
@@ -721,7 +766,8 @@ fn cause_from_stalls(
         CauseId::PacketDrops
         | CauseId::TcpRetransmits
         | CauseId::BacklogOverflow
-        | CauseId::ConntrackDrops => 0.5,
+        | CauseId::ConntrackDrops
+        | CauseId::CpuThrottled => 0.5,
     };
     if id == CauseId::DyingMemcgStatFlush {
         if stalls
@@ -1163,6 +1209,7 @@ mod tests {
             error: None,
             on_this_host: false,
             late_sends: Vec::new(),
+            servers: Vec::new(),
         }
     }
 

@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 use netstall_events::doctor::{DoctorRun, MemcgCount, ProbeTarget, Verdict};
 use netstall_events::kernel::{IcmpEcho, Stall, StatFlush, Steal, StealSource};
 use netstall_events::net::{NetCounters, PacketDrops, Retransmits};
+use netstall_events::throttle::CpuThrottle;
 use netstall_events::xray::{FoldedStack, SampleGap};
 use netstall_events::Record;
 
@@ -56,6 +57,10 @@ pub struct Findings {
     pub net: Option<NetCounters>,
     /// The stats readers' ledger: who flushed cgroup stats, at what cost.
     pub flushes: Vec<StatFlush>,
+    /// Whether the CPU throttling reader ran (`None`: not part of this run).
+    pub throttle_reader: Option<SamplerState>,
+    /// CPU cgroups throttled, per interval.
+    pub throttle: Vec<CpuThrottle>,
 }
 
 /// What goes into a report besides the verdict and findings.
@@ -94,6 +99,7 @@ impl Findings {
             self_pid: self.self_pid,
             dying_after: extras.dying_after,
             drop_counter: self.drop_counter.clone(),
+            throttle: self.throttle_reader.clone(),
         })];
         records.extend(self.stalls.iter().cloned().map(Record::Stall));
         records.extend(self.steal.iter().cloned().map(Record::Steal));
@@ -105,6 +111,7 @@ impl Findings {
         records.extend(self.retransmits.iter().cloned().map(Record::Retransmit));
         records.extend(self.net.iter().cloned().map(Record::NetCounters));
         records.extend(self.flushes.iter().cloned().map(Record::StatFlush));
+        records.extend(self.throttle.iter().cloned().map(Record::CpuThrottle));
         records.extend(extras.chart.iter().map(|stack| {
             Record::Stack(FoldedStack {
                 stack: stack.clone(),
@@ -142,6 +149,7 @@ impl Findings {
                 Record::Retransmit(r) => findings.retransmits.push(r),
                 Record::NetCounters(n) => findings.net = Some(n),
                 Record::StatFlush(f) => findings.flushes.push(f),
+                Record::CpuThrottle(t) => findings.throttle.push(t),
                 Record::Stack(s) => chart.extend(std::iter::repeat_n(s.stack, s.count as usize)),
                 Record::Verdict(v) => verdict = Some(v),
                 _ => {}
@@ -157,6 +165,7 @@ impl Findings {
         findings.steal_source = run.steal_source;
         findings.self_pid = run.self_pid;
         findings.drop_counter = run.drop_counter;
+        findings.throttle_reader = run.throttle;
         Ok(Saved {
             findings,
             extras: Extras {

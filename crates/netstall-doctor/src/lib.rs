@@ -12,6 +12,7 @@ pub mod recorded;
 pub mod replay;
 pub mod report;
 pub mod run;
+pub mod server;
 pub mod story;
 
 pub use diagnose::{diagnose, Cause, CauseId, Verdict};

@@ -159,6 +159,7 @@ pub fn as_run(records: Vec<Record>, start_ns: u64, end_ns: u64, origin: &str) ->
         dying_after: None,
         // The agent does not count drops (yet): not part of this run.
         drop_counter: None,
+        throttle: None,
     });
     let records = std::iter::once(header)
         .chain(rest)

@@ -15,7 +15,9 @@ use netstall_core::shutdown::Shutdown;
 use netstall_core::steal::{self, steal_explains};
 use netstall_events::kernel::{Stall, StealSource};
 use netstall_kernel::drops::{self, DropsConfig, DropsEvent};
+use netstall_kernel::throttle::{self, CpuThrottle, ThrottleConfig, ThrottleEvent};
 use netstall_kernel::trace::{self, Stop, TraceConfig, TraceDetector, TraceEvent};
+use netstall_probe::http::HttpUrl;
 use netstall_probe::{Mode, ProbeConfig};
 use netstall_xray::sampler::{self, SamplerConfig};
 use netstall_xray::timeline::{self, GapKind, StallRules};
@@ -25,18 +27,29 @@ use netstall_events::xray::SampleGap;
 use crate::findings::{Extras, Findings, MemcgFindings, SamplerState, TargetFindings, TracerState};
 use crate::{diagnose, Verdict};
 
-/// A probe target: `HOST` (ICMP echo) or `HOST:PORT` (TCP SYN).
+/// A probe target: `HOST` (ICMP echo), `HOST:PORT` (TCP SYN) or
+/// `http://HOST:PORT/PATH` (HTTP GET timing, as `probe --http`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub text: String,
     pub host: String,
     pub port: Option<u16>,
+    pub url: Option<HttpUrl>,
 }
 
 impl std::str::FromStr for Target {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
+        if text.contains("://") {
+            let url = HttpUrl::parse(text).map_err(|e| e.to_string())?;
+            return Ok(Target {
+                text: text.to_owned(),
+                host: url.host.clone(),
+                port: Some(url.port),
+                url: Some(url),
+            });
+        }
         let (host, port) = match text.rsplit_once(':') {
             Some((host, port)) => {
                 let port = port
@@ -49,12 +62,15 @@ impl std::str::FromStr for Target {
             None => (text, None),
         };
         if host.is_empty() {
-            return Err(format!("invalid target '{text}': use HOST or HOST:PORT"));
+            return Err(format!(
+                "invalid target '{text}': use HOST, HOST:PORT or http://HOST:PORT/PATH"
+            ));
         }
         Ok(Target {
             text: text.to_owned(),
             host: host.to_owned(),
             port,
+            url: None,
         })
     }
 }
@@ -84,6 +100,8 @@ pub struct DoctorConfig {
     /// Count packet drops and TCP retransmits (`netstall_kernel::drops`) and
     /// read the network counters over the window.
     pub drops: bool,
+    /// Read CFS throttling per CPU cgroup (`netstall_kernel::throttle`).
+    pub throttle: bool,
 }
 
 impl Default for DoctorConfig {
@@ -100,6 +118,7 @@ impl Default for DoctorConfig {
             icmp_seq: false,
             allow_partial: false,
             drops: true,
+            throttle: true,
         }
     }
 }
@@ -123,6 +142,9 @@ pub enum Progress {
     SamplerUnavailable(String),
     StealUnavailable(String),
     DropsUnavailable(String),
+    /// The throttling reader could not run, or has something to say (a
+    /// throttled cgroup removed during the run).
+    Throttle(String),
     Finished,
 }
 
@@ -200,6 +222,9 @@ pub fn preflight(config: &DoctorConfig) -> Result<()> {
 /// How often the stats readers' ledger is read during a run.
 const LEDGER_EVERY: Duration = Duration::from_secs(5);
 
+/// HTTP targets get a request at most this often (each opens a connection).
+const HTTP_EVERY: Duration = Duration::from_millis(50);
+
 /// A send this late is the prober's own scheduling delay worth showing.
 const LATE_SEND_NS: u64 = 2_000_000;
 
@@ -248,6 +273,7 @@ pub fn run_narrated(config: &DoctorConfig, out: Output) -> Result<DoctorRun> {
         Progress::DropsUnavailable(reason) => {
             out.progress(format!("doctor: drops could not be counted: {reason}"))
         }
+        Progress::Throttle(line) => out.progress(format!("doctor: CPU throttling: {line}")),
         Progress::Finished => {}
     })?;
     for target in &run.findings.targets {
@@ -339,6 +365,30 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
             })
     });
 
+    // CFS throttling per CPU cgroup, read in the kernel (never cpu.stat).
+    let throttle_reader = config.throttle.then(|| {
+        let stop = Stop {
+            duration: None,
+            shutdown: Some(stop.clone()),
+        };
+        thread::Builder::new()
+            .name("doctor-throttle".into())
+            .spawn(move || {
+                let mut events = Vec::new();
+                throttle::run(&ThrottleConfig::default(), &stop, |e| events.push(e)).map(|_| events)
+            })
+    });
+    // The processes serving HTTP targets on this host, with their cgroups.
+    let mut servers: Vec<Vec<crate::server::TargetServer>> = targets
+        .iter()
+        .map(|(t, ip)| {
+            t.url
+                .as_ref()
+                .map(|u| crate::server::find(*ip, u.port))
+                .unwrap_or_default()
+        })
+        .collect();
+
     let tracing = tracer_state.is_some();
     // Without the tracer's steal clock, /proc/stat tells steal apart.
     let proc_stat = (!steal_clock).then(|| {
@@ -370,13 +420,15 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
     let probers: Vec<_> = targets
         .iter()
         .map(|(target, ip)| {
-            let mode = match target.port {
-                Some(port) => Mode::Syn { port },
-                None => Mode::Icmp,
+            let (mode, interval) = match (&target.url, target.port) {
+                // A new connection per request: not faster than HTTP_EVERY.
+                (Some(url), _) => (Mode::Http(url.clone()), config.interval.max(HTTP_EVERY)),
+                (None, Some(port)) => (Mode::Syn { port }, config.interval),
+                (None, None) => (Mode::Icmp, config.interval),
             };
-            let mut probe = ProbeConfig::new(*ip, mode, config.interval);
+            let mut probe = ProbeConfig::new(*ip, mode, interval);
             probe.duration = Some(config.duration);
-            probe.flows = if target.port.is_some() {
+            probe.flows = if target.port.is_some() && target.url.is_none() {
                 config.flows
             } else {
                 1
@@ -477,6 +529,46 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
             },
         });
     }
+    if let Some(handle) = throttle_reader {
+        let joined = handle.context("start the throttling reader")?.join();
+        findings.throttle_reader = Some(match joined {
+            Ok(Ok(events)) => {
+                for event in events {
+                    match event {
+                        ThrottleEvent::Throttle(t) => findings.throttle.push(t),
+                        ThrottleEvent::Vanished { cgroup, last_ns } => {
+                            progress(Progress::Throttle(format!(
+                                "cgroup {cgroup} was removed during the run: its throttling is counted until {:.1} s in",
+                                last_ns.saturating_sub(start_ns) as f64 / 1e9
+                            )));
+                            findings.throttle.push(CpuThrottle {
+                                start_ns: last_ns,
+                                end_ns: last_ns,
+                                cgroup,
+                                cgroup_id: 0,
+                                quota_ms: None,
+                                period_ms: 0.0,
+                                periods: 0,
+                                throttled: 0,
+                                throttled_ms: 0.0,
+                                removed: true,
+                            });
+                        }
+                        ThrottleEvent::Started { .. } => {}
+                    }
+                }
+                SamplerState::Ran
+            }
+            Ok(Err(e)) => {
+                let reason = format!("{e:#}");
+                progress(Progress::Throttle(format!("could not be read: {reason}")));
+                SamplerState::Unavailable { reason }
+            }
+            Err(_) => SamplerState::Unavailable {
+                reason: "the throttling reader panicked".into(),
+            },
+        });
+    }
     if let Some(before) = counters_before {
         let after = netstall_netstat::snapshot_now(findings.end_ns);
         match (before, after) {
@@ -502,12 +594,16 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
         }
     }
 
-    for (prober, (_, ip)) in probers.into_iter().zip(&targets) {
+    for ((prober, (_, ip)), server) in probers.into_iter().zip(&targets).zip(&mut servers) {
         let (text, result) = prober
             .join()
             .map_err(|_| anyhow::anyhow!("a prober thread panicked"))?;
         let mut target = target_findings(text, result);
         target.on_this_host = netstall_probe::local::is_on_this_host(*ip, &host_addresses);
+        for server in server.iter_mut() {
+            crate::server::refresh(server);
+        }
+        target.servers = std::mem::take(server);
         findings.targets.push(target);
     }
 
@@ -603,7 +699,7 @@ fn target_findings(text: String, result: Result<netstall_probe::Report>) -> Targ
                     .iter()
                     .map(|p| (p.sent_ns, p.rtt_ns.map(|ns| ns as f64 / 1e3)))
                     .collect(),
-                error: report.unreachable_reason(),
+                error: report.unreachable_reason().or_else(|| http_errors(&report)),
                 late_sends: report
                     .probes
                     .iter()
@@ -612,6 +708,7 @@ fn target_findings(text: String, result: Result<netstall_probe::Report>) -> Targ
                     .collect(),
                 episodes: report.episodes,
                 on_this_host: false,
+                servers: Vec::new(),
             }
         }
         Err(e) => TargetFindings {
@@ -627,8 +724,29 @@ fn target_findings(text: String, result: Result<netstall_probe::Report>) -> Targ
             error: Some(format!("{e:#}")),
             on_this_host: false,
             late_sends: Vec::new(),
+            servers: Vec::new(),
         },
     }
+}
+
+/// An HTTP target that answered with errors (4xx, 5xx): its timing is kept,
+/// but the URL or the server needs fixing first.
+fn http_errors(report: &netstall_probe::Report) -> Option<String> {
+    let statuses: Vec<u16> = report
+        .probes
+        .iter()
+        .filter_map(|p| match p.reply {
+            Some(netstall_probe::Reply::Http { status, .. }) => Some(status),
+            _ => None,
+        })
+        .collect();
+    let bad: Vec<u16> = statuses.iter().copied().filter(|s| *s >= 400).collect();
+    let first = *bad.first()?;
+    Some(format!(
+        "answered HTTP {first} to {} of {} requests (timing kept; check the URL and the server)",
+        bad.len(),
+        statuses.len()
+    ))
 }
 
 /// Sample gaps (IRQs off) with where sampling resumed, and the samples

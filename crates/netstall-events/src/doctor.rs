@@ -35,6 +35,9 @@ pub enum CauseId {
     BacklogOverflow,
     /// nf_conntrack dropped packets (insert races, a full table).
     ConntrackDrops,
+    /// A CPU cgroup ran out of its CFS quota: its tasks (a server) waited
+    /// for the next period.
+    CpuThrottled,
 }
 
 impl CauseId {
@@ -52,6 +55,7 @@ impl CauseId {
             CauseId::TcpRetransmits => "tcp-retransmits",
             CauseId::BacklogOverflow => "backlog-overflow",
             CauseId::ConntrackDrops => "conntrack-drops",
+            CauseId::CpuThrottled => "cpu-throttled",
         }
     }
 
@@ -63,7 +67,8 @@ impl CauseId {
             | CauseId::LongSyscallSoftirqPending
             | CauseId::PacketDrops
             | CauseId::BacklogOverflow
-            | CauseId::ConntrackDrops => Origin::ThisNode,
+            | CauseId::ConntrackDrops
+            | CauseId::CpuThrottled => Origin::ThisNode,
             CauseId::KsoftirqdStarved | CauseId::VcpuSteal | CauseId::Unexplained => {
                 Origin::Environment
             }
@@ -181,6 +186,8 @@ pub enum SourceName {
     Counters,
     /// The drop and retransmit counter, and the network counters.
     Drops,
+    /// CFS throttling per CPU cgroup (a BPF cgroup iterator).
+    Throttle,
 }
 
 impl SourceName {
@@ -192,6 +199,7 @@ impl SourceName {
             SourceName::Steal => "steal",
             SourceName::Counters => "counters",
             SourceName::Drops => "drops",
+            SourceName::Throttle => "throttle",
         }
     }
 }
@@ -489,6 +497,10 @@ pub struct DoctorRun {
     /// before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_counter: Option<SamplerState>,
+    /// Whether the CPU throttling reader ran (absent in runs saved before
+    /// it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<SamplerState>,
 }
 
 /// Probes toward one target during a doctor run, with the episodes they saw.
@@ -514,6 +526,11 @@ pub struct ProbeTarget {
     /// (scheduled_ns, late_ms) of the sends that left at least 2 ms after
     /// their schedule: the prober's own scheduling delay.
     pub late_sends: Vec<(u64, f64)>,
+    /// The processes on this host that listen for the target (HTTP
+    /// targets), with their CPU cgroups: one, unless several network
+    /// namespaces use the same address (labs side by side).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<crate::throttle::TargetServer>,
 }
 
 /// Dying memory cgroups, counted from /proc/cgroups and the hierarchy

@@ -202,6 +202,36 @@ impl fmt::Display for LabDrops {
     }
 }
 
+/// `lab throttle`: the lab pod's HTTP server ran in a CPU cgroup with a
+/// small CFS quota, shared with a busy process, during `start_ns..end_ns`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabThrottle {
+    pub prefix: String,
+    /// The cgroup's path in the cpu controller's hierarchy.
+    pub cgroup: String,
+    pub quota_ms: f64,
+    pub period_ms: f64,
+    /// The pod's HTTP server moved into the cgroup (its pid).
+    pub server_pid: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+impl fmt::Display for LabThrottle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "lab '{}': the pod's HTTP server (pid {}) shared cgroup {} (quota {:.0} ms per {:.0} ms) with a busy process for {:.1} s; cgroup removed",
+            self.prefix,
+            self.server_pid,
+            self.cgroup,
+            self.quota_ms,
+            self.period_ms,
+            self.end_ns.saturating_sub(self.start_ns) as f64 / 1e9
+        )
+    }
+}
+
 impl fmt::Display for LabDown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "lab '{}' removed", self.prefix)

@@ -17,6 +17,7 @@ pub mod lab;
 pub mod net;
 pub mod probe;
 pub mod stack;
+pub mod throttle;
 pub mod top;
 pub mod xray;
 
@@ -86,6 +87,8 @@ records! {
     Retransmit(net::Retransmits) = "retransmit",
     /// Network counters that grew over a window (softnet, SNMP, conntrack).
     NetCounters(net::NetCounters) = "net-counters",
+    /// One CPU cgroup's CFS throttling during an interval (the doctor).
+    CpuThrottle(throttle::CpuThrottle) = "cpu-throttle",
 
     // CPU sampling (`xray`, the doctor) and stacks (`collapse`).
     SampleGap(xray::SampleGap) = "sample-gap",
@@ -113,6 +116,8 @@ records! {
     LabDown(lab::LabDown) = "lab-down",
     /// Packets to the lab's pod dropped at random (`lab drops`).
     LabDrops(lab::LabDrops) = "lab-drops",
+    /// The pod's server in a CPU cgroup with a small quota (`lab throttle`).
+    LabThrottle(lab::LabThrottle) = "lab-throttle",
     Spin(kernel::InjectedStall) = "spin",
     Poll(lab::PollRead) = "poll",
     Clean(lab::CleanReport) = "clean",
@@ -181,6 +186,8 @@ impl Record {
             Record::Lab(r) => r.to_string(),
             Record::LabDown(r) => r.to_string(),
             Record::LabDrops(r) => r.to_string(),
+            Record::LabThrottle(r) => r.to_string(),
+            Record::CpuThrottle(r) => r.to_string(),
             Record::Zombies(r) => r.to_string(),
             Record::Clean(r) => r.to_string(),
             Record::Spin(r) => r.to_string(),

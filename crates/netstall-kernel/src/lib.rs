@@ -9,6 +9,7 @@ pub mod cgwatch;
 pub mod drops;
 pub mod spin;
 pub mod stack;
+pub mod throttle;
 pub mod trace;
 
 mod skel {
@@ -21,6 +22,9 @@ mod skel {
     }
     pub mod spin {
         include!(concat!(env!("OUT_DIR"), "/spin.skel.rs"));
+    }
+    pub mod throttle {
+        include!(concat!(env!("OUT_DIR"), "/throttle.skel.rs"));
     }
     pub mod trace {
         include!(concat!(env!("OUT_DIR"), "/trace.skel.rs"));

@@ -14,6 +14,7 @@
 //!   reader of `memory.stat`, and their removal.
 //! * [`incident`]: all of them together, as `netstall demo` stages the story.
 //! * [`inject`]: `lab drops`, a share of the packets to the pod dropped at random.
+//! * [`throttle`]: `lab throttle`, the pod's HTTP server in a CPU cgroup with a small quota.
 //! * `lab spin` lives in `netstall-kernel` (it is a BPF program).
 
 pub mod clean;
@@ -22,6 +23,7 @@ pub mod inject;
 pub mod netns;
 pub mod poller;
 pub mod responder;
+pub mod throttle;
 pub mod topology;
 pub mod zombies;
 

@@ -147,6 +147,22 @@ pub fn exists(prefix: &str) -> bool {
             .any(|r| netns::exists(&netns_name(prefix, *r)))
 }
 
+/// `lab up`: builds lab `prefix` with the nodes' RX on `rx_cpu` (a CPU
+/// list), this executable as the responders, saying so on stderr.
+pub fn up_printed(
+    prefix: &str,
+    rx_cpu: &str,
+    out: netstall_core::output::Output,
+) -> Result<LabStatus> {
+    let config = LabConfig {
+        prefix: prefix.to_owned(),
+        rx_cpus: netstall_core::cpu::parse_list(rx_cpu)?,
+        responder_exe: std::env::current_exe()?,
+    };
+    out.progress(format!("building lab '{}'...", config.prefix));
+    up(&config)
+}
+
 /// Builds the lab. On any failure, everything built so far is removed: a
 /// half-built lab is never left behind.
 pub fn up(config: &LabConfig) -> Result<LabStatus> {

@@ -180,6 +180,8 @@ pub struct Report {
     pub send_error: Option<String>,
     /// The first ICMP destination unreachable that answered a probe: (from, code).
     pub unreachable: Option<(Ipv4Addr, u8)>,
+    /// Why the first failed HTTP request failed (refused, timed out, not HTTP).
+    pub http_error: Option<String>,
 }
 
 /// An interval the sender can honour: at least [`MIN_INTERVAL`].
@@ -253,6 +255,13 @@ impl Report {
         if let Some(error) = &self.send_error {
             return Some(format!("cannot send to {target}: {error}"));
         }
+        if let Some(error) = &self.http_error {
+            let port = self.info.port.map(|p| format!(":{p}")).unwrap_or_default();
+            return Some(format!(
+                "no HTTP answer from {target}{port} to any of {} requests: {error}",
+                self.summary.sent
+            ));
+        }
         Some(match self.unreachable {
             Some((from, code)) => format!(
                 "target {target} is unreachable: ICMP {} from {from}",
@@ -283,9 +292,10 @@ enum Event {
         kernel_ns: Option<u64>,
         read_mono_ns: u64,
     },
-    /// An HTTP request that failed (refused, reset, timed out).
+    /// An HTTP request that failed (refused, reset, timed out, not HTTP).
     Failed {
         seq: u64,
+        error: String,
     },
     /// The receiver read every queue empty: everything queued before
     /// `mono_ns` has been forwarded.
@@ -329,6 +339,7 @@ pub fn run(config: &ProbeConfig, mut on_event: impl FnMut(SessionEvent<'_>)) -> 
         late_replies,
         send_error,
         unreachable,
+        http_error,
         mut kept,
         ..
     } = collector;
@@ -344,6 +355,7 @@ pub fn run(config: &ProbeConfig, mut on_event: impl FnMut(SessionEvent<'_>)) -> 
         episodes,
         send_error,
         unreachable,
+        http_error,
     })
 }
 
@@ -589,7 +601,10 @@ fn spawn_http(
                     kernel_ns: None,
                     read_mono_ns: t.first_byte_mono_ns,
                 },
-                Err(_) => Event::Failed { seq },
+                Err(error) => Event::Failed {
+                    seq,
+                    error: error.to_string(),
+                },
             };
             in_flight.fetch_sub(1, Ordering::Relaxed);
             let _ = events.send(event);
@@ -722,6 +737,7 @@ struct Collector {
     late_replies: u64,
     send_error: Option<String>,
     unreachable: Option<(Ipv4Addr, u8)>,
+    http_error: Option<String>,
     /// Every probe, when the caller asked to keep them.
     kept: Vec<ProbeResult>,
     keep_probes: bool,
@@ -751,6 +767,7 @@ impl Collector {
             late_replies: 0,
             send_error: None,
             unreachable: None,
+            http_error: None,
             kept: Vec::new(),
             keep_probes: config.keep_probes,
         }
@@ -848,7 +865,8 @@ impl Collector {
                 self.pending.entry(seq).or_default().reply = Some((reply, kernel_ns, read_mono_ns));
                 self.try_finish(seq, false, on_event);
             }
-            Event::Failed { seq } => {
+            Event::Failed { seq, error } => {
+                self.http_error.get_or_insert(error);
                 if let Some(Pending {
                     sent: Some(sent), ..
                 }) = self.pending.remove(&seq)

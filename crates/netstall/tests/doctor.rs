@@ -295,6 +295,8 @@ fn doctor_on_a_healthy_lab_is_healthy() {
         "192.168.50.1:30080",
         "--target",
         "10.244.2.10",
+        "--target",
+        "http://10.244.2.10:8080/",
         "--netns",
         &format!("{}-cli", lab.prefix),
         "--cpu",
@@ -632,6 +634,8 @@ fn doctor_rejects_bad_targets_in_one_line() {
     for (target, needle) in [
         ("10.1.1.1:99999", "invalid port"),
         (":80", "invalid target"),
+        ("ftp://10.1.1.1/", "unsupported URL scheme 'ftp'"),
+        ("http://10.1.1.1:0/", "invalid URL"),
     ] {
         let out = netstall(&["doctor", "--target", target]);
         assert_eq!(out.status.code(), Some(2));
@@ -772,4 +776,183 @@ fn without_btf_trace_is_a_one_line_error() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("needs kernel BTF"), "{stderr}");
     assert!(out.stdout.is_empty());
+}
+
+/// `lab throttle` puts the pod's HTTP server in a CPU cgroup of 20 ms per
+/// 100 ms beside a busy process: the doctor, probing the pod over HTTP,
+/// names `cpu-throttled` with that cgroup and the server in it, and not the
+/// story's cause. The injector is stopped before the doctor's window ends:
+/// the cgroup vanishes mid-window, which the doctor says in one line.
+#[test]
+fn doctor_names_cpu_throttling_of_the_pods_http_server_with_its_cgroup() {
+    if !privileged("doctor_names_cpu_throttling_of_the_pods_http_server_with_its_cgroup") {
+        return;
+    }
+    let _lock = MachineLock::acquire();
+    let lab = Lab::up("0");
+    let mut injector = Command::new(NETSTALL)
+        .args([
+            "lab",
+            "throttle",
+            "--prefix",
+            &lab.prefix,
+            "-w",
+            "60s",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run lab throttle");
+    std::thread::sleep(Duration::from_millis(1500));
+    let doctor = Command::new(NETSTALL)
+        .args([
+            "doctor",
+            "-w",
+            "10s",
+            "--target",
+            "http://10.244.2.10:8080/",
+            "--netns",
+            &lab.netns("cli"),
+            "--cpu",
+            "1",
+            "--no-sample",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run doctor");
+    // The throttle ends 8 s into the doctor's 10 s window.
+    std::thread::sleep(Duration::from_secs(9));
+    // SAFETY: kill on the PID of the child this test started.
+    unsafe { libc::kill(injector.id() as i32, libc::SIGINT) };
+    let mut injected = String::new();
+    injector
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut injected)
+        .unwrap();
+    assert!(injector.wait().unwrap().success());
+    let cgroup = format!("/netstall-{}-throttle", lab.prefix);
+    assert!(
+        injected.contains(r#""type":"lab-throttle""#) && injected.contains(&cgroup),
+        "{injected}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/cgroup/cpu{cgroup}")).exists()
+            && !std::path::Path::new(&format!("/sys/fs/cgroup{cgroup}")).exists(),
+        "the cgroup is removed"
+    );
+
+    let out = doctor.wait_with_output().expect("doctor");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let lines = json_lines(&out);
+    let verdict = *of_type(&lines, "verdict").last().expect("a verdict");
+    let causes: Vec<&Value> = verdict["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(verdict["also"].as_array().unwrap())
+        .collect();
+    let throttled = causes
+        .iter()
+        .find(|c| c["id"] == "cpu-throttled")
+        .unwrap_or_else(|| panic!("cpu-throttled named: {verdict}\n{stderr}"));
+    eprintln!("{throttled}");
+    assert_eq!(throttled["named"], cgroup.as_str(), "{throttled}");
+    assert_eq!(throttled["severity"], "unhealthy", "{throttled}");
+    let evidence: Vec<&str> = throttled["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(
+        evidence
+            .iter()
+            .any(|e| e.contains("is served by netstall[")),
+        "{evidence:?}"
+    );
+    assert!(
+        evidence
+            .iter()
+            .any(|e| e.starts_with(&format!("cgroup {cgroup} was throttled in "))),
+        "{evidence:?}"
+    );
+    // Removed mid-window: said, and the record of its removal is saved.
+    assert!(
+        evidence
+            .iter()
+            .any(|e| e.starts_with(&format!("cgroup {cgroup} was removed during the run"))),
+        "{evidence:?}"
+    );
+    assert!(
+        !causes.iter().any(|c| c["id"] == "dying-memcg-stat-flush"),
+        "not the story's cause: {verdict}"
+    );
+    assert_eq!(verdict["status"], "unhealthy");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+}
+
+/// HTTP targets that cannot be timed say why in one line, and the verdict
+/// is `unknown` (exit 2) rather than healthy; one that answers 500 is timed,
+/// with a line saying so.
+#[test]
+fn doctor_says_in_one_line_why_an_http_target_cannot_be_timed() {
+    if !privileged("doctor_says_in_one_line_why_an_http_target_cannot_be_timed") {
+        return;
+    }
+    // A port nobody listens on (bound, then closed).
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // A server that speaks something else, and one that answers 500.
+    let serve = |answer: &'static [u8]| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(1000) {
+                let Ok(mut conn) = conn else { break };
+                let mut buf = [0u8; 1024];
+                let _ = std::io::Read::read(&mut conn, &mut buf);
+                let _ = std::io::Write::write_all(&mut conn, answer);
+            }
+        });
+        port
+    };
+    let ssh = serve(b"SSH-2.0-OpenSSH_9.6\r\n");
+    let error = serve(
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    for (port, needle, code) in [
+        (closed, "Connection refused", 2),
+        (ssh, "not an HTTP response", 2),
+        (error, "answered HTTP 500 to ", 0),
+    ] {
+        let target = format!("http://127.0.0.1:{port}/health");
+        let out = netstall(&[
+            "doctor",
+            "-w",
+            "2s",
+            "--target",
+            &target,
+            "--no-sample",
+            "--no-drops",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        let said: Vec<&str> = stderr.lines().filter(|l| l.contains(needle)).collect();
+        assert_eq!(said.len(), 1, "{target}: {stderr}");
+        assert!(
+            said[0].starts_with(&format!("doctor: {target}: ")),
+            "{}",
+            said[0]
+        );
+        assert_eq!(out.status.code(), Some(code), "{target}: {stderr}");
+    }
 }

@@ -33,8 +33,8 @@ pub struct Args {
     /// How long to watch.
     #[arg(short = 'w', long = "duration", default_value = "20s", value_parser = duration::parse_nonzero)]
     duration: Duration,
-    /// Probe this target while watching: HOST (ICMP echo) or HOST:PORT (TCP SYN). Repeatable.
-    #[arg(long = "target", value_name = "HOST[:PORT]")]
+    /// Probe this target while watching: HOST (ICMP echo), HOST:PORT (TCP SYN) or http://HOST:PORT/PATH (HTTP GET). Repeatable.
+    #[arg(long = "target", value_name = "TARGET")]
     targets: Vec<Target>,
     /// Time between probes to each target.
     #[arg(short = 'i', long, default_value = "10ms", value_parser = duration::parse_nonzero)]
@@ -97,6 +97,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         icmp_seq: args.icmp_seq,
         allow_partial: args.allow_partial,
         drops: !args.no_drops,
+        ..DoctorConfig::default()
     };
     let run = run::run_narrated(&config, out)?;
     run.write_files(args.save.as_deref(), args.report.as_deref(), out)?;

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use netstall_core::duration;
 use netstall_core::output::Output;
 use netstall_events::lab::LabDown;
-use netstall_lab::{clean, inject, poller, topology, zombies};
+use netstall_lab::{clean, inject, poller, throttle, topology, zombies};
 
 const DEFAULT_PREFIX: &str = "nst";
 
@@ -29,6 +29,7 @@ const DEFAULT_PREFIX: &str = "nst";
         sudo netstall lab poller --cpu 0 -w 60s\n  \
         sudo netstall lab spin --cpu 0 --ms 50 --every 1s -w 30s\n  \
         sudo netstall lab drops --rate 10 -w 60s\n  \
+        sudo netstall lab throttle -w 60s\n  \
         sudo netstall lab clean && sudo netstall lab down"
 )]
 pub struct Args {
@@ -151,6 +152,15 @@ enum LabCommand {
         #[arg(short = 'w', long = "duration", value_parser = duration::parse_nonzero)]
         duration: Duration,
     },
+    /// Run the pod's HTTP server in a CPU cgroup of 20 ms per 100 ms, beside a busy process.
+    #[command(after_help = "Examples:\n  sudo netstall lab throttle -w 60s")]
+    Throttle {
+        #[command(flatten)]
+        prefix: PrefixArg,
+        /// How long to throttle.
+        #[arg(short = 'w', long = "duration", value_parser = duration::parse_nonzero)]
+        duration: Duration,
+    },
     /// Release the lab's dying cgroups (remove their data, drop caches level 1).
     #[command(after_help = "Examples:\n  \
         sudo netstall lab clean\n  \
@@ -164,13 +174,7 @@ enum LabCommand {
 pub fn run(args: Args, out: Output) -> Result<ExitCode> {
     match args.command {
         LabCommand::Up { prefix, rx_cpu } => {
-            let config = topology::LabConfig {
-                prefix: prefix.prefix,
-                rx_cpus: netstall_core::cpu::parse_list(&rx_cpu)?,
-                responder_exe: std::env::current_exe()?,
-            };
-            out.progress(format!("building lab '{}'...", config.prefix));
-            out.emit(topology::up(&config)?);
+            out.emit(topology::up_printed(&prefix.prefix, &rx_cpu, out)?)
         }
         LabCommand::Down { prefix } => {
             topology::down(&prefix.prefix)?;
@@ -223,8 +227,9 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             prefix,
             rate,
             duration,
-        } => {
-            inject::drops_printed(&prefix.prefix, rate, duration, out)?;
+        } => drop(inject::drops_printed(&prefix.prefix, rate, duration, out)?),
+        LabCommand::Throttle { prefix, duration } => {
+            drop(throttle::throttle_printed(&prefix.prefix, duration, out)?)
         }
         LabCommand::Clean { prefix } => {
             let paths = zombies::ZombiePaths::for_host(&prefix.prefix)?;
