@@ -111,6 +111,8 @@ records! {
     LabDown(lab::LabDown) = "lab-down",
     /// Packets to the lab's pod dropped at random (`lab drops`).
     LabDrops(lab::LabDrops) = "lab-drops",
+    /// CPU input backlogs overflowed for real (`lab backlog`).
+    LabBacklog(lab::LabBacklog) = "lab-backlog",
     Spin(kernel::InjectedStall) = "spin",
     Poll(lab::PollRead) = "poll",
     Clean(lab::CleanReport) = "clean",
@@ -179,6 +181,7 @@ impl Record {
             Record::Lab(r) => r.to_string(),
             Record::LabDown(r) => r.to_string(),
             Record::LabDrops(r) => r.to_string(),
+            Record::LabBacklog(r) => r.to_string(),
             Record::Zombies(r) => r.to_string(),
             Record::Clean(r) => r.to_string(),
             Record::Spin(r) => r.to_string(),

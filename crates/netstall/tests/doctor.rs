@@ -422,6 +422,106 @@ fn doctor_names_injected_packet_drops_with_the_kernels_reason() {
 }
 
 #[test]
+fn doctor_names_an_overflowing_cpu_backlog_with_its_cpu() {
+    if !privileged("doctor_names_an_overflowing_cpu_backlog_with_its_cpu") {
+        return;
+    }
+    // netdev_max_backlog is host-wide: nobody else may run meanwhile.
+    let _lock = MachineLock::acquire();
+    let before = std::fs::read_to_string("/proc/sys/net/core/netdev_max_backlog").unwrap();
+    let lab = Lab::up("0");
+    // A backlog of 10 packets and 5,000-packet bursts from the client (on CPU 1)
+    // toward the pod: CPU 0, the nodes' RX CPU, cannot keep up.
+    let mut injector = Command::new(NETSTALL)
+        .args([
+            "lab",
+            "backlog",
+            "--prefix",
+            &lab.prefix,
+            "-w",
+            "40s",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run lab backlog");
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = std::fs::read_to_string("/proc/sys/net/core/netdev_max_backlog").unwrap();
+    let out = netstall(&[
+        "doctor",
+        "-w",
+        "10s",
+        "--target",
+        "10.244.2.10:8080",
+        "--netns",
+        &lab.netns("cli"),
+        "--cpu",
+        "1",
+        "--no-sample",
+        "--json",
+    ]);
+    // SIGINT: the injector restores the sysctl and reports.
+    // SAFETY: kill on the PID of the child this test started.
+    unsafe { libc::kill(injector.id() as i32, libc::SIGINT) };
+    let mut injected = String::new();
+    injector
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut injected)
+        .unwrap();
+    assert!(injector.wait().unwrap().success());
+    assert_eq!(during.trim(), "10");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/core/netdev_max_backlog").unwrap(),
+        before,
+        "netdev_max_backlog restored"
+    );
+    let report: Value = serde_json::from_str(injected.trim()).expect(&injected);
+    assert_eq!(report["type"], "lab-backlog", "{injected}");
+    // CPU 0 dropped (CPU 1's backlog, unsteered, may drop a few of the replies).
+    assert!(
+        report["drop_cpus"].as_array().unwrap().contains(&0.into()),
+        "{injected}"
+    );
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines = json_lines(&out);
+    let verdict = *of_type(&lines, "verdict").last().expect("a verdict");
+    let causes: Vec<&Value> = verdict["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(verdict["also"].as_array().unwrap())
+        .collect();
+    let backlog = causes
+        .iter()
+        .find(|c| c["id"] == "backlog-overflow")
+        .unwrap_or_else(|| panic!("backlog-overflow named: {verdict}\n{stderr}"));
+    assert_eq!(backlog["named"], "CPU_BACKLOG", "{backlog}");
+    // The RX CPU, by itself when no other traffic on the host overflowed.
+    assert!(
+        backlog["cpus"].as_array().unwrap().contains(&0.into())
+            && (backlog["cpu"] == 0 || backlog["cpu"].is_null()),
+        "{backlog}"
+    );
+    assert!(
+        backlog["evidence"].as_array().unwrap().iter().any(|e| e
+            .as_str()
+            .unwrap()
+            .starts_with("CPU 0: ")
+            && e.as_str().unwrap().contains("softnet_stat")),
+        "{backlog}"
+    );
+    assert!(
+        !causes.iter().any(|c| c["id"] == "dying-memcg-stat-flush"),
+        "not the story's cause: {verdict}"
+    );
+    assert_eq!(verdict["status"], "unhealthy", "{verdict}");
+}
+
+#[test]
 fn doctor_without_privileges_refuses_naming_the_capability() {
     if !privileged("doctor_without_privileges_refuses_naming_the_capability") {
         return;
