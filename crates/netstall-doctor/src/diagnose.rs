@@ -17,6 +17,7 @@ use netstall_probe::episodes::{Episode, EpisodeKind};
 use crate::findings::{Findings, SamplerState, TracerState};
 
 mod net;
+mod nosched;
 pub use net::{BACKLOG_REASONS, FAULT_DROPS, FAULT_QUEUE_DROPS, MIN_DROPS, MIN_RETRANSMITS};
 
 /// The impact that makes a cause `unhealthy` rather than `degraded`.
@@ -68,6 +69,7 @@ fn title(id: CauseId) -> &'static str {
         CauseId::ConntrackDrops => {
             "nf_conntrack dropped packets: insert races or a full table (the 5 s DNS delays)"
         }
+        CauseId::KernelNonpreemptible => nosched::TITLE,
     }
 }
 
@@ -122,6 +124,7 @@ fn remediation(id: CauseId) -> Vec<String> {
             "insert_failed (the 5 s DNS delay): use TCP for DNS or `single-request-reopen`, NodeLocal DNSCache; newer kernels resolve the race",
             "drop / early_drop (table full): raise net.netfilter.nf_conntrack_max; find who opens so many flows",
         ],
+        CauseId::KernelNonpreemptible => nosched::REMEDIATION,
     };
     lines.iter().map(|l| l.to_string()).collect()
 }
@@ -366,6 +369,13 @@ pub fn diagnose(findings: &Findings) -> Verdict {
         causes.push(not_this_host(&elsewhere, episodes.len(), &grade));
     }
     causes.extend(net::causes(findings, &net_episodes, &grade));
+    let nosched = nosched::cause(findings);
+    let mut context = Vec::new();
+    match nosched {
+        Some((cause, true)) => context.push(cause),
+        Some((cause, false)) => causes.push(cause),
+        None => {}
+    }
 
     causes.sort_by(|a, b| {
         b.severity
@@ -393,6 +403,7 @@ pub fn diagnose(findings: &Findings) -> Verdict {
         !unhealthy || c.severity == Severity::Unhealthy || c.origin != Origin::Environment
     });
     also.extend(lone_stalls);
+    also.extend(context);
 
     let worst_kernel = stalls.iter().map(|s| s.duration_ms).fold(0.0, f64::max);
     let worst_probe = episodes
@@ -721,7 +732,8 @@ fn cause_from_stalls(
         CauseId::PacketDrops
         | CauseId::TcpRetransmits
         | CauseId::BacklogOverflow
-        | CauseId::ConntrackDrops => 0.5,
+        | CauseId::ConntrackDrops
+        | CauseId::KernelNonpreemptible => 0.5,
     };
     if id == CauseId::DyingMemcgStatFlush {
         if stalls

@@ -8,7 +8,7 @@
 
 use anyhow::{bail, Result};
 use netstall_events::doctor::{DoctorRun, MemcgCount, ProbeTarget, Verdict};
-use netstall_events::kernel::{IcmpEcho, Stall, StatFlush, Steal, StealSource};
+use netstall_events::kernel::{IcmpEcho, Nonpreemptible, Stall, StatFlush, Steal, StealSource};
 use netstall_events::net::{NetCounters, PacketDrops, Retransmits};
 use netstall_events::xray::{FoldedStack, SampleGap};
 use netstall_events::Record;
@@ -56,6 +56,8 @@ pub struct Findings {
     pub net: Option<NetCounters>,
     /// The stats readers' ledger: who flushed cgroup stats, at what cost.
     pub flushes: Vec<StatFlush>,
+    /// Non-preemptible kernel sections (others waited for the CPU).
+    pub nonpreemptible: Vec<Nonpreemptible>,
 }
 
 /// What goes into a report besides the verdict and findings.
@@ -105,6 +107,12 @@ impl Findings {
         records.extend(self.retransmits.iter().cloned().map(Record::Retransmit));
         records.extend(self.net.iter().cloned().map(Record::NetCounters));
         records.extend(self.flushes.iter().cloned().map(Record::StatFlush));
+        records.extend(
+            self.nonpreemptible
+                .iter()
+                .cloned()
+                .map(Record::Nonpreemptible),
+        );
         records.extend(extras.chart.iter().map(|stack| {
             Record::Stack(FoldedStack {
                 stack: stack.clone(),
@@ -142,6 +150,7 @@ impl Findings {
                 Record::Retransmit(r) => findings.retransmits.push(r),
                 Record::NetCounters(n) => findings.net = Some(n),
                 Record::StatFlush(f) => findings.flushes.push(f),
+                Record::Nonpreemptible(n) => findings.nonpreemptible.push(n),
                 Record::Stack(s) => chart.extend(std::iter::repeat_n(s.stack, s.count as usize)),
                 Record::Verdict(v) => verdict = Some(v),
                 _ => {}

@@ -35,6 +35,8 @@ pub enum CauseId {
     BacklogOverflow,
     /// nf_conntrack dropped packets (insert races, a full table).
     ConntrackDrops,
+    /// A task's kernel code ran on while others waited for its CPU.
+    KernelNonpreemptible,
 }
 
 impl CauseId {
@@ -52,6 +54,7 @@ impl CauseId {
             CauseId::TcpRetransmits => "tcp-retransmits",
             CauseId::BacklogOverflow => "backlog-overflow",
             CauseId::ConntrackDrops => "conntrack-drops",
+            CauseId::KernelNonpreemptible => "kernel-nonpreemptible",
         }
     }
 
@@ -63,7 +66,8 @@ impl CauseId {
             | CauseId::LongSyscallSoftirqPending
             | CauseId::PacketDrops
             | CauseId::BacklogOverflow
-            | CauseId::ConntrackDrops => Origin::ThisNode,
+            | CauseId::ConntrackDrops
+            | CauseId::KernelNonpreemptible => Origin::ThisNode,
             CauseId::KsoftirqdStarved | CauseId::VcpuSteal | CauseId::Unexplained => {
                 Origin::Environment
             }

@@ -243,6 +243,31 @@ impl fmt::Display for LabBacklog {
     }
 }
 
+/// `lab nosched`: `sections` non-preemptible kernel sections of `ms` each
+/// held `cpu` while another task waited for it, during `start_ns..end_ns`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabNosched {
+    pub cpu: u32,
+    pub ms: u64,
+    pub sections: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+impl fmt::Display for LabNosched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "held CPU {} in kernel code {} time{} for {} ms each, with a task waiting, over {:.1} s",
+            self.cpu,
+            self.sections,
+            if self.sections == 1 { "" } else { "s" },
+            self.ms,
+            self.end_ns.saturating_sub(self.start_ns) as f64 / 1e9
+        )
+    }
+}
+
 impl fmt::Display for LabDown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "lab '{}' removed", self.prefix)

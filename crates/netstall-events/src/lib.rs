@@ -75,6 +75,8 @@ records! {
     Icmp(kernel::IcmpEcho) = "icmp",
     Syscall(kernel::SlowSyscall) = "syscall",
     Steal(kernel::Steal) = "steal",
+    /// A task's kernel code ran on while others waited for its CPU.
+    Nonpreemptible(kernel::Nonpreemptible) = "nonpreemptible",
     /// The stats readers' ledger (the agent, its recorder, the doctor).
     StatFlush(kernel::StatFlush) = "stat-flush",
     Histogram(kernel::Histogram) = "histogram",
@@ -113,6 +115,8 @@ records! {
     LabDrops(lab::LabDrops) = "lab-drops",
     /// CPU input backlogs overflowed for real (`lab backlog`).
     LabBacklog(lab::LabBacklog) = "lab-backlog",
+    /// Non-preemptible kernel sections injected (`lab nosched`).
+    LabNosched(lab::LabNosched) = "lab-nosched",
     Spin(kernel::InjectedStall) = "spin",
     Poll(lab::PollRead) = "poll",
     Clean(lab::CleanReport) = "clean",
@@ -170,6 +174,7 @@ impl Record {
             Record::Icmp(r) => r.to_string(),
             Record::Syscall(r) => r.to_string(),
             Record::Steal(r) => r.to_string(),
+            Record::Nonpreemptible(r) => r.to_string(),
             Record::StatFlush(r) => r.to_string(),
             Record::Histogram(r) => r.to_string(),
             Record::SelfCost(r) => r.to_string(),
@@ -182,6 +187,7 @@ impl Record {
             Record::LabDown(r) => r.to_string(),
             Record::LabDrops(r) => r.to_string(),
             Record::LabBacklog(r) => r.to_string(),
+            Record::LabNosched(r) => r.to_string(),
             Record::Zombies(r) => r.to_string(),
             Record::Clean(r) => r.to_string(),
             Record::Spin(r) => r.to_string(),

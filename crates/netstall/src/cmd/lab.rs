@@ -152,6 +152,8 @@ enum LabCommand {
         #[arg(short = 'w', long = "duration", value_parser = duration::parse_nonzero)]
         duration: Duration,
     },
+    /// Test-only: hold a CPU in kernel code (a BPF busy-wait in a syscall) while a task waits.
+    Nosched(netstall_kernel::nosched::Args),
     /// Overflow the RX CPUs' input backlogs: a tiny netdev_max_backlog, UDP bursts to the pod.
     Backlog(netstall_lab::backlog::Args),
     /// Release the lab's dying cgroups (remove their data, drop caches level 1).
@@ -229,6 +231,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         } => {
             inject::drops_printed(&prefix.prefix, rate, duration, out)?;
         }
+        LabCommand::Nosched(args) => netstall_kernel::nosched::run_printed(&args, out).map(drop)?,
         LabCommand::Backlog(args) => netstall_lab::backlog::run_printed(&args, out).map(drop)?,
         LabCommand::Clean { prefix } => {
             let paths = zombies::ZombiePaths::for_host(&prefix.prefix)?;
