@@ -644,6 +644,77 @@ fn doctor_names_an_injected_bh_off_stall_by_its_stack() {
     std::thread::sleep(Duration::from_millis(10));
 }
 
+#[test]
+fn doctor_names_a_non_preemptible_kernel_section_with_its_task_syscall_and_stack() {
+    if !privileged("doctor_names_a_non_preemptible_kernel_section_with_its_task_syscall_and_stack")
+    {
+        return;
+    }
+    let _lock = MachineLock::acquire();
+    let lab = Lab::up("0");
+    // 50 ms in the bpf() syscall's kernel code every second on CPU 0, with
+    // a task runnable there all along (PREEMPT_NONE: nothing preempts it).
+    let mut injector = Command::new(NETSTALL)
+        .args([
+            "lab", "nosched", "--cpu", "0", "--ms", "50", "--every", "1s", "-w", "14s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let saved = std::env::temp_dir().join(format!("netstall-nosched-{}.jsonl", lab.prefix));
+    let out = netstall(&[
+        "doctor",
+        "-w",
+        "10s",
+        "--target",
+        "192.168.50.1:30080",
+        "--netns",
+        &lab.netns("cli"),
+        "--cpu",
+        "1",
+        "--no-sample",
+        "--json",
+        "--save",
+        saved.to_str().unwrap(),
+    ]);
+    let _ = injector.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines = json_lines(&out);
+    let verdict = *of_type(&lines, "verdict").last().expect("a verdict");
+    let cause = verdict["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "kernel-nonpreemptible")
+        .unwrap_or_else(|| panic!("kernel-nonpreemptible named: {verdict}\n{stderr}"));
+    assert_eq!(cause["cpu"], 0, "{cause}");
+    assert_eq!(cause["named"], "bpf", "{cause}");
+    assert_eq!(cause["severity"], "unhealthy", "{cause}");
+    assert!(cause["stalls"].as_u64().unwrap() >= 5, "{cause}");
+    let worst = cause["worst_ms"].as_f64().unwrap();
+    assert!((35.0..=80.0).contains(&worst), "{cause}");
+    assert_eq!(cause["culprit"]["syscall"], "bpf", "{cause}");
+    assert!(
+        cause["culprit"]["kstack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "bpf_prog_test_run_syscall"),
+        "{cause}"
+    );
+    assert!(
+        verdict["causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["id"] != "dying-memcg-stat-flush"),
+        "not the story's cause: {verdict}"
+    );
+    assert_replays_to(&saved, verdict);
+    let _ = std::fs::remove_file(&saved);
+}
+
 /// `doctor --replay FILE --json`, as nobody (replay needs no privileges),
 /// gives `live` again, but for the fields that describe the live run's
 /// timing.
