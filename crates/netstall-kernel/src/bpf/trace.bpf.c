@@ -694,8 +694,9 @@ static __always_inline void end_nosched(struct ns_cpu_state *st, __u64 end)
 
 /* At a tick on a busy CPU: is the current task in kernel code (a kthread,
  * or a syscall: the task's entry registers hold its number; an interrupt
- * from user mode holds -1 there) while another task is runnable here, and
- * has it been so since the previous tick without a switch? A stretch of
+ * from user mode holds -1 there; not in a softirq) while another task is
+ * runnable here, and has it been so since the previous tick without a
+ * switch? A stretch of
  * such ticks of at least threshold_ns is reported with the task, its
  * syscall and its stack. A late tick (IRQs off: irqs-off's, not this
  * one's) starts a new stretch; so does every context switch. RT tasks are
@@ -721,7 +722,9 @@ static __always_inline void look_at_nosched(void *ctx, struct ns_cpu_state *st,
 		nr = SYSCALL_NR_CORE((struct pt_regs *)bpf_task_pt_regs(task));
 		kernel = nr >= 0 && nr < 512;
 	}
-	if (!kernel || !waiting || task->prio < 100 /* MAX_RT_PRIO */) {
+	/* inside a softirq the task is not running its own code: a stall of
+	 * the softirq detectors' (and BH-off), not this */
+	if (!kernel || !waiting || st->softirq_ts || task->prio < 100 /* MAX_RT_PRIO */) {
 		end_nosched(st, st->ns_last);
 		st->ns_since = 0;
 		return;
