@@ -696,9 +696,8 @@ static __always_inline void end_nosched(struct ns_cpu_state *st, __u64 end)
  * or a syscall: the task's entry registers hold its number; an interrupt
  * from user mode holds -1 there; not in a softirq) while another task is
  * runnable here, and has it been so since the previous tick without a
- * switch? A stretch of
- * such ticks of at least threshold_ns is reported with the task, its
- * syscall and its stack. A late tick (IRQs off: irqs-off's, not this
+ * switch? A stretch of such ticks of at least threshold_ns is reported
+ * with the task, its syscall and its stack. A late tick (IRQs off: irqs-off's, not this
  * one's) starts a new stretch; so does every context switch. RT tasks are
  * left out: they are not preempted by the waiting ones anyway. */
 static __always_inline void look_at_nosched(void *ctx, struct ns_cpu_state *st,
