@@ -6,6 +6,8 @@
 //!   ([`tracker`]);
 //! * [`tracer`]: RX stalls and their culprits from the in-kernel detectors;
 //! * [`cgroups`]: cheap periodic dying-memcg counts (never memory.stat);
+//! * [`netcounters`]: backlog, retransmit, listen-queue and conntrack drops
+//!   from the kernel's own counters, read at scrape time;
 //! * [`recorder`]: the evidence of every stall, on disk, bounded, for
 //!   `GET /stalls` and `netstall report --from`;
 //! * [`sampling`]: after a stall on a CPU, a short sampling window there
@@ -31,6 +33,7 @@ pub mod kubernetes;
 pub mod ledger;
 pub mod mesh;
 pub mod metrics;
+pub mod netcounters;
 pub mod process;
 pub mod recorder;
 pub mod remediation;

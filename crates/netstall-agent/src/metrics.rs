@@ -350,6 +350,7 @@ impl Metrics {
         );
         registry.register_collector(Box::new(Arc::clone(&m.kernel_latency)));
         registry.register_collector(Box::new(crate::process::ProcessCollector::default()));
+        registry.register_collector(Box::new(crate::netcounters::NetCollector::default()));
         Self { registry, ..m }
     }
 

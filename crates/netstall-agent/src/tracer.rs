@@ -73,7 +73,10 @@ pub fn run(threshold: Duration, state: &State, stop: &Arc<Shutdown>) {
                     record(state, &stall);
                 }
                 TraceEvent::Totals(totals) => seen.advance(state, &totals),
-                TraceEvent::Icmp(_) | TraceEvent::Syscall(_) | TraceEvent::Steal(_) => {}
+                TraceEvent::Icmp(_)
+                | TraceEvent::Syscall(_)
+                | TraceEvent::Steal(_)
+                | TraceEvent::Nonpreemptible(_) => {}
             })
         }));
         match traced {

@@ -18,6 +18,7 @@ use crate::findings::{Findings, SamplerState, TracerState};
 
 mod net;
 mod throttle;
+mod nosched;
 pub use net::{BACKLOG_REASONS, FAULT_DROPS, FAULT_QUEUE_DROPS, MIN_DROPS, MIN_RETRANSMITS};
 pub use throttle::{
     slow_answers, BIG_THROTTLED_SHARE, MIN_LINED_UP, SLOW_ANSWER_MS, SLOW_OVER_FAST,
@@ -75,6 +76,7 @@ fn title(id: CauseId) -> &'static str {
         CauseId::CpuThrottled => {
             "a CPU cgroup ran out of its CFS quota: the server in it waited for the next period"
         }
+        CauseId::KernelNonpreemptible => nosched::TITLE,
     }
 }
 
@@ -135,6 +137,7 @@ fn remediation(id: CauseId) -> Vec<String> {
             "for short bursts, allow them: cpu.cfs_burst_us (v1) / cpu.max.burst (v2), Linux 5.14+",
             "a shorter CFS period shortens each wait (cpu.cfs_period_us / cpu.max): with 100 ms, a task can wait up to period − quota",
         ],
+        CauseId::KernelNonpreemptible => nosched::REMEDIATION,
     };
     lines.iter().map(|l| l.to_string()).collect()
 }
@@ -386,6 +389,13 @@ pub fn diagnose(findings: &Findings) -> Verdict {
     }
     causes.extend(net::causes(findings, &net_episodes, &grade));
     causes.extend(throttle::causes(findings, &throttle_episodes, &grade));
+    let nosched = nosched::cause(findings);
+    let mut context = Vec::new();
+    match nosched {
+        Some((cause, true)) => context.push(cause),
+        Some((cause, false)) => causes.push(cause),
+        None => {}
+    }
 
     causes.sort_by(|a, b| {
         b.severity
@@ -415,6 +425,7 @@ pub fn diagnose(findings: &Findings) -> Verdict {
         !unhealthy || c.severity == Severity::Unhealthy || c.origin != Origin::Environment
     });
     also.extend(lone_stalls);
+    also.extend(context);
 
     let worst_kernel = stalls.iter().map(|s| s.duration_ms).fold(0.0, f64::max);
     let worst_probe = episodes
@@ -767,7 +778,8 @@ fn cause_from_stalls(
         | CauseId::TcpRetransmits
         | CauseId::BacklogOverflow
         | CauseId::ConntrackDrops
-        | CauseId::CpuThrottled => 0.5,
+        | CauseId::CpuThrottled
+        | CauseId::KernelNonpreemptible => 0.5,
     };
     if id == CauseId::DyingMemcgStatFlush {
         if stalls

@@ -8,7 +8,7 @@
 
 use anyhow::{bail, Result};
 use netstall_events::doctor::{DoctorRun, MemcgCount, ProbeTarget, Verdict};
-use netstall_events::kernel::{IcmpEcho, Stall, StatFlush, Steal, StealSource};
+use netstall_events::kernel::{IcmpEcho, Nonpreemptible, Stall, StatFlush, Steal, StealSource};
 use netstall_events::net::{NetCounters, PacketDrops, Retransmits};
 use netstall_events::throttle::CpuThrottle;
 use netstall_events::xray::{FoldedStack, SampleGap};
@@ -61,6 +61,8 @@ pub struct Findings {
     pub throttle_reader: Option<SamplerState>,
     /// CPU cgroups throttled, per interval.
     pub throttle: Vec<CpuThrottle>,
+    /// Non-preemptible kernel sections (others waited for the CPU).
+    pub nonpreemptible: Vec<Nonpreemptible>,
 }
 
 /// What goes into a report besides the verdict and findings.
@@ -112,6 +114,12 @@ impl Findings {
         records.extend(self.net.iter().cloned().map(Record::NetCounters));
         records.extend(self.flushes.iter().cloned().map(Record::StatFlush));
         records.extend(self.throttle.iter().cloned().map(Record::CpuThrottle));
+        records.extend(
+            self.nonpreemptible
+                .iter()
+                .cloned()
+                .map(Record::Nonpreemptible),
+        );
         records.extend(extras.chart.iter().map(|stack| {
             Record::Stack(FoldedStack {
                 stack: stack.clone(),
@@ -150,6 +158,7 @@ impl Findings {
                 Record::NetCounters(n) => findings.net = Some(n),
                 Record::StatFlush(f) => findings.flushes.push(f),
                 Record::CpuThrottle(t) => findings.throttle.push(t),
+                Record::Nonpreemptible(n) => findings.nonpreemptible.push(n),
                 Record::Stack(s) => chart.extend(std::iter::repeat_n(s.stack, s.count as usize)),
                 Record::Verdict(v) => verdict = Some(v),
                 _ => {}

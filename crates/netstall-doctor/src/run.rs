@@ -658,6 +658,7 @@ fn collect(event: TraceEvent, findings: &mut Findings, progress: &mut impl FnMut
         }
         TraceEvent::Icmp(echo) => findings.icmp.push(echo),
         TraceEvent::Steal(steal) => findings.steal.push(steal),
+        TraceEvent::Nonpreemptible(n) => findings.nonpreemptible.push(n),
         // Running totals since the tracer started (about the run's start):
         // the latest is the run's ledger so far.
         TraceEvent::Totals(totals) => {

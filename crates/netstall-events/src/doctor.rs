@@ -38,6 +38,8 @@ pub enum CauseId {
     /// A CPU cgroup ran out of its CFS quota: its tasks (a server) waited
     /// for the next period.
     CpuThrottled,
+    /// A task's kernel code ran on while others waited for its CPU.
+    KernelNonpreemptible,
 }
 
 impl CauseId {
@@ -56,6 +58,7 @@ impl CauseId {
             CauseId::BacklogOverflow => "backlog-overflow",
             CauseId::ConntrackDrops => "conntrack-drops",
             CauseId::CpuThrottled => "cpu-throttled",
+            CauseId::KernelNonpreemptible => "kernel-nonpreemptible",
         }
     }
 
@@ -68,7 +71,8 @@ impl CauseId {
             | CauseId::PacketDrops
             | CauseId::BacklogOverflow
             | CauseId::ConntrackDrops
-            | CauseId::CpuThrottled => Origin::ThisNode,
+            | CauseId::CpuThrottled
+            | CauseId::KernelNonpreemptible => Origin::ThisNode,
             CauseId::KsoftirqdStarved | CauseId::VcpuSteal | CauseId::Unexplained => {
                 Origin::Environment
             }

@@ -51,6 +51,9 @@ pub enum TraceDetector {
     Syscalls,
     /// ICMP echo requests processed (`--icmp-seq`).
     Icmp,
+    /// Non-preemptible kernel sections: a task's kernel code ran on while
+    /// others were runnable on its CPU, read at ticks.
+    Nosched,
 }
 
 impl TraceDetector {
@@ -64,7 +67,7 @@ impl TraceDetector {
     ];
 
     /// Every detector, stall detectors first.
-    pub const ALL: [TraceDetector; 8] = [
+    pub const ALL: [TraceDetector; 9] = [
         TraceDetector::Stall(Detector::RxBacklog),
         TraceDetector::Stall(Detector::SoftirqDelay),
         TraceDetector::Stall(Detector::IrqsOff),
@@ -73,6 +76,7 @@ impl TraceDetector {
         TraceDetector::Steal,
         TraceDetector::Syscalls,
         TraceDetector::Icmp,
+        TraceDetector::Nosched,
     ];
 
     /// What this detector adds to a verdict: said when it could not load,
@@ -97,6 +101,9 @@ impl TraceDetector {
             TraceDetector::Steal => "the hypervisor's steal at every tick (else /proc/stat every 5 ms)",
             TraceDetector::Syscalls => "each slow syscall with its duration and file",
             TraceDetector::Icmp => "when each ICMP echo request was processed",
+            TraceDetector::Nosched => {
+                "a task's kernel code that ran on while others waited for its CPU, with its syscall and stack"
+            }
         }
     }
 
@@ -106,6 +113,7 @@ impl TraceDetector {
             TraceDetector::Steal => "steal",
             TraceDetector::Syscalls => "syscalls",
             TraceDetector::Icmp => "icmp",
+            TraceDetector::Nosched => "nosched",
         }
     }
 }
@@ -243,6 +251,59 @@ pub struct Steal {
     pub end_ns: u64,
     pub steal_ms: f64,
     pub source: StealSource,
+}
+
+/// A non-preemptible kernel section: for `duration_ms` another task was
+/// runnable on `cpu` while `culprit` ran on in kernel code (a syscall, or a
+/// kernel thread) without a context switch, seen by `ticks` timer ticks
+/// (IRQs were on: not an irqs-off stall). On PREEMPT_NONE and VOLUNTARY
+/// kernels only cond_resched() gives the CPU up there (SysAK's "nosched").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Nonpreemptible {
+    pub cpu: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub duration_ms: f64,
+    pub ticks: u64,
+    /// The most tasks seen waiting for the CPU meanwhile.
+    pub waiting: u32,
+    /// The task, its syscall (and file) and its kernel stack at the tick
+    /// that crossed the threshold.
+    pub culprit: Culprit,
+}
+
+/// `NOSCHED cpu=1 52.0 ms: dd (pid 42) in write, 1 task waiting; write_zero <- ...`
+impl fmt::Display for Nonpreemptible {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.culprit;
+        write!(
+            f,
+            "NOSCHED cpu={} {:.1} ms: {} (pid {}){}, {} task{} waiting",
+            self.cpu,
+            self.duration_ms,
+            c.comm,
+            c.pid,
+            c.syscall
+                .as_deref()
+                .map(|s| format!(" in {s}"))
+                .unwrap_or_default(),
+            self.waiting,
+            if self.waiting == 1 { "" } else { "s" }
+        )?;
+        if !c.kstack.is_empty() {
+            write!(
+                f,
+                "; {}",
+                c.kstack
+                    .iter()
+                    .take(6)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" <- ")
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// The ledger: what one stats reader cost the node in cgroup-stat flushes

@@ -232,6 +232,72 @@ impl fmt::Display for LabThrottle {
     }
 }
 
+/// `lab backlog`: net.core.netdev_max_backlog made tiny and bursts of UDP
+/// sent toward the lab's pod during `start_ns..end_ns`, so the RX CPUs'
+/// input backlogs overflowed for real; the sysctl is back to `previous`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabBacklog {
+    pub prefix: String,
+    /// net.core.netdev_max_backlog during the injection ...
+    pub max_backlog: u32,
+    /// ... and before it (restored at the end).
+    pub previous: u32,
+    /// The CPU the sender ran on (off the RX CPUs, so that they fall behind).
+    pub sender_cpu: Option<u32>,
+    pub bursts: u32,
+    pub sent: u64,
+    /// Packets the kernel dropped from CPU input backlogs meanwhile
+    /// (softnet_stat, every netns), and on which CPUs.
+    pub softnet_dropped: u64,
+    pub drop_cpus: Vec<u32>,
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+impl fmt::Display for LabBacklog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "lab '{}': netdev_max_backlog {} for {:.1} s, {} burst{} ({} packets) toward the pod; {} dropped from CPU {} backlog{}; netdev_max_backlog back to {}",
+            self.prefix,
+            self.max_backlog,
+            self.end_ns.saturating_sub(self.start_ns) as f64 / 1e9,
+            self.bursts,
+            if self.bursts == 1 { "" } else { "s" },
+            self.sent,
+            self.softnet_dropped,
+            format_list(&self.drop_cpus),
+            if self.drop_cpus.len() == 1 { "" } else { "s" },
+            self.previous
+        )
+    }
+}
+
+/// `lab nosched`: `sections` non-preemptible kernel sections of `ms` each
+/// held `cpu` while another task waited for it, during `start_ns..end_ns`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabNosched {
+    pub cpu: u32,
+    pub ms: u64,
+    pub sections: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+impl fmt::Display for LabNosched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "held CPU {} in kernel code {} time{} for {} ms each, with a task waiting, over {:.1} s",
+            self.cpu,
+            self.sections,
+            if self.sections == 1 { "" } else { "s" },
+            self.ms,
+            self.end_ns.saturating_sub(self.start_ns) as f64 / 1e9
+        )
+    }
+}
+
 impl fmt::Display for LabDown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "lab '{}' removed", self.prefix)
@@ -268,6 +334,20 @@ impl fmt::Display for CleanReport {
 #[cfg(test)]
 mod tests {
     use crate::{parse_line, Record};
+
+    #[test]
+    fn backlog_injection_says_what_it_set_dropped_and_restored() {
+        // docs/json.md's example.
+        let line = r#"{"type":"lab-backlog","prefix":"demo","max_backlog":10,"previous":1000,"sender_cpu":1,"bursts":30,"sent":150000,"softnet_dropped":141210,"drop_cpus":[0],"start_ns":1764840001000000000,"end_ns":1764840031000000000}"#;
+        let Ok(Record::LabBacklog(b)) = parse_line(line) else {
+            panic!("docs/json.md's lab-backlog example parses");
+        };
+        assert_eq!(
+            b.to_string(),
+            "lab 'demo': netdev_max_backlog 10 for 30.0 s, 30 bursts (150000 packets) toward the pod; \
+             141210 dropped from CPU 0 backlog; netdev_max_backlog back to 1000"
+        );
+    }
 
     #[test]
     fn status_lists_hosts_endpoints_and_how_to_try_them() {

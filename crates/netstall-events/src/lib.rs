@@ -76,6 +76,8 @@ records! {
     Icmp(kernel::IcmpEcho) = "icmp",
     Syscall(kernel::SlowSyscall) = "syscall",
     Steal(kernel::Steal) = "steal",
+    /// A task's kernel code ran on while others waited for its CPU.
+    Nonpreemptible(kernel::Nonpreemptible) = "nonpreemptible",
     /// The stats readers' ledger (the agent, its recorder, the doctor).
     StatFlush(kernel::StatFlush) = "stat-flush",
     Histogram(kernel::Histogram) = "histogram",
@@ -118,6 +120,10 @@ records! {
     LabDrops(lab::LabDrops) = "lab-drops",
     /// The pod's server in a CPU cgroup with a small quota (`lab throttle`).
     LabThrottle(lab::LabThrottle) = "lab-throttle",
+    /// CPU input backlogs overflowed for real (`lab backlog`).
+    LabBacklog(lab::LabBacklog) = "lab-backlog",
+    /// Non-preemptible kernel sections injected (`lab nosched`).
+    LabNosched(lab::LabNosched) = "lab-nosched",
     Spin(kernel::InjectedStall) = "spin",
     Poll(lab::PollRead) = "poll",
     Clean(lab::CleanReport) = "clean",
@@ -175,6 +181,7 @@ impl Record {
             Record::Icmp(r) => r.to_string(),
             Record::Syscall(r) => r.to_string(),
             Record::Steal(r) => r.to_string(),
+            Record::Nonpreemptible(r) => r.to_string(),
             Record::StatFlush(r) => r.to_string(),
             Record::Histogram(r) => r.to_string(),
             Record::SelfCost(r) => r.to_string(),
@@ -188,6 +195,8 @@ impl Record {
             Record::LabDrops(r) => r.to_string(),
             Record::LabThrottle(r) => r.to_string(),
             Record::CpuThrottle(r) => r.to_string(),
+            Record::LabBacklog(r) => r.to_string(),
+            Record::LabNosched(r) => r.to_string(),
             Record::Zombies(r) => r.to_string(),
             Record::Clean(r) => r.to_string(),
             Record::Spin(r) => r.to_string(),

@@ -7,6 +7,7 @@
 
 pub mod cgwatch;
 pub mod drops;
+pub mod nosched;
 pub mod spin;
 pub mod stack;
 pub mod throttle;
@@ -19,6 +20,9 @@ mod skel {
     }
     pub mod drops {
         include!(concat!(env!("OUT_DIR"), "/drops.skel.rs"));
+    }
+    pub mod nosched {
+        include!(concat!(env!("OUT_DIR"), "/nosched.skel.rs"));
     }
     pub mod spin {
         include!(concat!(env!("OUT_DIR"), "/spin.skel.rs"));

@@ -15,8 +15,11 @@
 //! * [`incident`]: all of them together, as `netstall demo` stages the story.
 //! * [`inject`]: `lab drops`, a share of the packets to the pod dropped at random.
 //! * [`throttle`]: `lab throttle`, the pod's HTTP server in a CPU cgroup with a small quota.
+//! * [`backlog`]: `lab backlog`, CPU input backlogs overflowed by a tiny
+//!   `netdev_max_backlog` and bursts toward the pod.
 //! * `lab spin` lives in `netstall-kernel` (it is a BPF program).
 
+pub mod backlog;
 pub mod clean;
 pub mod incident;
 pub mod inject;

@@ -424,6 +424,106 @@ fn doctor_names_injected_packet_drops_with_the_kernels_reason() {
 }
 
 #[test]
+fn doctor_names_an_overflowing_cpu_backlog_with_its_cpu() {
+    if !privileged("doctor_names_an_overflowing_cpu_backlog_with_its_cpu") {
+        return;
+    }
+    // netdev_max_backlog is host-wide: nobody else may run meanwhile.
+    let _lock = MachineLock::acquire();
+    let before = std::fs::read_to_string("/proc/sys/net/core/netdev_max_backlog").unwrap();
+    let lab = Lab::up("0");
+    // A backlog of 10 packets and 5,000-packet bursts from the client (on CPU 1)
+    // toward the pod: CPU 0, the nodes' RX CPU, cannot keep up.
+    let mut injector = Command::new(NETSTALL)
+        .args([
+            "lab",
+            "backlog",
+            "--prefix",
+            &lab.prefix,
+            "-w",
+            "40s",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run lab backlog");
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = std::fs::read_to_string("/proc/sys/net/core/netdev_max_backlog").unwrap();
+    let out = netstall(&[
+        "doctor",
+        "-w",
+        "10s",
+        "--target",
+        "10.244.2.10:8080",
+        "--netns",
+        &lab.netns("cli"),
+        "--cpu",
+        "1",
+        "--no-sample",
+        "--json",
+    ]);
+    // SIGINT: the injector restores the sysctl and reports.
+    // SAFETY: kill on the PID of the child this test started.
+    unsafe { libc::kill(injector.id() as i32, libc::SIGINT) };
+    let mut injected = String::new();
+    injector
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut injected)
+        .unwrap();
+    assert!(injector.wait().unwrap().success());
+    assert_eq!(during.trim(), "10");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/core/netdev_max_backlog").unwrap(),
+        before,
+        "netdev_max_backlog restored"
+    );
+    let report: Value = serde_json::from_str(injected.trim()).expect(&injected);
+    assert_eq!(report["type"], "lab-backlog", "{injected}");
+    // CPU 0 dropped (CPU 1's backlog, unsteered, may drop a few of the replies).
+    assert!(
+        report["drop_cpus"].as_array().unwrap().contains(&0.into()),
+        "{injected}"
+    );
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines = json_lines(&out);
+    let verdict = *of_type(&lines, "verdict").last().expect("a verdict");
+    let causes: Vec<&Value> = verdict["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(verdict["also"].as_array().unwrap())
+        .collect();
+    let backlog = causes
+        .iter()
+        .find(|c| c["id"] == "backlog-overflow")
+        .unwrap_or_else(|| panic!("backlog-overflow named: {verdict}\n{stderr}"));
+    assert_eq!(backlog["named"], "CPU_BACKLOG", "{backlog}");
+    // The RX CPU, by itself when no other traffic on the host overflowed.
+    assert!(
+        backlog["cpus"].as_array().unwrap().contains(&0.into())
+            && (backlog["cpu"] == 0 || backlog["cpu"].is_null()),
+        "{backlog}"
+    );
+    assert!(
+        backlog["evidence"].as_array().unwrap().iter().any(|e| e
+            .as_str()
+            .unwrap()
+            .starts_with("CPU 0: ")
+            && e.as_str().unwrap().contains("softnet_stat")),
+        "{backlog}"
+    );
+    assert!(
+        !causes.iter().any(|c| c["id"] == "dying-memcg-stat-flush"),
+        "not the story's cause: {verdict}"
+    );
+    assert_eq!(verdict["status"], "unhealthy", "{verdict}");
+}
+
+#[test]
 fn doctor_without_privileges_refuses_naming_the_capability() {
     if !privileged("doctor_without_privileges_refuses_naming_the_capability") {
         return;
@@ -544,6 +644,77 @@ fn doctor_names_an_injected_bh_off_stall_by_its_stack() {
     let _ = std::fs::remove_file(&report);
     let _ = std::fs::remove_file(&saved);
     std::thread::sleep(Duration::from_millis(10));
+}
+
+#[test]
+fn doctor_names_a_non_preemptible_kernel_section_with_its_task_syscall_and_stack() {
+    if !privileged("doctor_names_a_non_preemptible_kernel_section_with_its_task_syscall_and_stack")
+    {
+        return;
+    }
+    let _lock = MachineLock::acquire();
+    let lab = Lab::up("0");
+    // 50 ms in the bpf() syscall's kernel code every second on CPU 0, with
+    // a task runnable there all along (PREEMPT_NONE: nothing preempts it).
+    let mut injector = Command::new(NETSTALL)
+        .args([
+            "lab", "nosched", "--cpu", "0", "--ms", "50", "--every", "1s", "-w", "14s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let saved = std::env::temp_dir().join(format!("netstall-nosched-{}.jsonl", lab.prefix));
+    let out = netstall(&[
+        "doctor",
+        "-w",
+        "10s",
+        "--target",
+        "192.168.50.1:30080",
+        "--netns",
+        &lab.netns("cli"),
+        "--cpu",
+        "1",
+        "--no-sample",
+        "--json",
+        "--save",
+        saved.to_str().unwrap(),
+    ]);
+    let _ = injector.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines = json_lines(&out);
+    let verdict = *of_type(&lines, "verdict").last().expect("a verdict");
+    let cause = verdict["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "kernel-nonpreemptible")
+        .unwrap_or_else(|| panic!("kernel-nonpreemptible named: {verdict}\n{stderr}"));
+    assert_eq!(cause["cpu"], 0, "{cause}");
+    assert_eq!(cause["named"], "bpf", "{cause}");
+    assert_eq!(cause["severity"], "unhealthy", "{cause}");
+    assert!(cause["stalls"].as_u64().unwrap() >= 5, "{cause}");
+    let worst = cause["worst_ms"].as_f64().unwrap();
+    assert!((35.0..=80.0).contains(&worst), "{cause}");
+    assert_eq!(cause["culprit"]["syscall"], "bpf", "{cause}");
+    assert!(
+        cause["culprit"]["kstack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "bpf_prog_test_run_syscall"),
+        "{cause}"
+    );
+    assert!(
+        verdict["causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["id"] != "dying-memcg-stat-flush"),
+        "not the story's cause: {verdict}"
+    );
+    assert_replays_to(&saved, verdict);
+    let _ = std::fs::remove_file(&saved);
 }
 
 /// `doctor --replay FILE --json`, as nobody (replay needs no privileges),

@@ -14,6 +14,9 @@
  *   syscalls       slow syscalls, and always the culprit's, with the fd's path
  *   icmp           ICMP echo requests processed (seq, id, context)
  *   steal          vCPU steal: time the hypervisor did not run this CPU
+ *   nosched        a task ran on in the kernel (a syscall, a kthread) while
+ *                  others were runnable on its CPU: no preemption there on
+ *                  PREEMPT_NONE/VOLUNTARY kernels, only cond_resched()
  *
  * Steal matters twice: a hypervisor pause delays every packet of the VM
  * without any task or IRQs-off section to blame, and it makes the local
@@ -120,6 +123,14 @@ struct ns_cpu_state {
 	__u32 holder_stack_bytes;
 	__u32 _pad;
 	__u64 holder_stack[TRACE_MAX_FRAMES];
+	/* nosched: one task's kernel code while others wait, seen by ticks */
+	__u64 switches;      /* context switches here (a count: no clock read) */
+	__u64 ns_switches;   /* `switches` at the last tick */
+	__u64 ns_since;      /* first tick of the current stretch, 0: none */
+	__u64 ns_last;       /* last tick that saw it */
+	__u64 ns_ticks;
+	__u32 ns_waiting;
+	__u32 ns_pending;    /* crossed the threshold: nosched_events holds it */
 };
 
 struct {
@@ -128,6 +139,15 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ns_cpu_state);
 } cpu_states SEC(".maps");
+
+/* A nosched stretch that crossed the threshold, filled at that tick (the
+ * task, its syscall and where it was) and sent when the stretch ends. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ns_trace_event);
+} nosched_events SEC(".maps");
 
 /* Per task: the syscall in flight, an rstat lock held, the last memcg flush. */
 struct ns_task_ctx {
@@ -656,6 +676,101 @@ int BPF_PROG(on_softirq_exit, unsigned int vec)
 	return 0;
 }
 
+/* ---- nosched: others runnable, one task's kernel code runs on ---- */
+
+/* Sends the pending stretch, if one crossed the threshold, ending at `end`. */
+static __always_inline void end_nosched(struct ns_cpu_state *st, __u64 end)
+{
+	struct ns_trace_event *e;
+	__u32 zero = 0;
+
+	if (!st->ns_pending)
+		return;
+	st->ns_pending = 0;
+	e = bpf_map_lookup_elem(&nosched_events, &zero);
+	if (!e)
+		return;
+	e->end_ns = end;
+	e->detail.nosched.ticks = st->ns_ticks;
+	e->detail.nosched.waiting = st->ns_waiting;
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+		count(TC_RING_DROPS);
+}
+
+/* At a tick on a busy CPU: is the current task in kernel code (a kthread,
+ * or a syscall: the task's entry registers hold its number; an interrupt
+ * from user mode holds -1 there; not in a softirq) while another task is
+ * runnable here, and has it been so since the previous tick without a
+ * switch? A stretch of such ticks of at least threshold_ns is reported
+ * with the task, its syscall and its stack. A late tick (IRQs off: irqs-off's, not this
+ * one's) starts a new stretch; so does every context switch. RT tasks are
+ * left out: they are not preempted by the waiting ones anyway. */
+static __always_inline void look_at_nosched(void *ctx, struct ns_cpu_state *st,
+					    struct task_struct *task, __u64 now)
+{
+	struct ns_trace_event *e;
+	bool kernel, same, on_time;
+	__u32 zero = 0, waiting, running;
+	__s64 nr;
+	long n;
+
+	same = st->ns_switches == st->switches;
+	st->ns_switches = st->switches;
+	on_time = st->last_tick && now - st->last_tick < tick_gap_ns;
+	/* this CPU's runqueue, as steal_clock() finds it (the `runqueues`
+	 * per-CPU symbol is not resolvable on every kernel) */
+	running = BPF_CORE_READ(task, se.cfs_rq, rq, nr_running);
+	waiting = running > 1 ? running - 1 : 0;
+	kernel = task->flags & PF_KTHREAD;
+	if (!kernel) {
+		nr = SYSCALL_NR_CORE((struct pt_regs *)bpf_task_pt_regs(task));
+		kernel = nr >= 0 && nr < 512;
+	}
+	/* inside a softirq the task is not running its own code: a stall of
+	 * the softirq detectors' (and BH-off), not this */
+	if (!kernel || !waiting || st->softirq_ts || task->prio < 100 /* MAX_RT_PRIO */) {
+		end_nosched(st, st->ns_last);
+		st->ns_since = 0;
+		return;
+	}
+	if (!st->ns_since || !same || !on_time) {
+		end_nosched(st, st->ns_last);
+		st->ns_since = now;
+		st->ns_last = now;
+		st->ns_ticks = 1;
+		st->ns_waiting = waiting;
+		return;
+	}
+	st->ns_last = now;
+	st->ns_ticks++;
+	if (waiting > st->ns_waiting)
+		st->ns_waiting = waiting;
+	if (st->ns_pending || now - st->ns_since < threshold_ns ||
+	    !cpu_selected(bpf_get_smp_processor_id()))
+		return;
+	e = bpf_map_lookup_elem(&nosched_events, &zero);
+	if (!e)
+		return;
+	e->kind = TK_NOSCHED;
+	e->cpu = bpf_get_smp_processor_id();
+	e->start_ns = st->ns_since;
+	e->end_ns = now;
+	e->flags = 0;
+	e->sys_nr = -1;
+	e->sys_start_ns = 0;
+	e->path_off = TRACE_PATH_END;
+	__builtin_memset(&e->detail, 0, sizeof(e->detail));
+	e->task2.pid = 0;
+	e->task2.tid = 0;
+	e->task2.comm[0] = 0;
+	set_current(&e->task);
+	set_current_syscall(e, false);
+	/* where the task was: under the timer interrupt's frames */
+	n = bpf_get_stack(ctx, e->stack, sizeof(e->stack), 0);
+	e->stack_bytes = n > 0 ? n : 0;
+	st->ns_pending = 1;
+}
+
 /* ---- irqs-off: the local timer is the heartbeat of a busy CPU ---- */
 
 SEC("tp_btf/local_timer_entry")
@@ -694,6 +809,7 @@ int BPF_PROG(on_local_timer_entry, int vector)
 		st->last_tick = 0;
 		return 0;
 	}
+	look_at_nosched(ctx, st, task, now);
 	/* Judged at this tick's exit, when the steal clock has caught up. */
 	st->gap_from = st->last_tick;
 	st->last_tick = now;
@@ -758,6 +874,11 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	st = cpu_state();
 	if (!st)
 		return 0;
+	st->switches++;
+	if (st->ns_pending) {
+		now = bpf_ktime_get_ns();
+		end_nosched(st, now); /* the stretch ends: the CPU goes to another task */
+	}
 	if (next->pid == 0) {
 		st->last_tick = 0; /* entering idle: NO_HZ may stop the tick */
 	} else if (prev->pid == 0) {

@@ -37,6 +37,7 @@ enum ns_trace_kind {
 	TK_SYSCALL = 6,       /* slow (or culprit's) syscall */
 	TK_ICMP_ECHO = 7,     /* an ICMP echo request processed */
 	TK_STEAL = 8,         /* steal: the hypervisor ran something else */
+	TK_NOSCHED = 9,       /* kernel-nonpreemptible: others runnable, one task's kernel code ran on */
 };
 
 /* Per-CPU counters (index into the `counters` per-CPU array). */
@@ -99,6 +100,12 @@ struct ns_steal {
 	__u64 stolen_ns; /* of [start_ns, end_ns] */
 };
 
+struct ns_nosched {
+	__u64 ticks;   /* timer ticks that found it so (IRQs were on) */
+	__u32 waiting; /* most tasks seen waiting on the CPU's runqueue */
+	__u32 _pad;
+};
+
 /* The largest member first: a zeroed (default) union is all zero. */
 union ns_trace_detail {
 	struct ns_rstat_hold rstat_hold;
@@ -109,6 +116,7 @@ union ns_trace_detail {
 	struct ns_syscall_end syscall;
 	struct ns_icmp_echo icmp_echo;
 	struct ns_steal steal;
+	struct ns_nosched nosched;
 };
 
 struct ns_task {

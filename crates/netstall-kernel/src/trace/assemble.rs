@@ -71,9 +71,10 @@ fn span(event: &KernelEvent) -> Option<(u64, u64)> {
             switch_ns,
             ..
         } => (blocked_ns, switch_ns),
-        KernelEvent::Syscall { .. } | KernelEvent::IcmpEcho { .. } | KernelEvent::Steal { .. } => {
-            return None
-        }
+        KernelEvent::Syscall { .. }
+        | KernelEvent::IcmpEcho { .. }
+        | KernelEvent::Steal { .. }
+        | KernelEvent::Nonpreemptible(_) => return None,
     };
     Some((a.min(b), a.max(b)))
 }
@@ -85,9 +86,10 @@ fn detector(event: &KernelEvent) -> Option<Detector> {
         KernelEvent::SoftirqDelay { .. } => Detector::SoftirqDelay,
         KernelEvent::Ksoftirqd { .. } => Detector::Ksoftirqd,
         KernelEvent::RstatHold { .. } => Detector::RstatHold,
-        KernelEvent::Syscall { .. } | KernelEvent::IcmpEcho { .. } | KernelEvent::Steal { .. } => {
-            return None
-        }
+        KernelEvent::Syscall { .. }
+        | KernelEvent::IcmpEcho { .. }
+        | KernelEvent::Steal { .. }
+        | KernelEvent::Nonpreemptible(_) => return None,
     })
 }
 

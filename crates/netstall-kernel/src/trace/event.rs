@@ -10,6 +10,7 @@
 //! so recorded events decode the same way in unit tests.
 
 use netstall_core::clock::ClockOffset;
+use netstall_events::kernel::{Culprit, Nonpreemptible};
 
 use crate::skel::trace::types::{
     ns_task, ns_trace_event as RawEvent, ns_trace_flag as Flag, ns_trace_kind as Kind,
@@ -136,6 +137,8 @@ pub enum KernelEvent {
         end_ns: u64,
         stolen_ns: u64,
     },
+    /// A task's kernel code ran on while others waited for the CPU.
+    Nonpreemptible(Nonpreemptible),
 }
 
 /// Who held a CPU while NET_RX was blocked, sampled by a timer tick.
@@ -160,6 +163,7 @@ impl KernelEvent {
             | KernelEvent::Syscall { cpu, .. }
             | KernelEvent::IcmpEcho { cpu, .. }
             | KernelEvent::Steal { cpu, .. } => *cpu,
+            KernelEvent::Nonpreemptible(n) => n.cpu,
         }
     }
 }
@@ -312,6 +316,27 @@ pub fn decode(
                 end_ns: rt(raw.end_ns),
                 stolen_ns: d.stolen_ns,
             }
+        }
+        Kind::TK_NOSCHED => {
+            let d = unsafe { raw.detail.nosched };
+            let (start_ns, end_ns) = (rt(raw.start_ns), rt(raw.end_ns));
+            KernelEvent::Nonpreemptible(Nonpreemptible {
+                cpu: raw.cpu,
+                start_ns,
+                end_ns,
+                duration_ms: end_ns.saturating_sub(start_ns) as f64 / 1e6,
+                ticks: d.ticks,
+                waiting: d.waiting,
+                culprit: Culprit {
+                    comm: task.comm,
+                    pid: task.pid,
+                    tid: task.tid,
+                    syscall: syscall.as_ref().map(|s| s.name.clone()),
+                    path: syscall.and_then(|s| s.path),
+                    kstack: stack::strip_interrupt_frames(kstack()),
+                    ..Culprit::default()
+                },
+            })
         }
         _ => return None,
     };

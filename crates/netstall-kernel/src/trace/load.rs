@@ -57,11 +57,12 @@ fn programs(detector: TraceDetector) -> &'static [&'static str] {
         }
         TraceDetector::Syscalls => &["on_sys_enter", "on_sys_exit"],
         TraceDetector::Icmp => &["on_icmp_consume"],
+        TraceDetector::Nosched => &["on_local_timer_entry", "on_sched_switch"],
     }
 }
 
 /// Every detector, in the order a program's cost is attributed.
-const DETECTORS: [TraceDetector; 8] = [
+const DETECTORS: [TraceDetector; 9] = [
     TraceDetector::STALLS[0],
     TraceDetector::STALLS[1],
     TraceDetector::STALLS[2],
@@ -70,6 +71,7 @@ const DETECTORS: [TraceDetector; 8] = [
     TraceDetector::STALLS[4],
     TraceDetector::Syscalls,
     TraceDetector::Icmp,
+    TraceDetector::Nosched,
 ];
 
 /// Index of a per-CPU counter in the `counters` map (`enum ns_trace_counter`).
@@ -475,6 +477,7 @@ pub fn run(
         report_steal: config.steal,
     };
     let mut wanted: Vec<TraceDetector> = TraceDetector::STALLS.to_vec();
+    wanted.push(TraceDetector::Nosched);
     if config.steal {
         wanted.push(TraceDetector::Steal);
     }

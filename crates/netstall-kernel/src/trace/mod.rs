@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use netstall_core::shutdown::Shutdown;
 pub use netstall_events::kernel::TraceDetector;
-use netstall_events::kernel::{IcmpEcho, SlowSyscall, Stall, Steal};
+use netstall_events::kernel::{IcmpEcho, Nonpreemptible, SlowSyscall, Stall, Steal};
 
 pub use load::run;
 pub use printed::run_printed;
@@ -131,6 +131,8 @@ pub enum TraceEvent {
     /// vCPU steal of at least the packet floor on one CPU (the hypervisor
     /// ran something else): always reported, rarely printed.
     Steal(Steal),
+    /// A non-preemptible kernel section (others waited for the CPU).
+    Nonpreemptible(Nonpreemptible),
     /// The running totals, every [`TraceConfig::totals_every`].
     Totals(TraceTotals),
 }
@@ -142,6 +144,7 @@ impl From<recording::Replayed> for TraceEvent {
             recording::Replayed::Icmp(i) => TraceEvent::Icmp(i),
             recording::Replayed::Syscall(s) => TraceEvent::Syscall(s),
             recording::Replayed::Steal(s) => TraceEvent::Steal(s),
+            recording::Replayed::Nonpreemptible(n) => TraceEvent::Nonpreemptible(n),
         }
     }
 }

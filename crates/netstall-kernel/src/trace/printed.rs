@@ -97,6 +97,7 @@ fn run_stalls_printed(config: &TraceConfig, stop: &Stop, out: Output) -> Result<
                 out.emit(steal);
             }
         }
+        TraceEvent::Nonpreemptible(n) => out.emit(n),
         // Not asked for (`totals_every` unset): the summary has them.
         TraceEvent::Totals(_) => {}
     })?;

@@ -24,7 +24,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use netstall_events::kernel::{IcmpEcho, SlowSyscall, Stall, Steal, StealSource};
+use netstall_events::kernel::{IcmpEcho, Nonpreemptible, SlowSyscall, Stall, Steal, StealSource};
 use netstall_events::stack;
 
 use super::assemble::Assembler;
@@ -41,6 +41,7 @@ pub enum Replayed {
     Icmp(IcmpEcho),
     Syscall(SlowSyscall),
     Steal(Steal),
+    Nonpreemptible(Nonpreemptible),
 }
 
 /// One line of a recording's body, in order.
@@ -252,6 +253,7 @@ pub(super) fn route(
             steal_ms: stolen_ns as f64 / 1e6,
             source: StealSource::StealClock,
         })),
+        KernelEvent::Nonpreemptible(n) => Some(Replayed::Nonpreemptible(n)),
         _ => {
             assembler.push(event);
             None

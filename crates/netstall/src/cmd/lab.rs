@@ -30,6 +30,7 @@ const DEFAULT_PREFIX: &str = "nst";
         sudo netstall lab spin --cpu 0 --ms 50 --every 1s -w 30s\n  \
         sudo netstall lab drops --rate 10 -w 60s\n  \
         sudo netstall lab throttle -w 60s\n  \
+        sudo netstall lab backlog -w 60s\n  \
         sudo netstall lab clean && sudo netstall lab down"
 )]
 pub struct Args {
@@ -161,6 +162,10 @@ enum LabCommand {
         #[arg(short = 'w', long = "duration", value_parser = duration::parse_nonzero)]
         duration: Duration,
     },
+    /// Test-only: hold a CPU in kernel code (a BPF busy-wait in a syscall) while a task waits.
+    Nosched(netstall_kernel::nosched::Args),
+    /// Overflow the RX CPUs' input backlogs: a tiny netdev_max_backlog, UDP bursts to the pod.
+    Backlog(netstall_lab::backlog::Args),
     /// Release the lab's dying cgroups (remove their data, drop caches level 1).
     #[command(after_help = "Examples:\n  \
         sudo netstall lab clean\n  \
@@ -231,6 +236,8 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
         LabCommand::Throttle { prefix, duration } => {
             drop(throttle::throttle_printed(&prefix.prefix, duration, out)?)
         }
+        LabCommand::Nosched(args) => netstall_kernel::nosched::run_printed(&args, out).map(drop)?,
+        LabCommand::Backlog(args) => netstall_lab::backlog::run_printed(&args, out).map(drop)?,
         LabCommand::Clean { prefix } => {
             let paths = zombies::ZombiePaths::for_host(&prefix.prefix)?;
             out.emit(clean::clean(&paths)?);
