@@ -554,6 +554,9 @@ pub fn run(config: &DoctorConfig, mut progress: impl FnMut(Progress)) -> Result<
                                 removed: true,
                             });
                         }
+                        ThrottleEvent::Lost(rows) => progress(Progress::Throttle(format!(
+                            "{rows} cgroup readings lost to a full ring (more than ~20,000 limited cgroups): some cgroups are missing"
+                        ))),
                         ThrottleEvent::Started { .. } => {}
                     }
                 }

@@ -67,6 +67,9 @@ pub enum ThrottleEvent {
         cgroup: String,
         last_ns: u64,
     },
+    /// Rows the kernel could not hand over (a full ring: more than about
+    /// 20,000 limited cgroups): their cgroups are missing from the readings.
+    Lost(u64),
 }
 
 /// A cgroup's CFS bandwidth counters (cumulative since it was created).
@@ -409,6 +412,10 @@ pub fn run(
         if stopping {
             break;
         }
+    }
+    let lost = reader.overflow();
+    if lost > 0 {
+        on_event(ThrottleEvent::Lost(lost));
     }
     Ok(())
 }

@@ -1100,10 +1100,12 @@ fn doctor_says_in_one_line_why_an_http_target_cannot_be_timed() {
     let error = serve(
         b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     );
-    for (port, needle, code) in [
-        (closed, "Connection refused", 2),
-        (ssh, "not an HTTP response", 2),
-        (error, "answered HTTP 500 to ", 0),
+    // Exit 2: not measured (unknown). The 500s are timed: their verdict is
+    // the node's (0 or 1, as the load of the moment decides), never unknown.
+    for (port, needle, unknown) in [
+        (closed, "Connection refused", true),
+        (ssh, "not an HTTP response", true),
+        (error, "answered HTTP 500 to ", false),
     ] {
         let target = format!("http://127.0.0.1:{port}/health");
         let out = netstall(&[
@@ -1124,6 +1126,7 @@ fn doctor_says_in_one_line_why_an_http_target_cannot_be_timed() {
             "{}",
             said[0]
         );
-        assert_eq!(out.status.code(), Some(code), "{target}: {stderr}");
+        assert_eq!(out.status.code() == Some(2), unknown, "{target}: {stderr}");
+        assert!(out.status.code().is_some(), "{target}: {stderr}");
     }
 }
