@@ -94,14 +94,17 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value =
-                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+        // `\ooo`, three octal digits of one byte (the kernel escapes space,
+        // tab, newline and backslash); `\4xx` and above is not a byte and
+        // stays as it is.
+        let octal = (bytes[i] == b'\\' && i + 3 < bytes.len())
+            .then(|| &bytes[i + 1..i + 4])
+            .filter(|digits| digits.iter().all(|b| (b'0'..=b'7').contains(b)))
+            .and_then(|digits| {
+                let value = digits.iter().fold(0u32, |n, d| n * 8 + u32::from(d - b'0'));
+                u8::try_from(value).ok()
+            });
+        if let Some(value) = octal {
             out.push(value);
             i += 4;
         } else {
@@ -164,6 +167,17 @@ mod tests {
         assert_eq!(mounts[3].version, 2);
         assert!(mounts.iter().all(|m| m.root == "/"));
         assert_eq!(mounts[4].path, PathBuf::from("/mnt/with space"));
+    }
+
+    /// Found by the mountinfo fuzz target: `\777` overflowed a byte.
+    #[test]
+    fn octal_escapes_beyond_a_byte_stay_as_written() {
+        assert_eq!(unescape("a\\040b\\134c"), "a b\\c");
+        assert_eq!(unescape("x\\777y\\400"), "x\\777y\\400");
+        assert_eq!(unescape("\\377"), "\u{FFFD}");
+        assert_eq!(unescape("\\04"), "\\04");
+        let crash = "22 27 0:21 / /p\\777x rw - cgroup cgroup rw,pids\n";
+        assert_eq!(parse_mountinfo(crash)[0].path, PathBuf::from("/p\\777x"));
     }
 
     #[test]

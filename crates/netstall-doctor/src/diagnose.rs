@@ -17,8 +17,8 @@ use netstall_probe::episodes::{Episode, EpisodeKind};
 use crate::findings::{Findings, SamplerState, TracerState};
 
 mod net;
-mod throttle;
 mod nosched;
+mod throttle;
 pub use net::{BACKLOG_REASONS, FAULT_DROPS, FAULT_QUEUE_DROPS, MIN_DROPS, MIN_RETRANSMITS};
 pub use throttle::{
     slow_answers, BIG_THROTTLED_SHARE, MIN_LINED_UP, SLOW_ANSWER_MS, SLOW_OVER_FAST,
