@@ -25,6 +25,9 @@ pub const MAX_FOR: Duration = Duration::from_secs(3600);
 
 /// `netstall lab nosched`'s arguments.
 #[derive(clap::Args, Debug, Clone)]
+#[command(after_help = "Examples:\n  \
+    sudo netstall lab nosched --cpu 0 --ms 50 -w 30s        50 ms every second\n  \
+    sudo netstall trace                                   shows each as `nonpreemptible`")]
 pub struct Args {
     /// CPU to hold.
     #[arg(long)]

@@ -42,6 +42,9 @@ const PAYLOAD: [u8; 64] = [0x6e; 64];
 
 /// `netstall lab backlog`'s arguments.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    sudo netstall lab backlog -w 60s                      backlog 10, 5000 packets a second\n  \
+    sudo netstall lab backlog --max-backlog 1 --burst 20000 --every 500ms -w 2m")]
 pub struct Args {
     /// Name prefix of the lab.
     #[arg(long, default_value = "nst")]

@@ -709,6 +709,7 @@ static __always_inline void look_at_nosched(void *ctx, struct ns_cpu_state *st,
 					    struct task_struct *task, __u64 now)
 {
 	struct ns_trace_event *e;
+	struct cfs_rq *cfs;
 	bool kernel, same, on_time;
 	__u32 zero = 0, waiting, running;
 	__s64 nr;
@@ -718,17 +719,19 @@ static __always_inline void look_at_nosched(void *ctx, struct ns_cpu_state *st,
 	st->ns_switches = st->switches;
 	on_time = st->last_tick && now - st->last_tick < tick_gap_ns;
 	/* this CPU's runqueue, as steal_clock() finds it (the `runqueues`
-	 * per-CPU symbol is not resolvable on every kernel) */
-	running = BPF_CORE_READ(task, se.cfs_rq, rq, nr_running);
+	 * per-CPU symbol is not resolvable on every kernel); direct loads, no
+	 * helper calls: this runs at every tick of a busy CPU */
+	cfs = task->se.cfs_rq;
+	running = cfs ? cfs->rq->nr_running : 0;
 	waiting = running > 1 ? running - 1 : 0;
-	kernel = task->flags & PF_KTHREAD;
-	if (!kernel) {
+	/* nobody waits (the common case), an RT task, or inside a softirq (a
+	 * stall of the softirq detectors', not the task's own code) */
+	kernel = waiting && !st->softirq_ts && task->prio >= 100 /* MAX_RT_PRIO */;
+	if (kernel && !(task->flags & PF_KTHREAD)) {
 		nr = SYSCALL_NR_CORE((struct pt_regs *)bpf_task_pt_regs(task));
 		kernel = nr >= 0 && nr < 512;
 	}
-	/* inside a softirq the task is not running its own code: a stall of
-	 * the softirq detectors' (and BH-off), not this */
-	if (!kernel || !waiting || st->softirq_ts || task->prio < 100 /* MAX_RT_PRIO */) {
+	if (!kernel) {
 		end_nosched(st, st->ns_last);
 		st->ns_since = 0;
 		return;
