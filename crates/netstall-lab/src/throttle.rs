@@ -146,10 +146,22 @@ pub fn cgroup_name(prefix: &str) -> String {
     format!("netstall-{prefix}-throttle")
 }
 
+/// `netstall lab throttle`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Name prefix of the lab.
+    #[arg(long, default_value = "nst")]
+    pub prefix: String,
+    /// How long to throttle.
+    #[arg(short = 'w', long = "duration", value_parser = netstall_core::duration::parse_nonzero)]
+    pub duration: Duration,
+}
+
 /// `lab throttle`: the pod's HTTP server shares a CPU cgroup of [`QUOTA`]
 /// per [`PERIOD`] with a busy process for `duration` (or until Ctrl-C);
 /// then everything is put back.
-pub fn throttle_printed(prefix: &str, duration: Duration, out: Output) -> Result<LabThrottle> {
+pub fn throttle_printed(args: &Args, out: Output) -> Result<LabThrottle> {
+    let (prefix, duration) = (args.prefix.as_str(), args.duration);
     if duration > MAX_THROTTLE_FOR {
         bail!("-w must be at most {}s", MAX_THROTTLE_FOR.as_secs());
     }

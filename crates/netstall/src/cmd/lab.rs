@@ -155,13 +155,7 @@ enum LabCommand {
     },
     /// Run the pod's HTTP server in a CPU cgroup of 20 ms per 100 ms, beside a busy process.
     #[command(after_help = "Examples:\n  sudo netstall lab throttle -w 60s")]
-    Throttle {
-        #[command(flatten)]
-        prefix: PrefixArg,
-        /// How long to throttle.
-        #[arg(short = 'w', long = "duration", value_parser = duration::parse_nonzero)]
-        duration: Duration,
-    },
+    Throttle(throttle::Args),
     /// Test-only: hold a CPU in kernel code (a BPF busy-wait in a syscall) while a task waits.
     Nosched(netstall_kernel::nosched::Args),
     /// Overflow the RX CPUs' input backlogs: a tiny netdev_max_backlog, UDP bursts to the pod.
@@ -233,9 +227,7 @@ pub fn run(args: Args, out: Output) -> Result<ExitCode> {
             rate,
             duration,
         } => drop(inject::drops_printed(&prefix.prefix, rate, duration, out)?),
-        LabCommand::Throttle { prefix, duration } => {
-            drop(throttle::throttle_printed(&prefix.prefix, duration, out)?)
-        }
+        LabCommand::Throttle(args) => drop(throttle::throttle_printed(&args, out)?),
         LabCommand::Nosched(args) => netstall_kernel::nosched::run_printed(&args, out).map(drop)?,
         LabCommand::Backlog(args) => netstall_lab::backlog::run_printed(&args, out).map(drop)?,
         LabCommand::Clean { prefix } => {
