@@ -63,7 +63,20 @@ const MAX_KERNEL_SYMBOL_OFFSET: usize = 1 << 20;
 /// Samples `config.cpus` for `duration` or until `stop` is requested, whichever
 /// comes first; samples are symbolized as they arrive. Needs CAP_PERFMON (or root).
 pub fn record(config: &SamplerConfig, duration: Duration, stop: &Shutdown) -> Result<Recording> {
-    record_samples(config, duration, stop, true)
+    record_samples(config, duration, stop, Detail::Full)
+}
+
+/// As [`record`], but user-space frames are not named: a sample's stack is
+/// its task, `[user]` when it was in user space, and its kernel frames.
+/// Memory stays that of kallsyms: naming user frames reads the symbol tables
+/// (and DWARF) of every process sampled, tens of MB for a compiler (the
+/// agent's stall-triggered windows use this).
+pub fn record_kernel(
+    config: &SamplerConfig,
+    duration: Duration,
+    stop: &Shutdown,
+) -> Result<Recording> {
+    record_samples(config, duration, stop, Detail::Kernel)
 }
 
 /// As [`record`], but only when and where each sample landed: no call
@@ -74,15 +87,24 @@ pub fn record_times(
     duration: Duration,
     stop: &Shutdown,
 ) -> Result<Recording> {
-    record_samples(config, duration, stop, false)
+    record_samples(config, duration, stop, Detail::Times)
+}
+
+/// How much of each sample is kept and named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Detail {
+    Times,
+    Kernel,
+    Full,
 }
 
 fn record_samples(
     config: &SamplerConfig,
     duration: Duration,
     stop: &Shutdown,
-    stacks: bool,
+    detail: Detail,
 ) -> Result<Recording> {
+    let stacks = detail != Detail::Times;
     privilege::require(&[Capability::Perfmon], "sampling CPUs")?;
     netstall_core::cpu::check_online(&config.cpus)?;
     let clock = ClockOffset::sample();
@@ -113,7 +135,7 @@ fn record_samples(
         sampler.enable().context("enabling cpu-clock sampling")?;
     }
 
-    let mut names = Names::new();
+    let mut names = Names::new(detail == Detail::Full);
     let mut samples = Vec::new();
     let mut lost = 0;
     let deadline = Instant::now() + duration;
@@ -184,14 +206,17 @@ fn split_callchain(time_ns: u64, cpu: u32, pid: u32, tid: u32, chain: &[u64]) ->
 /// through each process's maps and ELF files.
 struct Names {
     symbolizer: Symbolizer,
+    /// Whether user-space frames are named (or stand as one `[user]`).
+    user_frames: bool,
     comms: HashMap<u32, String>,
     frames: HashMap<(u32, u64), String>,
 }
 
 impl Names {
-    fn new() -> Self {
+    fn new(user_frames: bool) -> Self {
         Self {
             symbolizer: Symbolizer::new(),
+            user_frames,
             comms: HashMap::new(),
             frames: HashMap::new(),
         }
@@ -214,11 +239,13 @@ impl Names {
             ..Default::default()
         });
         let kernel = self.frame_names(&kernel, 0, &raw.kernel);
-        let user = if raw.pid != 0 && !raw.user.is_empty() {
+        let user = if raw.pid == 0 || raw.user.is_empty() {
+            Vec::new()
+        } else if self.user_frames {
             let source = Source::Process(Process::new(Pid::from(raw.pid)));
             self.frame_names(&source, raw.pid, &raw.user)
         } else {
-            Vec::new()
+            vec!["[user]".to_string()]
         };
         let stack = sample_stack(kernel, user);
         Sample {

@@ -39,7 +39,10 @@ pub fn sample_after_stall(
 ) -> Result<CpuSampling> {
     let cpu_before = thread_cpu_ns();
     let start_ns = realtime_ns();
-    let recording = sampler::record(
+    // Kernel frames only: a stall's culprit is in the kernel, and naming the
+    // user frames of whatever ran would cost the agent tens of MB and most
+    // of the window's CPU time.
+    let recording = sampler::record_kernel(
         &SamplerConfig {
             cpus: vec![config.cpu],
             frequency: config.frequency,
