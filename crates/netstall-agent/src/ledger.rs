@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use netstall_events::kernel::StatFlush;
-pub use netstall_kernel::trace::ledger::{reader_name, window_of, TOP_IN_WINDOW};
+pub use netstall_kernel::trace::ledger::{reader_name, TOP_IN_WINDOW};
 use netstall_kernel::trace::ledger::{top_records, ReaderSum};
 use netstall_kernel::trace::FlushLedger;
 
@@ -209,19 +209,6 @@ mod tests {
             "cadvisor spent 300.0 ms of IRQs-off time flushing stats (10 flushes) in the last 30 s"
         );
         assert!(ledger.take_window("n", 60_000_000_000).is_empty());
-        // The doctor's form: the kernel's totals of one run, kworkers as one.
-        let run = window_of(
-            &[
-                entry("kworker/u8:1", 1, 3, 1),
-                entry("kworker/0:2", 1, 3, 1),
-                entry("cadvisor", 7, 10, 300),
-            ],
-            0,
-            20_000_000_000,
-            None,
-        );
-        assert_eq!(run.len(), 2);
-        assert_eq!((run[1].reader.as_str(), run[1].flushes), ("kworker", 6));
     }
 
     #[test]

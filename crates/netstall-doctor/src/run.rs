@@ -665,7 +665,7 @@ fn collect(event: TraceEvent, findings: &mut Findings, progress: &mut impl FnMut
         // Running totals since the tracer started (about the run's start):
         // the latest is the run's ledger so far.
         TraceEvent::Totals(totals) => {
-            findings.flushes = netstall_agent::ledger::window_of(
+            findings.flushes = netstall_kernel::trace::ledger::window_of(
                 &totals.flush_ledger,
                 findings.start_ns,
                 clock::realtime_ns(),
