@@ -16,6 +16,7 @@
 #
 # Usage: bench/trace.sh          (as root)
 #   RUNS=3 SECONDS_PER_RUN=10 bench/trace.sh
+#   NETSTALL=target/release-lto/netstall bench/trace.sh   (skips the build)
 # Takes the machine-wide test lock so it does not disturb stall tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +24,13 @@ export PATH="$HOME/.cargo/bin:$PATH"
 RUNS=${RUNS:-3}
 SECS=${SECONDS_PER_RUN:-10}
 
-cargo build --release --quiet -p netstall
-netstall=$PWD/target/release/netstall
+# NETSTALL=PATH runs a binary you built (a debug build's timing is not the product's).
+if [ -n "${NETSTALL:-}" ]; then
+  netstall=$NETSTALL
+else
+  cargo build --release --quiet -p netstall
+  netstall=$PWD/target/release/netstall
+fi
 work=$(mktemp -d /tmp/netstall-bench-trace.XXXXXX)
 prefix=bt$$
 exec 9>/tmp/netstall-machine-tests.lock
