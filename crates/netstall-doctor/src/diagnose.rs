@@ -142,16 +142,27 @@ fn remediation(id: CauseId) -> Vec<String> {
     lines.iter().map(|l| l.to_string()).collect()
 }
 
-/// Frames of the story's mechanism (cgroup v1 memory.stat → rstat flush).
+/// Frames of the story's mechanism (cgroup v1 memory.stat → rstat flush),
+/// as each kernel names them: without the rstat tracepoints (before 6.10)
+/// these frames in the stack at IRQ re-enable are what proves the flush.
+/// 6.1 flushes under `cgroup_rstat_flush_irqsafe`/`_locked`, and its periodic
+/// worker (`flush_memcg_stats_dwork`, every 2 s) flushes the same dying
+/// memcgs with IRQs off on whichever CPU it runs.
 const MEMCG_FLUSH_FRAMES: &[&str] = &[
     "css_rstat_flush",
     "cgroup_rstat_flush",
+    "cgroup_rstat_flush_locked",
+    "cgroup_rstat_flush_irqsafe",
     "mem_cgroup_flush_stats",
+    "__mem_cgroup_flush_stats",
+    "mem_cgroup_flush_stats_delayed",
+    "mem_cgroup_flush_stats_ratelimited",
     "memcg1_stat_format",
     "memory_stat_show",
     "memcg_stat_show",
     "mem_cgroup_nr_lru_pages",
     "flush_memcg_stats",
+    "flush_memcg_stats_dwork",
     "do_flush_stats",
 ];
 
@@ -1519,6 +1530,61 @@ mod tests {
             ..run_of(15)
         };
         assert_eq!(diagnose(&story).causes[0].id, CauseId::DyingMemcgStatFlush);
+    }
+
+    /// Stacks at IRQ re-enable recorded by `scripts/kernel-matrix.sh` on
+    /// Debian's 6.1 (no rstat tracepoints): the periodic flush worker on the
+    /// cloud build (its flush inlined) and on the rt build, and a reader.
+    #[test]
+    fn on_6_1_the_flush_is_named_by_its_frames_the_periodic_worker_too() {
+        let kworker = |frames: &[&str]| Culprit {
+            comm: "kworker/u4:0".into(),
+            kstack: frames.iter().map(|f| f.to_string()).collect(),
+            ..Culprit::default()
+        };
+        let cloud_worker = kworker(&[
+            "_raw_spin_unlock_irqrestore",
+            "flush_memcg_stats_dwork",
+            "process_one_work",
+            "worker_thread",
+        ]);
+        let rt_worker = kworker(&[
+            "_raw_spin_unlock_irqrestore",
+            "cgroup_rstat_flush_locked",
+            "cgroup_rstat_flush_irqsafe",
+            "flush_memcg_stats_dwork",
+            "process_one_work",
+        ]);
+        let mut reader = poller_culprit();
+        reader.kstack = [
+            "_raw_spin_unlock_irqrestore",
+            "cgroup_rstat_flush_locked",
+            "cgroup_rstat_flush_irqsafe",
+            "mem_cgroup_flush_stats",
+            "memcg_stat_show",
+            "seq_read_iter",
+        ]
+        .map(String::from)
+        .to_vec();
+        for culprit in [cloud_worker, rt_worker, reader] {
+            let s = stall(0, 2, 27.0, vec![Detector::IrqsOff], culprit.clone());
+            assert_eq!(classify(&s), CauseId::DyingMemcgStatFlush, "{culprit:?}");
+        }
+        // A page fault's stat update is not the flush, even under the same poller.
+        let mut fault = poller_culprit();
+        fault.syscall = None;
+        fault.path = None;
+        fault.kstack = [
+            "_raw_spin_unlock_irqrestore",
+            "__mod_memcg_lruvec_state",
+            "__mod_lruvec_page_state",
+            "page_add_file_rmap",
+            "do_set_pte",
+        ]
+        .map(String::from)
+        .to_vec();
+        let s = stall(1, 2, 27.0, vec![Detector::IrqsOff], fault);
+        assert_eq!(classify(&s), CauseId::IrqsOffSection);
     }
 
     #[test]
