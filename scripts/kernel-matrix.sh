@@ -23,6 +23,8 @@
 #   4. the incident: lab zombies (12000 dying memcgs on v1), lab poller on CPU 1, doctor -w 15s with
 #      ICMP probes from CPU 0 to 127.0.0.1: the story's cause if the verdict names it, else its top one
 #   5. agent --listen 127.0.0.1:9477: /metrics fetched with wget
+#   Then (full form) a second boot with memory on cgroup v2 only (km_layout=v2 on the kernel command
+#   line): cgroups and the incident again, the zombies made on v2 (`incident_cause_v2`).
 # The VM's console is parsed on the host (lines `KM:<step>:<output>`).
 # Needs root (apt-get download, dpkg-deb), qemu-system-x86, busybox-static, cpio, jq (installed here if
 # missing). Network access only to deb.debian.org; the VMs have no network but loopback.
@@ -109,17 +111,26 @@ mount -t devtmpfs dev /dev
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
-# Hybrid, as the story's nodes: memory on v1, the rest of v2 at unified.
-mount -t tmpfs cgroup /sys/fs/cgroup
-mkdir -p /sys/fs/cgroup/memory /sys/fs/cgroup/unified
-mount -t cgroup -o memory memory /sys/fs/cgroup/memory
-mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+# The cgroup layout comes from the kernel command line (km_layout=): hybrid, as the story's nodes
+# (memory on v1, the rest of v2 at unified), or v2 only, as current Kubernetes nodes.
+layout=hybrid
+grep -q 'km_layout=v2' /proc/cmdline && layout=v2
+if [ "$layout" = v2 ]; then
+  mount -t cgroup2 cgroup2 /sys/fs/cgroup
+else
+  mount -t tmpfs cgroup /sys/fs/cgroup
+  mkdir -p /sys/fs/cgroup/memory /sys/fs/cgroup/unified
+  mount -t cgroup -o memory memory /sys/fs/cgroup/memory
+  mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+fi
 ip link set lo up
 # Loopback RX steered to CPU 1 (RPS), sent from CPU 0: packets wait in CPU 1's backlog while it stalls,
 # as the lab's node RX does.
 echo 2 >/sys/class/net/lo/queues/rx-0/rps_cpus
 km() { sed "s/^/KM:$1:/"; }
 echo "KM:kernel:$(uname -r)"
+echo "KM:layout:$layout"
+if [ "$layout" = hybrid ]; then
 timeout 120 netstall trace -w 3s --self-cost --json 2>&1 | km trace
 # With a CPU filter (6.1's verifier once refused its map index: docs/kernels.md).
 timeout 120 netstall trace -w 2s --cpus 1 --json 2>&1 | km cpus
@@ -137,6 +148,7 @@ sleep 1
 kill -INT "$tracer" "$prober"
 wait
 km spin </tmp/spin.json
+fi
 if [ "$short" = false ]; then
   timeout 60 netstall cgroups --json 2>&1 | km cgroups
   # 12000, as the story's tests on 6.18: about 2 µs of IRQs-off flush per dying memcg with pending
@@ -148,6 +160,8 @@ if [ "$short" = false ]; then
   timeout 280 netstall doctor -w 15s --target 127.0.0.1 --cpu 0 --json 2>&1 | km doctor
   kill "$poller"
   wait
+fi
+if [ "$short" = false ] && [ "$layout" = hybrid ]; then
   timeout 120 netstall agent --listen 127.0.0.1:9477 >/dev/null 2>&1 &
   agent=$!
   for _ in $(seq 60); do
@@ -166,21 +180,29 @@ EOF
 chmod +x "$root/init"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$WORK/initramfs.gz"
 
-$json || printf '%-26s %-9s %-58s %-6s %-26s %s\n' KERNEL LOADED MISSING SPIN INCIDENT METRICS
+# boot KERNEL LAYOUT CONSOLE: one VM, its console saved.
+boot() {
+  # noirqdebug: on PREEMPT_RT under TCG the threaded serial IRQ runs so late that the spurious-IRQ
+  # check disables it ("irq 4: nobody cared") and the console, the only way out, goes silent.
+  timeout "$VM_TIMEOUT" qemu-system-x86_64 -accel tcg -smp 2 -m 2048 -nographic -no-reboot \
+    -kernel "$WORK/$1/boot/vmlinuz-$1" -initrd "$WORK/initramfs.gz" \
+    -append "console=ttyS0 quiet panic=-1 rdinit=/init noirqdebug km_layout=$2" </dev/null >"$3" 2>&1 || true
+}
+
+$json || printf '%-26s %-9s %-58s %-6s %-26s %-26s %s\n' KERNEL LOADED MISSING SPIN INCIDENT "INCIDENT (V2)" METRICS
 fail=0
 for k in "${kernels[@]}"; do
   log=$WORK/$k.console
+  log_v2=$WORK/$k.v2.console
   start=$(date +%s)
-  # noirqdebug: on PREEMPT_RT under TCG the threaded serial IRQ runs so late that the spurious-IRQ
-  # check disables it ("irq 4: nobody cared") and the console, the only way out, goes silent.
-  $reparse || timeout "$VM_TIMEOUT" qemu-system-x86_64 -accel tcg -smp 2 -m 2048 -nographic -no-reboot \
-    -kernel "$WORK/$k/boot/vmlinuz-$k" -initrd "$WORK/initramfs.gz" \
-    -append "console=ttyS0 quiet panic=-1 rdinit=/init noirqdebug" </dev/null >"$log" 2>&1 || true
+  $reparse || boot "$k" hybrid "$log"
+  # The incident again with memory on cgroup v2 only (the full form).
+  $reparse || $short || boot "$k" v2 "$log_v2"
   took=$(($(date +%s) - start))
   # Not anchored: the firmware's terminal escapes may precede the first line.
-  step() { grep -a -o "KM:$1:.*" "$log" | sed "s/^KM:$1://" | tr -d '\r' || true; }
+  step() { grep -a -o "KM:$1:.*" "${2:-$log}" 2>/dev/null | sed "s/^KM:$1://" | tr -d '\r' || true; }
   # The JSON lines of a step (a line cut short by a console that stopped is skipped).
-  records() { step "$1" | jq -c -R 'fromjson? // empty'; }
+  records() { step "$1" "${2:-$log}" | jq -c -R 'fromjson? // empty'; }
   kernel=$(step kernel | sed -n 1p)
   [ -n "$kernel" ] || kernel="$k (did not boot)"
   start_rec=$(records trace | jq -c 'select(.type == "trace-start")' | sed -n 1p)
@@ -199,26 +221,37 @@ for k in "${kernels[@]}"; do
   echo "kernel-matrix.sh: $k: $matched of $injected injected stalls found on CPU 1" >&2
   # The story's cause if the doctor named it among its causes (under TCG, timer ticks arrive late
   # and irqs-off windows of every task crowd the verdict: docs/kernels.md), else its top cause.
-  cause=$(records doctor | jq -c 'select(.type == "verdict") | [.causes[].id] |
-    if index("dying-memcg-stat-flush") then "dying-memcg-stat-flush" else (.[0] // null) end' | tail -1)
+  incident() {
+    records doctor "$1" | jq -c 'select(.type == "verdict") | [.causes[].id] |
+      if index("dying-memcg-stat-flush") then "dying-memcg-stat-flush" else (.[0] // null) end' | tail -1
+  }
+  cause=$(incident "$log")
   [ -n "$cause" ] || cause=null
+  cause_v2=null
+  if ! $short; then
+    cause_v2=$(incident "$log_v2")
+    [ -n "$cause_v2" ] || cause_v2=null
+    [ "$(step layout "$log_v2" | sed -n 1p)" = v2 ] ||
+      echo "kernel-matrix.sh: $k: the cgroup v2 boot did not run (console: $log_v2)" >&2
+  fi
   metrics=false
   step metrics | grep -q '^netstall_' && metrics=true
   record=$(jq -nc --arg kernel "$kernel" --argjson start "${start_rec:-null}" --argjson spin "$spin_found" \
-    --argjson cause "$cause" --argjson metrics "$metrics" '{type: "kernel-run", kernel: $kernel,
+    --argjson cause "$cause" --argjson cause_v2 "$cause_v2" --argjson metrics "$metrics" \
+    '{type: "kernel-run", kernel: $kernel,
       detectors_loaded: ($start.detectors // []),
       detectors_missing: [($start.unavailable // [])[] | {detector, why: .reason}],
-      spin_found: $spin, incident_cause: $cause, agent_metrics: $metrics}')
+      spin_found: $spin, incident_cause: $cause, incident_cause_v2: $cause_v2, agent_metrics: $metrics}')
   if $json; then
     echo "$record"
   else
     echo "$record" | jq -r '[.kernel, (.detectors_loaded | length | tostring),
       ([.detectors_missing[].detector] | join(",") | if . == "" then "-" else . end),
-      (if .spin_found then "found" else "NO" end), (.incident_cause // "-"),
+      (if .spin_found then "found" else "NO" end), (.incident_cause // "-"), (.incident_cause_v2 // "-"),
       (if .agent_metrics then "served" else "NO" end)] | @tsv' |
-      awk -F'\t' '{printf "%-26s %-9s %-58s %-6s %-26s %s\n", $1, $2, $3, $4, $5, $6}'
+      awk -F'\t' '{printf "%-26s %-9s %-58s %-6s %-26s %-26s %s\n", $1, $2, $3, $4, $5, $6, $7}'
   fi
-  echo "kernel-matrix.sh: $k: ${took}s under TCG, console in $log" >&2
+  echo "kernel-matrix.sh: $k: ${took}s under TCG, consoles in $log$($short || echo " and $log_v2")" >&2
   if [ -z "$cpus_rec" ] || [ "$other_cpus" -gt 0 ]; then
     echo "kernel-matrix.sh: $k: trace --cpus 1: $([ -n "$cpus_rec" ] && echo "$other_cpus stalls on other CPUs" ||
       echo "did not load: $(step cpus | tail -1)")" >&2

@@ -52,26 +52,26 @@ pub fn count_live_dirs(mount: &Path) -> Result<u64> {
     Ok(count)
 }
 
-/// Dying memory cgroups on a cgroup-v1 host, measured now:
-/// `num_cgroups` of `memory` in /proc/cgroups minus the live directories.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct MemoryV1Count {
+/// Dying memory cgroups, measured now: `num_cgroups` of `memory` in
+/// /proc/cgroups minus the live directories of the memory hierarchy (v1,
+/// or v2 where memory is on the unified hierarchy).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MemoryCount {
+    /// 1 or 2.
+    pub version: u8,
+    /// Where the memory hierarchy is mounted.
+    pub mount: std::path::PathBuf,
     pub total: u64,
     pub live: u64,
     pub dying: u64,
 }
 
-/// Measures [`MemoryV1Count`] from the running system (the lab's zombies
-/// live on the v1 memory hierarchy).
-pub fn memory_v1_count() -> Result<MemoryV1Count> {
+/// Measures [`MemoryCount`] from the running system.
+pub fn memory_count() -> Result<MemoryCount> {
     let memory = report::memory_count(&Host::live())?;
-    if memory.version != 1 {
-        anyhow::bail!(
-            "the memory controller is on cgroup v2 at {}, not v1",
-            memory.mount.display()
-        );
-    }
-    Ok(MemoryV1Count {
+    Ok(MemoryCount {
+        version: memory.version,
+        mount: memory.mount,
         total: memory.total,
         live: memory.live,
         dying: memory.dying,

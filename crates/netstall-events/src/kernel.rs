@@ -609,8 +609,10 @@ impl fmt::Display for Unavailable {
 /// One kernel of the kernel matrix (`scripts/kernel-matrix.sh`, which boots
 /// Debian kernels under qemu): the detectors the tracer loaded there, those
 /// it could not with why, whether an injected `lab spin` stall was found on
-/// its CPU, the doctor's top cause for the incident (none: not named), and
-/// whether the agent served `/metrics`.
+/// its CPU, the doctor's top cause for the incident (none: not named) on the
+/// hybrid layout (memory on cgroup v1) and in a second boot with memory on
+/// cgroup v2 only (none also when that boot did not run: the short form),
+/// and whether the agent served `/metrics`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KernelRun {
     /// `uname -r` inside the VM.
@@ -619,6 +621,8 @@ pub struct KernelRun {
     pub detectors_missing: Vec<MissingDetector>,
     pub spin_found: bool,
     pub incident_cause: Option<String>,
+    #[serde(default)]
+    pub incident_cause_v2: Option<String>,
     pub agent_metrics: bool,
 }
 
@@ -630,7 +634,7 @@ pub struct MissingDetector {
 }
 
 /// `KERNEL 6.1.0-57-cloud-amd64: 4 detectors (missing rstat-hold); spin found;
-/// incident: dying-memcg-stat-flush; /metrics served`
+/// incident: dying-memcg-stat-flush (cgroup v2: dying-memcg-stat-flush); /metrics served`
 impl fmt::Display for KernelRun {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let missing: Vec<&str> = self
@@ -640,7 +644,7 @@ impl fmt::Display for KernelRun {
             .collect();
         write!(
             f,
-            "KERNEL {}: {} detectors{}; spin {}; incident: {}; /metrics {}",
+            "KERNEL {}: {} detectors{}; spin {}; incident: {} (cgroup v2: {}); /metrics {}",
             self.kernel,
             self.detectors_loaded.len(),
             if missing.is_empty() {
@@ -654,6 +658,7 @@ impl fmt::Display for KernelRun {
                 "NOT found"
             },
             self.incident_cause.as_deref().unwrap_or("not named"),
+            self.incident_cause_v2.as_deref().unwrap_or("not named"),
             if self.agent_metrics {
                 "served"
             } else {

@@ -19,7 +19,7 @@ const STEADY: Duration = Duration::from_secs(1);
 pub fn clean(paths: &ZombiePaths) -> Result<CleanReport> {
     netstall_core::privilege::require_root("lab clean")?;
     let started = Instant::now();
-    let before = netstall_cgroups::memory_v1_count()?;
+    let before = netstall_cgroups::memory_count()?;
     let files_removed = paths.file_count() as u64;
     if paths.data_dir.exists() {
         std::fs::remove_dir_all(&paths.data_dir)
@@ -36,12 +36,12 @@ pub fn clean(paths: &ZombiePaths) -> Result<CleanReport> {
     // Freed cgroups go away asynchronously (RCU grace periods, then a
     // workqueue), in bursts: wait until the count has stopped falling for a
     // whole second, not just between two reads.
-    let mut lowest = netstall_cgroups::memory_v1_count()?.dying;
+    let mut lowest = netstall_cgroups::memory_count()?.dying;
     let mut fell_at = Instant::now();
     let deadline = Instant::now() + SETTLE;
     while Instant::now() < deadline && fell_at.elapsed() < STEADY {
         std::thread::sleep(Duration::from_millis(250));
-        let now = netstall_cgroups::memory_v1_count()?.dying;
+        let now = netstall_cgroups::memory_count()?.dying;
         if now < lowest {
             lowest = now;
             fell_at = Instant::now();
@@ -49,7 +49,7 @@ pub fn clean(paths: &ZombiePaths) -> Result<CleanReport> {
     }
     Ok(CleanReport {
         dying_before: before.dying,
-        dying_after: netstall_cgroups::memory_v1_count()?.dying,
+        dying_after: netstall_cgroups::memory_count()?.dying,
         files_removed,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })

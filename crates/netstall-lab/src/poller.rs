@@ -30,7 +30,8 @@ pub struct PollerConfig {
 
 impl PollerConfig {
     /// A poller for the lab `prefix`: reads `path` (by default the memory
-    /// hierarchy's root memory.stat) and touches the lab's zombie files, if any.
+    /// hierarchy's root memory.stat, on cgroup v2 without one the lab's
+    /// zombies' parent's) and touches the lab's zombie files, if any.
     pub fn for_lab(
         prefix: &str,
         path: Option<PathBuf>,
@@ -42,7 +43,15 @@ impl PollerConfig {
         let paths = crate::zombies::ZombiePaths::for_host(prefix)?;
         let stat_path = match path {
             Some(path) => path,
-            None => netstall_cgroups::mounts::memory_v1_mount()?.join("memory.stat"),
+            // The hierarchy's root memory.stat; cgroup v2 may have none at
+            // the root: then the zombies' parent's, whose read flushes the
+            // same dying memcgs.
+            None => paths
+                .parent
+                .parent()
+                .map(|mount| mount.join("memory.stat"))
+                .filter(|root| root.exists())
+                .unwrap_or_else(|| paths.parent.join("memory.stat")),
         };
         Ok(Self {
             stat_path,

@@ -4,7 +4,9 @@
 //! child process joins it and writes a small file (its page cache is charged
 //! to that cgroup), the child exits and the cgroup is removed. The page cache
 //! keeps the removed cgroup alive in the kernel: a dying ("zombie") memcg,
-//! exactly what pinned tens of thousands of them in the story.
+//! exactly what pinned tens of thousands of them in the story. The memory
+//! hierarchy is v1 where it is mounted (the story's nodes), else v2, where
+//! the memory controller is enabled for the parent's children first.
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -38,10 +40,10 @@ impl ZombiePaths {
         }
     }
 
-    /// Paths for `prefix` on this host's cgroup-v1 memory hierarchy.
+    /// Paths for `prefix` on this host's memory hierarchy (v1 or v2).
     pub fn for_host(prefix: &str) -> Result<Self> {
-        let mount = netstall_cgroups::mounts::memory_v1_mount()?;
-        Ok(Self::new(&mount, prefix))
+        let memory = netstall_cgroups::memory_count()?;
+        Ok(Self::new(&memory.mount, prefix))
     }
 
     /// Number of files (one per zombie made so far).
@@ -75,9 +77,12 @@ pub fn create(
     if count == 0 || count > MAX_COUNT {
         bail!("--count must be between 1 and {MAX_COUNT}");
     }
-    let before = netstall_cgroups::memory_v1_count()?;
+    let before = netstall_cgroups::memory_count()?;
     std::fs::create_dir_all(&paths.parent)
         .with_context(|| format!("cannot create cgroup {}", paths.parent.display()))?;
+    if before.version == 2 {
+        enable_memory_for_children(&before.mount, &paths.parent)?;
+    }
     std::fs::create_dir_all(&paths.data_dir)
         .with_context(|| format!("cannot create {}", paths.data_dir.display()))?;
 
@@ -102,7 +107,7 @@ pub fn create(
         }
     }
     progress(count);
-    let after = netstall_cgroups::memory_v1_count()?;
+    let after = netstall_cgroups::memory_count()?;
     Ok(ZombieReport {
         created: count - failed,
         failed,
@@ -112,6 +117,33 @@ pub fn create(
         data_dir: paths.data_dir.clone(),
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// On cgroup v2 a child has a memory controller only if every ancestor
+/// lists `memory` in `cgroup.subtree_control`: enables it from the root down
+/// to `parent` where it is not already (systemd hosts have it at the root).
+fn enable_memory_for_children(mount: &Path, parent: &Path) -> Result<()> {
+    let below_root = parent.strip_prefix(mount).unwrap_or(Path::new(""));
+    let mut dir = mount.to_path_buf();
+    let mut levels = vec![dir.clone()];
+    for part in below_root.components() {
+        dir.push(part);
+        levels.push(dir.clone());
+    }
+    for level in levels {
+        let control = level.join("cgroup.subtree_control");
+        let enabled = std::fs::read_to_string(&control)
+            .with_context(|| format!("cannot read {}", control.display()))?;
+        if !enabled.split_whitespace().any(|c| c == "memory") {
+            std::fs::write(&control, "+memory").with_context(|| {
+                format!(
+                    "cannot enable the memory controller in {}",
+                    control.display()
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn make_one(cgroup: &Path, file: &Path, payload: &[u8]) -> Result<()> {

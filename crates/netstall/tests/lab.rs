@@ -289,7 +289,7 @@ fn lab_up_on_an_existing_lab_is_refused_and_the_lab_survives() {
 }
 
 fn dying_memcgs() -> u64 {
-    netstall_cgroups::memory_v1_count()
+    netstall_cgroups::memory_count()
         .expect("count dying memcgs")
         .dying
 }

@@ -88,7 +88,7 @@ enum LabCommand {
         #[arg(long)]
         host: Option<topology::Role>,
     },
-    /// Make real dying memory cgroups (cgroup v1), each pinned by page cache.
+    /// Make real dying memory cgroups (cgroup v1, else v2), each pinned by page cache.
     #[command(after_help = "Examples:\n  \
         sudo netstall lab zombies --count 20000\n  \
         netstall cgroups                             count them")]
