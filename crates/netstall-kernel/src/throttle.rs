@@ -11,13 +11,12 @@
 //! Userspace reads it every [`ThrottleConfig::interval`] (1 s) and reports
 //! the cgroups whose counters grew.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Read;
 use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -241,11 +240,12 @@ const MAX_CGROUP_DIRS: usize = 100_000;
 const REWALK_EVERY: Duration = Duration::from_secs(1);
 
 /// The cgroup iterator, loaded and attached to the hierarchy the cpu
-/// controller is on, with its maps.
+/// controller is on, with its maps. It can be loaded on one thread and read
+/// on another (the agent loads it before it drops its capabilities).
 pub struct Reader {
     link: libbpf_rs::Link,
     /// Rows land here as the ring is consumed.
-    rows: Rc<RefCell<Vec<throttle_row>>>,
+    rows: Arc<Mutex<Vec<throttle_row>>>,
     ring: RingBuffer<'static>,
     state: MapHandle,
     mount: PathBuf,
@@ -291,12 +291,12 @@ impl Reader {
             .dump_throttle
             .attach_iter_with_opts(libbpf_rs::IterOpts::Cgroup(opts))
             .with_context(|| format!("attach the cgroup iterator to {}", mount.display()))?;
-        let rows = Rc::new(RefCell::new(Vec::new()));
-        let sink = Rc::clone(&rows);
+        let rows = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&rows);
         let mut ring = RingBufferBuilder::new();
         ring.add(&skel.maps.rows, move |data: &[u8]| {
             if let Some(row) = decode_row(data) {
-                sink.borrow_mut().push(row);
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(row);
             }
             0
         })
@@ -326,7 +326,7 @@ impl Reader {
         iter.read_to_end(&mut Vec::new())
             .context("walk the cgroups")?;
         self.ring.consume().context("read the rows ring")?;
-        let rows = std::mem::take(&mut *self.rows.borrow_mut());
+        let rows = std::mem::take(&mut *self.rows.lock().unwrap_or_else(|p| p.into_inner()));
         Ok(parse_rows(rows))
     }
 
