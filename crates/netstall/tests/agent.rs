@@ -566,6 +566,38 @@ fn agent_counts_drops_by_kernel_reason_and_cpu_throttling() {
     ] {
         assert!(!text.contains(absent), "{absent}:\n{text}");
     }
+
+    // Unable to load (here: no CAP_BPF, CAP_PERFMON nor CAP_SYS_ADMIN, as
+    // on a node that does not grant them): the agent serves, says why once
+    // per source, and each source is down with no series.
+    let tmp = TempDir::new();
+    let stderr = tmp.0.join("stderr");
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let mut children = Children::default();
+    children.spawn(
+        Command::new("setpriv")
+            .args(["--bounding-set", "-bpf,-perfmon,-sys_admin", NETSTALL])
+            .args(["agent", "--listen", &addr.to_string(), "--tracer", "false"])
+            .args(["--cgroup-interval", "1s", "--event-log", "/dev/null"])
+            .args(NO_RECORDER)
+            .stderr(File::create(&stderr).unwrap()),
+    );
+    wait_serving(addr);
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = scrape(addr);
+    let said = std::fs::read_to_string(&stderr).unwrap();
+    for source in ["packet-drops", "cpu-throttling"] {
+        let up = format!("netstall_source_up{{source=\"{source}\"}}");
+        assert_eq!(metric(&text, &up), Some(0.0), "{up}:\n{text}");
+        let line = format!("netstall agent: the {source} source is unavailable: ");
+        assert_eq!(said.matches(&line).count(), 1, "{said}");
+    }
+    assert!(!text.contains("netstall_packet_drops_total{"), "{text}");
+    assert!(
+        !text.contains("netstall_cpu_throttled_periods_total "),
+        "{text}"
+    );
+    eprintln!("{said}");
 }
 
 /// A one-shot HTTP server answering /healthz with `body`.
