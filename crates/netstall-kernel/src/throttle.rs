@@ -256,6 +256,15 @@ pub struct Reader {
 impl Reader {
     /// Loads the iterator on the cpu controller's hierarchy.
     pub fn open() -> Result<Self> {
+        Self::open_with_ring(None)
+    }
+
+    /// The same, with a rows ring of `ring_bytes` (a power of two, at least
+    /// a page) instead of 2 MiB. The ring is mapped into this process for
+    /// as long as it reads, its data twice (4 MB of RSS for 2 MiB): a
+    /// long-running reader (the agent) takes a smaller one. A row is 112
+    /// bytes; rows that do not fit are counted ([`Reader::overflow`]).
+    pub fn open_with_ring(ring_bytes: Option<u32>) -> Result<Self> {
         crate::require_bpf("the CPU throttling reader")?;
         let mountinfo =
             std::fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
@@ -276,9 +285,15 @@ impl Reader {
             .with_context(|| format!("open the cgroup hierarchy {}", mount.display()))?;
 
         let mut storage = MaybeUninit::<OpenObject>::uninit();
-        let open = ThrottleSkelBuilder::default()
+        let mut open = ThrottleSkelBuilder::default()
             .open(&mut storage)
             .context("open the throttle BPF object")?;
+        if let Some(bytes) = ring_bytes {
+            open.maps
+                .rows
+                .set_max_entries(bytes)
+                .context("size the rows ring")?;
+        }
         let skel = open.load().context(
             "load the cgroup iterator (iter/cgroup, Linux 6.1+, and CONFIG_CFS_BANDWIDTH)",
         )?;
