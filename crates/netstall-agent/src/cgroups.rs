@@ -1,6 +1,8 @@
 //! Cheap periodic dying-memcg counts: /proc/cgroups and a directory walk on
 //! cgroup v1, the root's cgroup.stat on v2. Never memory.stat: reading it
-//! is what stalls a CPU on a node with many dying memory cgroups.
+//! is what stalls a CPU on a node with many dying memory cgroups. On the
+//! same wake-up, the CPU cgroups' throttling when it is read
+//! ([`crate::kernel_counters`]).
 
 use std::time::{Duration, Instant};
 
@@ -10,10 +12,17 @@ use netstall_core::shutdown::Shutdown;
 use netstall_events::agent::MemcgDying;
 use netstall_events::doctor::MemcgCount;
 
+use crate::kernel_counters::Throttling;
 use crate::State;
 
-/// Counts every `interval` until `stop`.
-pub fn run(interval: Duration, limit: u64, state: &State, stop: &Shutdown) {
+/// Counts (and reads `throttling`) every `interval` until `stop`.
+pub fn run(
+    interval: Duration,
+    limit: u64,
+    mut throttling: Option<&mut Throttling>,
+    state: &State,
+    stop: &Shutdown,
+) {
     let host = Host::live();
     let kernel = host.kernel_release().unwrap_or_default();
     let era = KernelVersion::parse(&kernel).map(KernelVersion::stat_era);
@@ -23,6 +32,9 @@ pub fn run(interval: Duration, limit: u64, state: &State, stop: &Shutdown) {
     loop {
         if Instant::now() >= next {
             next += interval;
+            if let Some(throttling) = throttling.as_mut() {
+                throttling.read(&state.metrics);
+            }
             match report::memory_count(&host) {
                 Ok(memory) => {
                     let metrics = &state.metrics;

@@ -60,6 +60,14 @@ pub struct AgentOptions {
     /// Trace RX stalls in the kernel (eBPF): true or false [default: true].
     #[arg(long, action = clap::ArgAction::Set)]
     pub tracer: Option<bool>,
+    /// Count packet drops per kernel drop reason in the kernel (eBPF on
+    /// skb:kfree_skb), read at scrape time: true or false [default: true].
+    #[arg(long, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub packet_drops: Option<bool>,
+    /// Read CPU cgroups' CFS throttling every cgroup-interval (an eBPF
+    /// cgroup iterator, never cpu.stat): true or false [default: true].
+    #[arg(long, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub cpu_throttling: Option<bool>,
     /// Append the JSON event log to this file ("-": standard output) [default: -].
     #[arg(long)]
     pub event_log: Option<PathBuf>,
@@ -194,6 +202,8 @@ impl AgentOptions {
             dying_memcg_limit: self.dying_memcg_limit.or(fallback.dying_memcg_limit),
             problem_window: self.problem_window.or(fallback.problem_window),
             tracer: self.tracer.or(fallback.tracer),
+            packet_drops: self.packet_drops.or(fallback.packet_drops),
+            cpu_throttling: self.cpu_throttling.or(fallback.cpu_throttling),
             event_log: self.event_log.or(fallback.event_log),
             state_dir: self.state_dir.or(fallback.state_dir),
             state_max_bytes: self.state_max_bytes.or(fallback.state_max_bytes),
@@ -338,6 +348,8 @@ impl AgentOptions {
             dying_memcg_limit: self.dying_memcg_limit.unwrap_or(10_000),
             problem_window: self.problem_window.unwrap_or(Duration::from_secs(300)),
             tracer: self.tracer.unwrap_or(true),
+            packet_drops: self.packet_drops.unwrap_or(true),
+            cpu_throttling: self.cpu_throttling.unwrap_or(true),
             event_log: self.event_log.filter(|p| p.as_os_str() != "-"),
         })
     }
@@ -397,6 +409,10 @@ pub struct AgentConfig {
     pub dying_memcg_limit: u64,
     pub problem_window: Duration,
     pub tracer: bool,
+    /// Drops per kernel reason ([`crate::kernel_counters`]).
+    pub packet_drops: bool,
+    /// CFS throttling of the CPU cgroups ([`crate::kernel_counters`]).
+    pub cpu_throttling: bool,
     /// `None`: standard output.
     pub event_log: Option<PathBuf>,
     /// The flight recorder's directory; `None`: off.
@@ -427,6 +443,8 @@ impl AgentConfig {
             dying_memcg_limit: self.dying_memcg_limit,
             problem_window_ms: duration::as_ms(self.problem_window),
             tracer: self.tracer,
+            packet_drops: self.packet_drops,
+            cpu_throttling: self.cpu_throttling,
             event_log: self.event_log.as_ref().map(|p| p.display().to_string()),
             state_dir: self.state_dir.as_ref().map(|p| p.display().to_string()),
             state_max_bytes: self.state_max_bytes,
@@ -470,6 +488,7 @@ mod tests {
             probe-rate = 20
             stall-threshold = "5ms"
             tracer = false
+            packet-drops = false
             "#,
         )
         .unwrap();
@@ -483,6 +502,7 @@ mod tests {
         assert_eq!(config.probe_rate, 5);
         assert_eq!(config.stall_threshold, Duration::from_millis(5));
         assert!(!config.tracer);
+        assert!(!config.packet_drops && config.cpu_throttling);
         assert_eq!(
             config.peers,
             vec![
@@ -503,7 +523,7 @@ mod tests {
         let config = AgentOptions::default().resolve().unwrap();
         assert_eq!(config.listen, "127.0.0.1:9977".parse().unwrap());
         assert_eq!((config.probe_rate, config.max_peers), (10, 10));
-        assert!(config.tracer);
+        assert!(config.tracer && config.packet_drops && config.cpu_throttling);
         assert_eq!(config.event_log, None);
     }
 

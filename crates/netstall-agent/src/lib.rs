@@ -8,6 +8,8 @@
 //! * [`cgroups`]: cheap periodic dying-memcg counts (never memory.stat);
 //! * [`netcounters`]: backlog, retransmit, listen-queue and conntrack drops
 //!   from the kernel's own counters, read at scrape time;
+//! * [`kernel_counters`]: drops per kernel drop reason and CPU cgroups'
+//!   throttling, counted in the kernel (eBPF);
 //! * [`recorder`]: the evidence of every stall, on disk, bounded, for
 //!   `GET /stalls` and `netstall report --from`;
 //! * [`sampling`]: after a stall on a CPU, a short sampling window there
@@ -29,6 +31,7 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod icmp;
+pub mod kernel_counters;
 pub mod kubernetes;
 pub mod ledger;
 pub mod mesh;
@@ -290,6 +293,10 @@ pub fn run(
     } else {
         None
     };
+    // The kernel counters load while the agent holds its capabilities:
+    // reading them needs none.
+    let throttling =
+        kernel_counters::start(&state.metrics, config.packet_drops, config.cpu_throttling);
     // The recorder's directory is open: the capabilities go now.
     drop_capabilities(config)?;
     let state = Arc::new(state);
@@ -358,16 +365,20 @@ pub fn run(
                 })
             })?;
         }
-        spawn(scope, "cgroups", || {
-            supervise("cgroups", &state, &stop, || {
-                cgroups::run(
-                    config.cgroup_interval,
-                    config.dying_memcg_limit,
-                    &state,
-                    &stop,
-                )
-            })
-        })?;
+        {
+            let (state, stop, mut throttling) = (&state, &stop, throttling);
+            spawn(scope, "cgroups", move || {
+                supervise("cgroups", state, stop, || {
+                    cgroups::run(
+                        config.cgroup_interval,
+                        config.dying_memcg_limit,
+                        throttling.as_mut(),
+                        state,
+                        stop,
+                    )
+                })
+            })?;
+        }
         spawn(scope, "http", || {
             supervise("http", &state, &stop, || {
                 if let Err(e) = http::serve(&server, &state, &stop) {

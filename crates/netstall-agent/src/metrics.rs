@@ -61,6 +61,11 @@ pub struct WorkerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InfoLabels {
     pub node: String,
     pub version: &'static str,
@@ -158,6 +163,57 @@ impl prometheus_client::collector::Collector for KernelLatency {
     }
 }
 
+/// Reads drop totals per kernel reason: `(reason, count)` of each reason
+/// with drops.
+pub type ReadDrops = Box<dyn Fn() -> anyhow::Result<Vec<(String, u64)>> + Send>;
+
+/// `netstall_packet_drops_total{reason}`, read from the kernel at scrape
+/// time ([`crate::kernel_counters`]): absent until a reader is set, and
+/// while it fails (unknown is not zero). Series exist only for reasons
+/// with drops, at most one per reason of the kernel's enum.
+#[derive(Default)]
+pub struct PacketDrops {
+    read: Mutex<Option<ReadDrops>>,
+}
+
+impl PacketDrops {
+    /// Reads the totals with `read` from now on.
+    pub fn set_reader(&self, read: ReadDrops) {
+        *self.read.lock().unwrap_or_else(|p| p.into_inner()) = Some(read);
+    }
+}
+
+impl std::fmt::Debug for PacketDrops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PacketDrops")
+    }
+}
+
+impl prometheus_client::collector::Collector for PacketDrops {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let read = self.read.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(Ok(totals)) = read.as_ref().map(|read| read()) else {
+            return Ok(());
+        };
+        let mut family = encoder.encode_descriptor(
+            "netstall_packet_drops",
+            "Packets the kernel dropped (skb:kfree_skb), by its drop reason, all network namespaces; normal consumption (NO_SOCKET, SOCKET_CLOSE, ...) not counted",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (reason, count) in totals {
+            let labels = [("reason", reason.as_str())];
+            prometheus_client::metrics::counter::ConstCounter::new(count)
+                .encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Every metric the agent exports, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -196,6 +252,15 @@ pub struct Metrics {
     /// The stats readers' ledger ([`crate::ledger`]): bounded readers.
     pub stat_flush_seconds: Family<ReaderLabels, Counter<f64, AtomicU64>>,
     pub stat_flushes: Family<ReaderLabels, Counter>,
+    /// The kernel counters' sources (drops, throttling): 1 reading, 0
+    /// unavailable; absent when turned off.
+    pub source_up: Family<SourceLabels, Gauge>,
+    pub packet_drops: Arc<PacketDrops>,
+    /// CFS throttling of every CPU cgroup, from the agent's readings; absent
+    /// until the second reading (the first is the baseline).
+    pub cpu_throttled_periods: Family<NoLabels, Counter>,
+    pub cpu_throttled_seconds: Family<NoLabels, Counter<f64, AtomicU64>>,
+    pub cpu_throttled_cgroups: Family<NoLabels, Gauge>,
 }
 
 /// The label set of a series that has none, in a family (so that the
@@ -251,6 +316,11 @@ impl Metrics {
             worker_failures: Family::default(),
             stat_flush_seconds: Family::default(),
             stat_flushes: Family::default(),
+            source_up: Family::default(),
+            packet_drops: Arc::default(),
+            cpu_throttled_periods: Family::default(),
+            cpu_throttled_seconds: Family::default(),
+            cpu_throttled_cgroups: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -348,6 +418,27 @@ impl Metrics {
             "Agent worker threads that panicked, by worker (each is restarted after a pause)",
             m.worker_failures.clone(),
         );
+        registry.register(
+            "netstall_source_up",
+            "1 when a kernel counter source (packet-drops, cpu-throttling) reads, 0 when it is unavailable; absent when turned off",
+            m.source_up.clone(),
+        );
+        registry.register(
+            "netstall_cpu_throttled_periods",
+            "CFS periods in which a CPU cgroup ran out of quota, summed over the node's CPU cgroups (nr_throttled, read in the kernel, never from cpu.stat)",
+            m.cpu_throttled_periods.clone(),
+        );
+        registry.register(
+            "netstall_cpu_throttled_seconds",
+            "Time CPU cgroups' runqueues spent throttled, summed over the node's CPU cgroups and CPUs (throttled_time)",
+            m.cpu_throttled_seconds.clone(),
+        );
+        registry.register(
+            "netstall_cpu_throttled_cgroups",
+            "CPU cgroups throttled between the agent's last two readings (every cgroup-interval)",
+            m.cpu_throttled_cgroups.clone(),
+        );
+        registry.register_collector(Box::new(Arc::clone(&m.packet_drops)));
         registry.register_collector(Box::new(Arc::clone(&m.kernel_latency)));
         registry.register_collector(Box::new(crate::process::ProcessCollector::default()));
         registry.register_collector(Box::new(crate::netcounters::NetCollector::default()));

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use netstall_agent::metrics::{Metrics, ProtoLabels, ReaderLabels, StallLabels};
+use netstall_agent::metrics::{Metrics, ProtoLabels, ReaderLabels, SourceLabels, StallLabels};
 use serde_json::Value;
 
 fn dashboard() -> Value {
@@ -47,7 +47,8 @@ fn metric_names(expr: &str) -> Vec<String> {
 }
 
 /// A node's metrics with every family holding a series: a stall, a
-/// culprit, an episode, kernel latency, dying cgroups, the tracer's state.
+/// culprit, an episode, kernel latency, dying cgroups, the tracer's state,
+/// drops by reason, throttling, the kernel counters' sources.
 fn exported_samples() -> BTreeSet<String> {
     let m = Metrics::new("node1");
     let icmp = ProtoLabels { proto: "icmp" };
@@ -75,6 +76,18 @@ fn exported_samples() -> BTreeSet<String> {
     };
     m.stat_flush_seconds.get_or_create(&reader).inc_by(0.2);
     m.stat_flushes.get_or_create(&reader).inc();
+    m.packet_drops
+        .set_reader(Box::new(|| Ok(vec![("NETFILTER_DROP".into(), 5)])));
+    m.cpu_throttled_periods.get_or_create(&Vec::new()).inc();
+    m.cpu_throttled_seconds
+        .get_or_create(&Vec::new())
+        .inc_by(0.1);
+    m.cpu_throttled_cgroups.get_or_create(&Vec::new()).set(1);
+    m.source_up
+        .get_or_create(&SourceLabels {
+            source: "packet-drops",
+        })
+        .set(1);
     m.encode_prometheus()
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())

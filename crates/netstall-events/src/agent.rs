@@ -221,6 +221,12 @@ pub struct AgentConfig {
     pub dying_memcg_limit: u64,
     pub problem_window_ms: f64,
     pub tracer: bool,
+    /// Drops per kernel reason, counted in the kernel.
+    #[serde(default)]
+    pub packet_drops: bool,
+    /// CFS throttling of the CPU cgroups, read in the kernel.
+    #[serde(default)]
+    pub cpu_throttling: bool,
     pub event_log: Option<String>,
     /// The flight recorder's directory (`None`: off).
     #[serde(default)]
@@ -274,6 +280,8 @@ impl fmt::Display for AgentConfig {
         writeln!(f, "dying-memcg-limit = {}", self.dying_memcg_limit)?;
         writeln!(f, "problem-window = {}", duration(self.problem_window_ms))?;
         writeln!(f, "tracer = {}", self.tracer)?;
+        writeln!(f, "packet-drops = {}", self.packet_drops)?;
+        writeln!(f, "cpu-throttling = {}", self.cpu_throttling)?;
         if let Some(log) = &self.event_log {
             writeln!(f, "event-log = {}", quoted(log))?;
         }

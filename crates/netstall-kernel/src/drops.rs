@@ -7,6 +7,9 @@
 //! names do not. Reasons that are normal consumption ([`NORMAL_REASONS`])
 //! are not counted at all: a healthy node frees packets with them every
 //! second.
+//!
+//! [`ReasonTotals`] is the same counter for a reader that runs for months
+//! (the agent): totals per reason only, read whenever asked.
 
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
@@ -17,7 +20,7 @@ use anyhow::{Context, Result};
 use libbpf_rs::btf::types::Enum;
 use libbpf_rs::btf::Btf;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, OpenObject};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject};
 use netstall_core::clock::ClockOffset;
 pub use netstall_events::net::{PacketDrops, RetransmitKind, Retransmits};
 
@@ -48,6 +51,11 @@ pub const NORMAL_REASONS: &[&str] = &[
 /// Reasons numbered below this fit the BPF program's ignore mask.
 const MASK_BITS: u32 = 256;
 const REASON_PREFIX: &str = "SKB_DROP_REASON_";
+
+/// The reason of the per-reason totals' last slot: every reason numbered
+/// from [`MASK_BITS`] up (those of a subsystem's own enum: mac80211,
+/// openvswitch), which this kernel's `skb_drop_reason` does not name.
+pub const OTHER_REASON: &str = "OTHER";
 
 /// What to count.
 #[derive(Debug, Clone)]
@@ -226,6 +234,97 @@ fn read_map(map: &dyn MapCore, offset: &ClockOffset) -> HashMap<Vec<u8>, Count> 
     counts
 }
 
+/// The drop counter of a long-running reader: skb:kfree_skb only, counted
+/// per reason in a per-CPU array of [`MASK_BITS`]` + 1` slots (it never
+/// fills, however long it runs), read at any time without disturbing it.
+pub struct ReasonTotals {
+    /// Keeps the program attached.
+    _link: libbpf_rs::Link,
+    totals: MapHandle,
+    /// The slots read, with their reason: the normal reasons' are never
+    /// written, so never read.
+    slots: Vec<(u32, String)>,
+}
+
+impl ReasonTotals {
+    /// Loads and attaches the counter (CAP_BPF and CAP_PERFMON; reading it
+    /// later needs neither).
+    pub fn load() -> Result<Self> {
+        crate::require_bpf("the drop counter")?;
+        let btf = Btf::from_vmlinux().context("read the kernel's BTF")?;
+        let names = reason_names(&btf)?;
+        let mut storage = MaybeUninit::<OpenObject>::uninit();
+        let mut open = DropsSkelBuilder::default()
+            .open(&mut storage)
+            .context("open the drops BPF object")?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("drops BPF object has no .rodata")?;
+        rodata.ignore_mask = ignore_mask(&names);
+        rodata.totals_only = true;
+        // Retransmits are the agent's Tcp.RetransSegs: their programs stay out.
+        open.progs.on_tcp_retransmit_skb.set_autoload(false);
+        open.progs.on_tcp_retransmit_synack.set_autoload(false);
+        let skel = open
+            .load()
+            .context("load the drop counter (needs tp_btf/kfree_skb)")?;
+        // The link holds the program, and the program its maps: the
+        // skeleton may go.
+        let link = skel
+            .progs
+            .on_kfree_skb
+            .attach()
+            .context("attach tp_btf/kfree_skb")?;
+        let totals = MapHandle::try_from(&skel.maps.reasons).context("keep the reasons map")?;
+        Ok(Self {
+            _link: link,
+            totals,
+            slots: reason_slots(&names),
+        })
+    }
+
+    /// Drops counted since the load, per reason (those with any), all CPUs.
+    pub fn read(&self) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for (slot, reason) in &self.slots {
+            let per_cpu = self
+                .totals
+                .lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY)
+                .with_context(|| format!("read the drop count of {reason}"))?
+                .unwrap_or_default();
+            let total = sum_per_cpu(&per_cpu);
+            if total > 0 {
+                out.push((reason.clone(), total));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The slots of the per-reason totals that can count, with their reason:
+/// every named reason below [`MASK_BITS`] but the normal ones, and the last
+/// slot as [`OTHER_REASON`]. Pure.
+pub fn reason_slots(names: &HashMap<u32, String>) -> Vec<(u32, String)> {
+    let mut slots: Vec<(u32, String)> = names
+        .iter()
+        .filter(|(&value, name)| value < MASK_BITS && !NORMAL_REASONS.contains(&name.as_str()))
+        .map(|(&value, name)| (value, name.clone()))
+        .collect();
+    slots.sort();
+    slots.push((MASK_BITS, OTHER_REASON.to_owned()));
+    slots
+}
+
+/// A per-CPU `u64`, summed over the CPUs. Pure.
+pub fn sum_per_cpu(values: &[Vec<u8>]) -> u64 {
+    values
+        .iter()
+        .filter_map(|v| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?)))
+        .fold(0, u64::wrapping_add)
+}
+
 /// Loads the counter, calls `on_event` with every interval's increments
 /// until `stop`, and returns the totals.
 pub fn run(
@@ -379,6 +478,31 @@ mod tests {
         for name in NORMAL_REASONS {
             assert!(by_name.contains_key(name), "{name} is not a reason here");
         }
+    }
+
+    #[test]
+    fn totals_are_read_for_the_counted_reasons_and_summed_over_cpus() {
+        let names = HashMap::from([
+            (2, "NO_SOCKET".to_owned()),
+            (6, "NETFILTER_DROP".to_owned()),
+            (1, "TCP_INVALID_SEQUENCE".to_owned()),
+            (300, "BEYOND_THE_MASK".to_owned()),
+        ]);
+        assert_eq!(
+            reason_slots(&names),
+            vec![
+                (1, "TCP_INVALID_SEQUENCE".to_owned()),
+                (6, "NETFILTER_DROP".to_owned()),
+                (MASK_BITS, OTHER_REASON.to_owned()),
+            ]
+        );
+        let cpus = [
+            5u64.to_ne_bytes().to_vec(),
+            0u64.to_ne_bytes().to_vec(),
+            7u64.to_ne_bytes().to_vec(),
+        ];
+        assert_eq!(sum_per_cpu(&cpus), 12);
+        assert_eq!(sum_per_cpu(&[]), 0);
     }
 
     #[test]

@@ -11,13 +11,12 @@
 //! Userspace reads it every [`ThrottleConfig::interval`] (1 s) and reports
 //! the cgroups whose counters grew.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Read;
 use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -241,11 +240,12 @@ const MAX_CGROUP_DIRS: usize = 100_000;
 const REWALK_EVERY: Duration = Duration::from_secs(1);
 
 /// The cgroup iterator, loaded and attached to the hierarchy the cpu
-/// controller is on, with its maps.
+/// controller is on, with its maps. It can be loaded on one thread and read
+/// on another (the agent loads it before it drops its capabilities).
 pub struct Reader {
     link: libbpf_rs::Link,
     /// Rows land here as the ring is consumed.
-    rows: Rc<RefCell<Vec<throttle_row>>>,
+    rows: Arc<Mutex<Vec<throttle_row>>>,
     ring: RingBuffer<'static>,
     state: MapHandle,
     mount: PathBuf,
@@ -256,6 +256,15 @@ pub struct Reader {
 impl Reader {
     /// Loads the iterator on the cpu controller's hierarchy.
     pub fn open() -> Result<Self> {
+        Self::open_with_ring(None)
+    }
+
+    /// The same, with a rows ring of `ring_bytes` (a power of two, at least
+    /// a page) instead of 2 MiB. The ring is mapped into this process for
+    /// as long as it reads, its data twice (4 MB of RSS for 2 MiB): a
+    /// long-running reader (the agent) takes a smaller one. A row is 112
+    /// bytes; rows that do not fit are counted ([`Reader::overflow`]).
+    pub fn open_with_ring(ring_bytes: Option<u32>) -> Result<Self> {
         crate::require_bpf("the CPU throttling reader")?;
         let mountinfo =
             std::fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
@@ -276,9 +285,15 @@ impl Reader {
             .with_context(|| format!("open the cgroup hierarchy {}", mount.display()))?;
 
         let mut storage = MaybeUninit::<OpenObject>::uninit();
-        let open = ThrottleSkelBuilder::default()
+        let mut open = ThrottleSkelBuilder::default()
             .open(&mut storage)
             .context("open the throttle BPF object")?;
+        if let Some(bytes) = ring_bytes {
+            open.maps
+                .rows
+                .set_max_entries(bytes)
+                .context("size the rows ring")?;
+        }
         let skel = open.load().context(
             "load the cgroup iterator (iter/cgroup, Linux 6.1+, and CONFIG_CFS_BANDWIDTH)",
         )?;
@@ -291,12 +306,12 @@ impl Reader {
             .dump_throttle
             .attach_iter_with_opts(libbpf_rs::IterOpts::Cgroup(opts))
             .with_context(|| format!("attach the cgroup iterator to {}", mount.display()))?;
-        let rows = Rc::new(RefCell::new(Vec::new()));
-        let sink = Rc::clone(&rows);
+        let rows = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&rows);
         let mut ring = RingBufferBuilder::new();
         ring.add(&skel.maps.rows, move |data: &[u8]| {
             if let Some(row) = decode_row(data) {
-                sink.borrow_mut().push(row);
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(row);
             }
             0
         })
@@ -326,7 +341,7 @@ impl Reader {
         iter.read_to_end(&mut Vec::new())
             .context("walk the cgroups")?;
         self.ring.consume().context("read the rows ring")?;
-        let rows = std::mem::take(&mut *self.rows.borrow_mut());
+        let rows = std::mem::take(&mut *self.rows.lock().unwrap_or_else(|p| p.into_inner()));
         Ok(parse_rows(rows))
     }
 

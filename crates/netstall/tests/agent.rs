@@ -404,6 +404,202 @@ fn agent_metrics_pass_promtool_and_stay_under_50_series() {
     assert!(sent >= 200.0, "10 peers at 10 Hz for 3 s sent only {sent}");
 }
 
+/// A network namespace of the test's own, deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn add() -> Netns {
+        let name = format!("{}-drops", netstall_testkit::unique_prefix());
+        let ok = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        };
+        ok(&["netns", "add", &name]);
+        let netns = Netns(name);
+        ok(&["-n", &netns.0, "link", "set", "lo", "up"]);
+        netns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// `netstall_packet_drops_total{reason}` as (reason, count).
+fn drops_by_reason(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("netstall_packet_drops_total{reason=\"")?;
+            let (reason, value) = rest.split_once("\"} ")?;
+            Some((reason.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The kernel counters for real: packets an nftables rule drops in a
+/// namespace of the test's own count under the kernel's reason
+/// (NETFILTER_DROP), UDP to a closed port (normal consumption, NO_SOCKET)
+/// does not count at all, and a CPU cgroup with a small quota and a busy
+/// process makes the throttling counters rise. Turned off, the series and
+/// the sources' state are absent.
+#[test]
+fn agent_counts_drops_by_kernel_reason_and_cpu_throttling() {
+    if !privileged("agent_counts_drops_by_kernel_reason_and_cpu_throttling") {
+        return;
+    }
+    // Drops and cgroups are machine-wide: no other test's in the counts.
+    let _lock = MachineLock::acquire();
+    let start = |extra: &[&str]| {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let mut children = Children::default();
+        children.spawn(
+            Command::new(NETSTALL)
+                .args(["agent", "--listen", &addr.to_string()])
+                .args(["--tracer", "false", "--cgroup-interval", "1s"])
+                .args(["--event-log", "/dev/null"])
+                .args(NO_RECORDER)
+                .args(extra),
+        );
+        wait_serving(addr);
+        (addr, children)
+    };
+    let scrape = |addr: SocketAddr| {
+        netstall_agent::http::get(addr, "/metrics", Duration::from_secs(5)).unwrap()
+    };
+    let (addr, _agent) = start(&[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = scrape(addr);
+    while metric(&text, "netstall_cpu_throttled_periods_total").is_none() {
+        assert!(Instant::now() < deadline, "no throttling reading:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+        text = scrape(addr);
+    }
+    for source in ["packet-drops", "cpu-throttling"] {
+        let up = format!("netstall_source_up{{source=\"{source}\"}}");
+        assert_eq!(metric(&text, &up), Some(1.0), "{up}:\n{text}");
+    }
+
+    // 50 datagrams to port 9, dropped by the rule in the namespace's
+    // output path; 50 to port 10, where nobody listens.
+    let netns = Netns::add();
+    let rule = "table inet netstall_test {\n chain output {\n  type filter hook output priority 0; policy accept;\n  udp dport 9 drop\n }\n}\n";
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", &netns.0, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(rule.as_bytes())
+        .unwrap();
+    assert!(nft.wait().unwrap().success(), "nft -f");
+    let before = drops_by_reason(&scrape(addr));
+    let sent = in_netns(&netns.0, || {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut refused = 0;
+        for _ in 0..50 {
+            // The rule's drop fails the send (EPERM): expected.
+            refused += usize::from(socket.send_to(b"x", "127.0.0.1:9").is_err());
+            socket.send_to(b"x", "127.0.0.1:10").unwrap();
+        }
+        refused
+    });
+    assert_eq!(sent, 50, "the rule did not drop every datagram to port 9");
+    let after = drops_by_reason(&scrape(addr));
+    let counted = |reasons: &std::collections::BTreeMap<String, f64>| {
+        reasons.get("NETFILTER_DROP").copied().unwrap_or(0.0)
+    };
+    let grew = counted(&after) - counted(&before);
+    eprintln!("NETFILTER_DROP +{grew}; all reasons after: {after:?}");
+    assert!(grew >= 50.0, "{before:?} -> {after:?}");
+    for normal in netstall_kernel::drops::NORMAL_REASONS {
+        assert!(!after.contains_key(*normal), "{normal} counted: {after:?}");
+    }
+    drop(netns);
+
+    // A cgroup of 20 ms per 100 ms with a process that never sleeps in it:
+    // throttled in nearly every period.
+    let throttled = |text: &str| {
+        (
+            metric(text, "netstall_cpu_throttled_periods_total").unwrap_or(0.0),
+            metric(text, "netstall_cpu_throttled_seconds_total").unwrap_or(0.0),
+        )
+    };
+    let (periods_before, seconds_before) = throttled(&scrape(addr));
+    let name = format!(
+        "netstall-{}-agent-throttle",
+        netstall_testkit::unique_prefix()
+    );
+    let mut cgroup = netstall_lab::throttle::ThrottledCgroup::create(
+        &name,
+        netstall_lab::throttle::QUOTA,
+        netstall_lab::throttle::PERIOD,
+    )
+    .unwrap();
+    cgroup.spin(Duration::from_secs(5)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (mut periods, mut seconds, mut cgroups) = (0.0, 0.0, 0.0_f64);
+    while Instant::now() < deadline && (periods < 5.0 || cgroups < 1.0) {
+        std::thread::sleep(Duration::from_millis(500));
+        let text = scrape(addr);
+        let (p, s) = throttled(&text);
+        (periods, seconds) = (p - periods_before, s - seconds_before);
+        cgroups = cgroups.max(metric(&text, "netstall_cpu_throttled_cgroups").unwrap_or(0.0));
+    }
+    drop(cgroup);
+    eprintln!("throttled: +{periods} periods, +{seconds:.3} s, {cgroups} cgroups at most");
+    assert!(periods >= 5.0, "{periods} throttled periods");
+    assert!(seconds > 0.0, "{seconds} s throttled");
+    assert!(cgroups >= 1.0, "{cgroups} cgroups throttled");
+
+    // Turned off: nothing loaded, nothing exported.
+    let (addr, _off) = start(&["--packet-drops", "false", "--cpu-throttling", "false"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = scrape(addr);
+    for absent in [
+        "netstall_source_up",
+        "netstall_packet_drops",
+        "netstall_cpu_throttled",
+    ] {
+        assert!(!text.contains(absent), "{absent}:\n{text}");
+    }
+
+    // Unable to load (here: no CAP_BPF, CAP_PERFMON nor CAP_SYS_ADMIN, as
+    // on a node that does not grant them): the agent serves, says why once
+    // per source, and each source is down with no series.
+    let tmp = TempDir::new();
+    let stderr = tmp.0.join("stderr");
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let mut children = Children::default();
+    children.spawn(
+        Command::new("setpriv")
+            .args(["--bounding-set", "-bpf,-perfmon,-sys_admin", NETSTALL])
+            .args(["agent", "--listen", &addr.to_string(), "--tracer", "false"])
+            .args(["--cgroup-interval", "1s", "--event-log", "/dev/null"])
+            .args(NO_RECORDER)
+            .stderr(File::create(&stderr).unwrap()),
+    );
+    wait_serving(addr);
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = scrape(addr);
+    let said = std::fs::read_to_string(&stderr).unwrap();
+    for source in ["packet-drops", "cpu-throttling"] {
+        let up = format!("netstall_source_up{{source=\"{source}\"}}");
+        assert_eq!(metric(&text, &up), Some(0.0), "{up}:\n{text}");
+        let line = format!("netstall agent: the {source} source is unavailable: ");
+        assert_eq!(said.matches(&line).count(), 1, "{said}");
+    }
+    assert!(!text.contains("netstall_packet_drops_total{"), "{text}");
+    assert!(
+        !text.contains("netstall_cpu_throttled_periods_total "),
+        "{text}"
+    );
+    eprintln!("{said}");
+}
+
 /// A one-shot HTTP server answering /healthz with `body`.
 fn fake_agent(body: String) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -12,6 +12,10 @@
  * Nothing reaches userspace per event: it reads the hash maps once per
  * interval and reports the increments. A full map is counted (OVERFLOW),
  * never silent.
+ *
+ * With totals_only (the agent, which runs for months: the sites and flows
+ * of a run would fill any map), only skb:kfree_skb is attached and a drop
+ * only adds one to its reason's slot of a per-CPU array that never fills.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -26,6 +30,15 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Set from userspace before load, from this kernel's BTF names. */
 const volatile __u64 ignore_mask[DROP_REASON_MASK_BITS / 64] = {};
+/* Count per reason only (`reasons`), not per site (`drops`). */
+const volatile bool totals_only = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DROP_REASON_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} reasons SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -91,6 +104,14 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location,
 		barrier_var(word);
 		if ((ignore_mask[word & 3] >> (r % 64)) & 1)
 			return 0;
+	}
+	if (totals_only) {
+		__u32 slot = r < DROP_REASON_MASK_BITS ? r : DROP_REASON_MASK_BITS;
+		__u64 *total = bpf_map_lookup_elem(&reasons, &slot);
+		/* This CPU's own slot: no other writer, no atomic needed. */
+		if (total)
+			*total += 1;
+		return 0;
 	}
 
 	struct drop_key key = {

@@ -7,6 +7,9 @@
 /* Reasons below this fit the ignore mask; subsystem reasons (the high 16
  * bits: mac80211, openvswitch, ...) are always counted. */
 #define DROP_REASON_MASK_BITS 256
+/* The per-reason totals (`reasons`): a slot per reason below
+ * DROP_REASON_MASK_BITS, and the last one for all the others. */
+#define DROP_REASON_SLOTS (DROP_REASON_MASK_BITS + 1)
 
 /* One drop site: a reason, where the kernel freed the skb, on which CPU,
  * and the device (and its netns) when the skb had one. */
